@@ -1,0 +1,86 @@
+"""`ScoringConfig`: every knob that changes what a score means or how it is computed, validated in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+NORMALIZATIONS = ("vocab", "yes_no")
+COT_MODES = ("none", "answer_first", "reasoning_first")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How prompts are worded and how P("yes") is read. All fields can be overridden per call."""
+
+    criteria: tuple[str, ...] = ()  # preset names (see CRITERIA_PRESETS) and/or free-form criteria text
+    question: str | None = None  # custom question template; {prompt} and {criteria} are filled in
+    system: str | None = None  # system prompt; None keeps the chat template's default
+    normalize: str = "vocab"  # "vocab": softmax over the vocabulary; "yes_no": two-way yes/no softmax
+    answer: str = "Yes"  # the word whose probability is the score
+    negative: str | None = None  # the "no" word for yes_no normalisation; None derives it from `answer`
+    answer_variants: bool = False  # also count case/space variants ("yes", " Yes", "YES", ...)
+    cot: str = "none"  # "none", "answer_first" or "reasoning_first"
+    reason_tokens: int = 128  # maximum new tokens for generated reasons / reasoning
+    max_batch_tokens: int = 16384  # token budget of one forward (batch size x padded length)
+    prefix_reuse: bool = True  # compute a shared prefix (instruction, reference, examples) once
+    min_prefix_tokens: int = 16  # shorter shared prefixes are not worth a cache
+
+    def validate(self) -> "ScoringConfig":
+        """Raise ValueError naming the field and the fix when a value is unusable; return self."""
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
+        if self.cot not in COT_MODES:
+            raise ValueError(f"cot must be one of {', '.join(COT_MODES)}, got {self.cot!r}")
+        if not isinstance(self.answer, str) or not self.answer.strip():
+            raise ValueError("answer must be a non-empty word such as 'Yes'")
+        if self.negative is not None and (not isinstance(self.negative, str) or not self.negative.strip()):
+            raise ValueError("negative must be a non-empty word such as 'No' (or None to derive it)")
+        if not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be a positive integer, got {self.max_batch_tokens!r}")
+        if not isinstance(self.reason_tokens, int) or self.reason_tokens < 1:
+            raise ValueError(f"reason_tokens must be a positive integer, got {self.reason_tokens!r}")
+        if self.question is not None and (not isinstance(self.question, str) or not self.question.strip()):
+            raise ValueError("question must be a non-empty template string such as 'Does this image show \"{prompt}\"?'")
+        if self.system is not None and not isinstance(self.system, str):
+            raise ValueError(f"system must be a string, got {type(self.system).__name__}")
+        if not isinstance(self.criteria, tuple) or not all(isinstance(c, str) and c.strip() for c in self.criteria):
+            raise ValueError("criteria must be a list of preset names or non-empty criteria texts")
+        return self
+
+    @property
+    def negative_word(self) -> str:
+        """The "no" word: `negative`, or the counterpart of `answer` in the same casing."""
+        if self.negative:
+            return self.negative
+        word = self.answer.strip()
+        if word.isupper():
+            return "NO"
+        return "No" if word[:1].isupper() else "no"
+
+    def with_overrides(self, **overrides: Any) -> "ScoringConfig":
+        """A copy with the given fields replaced (None values ignored), validated."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown scoring option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if "criteria" in changes:
+            changes["criteria"] = normalize_criteria(changes["criteria"])
+        return replace(self, **changes).validate()
+
+
+def normalize_criteria(criteria: Any) -> tuple[str, ...]:
+    """Accept a string (comma-separated presets or one free-form text), or a list; return a tuple."""
+    if criteria is None:
+        return ()
+    if isinstance(criteria, str):
+        from .prompts import CRITERIA_PRESETS
+
+        parts = [p.strip() for p in criteria.split(",")]
+        if all(p in CRITERIA_PRESETS for p in parts if p):
+            return tuple(p for p in parts if p)
+        return (criteria.strip(),) if criteria.strip() else ()
+    if isinstance(criteria, (list, tuple)):
+        return tuple(str(c).strip() for c in criteria if str(c).strip())
+    raise ValueError(f"criteria must be a string or a list of strings, got {type(criteria).__name__}")

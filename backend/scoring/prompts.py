@@ -1,0 +1,177 @@
+"""The project's prompt wording: criteria presets, pointwise and pairwise questions, few-shot, chain of thought.
+
+A `Query` is a chat conversation whose visuals are placeholders ({"type": "image"} / {"type": "video"})
+plus the visuals themselves in order of appearance; the scorer renders it with the checkpoint's own
+chat template. The answer is read at the first assistant position (or after `continuation`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..media import Video, Visual, to_visual
+from .config import ScoringConfig
+
+CRITERIA_PRESETS: dict[str, str] = {
+    "alignment": "Prompt alignment: every object, attribute, count, colour, position and relation the prompt "
+    "describes is present and correct, and nothing contradicts the prompt.",
+    "aesthetics": "Aesthetics: pleasing composition, lighting and colour, a clear subject, and a polished, "
+    "professional look.",
+    "plausibility": "Plausibility: no artefacts, distortions or anatomical errors (hands, faces, limbs), "
+    "physically coherent objects, lighting and perspective.",
+    "text": "Text rendering: any text the prompt asks for is spelled exactly right, legible and well placed; "
+    "no garbled letters.",
+    "overall": "Overall quality: faithful to the prompt, visually appealing and free of defects.",
+    "motion": "Motion quality: natural, smooth and physically plausible movement of the subjects and the camera "
+    "with a meaningful amount of motion.",
+    "temporal": "Temporal consistency: subjects, identities, colours and background stay consistent from frame "
+    "to frame, with no flicker, popping or morphing.",
+}
+VIDEO_ONLY_PRESETS = ("motion", "temporal")
+
+VQA_QUESTION = 'Does this {kind} show "{prompt}"? Please answer yes or no.'
+POINTWISE_QUESTION = (
+    'The {kind} was generated from the prompt: "{prompt}"\n'
+    "Judge it under these criteria:\n{criteria}\n"
+    "Does the {kind} meet the criteria? Please answer yes or no."
+)
+PAIRWISE_QUESTION = (
+    'Both {kind}s were generated from the prompt: "{prompt}"\n'
+    "{kind_title} 1 is the reference and {kind} 2 is the candidate. Compare them under these criteria:\n"
+    "{criteria}\n"
+    "Is {kind} 2 better than {kind} 1? Please answer yes or no."
+)
+ANSWER_FIRST_SUFFIX = " Answer with yes or no first, then explain your judgement briefly."
+REASONING_FIRST_SUFFIX = (
+    " First explain your reasoning briefly, then give the verdict on the last line as "
+    "'Final answer: yes' or 'Final answer: no'."
+)
+VERDICT_MARKER = "Final answer:"
+DEFAULT_PAIRWISE_CRITERIA = ("overall",)
+TEMPLATE_FIELDS = {"prompt", "criteria", "kind"}
+
+
+@dataclass(eq=False)
+class FewShotExample:
+    """An in-context example: a visual with its verdict (True = yes), and optionally its own prompt."""
+
+    visual: Any
+    verdict: bool
+    prompt: str | None = None
+    reference: Any = None  # pairwise examples: the reference the visual was judged against
+
+
+@dataclass(eq=False)
+class Query:
+    """One scoring request: chat messages with visual placeholders, the visuals, and any answer prefix."""
+
+    messages: list[dict]
+    visuals: list[Visual]
+    continuation: str = ""
+
+
+def criteria_text(criteria: tuple[str, ...], kind: str) -> str:
+    """Bullet list of the chosen criteria (presets expanded, free text kept as written)."""
+    lines = []
+    for item in criteria:
+        if item in VIDEO_ONLY_PRESETS and kind != "video":
+            raise ValueError(f"criteria preset {item!r} only applies to video; remove it for images")
+        lines.append("- " + CRITERIA_PRESETS.get(item, item))
+    return "\n".join(lines)
+
+
+def fill_template(template: str, prompt: str, criteria: str, kind: str) -> str:
+    """Fill {prompt}, {criteria}, {kind}; unknown {fields} are an error naming the field."""
+    unknown = sorted(set(re.findall(r"{(\w*)}", template)) - TEMPLATE_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"question template has unknown field(s) {', '.join('{' + u + '}' for u in unknown)}; "
+            "use {prompt}, {criteria} and {kind}"
+        )
+    return (
+        template.replace("{prompt}", prompt)
+        .replace("{criteria}", criteria)
+        .replace("{kind_title}", kind.title())
+        .replace("{kind}", kind)
+    )
+
+
+def question_text(config: ScoringConfig, prompt: str, kind: str, pairwise: bool) -> str:
+    """The user question for one query, including the chain-of-thought instruction."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    criteria = config.criteria or (DEFAULT_PAIRWISE_CRITERIA if pairwise else ())
+    crit = criteria_text(criteria, kind)
+    if config.question:
+        template = config.question
+    elif pairwise:
+        template = PAIRWISE_QUESTION
+    else:
+        template = POINTWISE_QUESTION if criteria else VQA_QUESTION
+    text = fill_template(template.replace("{kind_title}", kind.title()), prompt, crit, kind)
+    if config.cot == "answer_first":
+        text += ANSWER_FIRST_SUFFIX
+    elif config.cot == "reasoning_first":
+        text += REASONING_FIRST_SUFFIX
+    return text
+
+
+def _kind(visual: Visual) -> str:
+    return "video" if isinstance(visual, Video) else "image"
+
+
+def _system_messages(config: ScoringConfig) -> list[dict]:
+    return [{"role": "system", "content": [{"type": "text", "text": config.system}]}] if config.system else []
+
+
+def _example_turns(examples: list[FewShotExample], config: ScoringConfig, prompt: str, pairwise: bool) -> tuple[list, list]:
+    """Few-shot turns (user question + assistant verdict) and their visuals, in order."""
+    messages, visuals = [], []
+    for i, ex in enumerate(examples):
+        if not isinstance(ex, FewShotExample):
+            raise ValueError(f"few_shot[{i}] must be a FewShotExample(visual, verdict, prompt=None)")
+        if pairwise and ex.reference is None:
+            raise ValueError(f"few_shot[{i}] is used for pairwise scoring and needs a reference visual")
+        shown = [to_visual(ex.reference, f"few_shot[{i}].reference")] if pairwise else []
+        shown.append(to_visual(ex.visual, f"few_shot[{i}].visual"))
+        question = question_text(replace_cot(config), ex.prompt or prompt, _kind(shown[-1]), pairwise)
+        messages.append({"role": "user", "content": _visual_parts(shown, pairwise) + [{"type": "text", "text": question}]})
+        verdict = config.answer.strip() if ex.verdict else config.negative_word
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": verdict}]})
+        visuals.extend(shown)
+    return messages, visuals
+
+
+def replace_cot(config: ScoringConfig) -> ScoringConfig:
+    """Examples are answered with a bare verdict, so they carry no chain-of-thought instruction."""
+    return config if config.cot == "none" else config.with_overrides(cot="none")
+
+
+def _visual_parts(visuals: list[Visual], pairwise: bool) -> list[dict]:
+    parts: list[dict] = []
+    for i, v in enumerate(visuals):
+        if pairwise:
+            parts.append({"type": "text", "text": f"{_kind(v).title()} {i + 1}:"})
+        parts.append({"type": _kind(v)})
+    return parts
+
+
+def pointwise_query(visual: Visual, prompt: str, config: ScoringConfig, few_shot: list | None = None) -> Query:
+    """One visual + prompt + criteria: "does it meet them?"; visual before the question."""
+    shots, shot_visuals = _example_turns(list(few_shot or []), config, prompt, pairwise=False)
+    question = question_text(config, prompt, _kind(visual), pairwise=False)
+    user = {"role": "user", "content": _visual_parts([visual], False) + [{"type": "text", "text": question}]}
+    return Query(_system_messages(config) + shots + [user], shot_visuals + [visual])
+
+
+def pairwise_query(reference: Visual, candidate: Visual, prompt: str, config: ScoringConfig,
+                   few_shot: list | None = None) -> Query:
+    """Image 1 = reference, image 2 = candidate, then prompt + criteria: "is image 2 better than image 1?"."""
+    if _kind(reference) != _kind(candidate):
+        raise ValueError("reference and candidate must both be images or both be videos")
+    shots, shot_visuals = _example_turns(list(few_shot or []), config, prompt, pairwise=True)
+    question = question_text(config, prompt, _kind(candidate), pairwise=True)
+    user = {"role": "user", "content": _visual_parts([reference, candidate], True) + [{"type": "text", "text": question}]}
+    return Query(_system_messages(config) + shots + [user], shot_visuals + [reference, candidate])

@@ -1,0 +1,250 @@
+"""The batched scorer: queries -> token ids and pixels -> one forward per batch -> last-position logits.
+
+- Each distinct visual is preprocessed once per call (tensor images of one size in one batched op).
+- Batches are formed by a token budget (batch size x padded length), left-padded, and only the last
+  position's logits are computed (`logits_to_keep=1`).
+- Position ids are computed per sequence with the model's own rules, so a score never depends on which
+  other queries share its batch.
+- Shared-prefix reuse: queries that begin with the same tokens and the same visuals (instruction,
+  reference image, few-shot examples) run that prefix once; its KV cache is repeated for the suffixes.
+- CUDA out-of-memory splits the batch in half and retries, down to one query.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+
+from ..media import Image, Video, Visual
+from ..vlm.base import EncodedVisual, accepts_argument
+from ..vlm.loading import LoadedVLM
+from .prompts import Query
+
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+@dataclass(eq=False)
+class PreparedQuery:
+    """A query as model inputs: ids, per-sequence positions, encoded visuals and where they sit."""
+
+    input_ids: torch.Tensor  # [L]
+    positions: torch.Tensor  # [L] or [3, L]
+    visuals: list[EncodedVisual]
+    spans: list[tuple[int, int]]  # token span of each visual
+    keys: list[int]  # identity of each visual's source object
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def visuals_from(self, start: int) -> list[EncodedVisual]:
+        """Visuals whose tokens lie at or after `start`."""
+        return [v for v, (s, _) in zip(self.visuals, self.spans) if s >= start]
+
+
+class Scorer:
+    """Runs prepared queries through a loaded VLM and returns last-position logits."""
+
+    def __init__(self, vlm: LoadedVLM):
+        self.vlm = vlm
+        self.family = vlm.family
+        self.tokenizer = vlm.tokenizer
+        pattern = "|".join(re.escape(p) for p in (self.family.image_placeholder, self.family.video_placeholder))
+        self._placeholder_re = re.compile(f"({pattern})")
+        self.stats = Counter()  # forwards, prefix_forwards, oom_splits, tokens
+
+    # --- preparation ----------------------------------------------------------------------------------
+    def encode_visuals(self, visuals: list[Visual]) -> dict[int, EncodedVisual]:
+        """Preprocess each distinct visual once; images of one size are resized in one batched op."""
+        device = self.vlm.device
+        distinct = list({id(v): v for v in visuals}.values())
+        images = [v for v in distinct if isinstance(v, Image)]
+        encoded: dict[int, EncodedVisual] = {}
+        if images:
+            for img, enc in zip(images, self.family.encode_images(images, device)):
+                encoded[id(img)] = enc
+        for v in distinct:
+            if isinstance(v, Video):
+                encoded[id(v)] = self.family.encode_video(v, device)
+        return encoded
+
+    def render(self, query: Query) -> str:
+        """The query's full prompt text from the checkpoint's chat template, plus any continuation."""
+        text = self.tokenizer.apply_chat_template(
+            query.messages, chat_template=self.vlm.chat_template, tokenize=False, add_generation_prompt=True
+        )
+        return text + query.continuation
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of plain text (no special tokens added)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+    def prepare(self, queries: list[Query]) -> list[PreparedQuery]:
+        """Render, expand visual placeholders and tokenize every query."""
+        encoded = self.encode_visuals([v for q in queries for v in q.visuals])
+        return [self._prepare_one(q, encoded) for q in queries]
+
+    def _prepare_one(self, query: Query, encoded: dict[int, EncodedVisual]) -> PreparedQuery:
+        parts = self._placeholder_re.split(self.render(query))
+        placeholders = parts[1::2]
+        if len(placeholders) != len(query.visuals):
+            raise ValueError(
+                f"the chat template rendered {len(placeholders)} visual placeholder(s) for {len(query.visuals)} "
+                "visual(s); the checkpoint's chat template must render {'type': 'image'/'video'} content parts"
+            )
+        ids: list[int] = []
+        spans: list[tuple[int, int]] = []
+        visuals: list[EncodedVisual] = []
+        for i, text in enumerate(parts[0::2]):
+            ids.extend(self.tokenize(text))
+            if i < len(query.visuals):
+                visual = encoded[id(query.visuals[i])]
+                expected = self.family.image_placeholder if visual.kind == "image" else self.family.video_placeholder
+                if placeholders[i] != expected:
+                    raise ValueError(f"visual {i} is a {visual.kind} but the prompt has a {placeholders[i]!r} there")
+                start = len(ids)
+                for piece in visual.pieces:
+                    ids.extend(self.tokenize(piece) if isinstance(piece, str) else piece)
+                spans.append((start, len(ids)))
+                visuals.append(visual)
+        input_ids = torch.tensor(ids, dtype=torch.long, device=self.vlm.device)
+        positions = self.family.position_ids(self.vlm.model, input_ids, visuals)
+        return PreparedQuery(input_ids, positions, visuals, spans, [id(v) for v in query.visuals])
+
+    # --- batching -------------------------------------------------------------------------------------
+    @staticmethod
+    def token_batches(lengths: list[int], max_tokens: int) -> Iterator[list[int]]:
+        """Index batches, longest first, each within `max_tokens` of padded length x batch size."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batch: list[int] = []
+        for i in order:
+            longest = lengths[batch[0]] if batch else lengths[i]
+            if batch and (len(batch) + 1) * longest > max_tokens:
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    def prefix_groups(self, prepared: list[PreparedQuery], min_tokens: int) -> tuple[list[tuple[int, list[int]]], list[int]]:
+        """Split queries into (prefix length, members) groups that share a prefix, and the rest."""
+        counts = Counter(k for p in prepared for k in set(p.keys))
+        by_key: dict[tuple, list[int]] = defaultdict(list)
+        rest: list[int] = []
+        for i, p in enumerate(prepared):
+            own = [j for j, k in enumerate(p.keys) if counts[k] == 1]
+            if not own:
+                rest.append(i)
+                continue
+            cut = p.spans[own[0]][0]
+            shared_keys = tuple(k for k, (s, _) in zip(p.keys, p.spans) if s < cut)
+            by_key[(tuple(p.input_ids[:cut].tolist()), shared_keys)].append(i)
+        groups = []
+        for (prefix, _), members in by_key.items():
+            if len(members) >= 2 and len(prefix) >= min_tokens:
+                groups.append((len(prefix), members))
+            else:
+                rest.extend(members)
+        return groups, sorted(rest)
+
+    # --- forward passes -------------------------------------------------------------------------------
+    def last_logits(self, prepared: list[PreparedQuery], max_tokens: int, prefix_reuse: bool = True,
+                    min_prefix_tokens: int = 16) -> torch.Tensor:
+        """Last-position logits [N, V] (float32) for prepared queries, in input order."""
+        out: list[torch.Tensor | None] = [None] * len(prepared)
+        grad = torch.is_grad_enabled() and any(v.pixel_values.requires_grad for p in prepared for v in p.visuals)
+        with torch.set_grad_enabled(grad):
+            if prefix_reuse and not grad:
+                groups, rest = self.prefix_groups(prepared, min_prefix_tokens)
+            else:
+                groups, rest = [], list(range(len(prepared)))
+            for batch in self.token_batches([len(prepared[i]) for i in rest], max_tokens):
+                rows = [rest[j] for j in batch]
+                for i, logit in zip(rows, self._forward_split([prepared[i] for i in rows])):
+                    out[i] = logit
+            for prefix_len, members in groups:
+                cache = self._prefix_cache(prepared[members[0]], prefix_len)
+                suffix_lengths = [len(prepared[i]) - prefix_len for i in members]
+                for batch in self.token_batches(suffix_lengths, max(1, max_tokens - prefix_len)):
+                    rows = [members[j] for j in batch]
+                    logits = self._forward_split([prepared[i] for i in rows], prefix_len, cache)
+                    for i, logit in zip(rows, logits):
+                        out[i] = logit
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def _forward_split(self, rows: list[PreparedQuery], start: int = 0, cache: Any = None) -> torch.Tensor:
+        """Forward `rows`; on out-of-memory split the batch in half and retry."""
+        try:
+            return self._forward(rows, start, cache)
+        except OutOfMemoryError as exc:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(rows) == 1:
+                raise RuntimeError(
+                    f"out of GPU memory scoring a single query of {len(rows[0])} tokens; lower the pixel budget "
+                    "(--max-pixels / max_pixels), use bf16, or use a device_map over several GPUs"
+                ) from exc
+            self.stats["oom_splits"] += 1
+            half = len(rows) // 2
+            return torch.cat([self._forward_split(rows[:half], start, cache), self._forward_split(rows[half:], start, cache)])
+
+    def _prefix_cache(self, query: PreparedQuery, prefix_len: int) -> Any:
+        """Run the shared prefix once and return its KV cache."""
+        ids = query.input_ids[None, :prefix_len]
+        out = self.vlm.model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=query.positions[..., :prefix_len].unsqueeze(-2),
+            use_cache=True,
+            logits_to_keep=1,
+            **self.family.model_inputs([v for v, (s, _) in zip(query.visuals, query.spans) if s < prefix_len], self.vlm.dtype),
+        )
+        self.stats["prefix_forwards"] += 1
+        return out.past_key_values
+
+    def _forward(self, rows: list[PreparedQuery], start: int = 0, cache: Any = None) -> torch.Tensor:
+        """One left-padded forward over tokens [start:] of each row, optionally after a prefix cache."""
+        device = self.vlm.device
+        lengths = [len(r) - start for r in rows]
+        width = max(lengths)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        pos_shape = rows[0].positions.shape[:-1]
+        positions = torch.ones((*pos_shape, len(rows), width), dtype=torch.long, device=device)
+        for b, (r, n) in enumerate(zip(rows, lengths)):
+            ids[b, width - n:] = r.input_ids[start:]
+            mask[b, width - n:] = 1
+            positions[..., b, width - n:] = r.positions[..., start:]
+        visuals = [v for r in rows for v in r.visuals_from(start)]
+        kwargs: dict[str, Any] = self.family.model_inputs(visuals, self.vlm.dtype)
+        if cache is not None:
+            cache = copy.deepcopy(cache)
+            cache.batch_repeat_interleave(len(rows))
+            mask = torch.cat([torch.ones((len(rows), start), dtype=mask.dtype, device=device), mask], dim=1)
+            kwargs.update(past_key_values=cache, use_cache=True)
+        else:
+            kwargs["use_cache"] = False
+        out = self.vlm.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, **kwargs)
+        self.stats["forwards"] += 1
+        self.stats["tokens"] += int(mask.sum())
+        return out.logits[:, -1].float()
+
+    # --- generation (chain of thought) ------------------------------------------------------------------
+    def generate(self, query: Query, max_new_tokens: int) -> str:
+        """Greedy continuation of one query, decoded without special tokens."""
+        p = self.prepare([query])[0]
+        ids = p.input_ids[None]
+        kwargs: dict[str, Any] = self.family.model_inputs(p.visuals, self.vlm.dtype)
+        if hasattr(self.family, "token_types") and accepts_argument(self.vlm.model.forward, "mm_token_type_ids"):
+            kwargs["mm_token_type_ids"] = self.family.token_types(ids)
+        with torch.no_grad():
+            out = self.vlm.model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                do_sample=False, pad_token_id=self.tokenizer.pad_token_id, **kwargs,
+            )
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

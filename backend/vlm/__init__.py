@@ -1,0 +1,1 @@
+"""VLM families (one file each), their registry and the loader."""

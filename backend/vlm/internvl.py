@@ -1,0 +1,140 @@
+"""InternVL (Hugging Face format, `InternVLForConditionalGeneration`): 448 px tiles, 256 tokens per tile.
+
+Images are resized to a fixed tile (optionally a grid of tiles picked by aspect ratio, plus a
+thumbnail), each tile becomes `image_seq_length` `<IMG_CONTEXT>` tokens between `<img>` and `</img>`.
+Videos are frames, each one tile, written as `Frame1: <img>...</img>` lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from ..media import Image, Video
+from .base import EncodedVisual, VLMFamily
+from .resize import normalize, resize_pil, resize_tensor, sample_frame_indices
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def tile_grids(min_tiles: int, max_tiles: int) -> list[tuple[int, int]]:
+    """All (columns, rows) grids with a tile count in [min_tiles, max_tiles], fewest tiles first."""
+    grids = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1) if min_tiles <= c * r <= max_tiles]
+    return sorted(grids, key=lambda g: g[0] * g[1])
+
+
+def best_tile_grid(height: int, width: int, tile: int, min_tiles: int, max_tiles: int) -> tuple[int, int]:
+    """(columns, rows) whose aspect ratio is closest to the image's; ties go to more tiles while useful."""
+    aspect, area = width / height, width * height
+    best, best_diff = (1, 1), float("inf")
+    for cols, rows in tile_grids(min_tiles, max_tiles):
+        diff = abs(aspect - cols / rows)
+        if diff < best_diff:
+            best, best_diff = (cols, rows), diff
+        elif diff == best_diff and area > 0.5 * tile * tile * cols * rows:
+            best = (cols, rows)
+    return best
+
+
+class InternVLFamily(VLMFamily):
+    """InternVL 2.5 / 3 / 3.5 checkpoints in Hugging Face format."""
+
+    name: ClassVar[str] = "internvl"
+    model_types: ClassVar[tuple[str, ...]] = ("internvl",)
+    model_class_name: ClassVar[str] = "InternVLForConditionalGeneration"
+    image_placeholder: ClassVar[str] = "<IMG_CONTEXT>"
+    video_placeholder: ClassVar[str] = "<video>"
+
+    @property
+    def tile_size(self) -> int:
+        size = self.preprocessor.get("size") or {}
+        return int(size.get("height", 448))
+
+    @property
+    def tokens_per_tile(self) -> int:
+        if "image_seq_length" in self.preprocessor:
+            return int(self.preprocessor["image_seq_length"])
+        vision = self.config.vision_config
+        image = vision.image_size[0] if isinstance(vision.image_size, (list, tuple)) else vision.image_size
+        patch = vision.patch_size[0] if isinstance(vision.patch_size, (list, tuple)) else vision.patch_size
+        return int((image // patch) ** 2 * self.config.downsample_ratio**2)
+
+    @property
+    def resample(self) -> int:
+        return int(self.preprocessor.get("resample", 3))
+
+    def max_tiles(self) -> int:
+        """Tile budget: `max_pixels` (if set) caps the number of tiles, else the checkpoint's max_patches."""
+        tiles = int(self.preprocessor.get("max_patches", 12))
+        if self.options.max_pixels is not None:
+            tiles = max(1, min(tiles, self.options.max_pixels // (self.tile_size**2)))
+        return tiles
+
+    def grid_for(self, height: int, width: int) -> tuple[int, int]:
+        """(columns, rows) of tiles for an image; (1, 1) unless the checkpoint crops to patches."""
+        if not self.preprocessor.get("crop_to_patches", False):
+            return 1, 1
+        min_tiles = int(self.preprocessor.get("min_patches", 1))
+        return best_tile_grid(height, width, self.tile_size, min_tiles, max(min_tiles, self.max_tiles()))
+
+    # --- images ---------------------------------------------------------------------------------------
+    def encode_images(self, images: list[Image], device: torch.device | str = "cpu") -> list[EncodedVisual]:
+        """Tile, resize and normalise each image."""
+        return [self._encode_image(img, device) for img in images]
+
+    def _encode_image(self, img: Image, device: torch.device | str) -> EncodedVisual:
+        height, width = img.size
+        cols, rows = self.grid_for(height, width)
+        tile = self.tile_size
+        if img.pil is not None:
+            canvas = resize_pil(img.pil, rows * tile, cols * tile, self.resample).to(device)[None]
+            thumb = resize_pil(img.pil, tile, tile, self.resample).to(device)[None] if cols * rows > 1 else None
+        else:
+            source = img.tensor.to(device).permute(2, 0, 1)[None]
+            canvas = resize_tensor(source, rows * tile, cols * tile, self.resample)
+            thumb = resize_tensor(source, tile, tile, self.resample) if cols * rows > 1 else None
+        tiles = [canvas[0, :, r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] for r in range(rows) for c in range(cols)]
+        if thumb is not None:
+            tiles.append(thumb[0])
+        pixels = normalize(torch.stack(tiles), self.mean, self.std)
+        n = pixels.shape[0] * self.tokens_per_tile
+        pieces = [[self.token_id("<img>")] + [self.token_id(self.image_placeholder)] * n + [self.token_id("</img>")]]
+        return EncodedVisual("image", pixels, pieces, n, meta={"tiles": pixels.shape[0]})
+
+    # --- video ----------------------------------------------------------------------------------------
+    def encode_video(self, video: Video, device: torch.device | str = "cpu") -> EncodedVisual:
+        """Each sampled frame becomes one tile, written as a `FrameN: <img>...</img>` line."""
+        idx = sample_frame_indices(video.frames.shape[0], video.fps, self.options.fps, self.options.max_frames, 1)
+        frames = video.frames[idx].to(device).permute(0, 3, 1, 2)
+        pixels = normalize(resize_tensor(frames, self.tile_size, self.tile_size, self.resample), self.mean, self.std)
+        ctx, start, end = self.token_id(self.image_placeholder), self.token_id("<img>"), self.token_id("</img>")
+        pieces: list = []
+        for i in range(len(idx)):
+            pieces.append(("\n" if i else "") + f"Frame{i + 1}: ")
+            pieces.append([start] + [ctx] * self.tokens_per_tile + [end])
+        n = len(idx) * self.tokens_per_tile
+        return EncodedVisual("video", pixels, pieces, n, meta={"tiles": len(idx), "frame_indices": idx, "fps": video.fps})
+
+    @property
+    def mean(self) -> list[float]:
+        return list(self.preprocessor.get("image_mean", IMAGENET_MEAN))
+
+    @property
+    def std(self) -> list[float]:
+        return list(self.preprocessor.get("image_std", IMAGENET_STD))
+
+    # --- model plumbing -------------------------------------------------------------------------------
+    @property
+    def visual_token_ids(self) -> set[int]:
+        return {self.token_id(self.image_placeholder), self.token_id("<img>"), self.token_id("</img>")}
+
+    def model_inputs(self, visuals: list[EncodedVisual], dtype: torch.dtype) -> dict[str, Any]:
+        """All tiles and frames, in order of appearance, as one `pixel_values` tensor."""
+        if not visuals:
+            return {}
+        return {"pixel_values": torch.cat([v.pixel_values for v in visuals]).to(dtype)}
+
+
+FAMILY = InternVLFamily

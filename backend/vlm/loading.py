@@ -1,0 +1,200 @@
+"""Load a chat VLM checkpoint (local directory or hub id) with its tokenizer, chat template and family."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .base import VLMFamily, VisualOptions
+from .registry import family_for_config
+
+DTYPES = {
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+}
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
+
+
+class ModelLoadError(RuntimeError):
+    """A checkpoint could not be found or loaded; the message says where to put the files."""
+
+
+@dataclass
+class LoadedVLM:
+    """A loaded chat VLM: the transformers model, its tokenizer and chat template, and its family."""
+
+    model: Any
+    tokenizer: Any
+    chat_template: str
+    family: VLMFamily
+    path: str
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the input embeddings (where inputs go, also under a device_map)."""
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the model's floating-point weights."""
+        return self.model.get_input_embeddings().weight.dtype
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """'auto' -> bf16 on CUDA with bf16 support, else fp32; names like 'bf16' -> torch dtypes."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if str(device).startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if str(dtype).lower() not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of auto, bf16, fp16, fp32")
+    return DTYPES[str(dtype).lower()]
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto'/None -> cuda if available, else mps, else cpu; validates explicit names."""
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a torch device name (cpu, cuda, cuda:1, mps)") from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was requested but CUDA is not available; use --device cpu")
+    return str(parsed)
+
+
+def resolve_checkpoint(model: str, local_files_only: bool | None = None) -> Path:
+    """A local directory for `model`: the directory itself, or a hub snapshot (downloaded when online)."""
+    if not isinstance(model, (str, os.PathLike)) or not str(model).strip():
+        raise ModelLoadError("model must be a checkpoint directory or a hub id like Qwen/Qwen2.5-VL-7B-Instruct")
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{str(path)!r} has no config.json; point --model at the checkpoint directory itself")
+        return path
+    text = str(model)
+    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists()
+    if not looks_like_hub_id:
+        raise ModelLoadError(f"checkpoint directory {text!r} does not exist; check the path")
+    from huggingface_hub import snapshot_download
+
+    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    try:
+        return Path(snapshot_download(text, allow_patterns=HUB_FILES, local_files_only=bool(offline)))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"model {text!r} is not a local directory and could not be fetched from the Hugging Face hub "
+            f"({type(exc).__name__}). Offline? Download it where there is internet, e.g. "
+            f"`huggingface-cli download {text} --local-dir /models/{text.split('/')[-1]}`, copy the folder here "
+            "(for ComfyUI: into ComfyUI/models/reward_models/) and pass that directory as --model."
+        ) from exc
+
+
+def read_preprocessor_config(path: Path) -> dict:
+    """The image preprocessing settings (preprocessor_config.json, or the processor_config.json section)."""
+    settings: dict = {}
+    processor_file = path / "processor_config.json"
+    if processor_file.is_file():
+        data = json.loads(processor_file.read_text())
+        settings.update(data.get("image_processor", {}))
+        if "image_seq_length" in data:
+            settings["image_seq_length"] = data["image_seq_length"]
+    pre_file = path / "preprocessor_config.json"
+    if pre_file.is_file():
+        settings.update(json.loads(pre_file.read_text()))
+    return settings
+
+
+def read_chat_template(path: Path, tokenizer: Any) -> str:
+    """The chat template: the processor's (chat_template.json/.jinja) first, then the tokenizer's."""
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    js = path / "chat_template.json"
+    if js.is_file():
+        return json.loads(js.read_text())["chat_template"]
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = template.get("default")
+    if not template:
+        raise ModelLoadError(f"{str(path)!r} has no chat template (chat_template.jinja/.json or in the tokenizer)")
+    return template
+
+
+def model_class(family: VLMFamily, config: Any) -> Any:
+    """The transformers class for the checkpoint, with a clear error on too old a transformers."""
+    import transformers
+
+    name = family.model_class_for(config.model_type) if hasattr(family, "model_class_for") else family.model_class_name
+    cls = getattr(transformers, name, None)
+    if cls is None:
+        raise ModelLoadError(
+            f"transformers {transformers.__version__} has no {name}; upgrade with `pip install -U transformers`"
+        )
+    return cls
+
+
+def load_vlm(
+    model: str,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | None = "auto",
+    attn_implementation: str | None = None,
+    device_map: str | dict | None = None,
+    options: VisualOptions | None = None,
+    trust_remote_code: bool = False,
+    local_files_only: bool | None = None,
+) -> LoadedVLM:
+    """Load a supported chat VLM for scoring: family from its config, weights from safetensors, eval mode."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    if attn_implementation is not None and attn_implementation not in ATTENTION:
+        raise ValueError(f"attn_implementation {attn_implementation!r} is not one of {', '.join(ATTENTION)}")
+    path = resolve_checkpoint(model, local_files_only)
+    device = resolve_device(device) if device_map is None else None
+    torch_dtype = resolve_dtype(dtype, device or "cuda")
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read the config of {str(path)!r}: {exc}") from exc
+    family_cls = family_for_config(config)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    family = family_cls(config, tokenizer, read_preprocessor_config(path), options)
+    cls = model_class(family, config)
+    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": trust_remote_code}
+    kwargs["dtype" if _accepts_dtype_kwarg() else "torch_dtype"] = torch_dtype
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        vlm = cls.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load weights from {str(path)!r}: {exc}") from exc
+    if device_map is None:
+        vlm = vlm.to(device)
+    vlm.eval().requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedVLM(vlm, tokenizer, read_chat_template(path, tokenizer), family, str(path))
+
+
+def _accepts_dtype_kwarg() -> bool:
+    """transformers >= 4.56 takes `dtype=`; older releases only `torch_dtype=`."""
+    import transformers
+    from packaging.version import Version
+
+    return Version(transformers.__version__) >= Version("4.56")

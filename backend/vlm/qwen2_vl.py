@@ -1,0 +1,192 @@
+"""Qwen2-VL: dynamic-resolution patches (14 px, 2x2 merge), multimodal RoPE, `<|image_pad|>` tokens.
+
+Qwen2.5-VL and Qwen3-VL reuse this preprocessing with their own patch sizes and prompt details
+(see qwen2_5_vl.py and qwen3_vl.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from ..media import Image, Video
+from .base import EncodedVisual, VLMFamily, call_with_supported
+from .resize import normalize, resize_pil, resize_tensor, sample_frame_indices, smart_resize
+
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+class Qwen2VLFamily(VLMFamily):
+    """Qwen2-VL chat models (`Qwen2VLForConditionalGeneration`)."""
+
+    name: ClassVar[str] = "qwen2_vl"
+    model_types: ClassVar[tuple[str, ...]] = ("qwen2_vl",)
+    model_class_name: ClassVar[str] = "Qwen2VLForConditionalGeneration"
+    image_placeholder: ClassVar[str] = "<|image_pad|>"
+    video_placeholder: ClassVar[str] = "<|video_pad|>"
+    default_patch_size: ClassVar[int] = 14
+    default_mean: ClassVar[list[float]] = OPENAI_CLIP_MEAN
+    default_std: ClassVar[list[float]] = OPENAI_CLIP_STD
+    default_min_pixels: ClassVar[int] = 56 * 56
+    default_max_pixels: ClassVar[int] = 28 * 28 * 1280
+    default_video_max_pixels: ClassVar[int] = 256 * 28 * 28
+
+    # --- preprocessing settings (checkpoint's preprocessor_config.json, overridden by options) ---------
+    @property
+    def patch_size(self) -> int:
+        return int(self.preprocessor.get("patch_size", self.default_patch_size))
+
+    @property
+    def merge_size(self) -> int:
+        return int(self.preprocessor.get("merge_size", 2))
+
+    @property
+    def temporal_patch_size(self) -> int:
+        return int(self.preprocessor.get("temporal_patch_size", 2))
+
+    @property
+    def resample(self) -> int:
+        return int(self.preprocessor.get("resample", 3))
+
+    @property
+    def mean(self) -> list[float]:
+        return list(self.preprocessor.get("image_mean", self.default_mean))
+
+    @property
+    def std(self) -> list[float]:
+        return list(self.preprocessor.get("image_std", self.default_std))
+
+    def pixel_range(self, video: bool = False) -> tuple[int, int]:
+        """(min_pixels, max_pixels) for images or video frames after options override the checkpoint."""
+        size = self.preprocessor.get("size") or {}
+        ckpt_min = self.preprocessor.get("min_pixels", size.get("shortest_edge", self.default_min_pixels))
+        ckpt_max = self.preprocessor.get("max_pixels", size.get("longest_edge", self.default_max_pixels))
+        if video:
+            lo = self.options.video_min_pixels or ckpt_min
+            hi = self.options.video_max_pixels or min(ckpt_max, self.default_video_max_pixels)
+        else:
+            lo = self.options.min_pixels or ckpt_min
+            hi = self.options.max_pixels or ckpt_max
+        if lo > hi:
+            raise ValueError(f"min_pixels ({lo}) is larger than max_pixels ({hi}); adjust the pixel budget")
+        return int(lo), int(hi)
+
+    def target_size(self, height: int, width: int, video: bool = False) -> tuple[int, int]:
+        """Size an image (or video frame) is resized to before patching."""
+        lo, hi = self.pixel_range(video)
+        return smart_resize(height, width, self.patch_size * self.merge_size, lo, hi)
+
+    # --- images ---------------------------------------------------------------------------------------
+    def encode_images(self, images: list[Image], device: torch.device | str = "cpu") -> list[EncodedVisual]:
+        """Resize (PIL path or batched torch path), normalise and patchify each image."""
+        out: list[EncodedVisual | None] = [None] * len(images)
+        groups: dict[tuple, list[int]] = {}
+        for i, img in enumerate(images):
+            if img.pil is not None:
+                h, w = self.target_size(img.pil.height, img.pil.width)
+                pixels = resize_pil(img.pil, h, w, self.resample).to(device)
+                out[i] = self._encode_frames(pixels[None], kind="image")
+            else:
+                t = img.tensor
+                groups.setdefault((tuple(t.shape), t.dtype, t.device), []).append(i)
+        for indices in groups.values():
+            batch = torch.stack([images[i].tensor for i in indices]).to(device).permute(0, 3, 1, 2)
+            h, w = self.target_size(batch.shape[2], batch.shape[3])
+            resized = resize_tensor(batch, h, w, self.resample)
+            for j, i in enumerate(indices):
+                out[i] = self._encode_frames(resized[j : j + 1], kind="image")
+        return out  # type: ignore[return-value]
+
+    # --- video ----------------------------------------------------------------------------------------
+    def sample_video(self, video: Video) -> tuple[torch.Tensor, list[int]]:
+        """Frames resampled to the target fps and frame budget: ([T, H, W, 3], chosen indices)."""
+        idx = sample_frame_indices(
+            video.frames.shape[0], video.fps, self.options.fps, self.options.max_frames, self.temporal_patch_size
+        )
+        return video.frames[idx], idx
+
+    def encode_video(self, video: Video, device: torch.device | str = "cpu") -> EncodedVisual:
+        """Sample frames, resize them as a batch and patchify into temporal patches."""
+        frames, idx = self.sample_video(video)
+        frames = frames.to(device).permute(0, 3, 1, 2)
+        h, w = self.target_size(frames.shape[2], frames.shape[3], video=True)
+        resized = resize_tensor(frames, h, w, self.resample)
+        encoded = self._encode_frames(resized, kind="video")
+        encoded.meta["fps"] = video.fps
+        encoded.meta["frame_indices"] = idx
+        encoded.meta["second_per_grid"] = self.temporal_patch_size / self.options.fps
+        return encoded
+
+    # --- shared patching ------------------------------------------------------------------------------
+    def _encode_frames(self, frames: torch.Tensor, kind: str) -> EncodedVisual:
+        """Normalise and patchify [T, 3, H, W] in [0, 1] (T=1 for images) into the model's flat patches."""
+        pixels = normalize(frames, self.mean, self.std)
+        tp, ps, ms = self.temporal_patch_size, self.patch_size, self.merge_size
+        if pixels.shape[0] % tp:
+            pad = tp - pixels.shape[0] % tp
+            pixels = torch.cat([pixels, pixels[-1:].expand(pad, -1, -1, -1)])
+        t, c, h, w = pixels.shape
+        gt, gh, gw = t // tp, h // ps, w // ps
+        patches = pixels.reshape(gt, tp, c, gh // ms, ms, ps, gw // ms, ms, ps)
+        patches = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+        flat = patches.reshape(gt * gh * gw, c * tp * ps * ps)
+        grid = torch.tensor([[gt, gh, gw]], dtype=torch.long)
+        num_tokens = gt * gh * gw // (ms * ms)
+        return EncodedVisual(kind, flat, self.placeholder_pieces(kind, grid, num_tokens), num_tokens, grid)
+
+    def placeholder_pieces(self, kind: str, grid: torch.Tensor, num_tokens: int, meta: dict | None = None) -> list:
+        """Token ids that replace one `<|image_pad|>` / `<|video_pad|>` of the chat template."""
+        token = self.image_placeholder if kind == "image" else self.video_placeholder
+        return [[self.token_id(token)] * num_tokens]
+
+    # --- model plumbing -------------------------------------------------------------------------------
+    @property
+    def visual_token_ids(self) -> set[int]:
+        return {self.token_id(self.image_placeholder), self.token_id(self.video_placeholder)}
+
+    def model_inputs(self, visuals: list[EncodedVisual], dtype: torch.dtype) -> dict[str, Any]:
+        """pixel_values / image_grid_thw and pixel_values_videos / video_grid_thw (+ time scale)."""
+        inputs: dict[str, Any] = {}
+        images = [v for v in visuals if v.kind == "image"]
+        videos = [v for v in visuals if v.kind == "video"]
+        if images:
+            inputs["pixel_values"] = torch.cat([v.pixel_values for v in images]).to(dtype)
+            inputs["image_grid_thw"] = torch.cat([v.grid_thw for v in images]).to(images[0].pixel_values.device)
+        if videos:
+            inputs["pixel_values_videos"] = torch.cat([v.pixel_values for v in videos]).to(dtype)
+            inputs["video_grid_thw"] = torch.cat([v.grid_thw for v in videos]).to(videos[0].pixel_values.device)
+            inputs.update(self.video_time_inputs(videos))
+        return inputs
+
+    def video_time_inputs(self, videos: list[EncodedVisual]) -> dict[str, Any]:
+        """Extra video timing inputs (none for Qwen2-VL)."""
+        return {}
+
+    def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """0 for text, 1 for image tokens, 2 for video tokens (transformers 5's `mm_token_type_ids`)."""
+        types = torch.zeros_like(input_ids, dtype=torch.int32)
+        types[input_ids == self.token_id(self.image_placeholder)] = 1
+        types[input_ids == self.token_id(self.video_placeholder)] = 2
+        return types
+
+    def position_ids(self, model: Any, input_ids: torch.Tensor, visuals: list[EncodedVisual]) -> torch.Tensor:
+        """[3, L] multimodal RoPE positions from the model's own `get_rope_index`."""
+        inner = model.model if hasattr(model, "model") and hasattr(model.model, "get_rope_index") else model
+        ids = input_ids[None]
+        grids = self.model_inputs(visuals, torch.float32) if visuals else {}
+        kwargs = dict(
+            image_grid_thw=grids.get("image_grid_thw"),
+            video_grid_thw=grids.get("video_grid_thw"),
+            second_per_grid_ts=grids.get("second_per_grid_ts"),
+            attention_mask=torch.ones_like(ids),
+            mm_token_type_ids=self.token_types(ids),
+        )
+        if kwargs["image_grid_thw"] is None and kwargs["video_grid_thw"] is None:
+            return torch.arange(ids.shape[1], device=ids.device).expand(3, -1)
+        positions, _ = call_with_supported(inner.get_rope_index, ids, **kwargs)
+        return positions[:, 0]
+
+
+FAMILY = Qwen2VLFamily
