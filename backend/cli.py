@@ -1,0 +1,314 @@
+"""Command line: `rewarddance score | rerank | tiny-model`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+CHUNK = 16
+
+
+class CLIError(Exception):
+    """A user error the CLI reports in one line and exits 2 for."""
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that loads a reward model."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint directory or hub id (default {DEFAULT_MODEL})")
+    g.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    g.add_argument("--attn", dest="attn_implementation", default=None, help="sdpa, eager, flash_attention_2")
+    g.add_argument("--device-map", default=None, help="'auto' to spread a large model over several GPUs")
+    g = p.add_argument_group("prompt")
+    g.add_argument("--question", default=None, help='custom question template, e.g. \'Does this image show "{prompt}"?\'')
+    g.add_argument("--system", default=None, help="system prompt (default: the chat template's own)")
+    g.add_argument("--criteria", default=None,
+                   help="comma-separated presets (alignment, aesthetics, plausibility, text, overall, motion, "
+                        "temporal) or a free-form criteria text")
+    g.add_argument("--cot", default=None, choices=["none", "answer_first", "reasoning_first"],
+                   help="chain of thought: answer_first (reasons after the verdict) or reasoning_first")
+    g.add_argument("--reasons", action="store_true", help="generate and return the model's reasons")
+    g = p.add_argument_group("score")
+    g.add_argument("--normalize", default=None, choices=["vocab", "yes_no"], help="softmax over vocabulary or yes/no")
+    g.add_argument("--answer", default=None, help="answer word whose probability is the score (default Yes)")
+    g.add_argument("--negative", default=None, help="the 'no' word for --normalize yes_no (default No)")
+    g.add_argument("--answer-variants", action="store_true", help="also count case/space variants of the words")
+    g.add_argument("--max-batch-tokens", type=int, default=None, help="token budget per forward (default 16384)")
+    g = p.add_argument_group("pixel budget")
+    g.add_argument("--min-pixels", type=int, default=None, help="minimum pixels per image")
+    g.add_argument("--max-pixels", type=int, default=None, help="maximum pixels per image (the main speed knob)")
+    g.add_argument("--video-max-pixels", type=int, default=None, help="maximum pixels per video frame")
+    g.add_argument("--max-frames", type=int, default=32, help="maximum frames per video (default 32)")
+    g.add_argument("--fps", type=float, default=2.0, help="video frames per second to sample (default 2)")
+
+
+def load_reward_model(args: argparse.Namespace) -> Any:
+    """Build a RewardModel from parsed command-line options."""
+    from .reward_model import RewardModel
+
+    return RewardModel.from_pretrained(
+        args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation,
+        device_map=args.device_map, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+        video_max_pixels=args.video_max_pixels, max_frames=args.max_frames, fps=args.fps,
+        **scoring_overrides(args),
+    )
+
+
+def scoring_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """ScoringConfig fields given on the command line."""
+    from .scoring.config import normalize_criteria
+
+    out = {k: getattr(args, k) for k in ("question", "system", "normalize", "answer", "negative", "cot",
+                                         "max_batch_tokens")}
+    if args.criteria:
+        out["criteria"] = normalize_criteria(args.criteria)
+    if args.answer_variants:
+        out["answer_variants"] = True
+    return {k: v for k, v in out.items() if v is not None}
+
+
+# --- score --------------------------------------------------------------------------------------------------
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score files in input order and print one line (or a JSON array) per file."""
+    from .media import load_visual_file
+
+    visuals = [load_visual_file(f) for f in args.files]
+    rm = load_reward_model(args)
+    result = rm.score(visuals, args.prompt, reasons=args.reasons)
+    rows = [{"path": f, "score": s} for f, s in zip(args.files, result.scores)]
+    if result.reasons is not None:
+        for row, reason in zip(rows, result.reasons):
+            row["reasons"] = reason
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['score']:.6f}\t{row['path']}")
+    return 0
+
+
+# --- rerank -------------------------------------------------------------------------------------------------
+def list_media(directory: Path) -> list[Path]:
+    """Image and video files under `directory`, sorted."""
+    from .media import ANIMATION_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    if not directory.is_dir():
+        raise CLIError(f"{str(directory)!r} is not a directory; pass the folder of generations")
+    exts = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | ANIMATION_EXTENSIONS
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+
+
+def read_prompts_file(path: Path) -> dict[str, str]:
+    """Per-file prompts: JSONL {"file", "prompt"}, a JSON object, or a CSV/TSV with file,prompt columns."""
+    if not path.is_file():
+        raise CLIError(f"--prompts file {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise CLIError(f"--prompts {path}: a .json file must be an object mapping file names to prompts")
+            return {str(k): str(v) for k, v in data.items()}
+        if path.suffix.lower() == ".jsonl":
+            out = {}
+            for n, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    row = json.loads(line)
+                    if "file" not in row or "prompt" not in row:
+                        raise CLIError(f"--prompts {path}:{n}: each line needs \"file\" and \"prompt\"")
+                    out[str(row["file"])] = str(row["prompt"])
+            return out
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"--prompts {path}: invalid JSON ({exc})") from exc
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    out = {}
+    for n, row in enumerate(csv.reader(text.splitlines(), delimiter=delimiter), 1):
+        if not row or (n == 1 and row[:2] == ["file", "prompt"]):
+            continue
+        if len(row) < 2:
+            raise CLIError(f"--prompts {path}:{n}: expected two columns, file and prompt")
+        out[row[0]] = row[1]
+    return out
+
+
+def prompt_for(path: Path, root: Path, args: argparse.Namespace, prompts: dict[str, str] | None) -> str:
+    """The prompt of one file: from --prompts (by relative path, name or stem), else --prompt."""
+    if prompts:
+        for key in (str(path.relative_to(root)), path.name, path.stem):
+            if key in prompts:
+                return prompts[key]
+    if args.prompt is None:
+        raise CLIError(f"no prompt for {path.name}: add it to --prompts or pass --prompt")
+    return args.prompt
+
+
+def read_done(out: Path | None) -> list[dict]:
+    """Rows already in an output file (for --resume)."""
+    if out is None or not out.is_file():
+        return []
+    if out.suffix.lower() == ".csv":
+        with out.open(newline="", encoding="utf-8") as fh:
+            return [{"path": r["path"], "score": float(r["score"]), "prompt": r.get("prompt", "")} for r in csv.DictReader(fh)]
+    rows = []
+    for line in out.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interrupted run
+    return rows
+
+
+def append_rows(out: Path | None, rows: list[dict]) -> None:
+    """Append scored rows to the output (JSONL or CSV), so finished work survives an interrupt."""
+    if out is None or not rows:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        new = not out.is_file() or out.stat().st_size == 0
+        with out.open("a", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["path", "score", "prompt"], extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+    else:
+        with out.open("a", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    """Score every image/video in a folder, write results, print and draw the top-k."""
+    from tqdm import tqdm
+
+    from .media import MediaError, load_visual_file, to_visual
+
+    root = Path(args.directory)
+    files = list_media(root)
+    if not files:
+        raise CLIError(f"no images or videos found in {str(root)!r}")
+    if args.prompt is None and args.prompts is None:
+        raise CLIError("pass --prompt TEXT or --prompts FILE")
+    if args.mode == "pairwise" and not args.reference:
+        raise CLIError("--mode pairwise needs --reference IMAGE (the image every candidate is compared to)")
+    if args.out and Path(args.out).suffix.lower() not in (".jsonl", ".csv"):
+        raise CLIError(f"--out must end in .jsonl or .csv, got {args.out!r}")
+    if args.top_k is not None and args.top_k < 1:
+        raise CLIError(f"--top-k must be a positive integer, got {args.top_k}")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not args.resume:
+        raise CLIError(f"{str(out)!r} exists; pass --resume to continue it or choose another --out")
+    prompts = read_prompts_file(Path(args.prompts)) if args.prompts else None
+    done = read_done(out) if args.resume else []
+    done_paths = {r["path"] for r in done}
+    todo = [f for f in files if str(f) not in done_paths]
+    reference = to_visual(args.reference, "--reference") if args.mode == "pairwise" else None
+    rm = load_reward_model(args)
+    rows, failed = list(done), []
+    with tqdm(total=len(todo), desc="scoring", unit="file", disable=args.quiet) as bar:
+        for start in range(0, len(todo), CHUNK):
+            chunk, visuals, texts = [], [], []
+            for f in todo[start:start + CHUNK]:
+                try:
+                    visuals.append(load_visual_file(f))
+                    texts.append(prompt_for(f, root, args, prompts))
+                    chunk.append(f)
+                except MediaError as exc:
+                    failed.append(str(f))
+                    tqdm.write(f"skipped {f}: {exc}", file=sys.stderr)
+                    bar.update(1)
+            if not chunk:
+                continue
+            if reference is not None:
+                scores = rm.compare(visuals, reference, texts).scores
+            else:
+                scores = rm.score(visuals, texts).scores
+            new = [{"path": str(f), "score": s, "prompt": t} for f, s, t in zip(chunk, scores, texts)]
+            append_rows(out, new)
+            rows.extend(new)
+            bar.update(len(chunk))
+    if not rows:
+        print(f"rewarddance: nothing could be scored ({len(failed)} unreadable file(s))", file=sys.stderr)
+        return 1
+    ranked = sorted(rows, key=lambda r: -r["score"])
+    top = ranked[: args.top_k or len(ranked)]
+    for rank, row in enumerate(top, 1):
+        print(f"{rank:>4}  {row['score']:.6f}  {row['path']}")
+    if failed:
+        print(f"rewarddance: {len(failed)} unreadable file(s) skipped", file=sys.stderr)
+    if args.sheet:
+        from .contact_sheet import write_contact_sheet
+
+        write_contact_sheet([Path(r["path"]) for r in top], [r["score"] for r in top], Path(args.sheet))
+        print(f"contact sheet: {args.sheet}")
+    return 0
+
+
+# --- tiny-model ---------------------------------------------------------------------------------------------
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    """Write a tiny random-weight checkpoint for tests and offline demos."""
+    from .vlm.tiny import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(args.family, args.out, seed=args.seed)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="rewarddance", description="Generative VLM reward models: P(\"yes\") scores.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("score", help="score files and print one score per file, in input order")
+    p.add_argument("files", nargs="+", help="image or video files")
+    p.add_argument("--prompt", required=True, help="the generation prompt the files are judged against")
+    p.add_argument("--json", action="store_true", help='print a JSON array of {"path", "score"}')
+    add_model_options(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("rerank", help="score a folder of generations and rank them")
+    p.add_argument("directory", help="folder of images and videos (searched recursively)")
+    p.add_argument("--prompt", default=None, help="prompt shared by all files")
+    p.add_argument("--prompts", default=None, help="per-file prompts: .jsonl {file,prompt}, .json, .csv or .tsv")
+    p.add_argument("--mode", default="pointwise", choices=["pointwise", "pairwise"])
+    p.add_argument("--reference", default=None, help="reference image for --mode pairwise")
+    p.add_argument("--top-k", type=int, default=None, help="how many to print and draw (default all)")
+    p.add_argument("--out", default=None, help="write every score to results.jsonl or results.csv")
+    p.add_argument("--resume", action="store_true", help="skip files already in --out and append the rest")
+    p.add_argument("--sheet", default=None, help="write a contact sheet PNG of the top-k with scores drawn on")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(p)
+    p.set_defaults(func=cmd_rerank)
+
+    p = sub.add_parser("tiny-model", help="write a tiny random-weight checkpoint (tests, offline demo)")
+    p.add_argument("--family", required=True, choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl"])
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tiny_model)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `rewarddance` console script and `python -m rewarddance`."""
+    from .media import MediaError
+    from .vlm.loading import ModelLoadError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, MediaError, ModelLoadError, ValueError) as exc:
+        print(f"rewarddance: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rewarddance: interrupted; finished rows are kept in --out (use --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

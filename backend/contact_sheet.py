@@ -1,0 +1,46 @@
+"""Contact sheets: a grid of thumbnails with rank and score drawn on each."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from PIL import Image as PILImage
+from PIL import ImageDraw, ImageFont
+
+from .media import Image, load_visual_file
+
+
+def thumbnail(path: Path, size: int) -> PILImage.Image:
+    """A square-fitted thumbnail of an image file or a video's first frame."""
+    visual = load_visual_file(path)
+    if isinstance(visual, Image):
+        img = visual.pil
+    else:
+        frame = (visual.frames[0].clamp(0, 1) * 255).round().byte().numpy()
+        img = PILImage.fromarray(frame)
+    img = img.copy()
+    img.thumbnail((size, size))
+    return img
+
+
+def write_contact_sheet(paths: list[Path], scores: list[float], out: Path, size: int = 256, columns: int = 4) -> Path:
+    """Write a PNG grid of `paths` in the given order, labelled '#rank score'."""
+    if not paths:
+        raise ValueError("contact sheet: nothing to draw")
+    columns = min(columns, len(paths))
+    rows = math.ceil(len(paths) / columns)
+    sheet = PILImage.new("RGB", (columns * size, rows * size), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    for i, (path, score) in enumerate(zip(paths, scores)):
+        x, y = (i % columns) * size, (i // columns) * size
+        thumb = thumbnail(path, size)
+        sheet.paste(thumb, (x + (size - thumb.width) // 2, y + (size - thumb.height) // 2))
+        label = f"#{i + 1}  {score:.4f}"
+        box = draw.textbbox((x + 6, y + 6), label, font=font)
+        draw.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(0, 0, 0))
+        draw.text((x + 6, y + 6), label, fill=(255, 255, 255), font=font)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
