@@ -71,11 +71,11 @@ def pil_to_rgb(img: PILImage.Image, source: str = "<image>") -> PILImage.Image:
         arr = np.asarray(img).astype(np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         arr = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return PILImage.fromarray(arr, mode="L").convert("RGB")
+        return PILImage.fromarray(arr).convert("RGB")
     if img.mode == "F":
         arr = np.asarray(img).astype(np.float64)
         arr = arr / 255.0 if arr.max() > 1.0 else arr
-        return PILImage.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+        return PILImage.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -1,0 +1,368 @@
+"""Throughput of pointwise VQAScore-style scoring: the usual one-image-at-a-time way vs `RewardModel.score`.
+
+Both paths score the same N PIL images (crops of scikit-image's sample photos) against one prompt with the
+same weights and the same question, and read the same number: P("Yes") under a softmax over the full
+vocabulary at the first answer position.
+
+- baseline: what t2v_metrics' Qwen2-VL VQAScore model does today. One image at a time: the checkpoint's
+  chat template, the family's transformers image processor, `<|image_pad|>` expanded to the image's token
+  count, then `model.generate(max_new_tokens=1, output_scores=True, return_dict_in_generate=True,
+  do_sample=False)`, a softmax over `scores[0]` and the probability of the first token of "Yes".
+- engine: one `RewardModel.score(images, prompt)` call (tensor preprocessing, token-budget batching,
+  shared-prefix reuse, `logits_to_keep=1`).
+
+The run fails (exit 1) when the two disagree: max |baseline - engine| above 2e-3 in fp32 (looser in
+bf16/fp16, where batched and unbatched kernels round differently). The last line is `speedup=<x>`.
+
+    python bench/score_throughput.py --quick                  # CPU, a small random-weight Qwen2.5-VL
+    python bench/score_throughput.py --config 7b --device cuda  # random weights, real 7B shapes
+    python bench/score_throughput.py --model /models/Qwen2.5-VL-7B-Instruct
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+
+QUESTION = 'Does this image show "{prompt}"?'
+PROMPT = "a photo of an astronaut"
+ANSWER = "Yes"
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+          "colorwheel", "stereo_motorcycle")
+FP32_TOLERANCE = 2e-3
+LOW_PRECISION_TOLERANCE = 3e-2
+
+# Shapes of the real checkpoints (Qwen/Qwen2.5-VL-3B-Instruct, -7B-Instruct); "small" sits between tiny and 3B.
+REAL_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
+                   spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                   fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2, hidden_act="silu")
+CONFIGS: dict[str, dict[str, Any]] = {
+    "small": dict(
+        text=dict(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
+                  intermediate_size=1536, vocab_size=151936, tie_word_embeddings=True),
+        vision=dict(depth=4, hidden_size=256, intermediate_size=768, num_heads=4, patch_size=14,
+                    spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1, 3],
+                    tokens_per_second=2, hidden_act="silu"),
+        mrope=[8, 12, 12], spread=True,
+    ),
+    "3b": dict(
+        text=dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+                  intermediate_size=11008, vocab_size=151936, tie_word_embeddings=True),
+        vision=REAL_VISION, mrope=[16, 24, 24], spread=True,
+    ),
+    "7b": dict(
+        text=dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                  intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
+        vision=REAL_VISION, mrope=[16, 24, 24], spread=True,
+    ),
+}
+# The real checkpoints' image pixel budget (the tiny checkpoint keeps its small test budget).
+REAL_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 28 * 28 * 16384}
+
+
+# --- images ---------------------------------------------------------------------------------------------
+def sample_photos() -> list[np.ndarray]:
+    """scikit-image's bundled colour photos as uint8 [H, W, 3] arrays."""
+    import skimage.data
+
+    photos = []
+    for name in PHOTOS:
+        try:
+            arr = getattr(skimage.data, name)()
+        except Exception:  # a photo that needs a download (offline) is skipped
+            continue
+        arr = arr[0] if isinstance(arr, tuple) else arr
+        photos.append(np.ascontiguousarray(arr[..., :3]))
+    if not photos:
+        raise RuntimeError("no scikit-image sample photo could be loaded")
+    return photos
+
+
+def make_images(n: int, size: int, seed: int = 0) -> list[PILImage.Image]:
+    """N distinct size x size RGB PIL images: random crops (and flips) of the sample photos."""
+    rng = np.random.default_rng(seed)
+    photos = sample_photos()
+    images = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        side = int(min(h, w) * rng.uniform(0.6, 1.0))
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = PILImage.fromarray(photo[top:top + side, left:left + side]).convert("RGB")
+        if rng.random() < 0.5:
+            crop = crop.transpose(PILImage.FLIP_LEFT_RIGHT)
+        images.append(crop.resize((size, size), PILImage.BICUBIC))
+    return images
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------
+def write_checkpoint(name: str, out: Path, device: str, dtype: torch.dtype, seed: int = 0) -> Path:
+    """Write a random-weight Qwen2.5-VL checkpoint of config `name` (tiny, small, 3b, 7b) to `out`."""
+    from rewarddance.backend.vlm.tiny import write_tiny_checkpoint
+
+    if name == "tiny":
+        return write_tiny_checkpoint("qwen2_5_vl", out, seed=seed)
+    import transformers
+
+    from rewarddance.backend.vlm.tiny import QWEN_SPECIAL, QWEN_TEMPLATE, SYSTEM_DEFAULT, build_tokenizer, preprocessor_config
+
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(QWEN_SPECIAL)
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL})
+    tokenizer.save_pretrained(out)
+    config = model_config(name, tokenizer)
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    if CONFIGS[name]["spread"]:
+        spread_weights(model, seed)
+    model.save_pretrained(out, safe_serialization=True)
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    (out / "chat_template.jinja").write_text(QWEN_TEMPLATE.replace("default_system", repr(SYSTEM_DEFAULT)))
+    pre = preprocessor_config("qwen2_5_vl")
+    pre.update(REAL_PIXELS, size={"shortest_edge": REAL_PIXELS["min_pixels"], "longest_edge": REAL_PIXELS["max_pixels"]})
+    (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+    return out
+
+
+def model_config(name: str, tokenizer: Any) -> Any:
+    """The Qwen2.5-VL config of size `name`: the tiny config's special tokens with the chosen shapes."""
+    import transformers
+
+    from rewarddance.backend.vlm.tiny import build_config
+
+    spec = CONFIGS[name]
+    base = build_config("qwen2_5_vl", tokenizer)
+    if spec["text"]["vocab_size"] < len(tokenizer):
+        raise ValueError(f"vocab_size {spec['text']['vocab_size']} is smaller than the tokenizer ({len(tokenizer)})")
+    text = base.text_config.to_dict()
+    text.pop("layer_types", None)  # derived from num_hidden_layers
+    text.update(spec["text"], max_position_embeddings=128000, rms_norm_eps=1e-6)
+    rope_key = "rope_parameters" if "rope_parameters" in text and text["rope_parameters"] else "rope_scaling"
+    text[rope_key] = dict(text[rope_key], mrope_section=spec["mrope"])
+    if rope_key == "rope_parameters":
+        text[rope_key]["rope_theta"] = 1000000.0
+    else:
+        text["rope_theta"] = 1000000.0
+    vision = base.vision_config.to_dict()
+    vision.update(spec["vision"], out_hidden_size=spec["text"]["hidden_size"], embed_dim=spec["vision"]["hidden_size"])
+    return transformers.Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, image_token_id=base.image_token_id,
+        video_token_id=base.video_token_id, vision_start_token_id=base.vision_start_token_id,
+        vision_end_token_id=base.vision_end_token_id, tie_word_embeddings=spec["text"]["tie_word_embeddings"],
+        eos_token_id=base.text_config.eos_token_id, pad_token_id=base.text_config.pad_token_id,
+    )
+
+
+def spread_weights(model: torch.nn.Module, seed: int) -> None:
+    """Re-draw matrices with std 1/sqrt(fan_in) so random-weight answers depend visibly on the image."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.normal_(0.0, 1.0 / math.sqrt(p.shape[-1]), generator=gen)
+
+
+# --- baseline: one image at a time through generate() ----------------------------------------------------
+@dataclass
+class Baseline:
+    """The t2v_metrics-style scorer: transformers image processor + chat template + generate(), per image."""
+
+    model: Any
+    tokenizer: Any
+    chat_template: str
+    processor: Any
+    yes_id: int
+    pad_token: str = "<|image_pad|>"
+
+    @classmethod
+    def from_vlm(cls, vlm: Any) -> "Baseline":
+        """Reuse the engine's loaded model, tokenizer and chat template; build the family's image processor."""
+        processor = image_processor(Path(vlm.path))
+        yes_id = vlm.tokenizer.encode(ANSWER, add_special_tokens=False)[0]
+        return cls(vlm.model, vlm.tokenizer, vlm.chat_template, processor, int(yes_id))
+
+    def inputs(self, image: PILImage.Image, prompt: str) -> dict[str, Any]:
+        """Model inputs of one image + question, as the Qwen2.5-VL processor builds them."""
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION.format(prompt=prompt)}]}]
+        text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=True)
+        vision = self.processor(images=[image], return_tensors="pt")
+        merge = int(getattr(self.processor, "merge_size", 2))
+        num_tokens = int(vision["image_grid_thw"][0].prod()) // (merge * merge)
+        text = text.replace(self.pad_token, self.pad_token * num_tokens)
+        encoded = self.tokenizer(text, return_tensors="pt")
+        device, dtype = self.model.device, self.model.dtype
+        inputs = {k: v.to(device) for k, v in encoded.items()}
+        inputs["pixel_values"] = vision["pixel_values"].to(device, dtype)
+        inputs["image_grid_thw"] = vision["image_grid_thw"].to(device)
+        if _accepts(self.model.forward, "mm_token_type_ids"):  # transformers 5.x
+            pad_id = self.tokenizer.convert_tokens_to_ids(self.pad_token)
+            inputs["mm_token_type_ids"] = (inputs["input_ids"] == pad_id).int()
+        return inputs
+
+    def score_one(self, image: PILImage.Image, prompt: str) -> float:
+        """P("Yes") for one image: greedy generate of one token, softmax over its scores."""
+        inputs = self.inputs(image, prompt)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=1, output_scores=True, return_dict_in_generate=True,
+                                      do_sample=False, repetition_penalty=1.0,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        probs = torch.softmax(out.scores[0].float(), dim=-1)
+        return float(probs[0, self.yes_id])
+
+    def score(self, images: list[PILImage.Image], prompt: str) -> list[float]:
+        """Scores of all images, one generate() call each."""
+        return [self.score_one(image, prompt) for image in images]
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    """True when `fn`'s signature names `name`."""
+    import inspect
+
+    return name in inspect.signature(fn).parameters
+
+
+def image_processor(path: Path) -> Any:
+    """The Qwen2-VL image processor users get: torchvision-based when torchvision imports, else the PIL one."""
+    settings = json.loads((path / "preprocessor_config.json").read_text())
+    settings.pop("image_processor_type", None)
+    try:
+        import torchvision  # noqa: F401
+        from transformers import Qwen2VLImageProcessor as processor_cls
+    except ImportError:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil as processor_cls
+    return processor_cls(**settings)
+
+
+# --- timing ---------------------------------------------------------------------------------------------
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work so wall-clock timings are complete."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], list[float]], device: str) -> tuple[list[float], float]:
+    """Run `fn` once; return its scores and the elapsed seconds."""
+    synchronize(device)
+    start = time.perf_counter()
+    scores = fn()
+    synchronize(device)
+    return scores, time.perf_counter() - start
+
+
+# --- command line ---------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; --quick fills in the small CPU configuration."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="CPU run of a few minutes: --config small, fp32")
+    parser.add_argument("--model", help="an existing Qwen2.5-VL / Qwen2-VL checkpoint directory")
+    parser.add_argument("--config", choices=["tiny", "small", "3b", "7b"], default=None,
+                        help="build a random-weight Qwen2.5-VL of this size in a temp dir (default: small)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
+                        help="default: fp32 on CPU, bf16 on GPU")
+    parser.add_argument("--size", type=int, default=448, help="square image side in pixels")
+    parser.add_argument("--n", type=int, default=64, help="number of candidate images")
+    parser.add_argument("--max-batch-tokens", type=int, default=None, help="engine token budget per forward")
+    parser.add_argument("--prompt", default=PROMPT)
+    args = parser.parse_args(argv)
+    if args.model and args.config:
+        parser.error("pass either --model or --config, not both")
+    if args.quick:
+        args.config = args.config or "small"
+        args.device = args.device or "cpu"
+    if not args.model:
+        args.config = args.config or "small"
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
+    if args.n < 1 or args.size < 28:
+        parser.error("--n must be >= 1 and --size >= 28")
+    return args
+
+
+def device_name(device: str) -> str:
+    """GPU name, or "cpu (<threads> threads)"."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def describe(model: Any) -> str:
+    """One line with the loaded model's main shapes and parameter count."""
+    cfg = model.config
+    text, vision = cfg.text_config, cfg.vision_config
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    return (f"text hidden {text.hidden_size} x {text.num_hidden_layers} layers, vocab {text.vocab_size}; "
+            f"vision hidden {vision.hidden_size} x {vision.depth} layers; {params:.0f}M params")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build or load the model, check baseline and engine agree, and report images/s and the speedup."""
+    from rewarddance.backend.reward_model import RewardModel
+    from rewarddance.backend.vlm.loading import DTYPES
+
+    args = parse_args(argv)
+    dtype = DTYPES[args.dtype]
+    torch.set_grad_enabled(False)
+    workdir = Path(tempfile.mkdtemp(prefix="score_throughput_"))
+    try:
+        print(f"device: {device_name(args.device)}")
+        print(f"config: {args.model or args.config}  N={args.n}  size={args.size}x{args.size}  dtype={args.dtype}")
+        model_dir = args.model or str(write_checkpoint(args.config, workdir / args.config, args.device, dtype))
+        rm = RewardModel.from_pretrained(model_dir, dtype=args.dtype, device=args.device, question=QUESTION,
+                                         normalize="vocab", answer=ANSWER, max_batch_tokens=args.max_batch_tokens)
+        print(f"model: {describe(rm.vlm.model)}")
+        baseline = Baseline.from_vlm(rm.vlm)
+        images = make_images(args.n, args.size)
+
+        def engine(batch: list[PILImage.Image]) -> list[float]:
+            return rm.score(batch, args.prompt).scores
+
+        baseline.score(images[:2], args.prompt)  # warm-up
+        engine(images[:2])
+        rm.scorer.stats.clear()
+        base_scores, base_s = timed(lambda: baseline.score(images, args.prompt), args.device)
+        engine_scores, engine_s = timed(lambda: engine(images), args.device)
+
+        diff = max(abs(a - b) for a, b in zip(base_scores, engine_scores))
+        log_diff = max(abs(math.log(max(a, 1e-30)) - math.log(max(b, 1e-30))) for a, b in zip(base_scores, engine_scores))
+        tolerance = FP32_TOLERANCE if dtype == torch.float32 else LOW_PRECISION_TOLERANCE
+        print(f"scores: min {min(engine_scores):.4g}  max {max(engine_scores):.4g}  "
+              f"mean {sum(engine_scores) / len(engine_scores):.4g}")
+        print(f"max |baseline - engine| = {diff:.3g}  (max |log ratio| = {log_diff:.3g}, tolerance {tolerance:g})")
+        base_rate, engine_rate = args.n / base_s, args.n / engine_s
+        print(f"baseline: {base_rate:.2f} images/s  ({base_s:.2f} s)")
+        print(f"engine: {engine_rate:.2f} images/s  ({engine_s:.2f} s; forwards={rm.scorer.stats['forwards']}, "
+              f"prefix forwards={rm.scorer.stats['prefix_forwards']})")
+        if diff > tolerance:
+            print(f"FAIL: baseline and engine scores differ by {diff:.3g} > {tolerance:g}", file=sys.stderr)
+            print(f"speedup={engine_rate / base_rate:.2f}")
+            return 1
+        print(f"speedup={engine_rate / base_rate:.2f}")
+        return 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
