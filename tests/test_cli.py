@@ -1,0 +1,118 @@
+"""The `rewarddance` command line: score, rerank (outputs, resume, skipping, sheets, pairwise), tiny-model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+from PIL import Image as PILImage
+
+from rewarddance.backend.cli import main
+
+
+@pytest.fixture()
+def gen_dir(tmp_path, photo_paths):
+    d = tmp_path / "generations"
+    d.mkdir()
+    for p in photo_paths[:4]:
+        shutil.copy(p, d / p.name)
+    return d
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_score_json_in_input_order(tiny_dirs, photo_paths, capsys):
+    files = [photo_paths[2], photo_paths[0]]
+    code, out, _ = run(["score", *files, "--prompt", "a cat", "--model", tiny_dirs["qwen2_vl"], "--json"], capsys)
+    rows = json.loads(out)
+    assert code == 0 and [r["path"] for r in rows] == [str(f) for f in files]
+    code, out2, _ = run(["score", files[0], "--prompt", "a cat", "--model", tiny_dirs["qwen2_vl"], "--json"], capsys)
+    assert json.loads(out2)[0]["score"] == pytest.approx(rows[0]["score"], abs=1e-5)
+
+
+def test_score_with_reasons(tiny_dirs, photo_paths, capsys):
+    code, out, _ = run(["score", photo_paths[0], "--prompt", "a cat", "--model", tiny_dirs["qwen2_vl"], "--json",
+                        "--reasons", "--cot", "answer_first"], capsys)
+    assert code == 0 and isinstance(json.loads(out)[0]["reasons"], str)
+
+
+def test_rerank_writes_ranks_sheet_and_resumes(tiny_dirs, gen_dir, tmp_path, capsys):
+    out = tmp_path / "results.jsonl"
+    sheet = tmp_path / "best.png"
+    (gen_dir / "broken.png").write_bytes(b"garbage")
+    args = ["rerank", gen_dir, "--prompt", "a cat", "--model", tiny_dirs["qwen2_5_vl"], "--top-k", 2,
+            "--out", out, "--sheet", sheet, "--quiet"]
+    code, stdout, err = run(args, capsys)
+    assert code == 0
+    assert "broken.png" in err and "skipped" in err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4
+    best = sorted(rows, key=lambda r: -r["score"])
+    assert stdout.splitlines()[0].split()[-1] == best[0]["path"]
+    with PILImage.open(sheet) as img:
+        assert img.size == (512, 256)
+    # refusing to overwrite, then resuming with one new file: only that file is scored
+    code, _, err = run(args, capsys)
+    assert code == 2 and "--resume" in err
+    shutil.copy(gen_dir / "coffee.png", gen_dir / "coffee2.png")
+    code, _, _ = run(args + ["--resume"], capsys)
+    rows2 = [json.loads(line) for line in out.read_text().splitlines()]
+    assert code == 0 and len(rows2) == 5 and rows2[:4] == rows
+    assert rows2[4]["path"].endswith("coffee2.png")
+    assert rows2[4]["score"] == pytest.approx(next(r["score"] for r in rows if r["path"].endswith("coffee.png")), abs=1e-5)
+
+
+def test_rerank_csv_prompts_file_and_pairwise(tiny_dirs, gen_dir, tmp_path, photo_paths, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"file": p.name, "prompt": f"photo of {p.stem}"}) for p in gen_dir.iterdir()))
+    out = tmp_path / "r.csv"
+    code, _, _ = run(["rerank", gen_dir, "--prompts", prompts, "--model", tiny_dirs["qwen2_5_vl"], "--out", out,
+                      "--mode", "pairwise", "--reference", photo_paths[4], "--quiet"], capsys)
+    assert code == 0
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4 and {r["prompt"] for r in rows} == {f"photo of {p.stem}" for p in gen_dir.iterdir()}
+
+
+def test_rerank_exits_nonzero_only_when_nothing_scored(tiny_dirs, tmp_path, capsys):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "a.png").write_bytes(b"nope")
+    code, _, err = run(["rerank", d, "--prompt", "x", "--model", tiny_dirs["qwen2_5_vl"], "--quiet"], capsys)
+    assert code == 1 and "nothing could be scored" in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--mode", "pairwise"], "needs --reference"),
+        (["--out", "x.txt"], "must end in .jsonl or .csv"),
+        (["--top-k", "0"], "--top-k must be a positive integer"),
+        (["--prompts", "/nonexistent.jsonl"], "does not exist"),
+        (["--normalize", "yes_no", "--max-pixels", "-5"], "max_pixels must be a positive integer"),
+    ],
+)
+def test_rerank_bad_arguments(tiny_dirs, gen_dir, capsys, extra, message):
+    code, _, err = run(["rerank", gen_dir, "--prompt", "x", "--model", tiny_dirs["qwen2_5_vl"], "--quiet", *extra], capsys)
+    assert code == 2 and message in err
+
+
+def test_rerank_missing_prompt_and_directory(tiny_dirs, gen_dir, tmp_path, capsys):
+    code, _, err = run(["rerank", gen_dir, "--model", tiny_dirs["qwen2_5_vl"]], capsys)
+    assert code == 2 and "--prompt" in err
+    code, _, err = run(["rerank", tmp_path / "nowhere", "--prompt", "x"], capsys)
+    assert code == 2 and "is not a directory" in err
+
+
+def test_tiny_model_command(tmp_path, capsys):
+    code, out, _ = run(["tiny-model", "--family", "qwen3_vl", "--out", tmp_path / "t"], capsys)
+    assert code == 0
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "preprocessor_config.json"):
+        assert (tmp_path / "t" / name).is_file()
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["model_type"] == "qwen3_vl"
