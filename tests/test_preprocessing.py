@@ -13,26 +13,18 @@ from rewarddance.backend.media import Image, MediaError, image_from_tensor, load
 from rewarddance.backend.vlm.loading import load_vlm
 from rewarddance.backend.vlm.resize import resize_pil, resize_tensor
 
-from helpers import random_image
+from helpers import pil_image_processor, random_image
 
 # (height, width): exact multiples, rounding, strong aspect ratios, up-scaling below min_pixels, down-scaling.
 SIZES = [(224, 224), (300, 500), (97, 413), (40, 60), (1000, 300), (513, 257)]
 
 
 def hf_qwen_processor(ckpt):
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    cfg = json.loads((ckpt / "preprocessor_config.json").read_text())
-    cfg.pop("image_processor_type")
-    return Qwen2VLImageProcessorPil(**cfg)
+    return pil_image_processor("qwen", ckpt)
 
 
 def hf_internvl_processor(ckpt):
-    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
-
-    cfg = json.loads((ckpt / "preprocessor_config.json").read_text())
-    cfg.pop("image_processor_type")
-    return GotOcr2ImageProcessorPil(**cfg)
+    return pil_image_processor("internvl", ckpt)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +35,11 @@ def families(tiny_dirs):
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 @pytest.mark.parametrize("size", SIZES)
 def test_qwen_pil_path_matches_processor(families, tiny_dirs, family, size):
+    import transformers
+
+    if family == "qwen3_vl" and transformers.__version__.startswith("4."):
+        pytest.skip("transformers 4.5x's slow Qwen2VLImageProcessor ignores size['longest_edge'], which Qwen3-VL "
+                    "configs use; real Qwen3-VL runs its fast processor there")
     img = random_image(*size, seed=size[0])
     ref = hf_qwen_processor(tiny_dirs[family])(images=[img], return_tensors="pt")
     ours = families[family].encode_images([Image(pil=img)])[0]

@@ -23,13 +23,11 @@ QUESTION = 'Does this image show "{prompt}"?'
 def transformers_reference(ckpt, image_path, prompt: str) -> float:
     """A plain transformers computation: processor pixels, chat template, one forward, vocab softmax of 'Yes'."""
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from helpers import pil_image_processor
 
     tok = AutoTokenizer.from_pretrained(ckpt)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32).eval()
-    cfg = json.loads((ckpt / "preprocessor_config.json").read_text())
-    cfg.pop("image_processor_type")
-    images = Qwen2VLImageProcessorPil(**cfg)(images=[PILImage.open(image_path).convert("RGB")], return_tensors="pt")
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt, torch_dtype=torch.float32).eval()
+    images = pil_image_processor("qwen", ckpt)(images=[PILImage.open(image_path).convert("RGB")], return_tensors="pt")
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION.replace("{prompt}", prompt)}]}]
     text = tok.apply_chat_template(messages, chat_template=(ckpt / "chat_template.jinja").read_text(), tokenize=False,
                                    add_generation_prompt=True)
