@@ -80,23 +80,29 @@ class Qwen2VLFamily(VLMFamily):
 
     # --- images ---------------------------------------------------------------------------------------
     def encode_images(self, images: list[Image], device: torch.device | str = "cpu") -> list[EncodedVisual]:
-        """Resize (PIL path or batched torch path), normalise and patchify each image."""
-        out: list[EncodedVisual | None] = [None] * len(images)
-        groups: dict[tuple, list[int]] = {}
+        """Resize (PIL path or batched torch path), then normalise and patchify each size group at once."""
+        resized: list[torch.Tensor | None] = [None] * len(images)
+        tensor_groups: dict[tuple, list[int]] = {}
         for i, img in enumerate(images):
             if img.pil is not None:
                 h, w = self.target_size(img.pil.height, img.pil.width)
-                pixels = resize_pil(img.pil, h, w, self.resample).to(device)
-                out[i] = self._encode_frames(pixels[None], kind="image")
+                resized[i] = resize_pil(img.pil, h, w, self.resample).to(device)
             else:
                 t = img.tensor
-                groups.setdefault((tuple(t.shape), t.dtype, t.device), []).append(i)
-        for indices in groups.values():
+                tensor_groups.setdefault((tuple(t.shape), t.dtype, t.device), []).append(i)
+        for indices in tensor_groups.values():
             batch = torch.stack([images[i].tensor for i in indices]).to(device).permute(0, 3, 1, 2)
             h, w = self.target_size(batch.shape[2], batch.shape[3])
-            resized = resize_tensor(batch, h, w, self.resample)
-            for j, i in enumerate(indices):
-                out[i] = self._encode_frames(resized[j : j + 1], kind="image")
+            for j, frame in zip(indices, resize_tensor(batch, h, w, self.resample)):
+                resized[j] = frame
+        out: list[EncodedVisual | None] = [None] * len(images)
+        size_groups: dict[tuple, list[int]] = {}
+        for i, frame in enumerate(resized):
+            size_groups.setdefault(tuple(frame.shape), []).append(i)
+        for indices in size_groups.values():
+            clips = torch.stack([resized[i] for i in indices])[:, None]  # [n, T=1, 3, H, W]
+            for i, encoded in zip(indices, self._encode_clips(clips, kind="image")):
+                out[i] = encoded
         return out  # type: ignore[return-value]
 
     # --- video ----------------------------------------------------------------------------------------
@@ -113,28 +119,33 @@ class Qwen2VLFamily(VLMFamily):
         frames = frames.to(device).permute(0, 3, 1, 2)
         h, w = self.target_size(frames.shape[2], frames.shape[3], video=True)
         resized = resize_tensor(frames, h, w, self.resample)
-        encoded = self._encode_frames(resized, kind="video")
+        encoded = self._encode_clips(resized[None], kind="video")[0]
         encoded.meta["fps"] = video.fps
         encoded.meta["frame_indices"] = idx
         encoded.meta["second_per_grid"] = self.temporal_patch_size / self.options.fps
         return encoded
 
     # --- shared patching ------------------------------------------------------------------------------
-    def _encode_frames(self, frames: torch.Tensor, kind: str) -> EncodedVisual:
-        """Normalise and patchify [T, 3, H, W] in [0, 1] (T=1 for images) into the model's flat patches."""
-        pixels = normalize(frames, self.mean, self.std)
+    def _encode_clips(self, clips: torch.Tensor, kind: str) -> list[EncodedVisual]:
+        """Normalise and patchify same-sized clips [n, T, 3, H, W] in [0, 1] (T=1 for images) in one op."""
+        pixels = normalize(clips, self.mean, self.std)
         tp, ps, ms = self.temporal_patch_size, self.patch_size, self.merge_size
-        if pixels.shape[0] % tp:
-            pad = tp - pixels.shape[0] % tp
-            pixels = torch.cat([pixels, pixels[-1:].expand(pad, -1, -1, -1)])
-        t, c, h, w = pixels.shape
-        gt, gh, gw = t // tp, h // ps, w // ps
-        patches = pixels.reshape(gt, tp, c, gh // ms, ms, ps, gw // ms, ms, ps)
-        patches = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-        flat = patches.reshape(gt * gh * gw, c * tp * ps * ps)
-        grid = torch.tensor([[gt, gh, gw]], dtype=torch.long)
+        n, t, c, h, w = pixels.shape
+        still = t == 1  # images: one frame, repeated across the temporal patch after the permute (no copy)
+        if not still and t % tp:  # videos: repeat the last frame up to a whole temporal patch
+            pixels = torch.cat([pixels, pixels[:, -1:].expand(-1, tp - t % tp, -1, -1, -1)], dim=1)
+            t = pixels.shape[1]
+        step = 1 if still else tp
+        gt, gh, gw = max(1, t // tp), h // ps, w // ps
+        patches = pixels.reshape(n, gt, step, c, gh // ms, ms, ps, gw // ms, ms, ps)
+        patches = patches.permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9)
+        if still:
+            patches = patches.expand(*patches.shape[:7], tp, ps, ps)
+        flat = patches.reshape(n, gt * gh * gw, c * tp * ps * ps)
         num_tokens = gt * gh * gw // (ms * ms)
-        return EncodedVisual(kind, flat, self.placeholder_pieces(kind, grid, num_tokens), num_tokens, grid)
+        grid = torch.tensor([[gt, gh, gw]], dtype=torch.long)
+        pieces = self.placeholder_pieces(kind, grid, num_tokens)
+        return [EncodedVisual(kind, flat[i], pieces, num_tokens, grid) for i in range(n)]
 
     def placeholder_pieces(self, kind: str, grid: torch.Tensor, num_tokens: int, meta: dict | None = None) -> list:
         """Token ids that replace one `<|image_pad|>` / `<|video_pad|>` of the chat template."""
