@@ -289,3 +289,25 @@ def test_token_budget_batches():
     assert sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]
     lengths = [10, 50, 20, 50, 5]
     assert all(len(b) * max(lengths[i] for i in b) <= 100 or len(b) == 1 for b in batches)
+
+
+def test_video_file_through_pyav(reward_models, tmp_path):
+    av = pytest.importorskip("av")
+    import numpy as np
+
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(8):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 30, dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    from rewarddance.backend.media import load_visual_file
+
+    clip = load_visual_file(path)
+    assert isinstance(clip, Video) and clip.frames.shape[1:] == (48, 64, 3) and clip.fps == pytest.approx(8.0)
+    assert clip.frames.shape[0] == 8
+    assert 0 < reward_models("qwen2_vl").score([str(path)], "a fade").scores[0] < 1

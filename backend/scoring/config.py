@@ -24,7 +24,7 @@ class ScoringConfig:
     reason_tokens: int = 128  # maximum new tokens for generated reasons / reasoning
     max_batch_tokens: int = 16384  # token budget of one forward (batch size x padded length)
     prefix_reuse: bool = True  # compute a shared prefix (instruction, reference, examples) once
-    min_prefix_tokens: int = 16  # shorter shared prefixes are not worth a cache
+    min_prefix_tokens: int = 64  # shorter shared prefixes (e.g. just the system prompt) are not worth a cache
 
     def validate(self) -> "ScoringConfig":
         """Raise ValueError naming the field and the fix when a value is unusable; return self."""

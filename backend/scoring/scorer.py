@@ -153,7 +153,7 @@ class Scorer:
 
     # --- forward passes -------------------------------------------------------------------------------
     def last_logits(self, prepared: list[PreparedQuery], max_tokens: int, prefix_reuse: bool = True,
-                    min_prefix_tokens: int = 16) -> torch.Tensor:
+                    min_prefix_tokens: int = 64) -> torch.Tensor:
         """Last-position logits [N, V] (float32) for prepared queries, in input order."""
         out: list[torch.Tensor | None] = [None] * len(prepared)
         grad = torch.is_grad_enabled() and any(v.pixel_values.requires_grad for p in prepared for v in p.visuals)
