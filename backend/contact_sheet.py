@@ -37,7 +37,7 @@ def write_contact_sheet(paths: list[Path], scores: list[float], out: Path, size:
         x, y = (i % columns) * size, (i // columns) * size
         thumb = thumbnail(path, size)
         sheet.paste(thumb, (x + (size - thumb.width) // 2, y + (size - thumb.height) // 2))
-        label = f"#{i + 1}  {score:.4f}"
+        label = f"#{i + 1}  {score:.4g}"
         box = draw.textbbox((x + 6, y + 6), label, font=font)
         draw.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(0, 0, 0))
         draw.text((x + 6, y + 6), label, fill=(255, 255, 255), font=font)

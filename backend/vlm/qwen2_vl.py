@@ -122,7 +122,8 @@ class Qwen2VLFamily(VLMFamily):
         encoded = self._encode_clips(resized[None], kind="video")[0]
         encoded.meta["fps"] = video.fps
         encoded.meta["frame_indices"] = idx
-        encoded.meta["second_per_grid"] = self.temporal_patch_size / self.options.fps
+        sampled_fps = video.fps * len(idx) / video.frames.shape[0]  # below options.fps when max_frames caps it
+        encoded.meta["second_per_grid"] = self.temporal_patch_size / sampled_fps
         return encoded
 
     # --- shared patching ------------------------------------------------------------------------------
