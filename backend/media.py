@@ -19,7 +19,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 import torch
 from PIL import Image as PILImage
-from PIL import ImageSequence
+from PIL import ImageOps, ImageSequence
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 ANIMATION_EXTENSIONS = {".gif"}
@@ -76,7 +76,7 @@ def pil_to_rgb(img: PILImage.Image, source: str = "<image>") -> PILImage.Image:
         arr = np.asarray(img).astype(np.float64)
         arr = arr / 255.0 if arr.max() > 1.0 else arr
         return PILImage.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         background = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
         return PILImage.alpha_composite(background, rgba).convert("RGB")
@@ -94,7 +94,7 @@ def load_image_file(path: str | os.PathLike) -> Image:
     try:
         with PILImage.open(path) as img:
             img.load()
-            rgb = pil_to_rgb(img, str(path))
+            rgb = pil_to_rgb(ImageOps.exif_transpose(img), str(path))  # as transformers' load_image does
     except MediaError:
         raise
     except Exception as exc:  # Pillow raises many types for broken files

@@ -164,3 +164,15 @@ def test_unreadable_and_missing_files(tmp_path):
 def test_extreme_aspect_ratio_rejected(families):
     with pytest.raises(ValueError, match="aspect ratio"):
         families["qwen2_5_vl"].encode_images([Image(pil=random_image(2, 900))])
+
+
+def test_exif_orientation_and_trns_transparency(tmp_path):
+    img = random_image(40, 60)
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    img.save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_image_file(tmp_path / "rotated.jpg").pil.size == (40, 60)
+    gray = PILImage.new("L", (4, 4), 0)
+    gray.info["transparency"] = 0
+    gray.save(tmp_path / "trns.png", transparency=0)
+    assert np.asarray(load_image_file(tmp_path / "trns.png").pil)[0, 0].tolist() == [255, 255, 255]

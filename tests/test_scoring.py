@@ -311,3 +311,17 @@ def test_video_file_through_pyav(reward_models, tmp_path):
     assert isinstance(clip, Video) and clip.frames.shape[1:] == (48, 64, 3) and clip.fps == pytest.approx(8.0)
     assert clip.frames.shape[0] == 8
     assert 0 < reward_models("qwen2_vl").score([str(path)], "a fade").scores[0] < 1
+
+
+def test_qwen3_video_prompt_has_one_block_per_temporal_patch(reward_models):
+    rm = reward_models("qwen3_vl")
+    clip = Video(torch.rand(8, 64, 64, 3), fps=4.0)
+    from rewarddance.backend.scoring.prompts import pointwise_query as pq
+
+    prepared = rm.scorer.prepare([pq(clip, "a cat", ScoringConfig())])[0]
+    text = rm.vlm.tokenizer.decode(prepared.input_ids)
+    start, end = text.index("<|vision_start|>"), text.rindex("<|vision_end|>")
+    video_part = text[start - len("<0.2 seconds>") - 10:end + len("<|vision_end|>")]
+    # 8 frames at 4 fps sampled to 2 fps -> 4 frames -> 2 temporal patches, each "<t seconds>" + one block
+    assert text.count("<|vision_start|>") == 2 and text.count("<|vision_end|>") == 2
+    assert "seconds><|vision_start|>" in video_part and "<|vision_start|><0" not in text

@@ -53,7 +53,8 @@ class Scorer:
         self.vlm = vlm
         self.family = vlm.family
         self.tokenizer = vlm.tokenizer
-        pattern = "|".join(re.escape(p) for p in (self.family.image_placeholder, self.family.video_placeholder))
+        kinds = self.family.placeholder_kinds
+        pattern = "|".join(re.escape(p) for p in sorted(kinds, key=len, reverse=True))  # longest form first
         self._placeholder_re = re.compile(f"({pattern})")
         self.stats = Counter()  # forwards, prefix_forwards, oom_splits, tokens
 
@@ -103,8 +104,7 @@ class Scorer:
             ids.extend(self.tokenize(text))
             if i < len(query.visuals):
                 visual = encoded[id(query.visuals[i])]
-                expected = self.family.image_placeholder if visual.kind == "image" else self.family.video_placeholder
-                if placeholders[i] != expected:
+                if self.family.placeholder_kinds[placeholders[i]] != visual.kind:
                     raise ValueError(f"visual {i} is a {visual.kind} but the prompt has a {placeholders[i]!r} there")
                 start = len(ids)
                 for piece in visual.pieces:

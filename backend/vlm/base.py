@@ -76,6 +76,11 @@ class VLMFamily:
         self.options = options or VisualOptions()
         self.options.validate()
 
+    @property
+    def placeholder_kinds(self) -> dict[str, str]:
+        """Template text the visuals' tokens replace, and whether it stands for an image or a video."""
+        return {self.image_placeholder: "image", self.video_placeholder: "video"}
+
     # --- visual preprocessing -------------------------------------------------------------------------
     def encode_images(self, images: list[Image], device: torch.device | str = "cpu") -> list[EncodedVisual]:
         """Preprocess still images (tensors batched per size) into `EncodedVisual`s on `device`."""

@@ -73,9 +73,8 @@ class InternVLFamily(VLMFamily):
         return tiles
 
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
-        """(columns, rows) of tiles for an image; (1, 1) unless the checkpoint crops to patches."""
-        if not self.preprocessor.get("crop_to_patches", False):
-            return 1, 1
+        """(columns, rows) of tiles for an image. InternVL's processor always crops images to patches,
+        whatever the image processor's own `crop_to_patches` says (real checkpoints ship `false` there)."""
         min_tiles = int(self.preprocessor.get("min_patches", 1))
         return best_tile_grid(height, width, self.tile_size, min_tiles, max(min_tiles, self.max_tiles()))
 

@@ -111,11 +111,18 @@ def read_preprocessor_config(path: Path) -> dict:
     if processor_file.is_file():
         data = json.loads(processor_file.read_text())
         settings.update(data.get("image_processor", {}))
+        if isinstance(data.get("video_processor"), dict):
+            settings["video_processor"] = data["video_processor"]
         if "image_seq_length" in data:
             settings["image_seq_length"] = data["image_seq_length"]
     pre_file = path / "preprocessor_config.json"
     if pre_file.is_file():
         settings.update(json.loads(pre_file.read_text()))
+    video_file = path / "video_preprocessor_config.json"
+    if video_file.is_file():
+        settings["video"] = json.loads(video_file.read_text())
+    elif isinstance(settings.get("video_processor"), dict):
+        settings["video"] = settings["video_processor"]
     return settings
 
 

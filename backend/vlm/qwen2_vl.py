@@ -31,7 +31,8 @@ class Qwen2VLFamily(VLMFamily):
     default_std: ClassVar[list[float]] = OPENAI_CLIP_STD
     default_min_pixels: ClassVar[int] = 56 * 56
     default_max_pixels: ClassVar[int] = 28 * 28 * 1280
-    default_video_max_pixels: ClassVar[int] = 256 * 28 * 28
+    default_video_min_pixels: ClassVar[int] = 128 * 28 * 28  # transformers' Qwen2-VL video processor
+    default_video_max_pixels: ClassVar[int] = 768 * 28 * 28
 
     # --- preprocessing settings (checkpoint's preprocessor_config.json, overridden by options) ---------
     @property
@@ -58,24 +59,35 @@ class Qwen2VLFamily(VLMFamily):
     def std(self) -> list[float]:
         return list(self.preprocessor.get("image_std", self.default_std))
 
-    def pixel_range(self, video: bool = False) -> tuple[int, int]:
-        """(min_pixels, max_pixels) for images or video frames after options override the checkpoint."""
-        size = self.preprocessor.get("size") or {}
-        ckpt_min = self.preprocessor.get("min_pixels", size.get("shortest_edge", self.default_min_pixels))
-        ckpt_max = self.preprocessor.get("max_pixels", size.get("longest_edge", self.default_max_pixels))
-        if video:
-            lo = self.options.video_min_pixels or ckpt_min
-            hi = self.options.video_max_pixels or min(ckpt_max, self.default_video_max_pixels)
-        else:
-            lo = self.options.min_pixels or ckpt_min
-            hi = self.options.max_pixels or ckpt_max
-        if lo > hi:
-            raise ValueError(f"min_pixels ({lo}) is larger than max_pixels ({hi}); adjust the pixel budget")
+    @staticmethod
+    def _range(config: dict, default_min: int, default_max: int) -> tuple[int, int]:
+        """(min, max) pixels from a preprocessor config: min_pixels/max_pixels, else size edges."""
+        size = config.get("size") or {}
+        lo = config.get("min_pixels", size.get("shortest_edge", default_min))
+        hi = config.get("max_pixels", size.get("longest_edge", default_max))
         return int(lo), int(hi)
 
-    def target_size(self, height: int, width: int, video: bool = False) -> tuple[int, int]:
-        """Size an image (or video frame) is resized to before patching."""
-        lo, hi = self.pixel_range(video)
+    def pixel_range(self, video: bool = False) -> tuple[int, int]:
+        """(min_pixels, max_pixels) per image, or per video frame, after options override the checkpoint."""
+        if video:
+            lo, hi = self._range(self.preprocessor.get("video") or {}, self.default_video_min_pixels,
+                                 self.default_video_max_pixels)
+            lo, hi = self.options.video_min_pixels or lo, self.options.video_max_pixels or hi
+        else:
+            lo, hi = self._range(self.preprocessor, self.default_min_pixels, self.default_max_pixels)
+            lo, hi = self.options.min_pixels or lo, self.options.max_pixels or hi
+        if lo > hi:
+            raise ValueError(f"min_pixels ({lo}) is larger than max_pixels ({hi}); adjust the pixel budget")
+        return lo, hi
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """Size an image is resized to before patching."""
+        lo, hi = self.pixel_range()
+        return smart_resize(height, width, self.patch_size * self.merge_size, lo, hi)
+
+    def video_target_size(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        """Size each video frame is resized to (Qwen2/2.5-VL: a per-frame pixel range)."""
+        lo, hi = self.pixel_range(video=True)
         return smart_resize(height, width, self.patch_size * self.merge_size, lo, hi)
 
     # --- images ---------------------------------------------------------------------------------------
@@ -117,7 +129,7 @@ class Qwen2VLFamily(VLMFamily):
         """Sample frames, resize them as a batch and patchify into temporal patches."""
         frames, idx = self.sample_video(video)
         frames = frames.to(device).permute(0, 3, 1, 2)
-        h, w = self.target_size(frames.shape[2], frames.shape[3], video=True)
+        h, w = self.video_target_size(frames.shape[0], frames.shape[2], frames.shape[3])
         resized = resize_tensor(frames, h, w, self.resample)
         encoded = self._encode_clips(resized[None], kind="video")[0]
         encoded.meta["fps"] = video.fps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -22,7 +23,34 @@ class Qwen3VLFamily(Qwen2VLFamily):
     default_std: ClassVar[list[float]] = [0.5, 0.5, 0.5]
     default_min_pixels: ClassVar[int] = 65536
     default_max_pixels: ClassVar[int] = 16777216
-    default_video_max_pixels: ClassVar[int] = 256 * 32 * 32
+    default_video_min_pixels: ClassVar[int] = 128 * 32 * 32
+    default_video_max_pixels: ClassVar[int] = 768 * 32 * 32
+    video_template: ClassVar[str] = "<|vision_start|><|video_pad|><|vision_end|>"
+
+    @property
+    def placeholder_kinds(self) -> dict[str, str]:
+        """The template's whole `<|vision_start|><|video_pad|><|vision_end|>` is replaced by timestamped frames."""
+        return {self.video_template: "video", **super().placeholder_kinds}
+
+    def video_target_size(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        """Frame size; the checkpoint's video budget counts pixels over all frames (temporal patches)."""
+        if self.options.video_min_pixels or self.options.video_max_pixels or "video" not in self.preprocessor:
+            return super().video_target_size(num_frames, height, width)
+        lo, hi = self.pixel_range(video=True)
+        factor, tp = self.patch_size * self.merge_size, self.temporal_patch_size
+        if height < factor or width < factor:
+            scale = max(factor / height, factor / width)
+            height, width = int(height * scale), int(width * scale)
+        frames = max(tp, round(num_frames / tp) * tp)
+        h, w = smart_resize(height, width, factor, 1, 1 << 62)
+        if frames * h * w > hi:
+            beta = math.sqrt(num_frames * height * width / hi)
+            h = max(factor, math.floor(height / beta / factor) * factor)
+            w = max(factor, math.floor(width / beta / factor) * factor)
+        elif frames * h * w < lo:
+            beta = math.sqrt(lo / (num_frames * height * width))
+            h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+        return h, w
 
     def model_class_for(self, model_type: str) -> str:
         """The MoE variant has its own class."""
