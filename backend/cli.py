@@ -39,7 +39,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--answer", default=None, help="answer word whose probability is the score (default Yes)")
     g.add_argument("--negative", default=None, help="the 'no' word for --normalize yes_no (default No)")
     g.add_argument("--answer-variants", action="store_true", help="also count case/space variants of the words")
-    g.add_argument("--max-batch-tokens", type=int, default=None, help="token budget per forward (default 16384)")
+    g.add_argument("--max-batch-tokens", type=int, default=None, help="token budget per forward (default 16384 on GPU, 1536 on CPU)")
     g = p.add_argument_group("pixel budget")
     g.add_argument("--min-pixels", type=int, default=None, help="minimum pixels per image")
     g.add_argument("--max-pixels", type=int, default=None, help="maximum pixels per image (the main speed knob)")

@@ -16,7 +16,7 @@ import torch
 
 from .media import Video, Visual, to_visuals
 from .scoring.answer import AnswerTokens, yes_probability
-from .scoring.config import ScoringConfig, normalize_criteria
+from .scoring.config import ScoringConfig, default_batch_tokens, normalize_criteria
 from .scoring.prompts import VERDICT_MARKER, FewShotExample, Query, pairwise_query, pointwise_query
 from .scoring.results import RankResult, ScoreResult, TournamentResult
 from .scoring.scorer import Scorer
@@ -67,7 +67,8 @@ class RewardModel:
         """P("yes") for each query under `config` (reasoning-first generates the reasoning first)."""
         tokens = AnswerTokens.from_config(self.vlm.tokenizer, config, with_space=config.cot == "reasoning_first")
         prepared = self.scorer.prepare(queries)
-        logits = self.scorer.last_logits(prepared, config.max_batch_tokens, config.prefix_reuse, config.min_prefix_tokens)
+        budget = config.max_batch_tokens or default_batch_tokens(self.vlm.device.type)
+        logits = self.scorer.last_logits(prepared, budget, config.prefix_reuse, config.min_prefix_tokens)
         return yes_probability(logits, tokens, config.normalize)
 
     def _run(self, queries: list[Query], config: ScoringConfig, reasons: bool) -> tuple[torch.Tensor, list[str] | None]:

@@ -13,8 +13,9 @@ vocabulary at the first answer position.
 
 transformers' generate() already passes `logits_to_keep=1` to models that accept it, so the baseline does
 not pay for full-vocabulary logits at every prompt position; what differs is batching, preprocessing and
-per-call overhead. On a few CPU cores both paths are compute-bound on the same FLOPs and run at about the
-same speed; batching pays off on GPUs, where one ~300-token sequence leaves the device mostly idle.
+per-call overhead. On a few CPU cores both paths are compute-bound on the same FLOPs (the engine is
+1.1-1.4x faster there, see bench/RESULTS.md); batching pays off on GPUs, where one ~300-token sequence
+leaves the device mostly idle.
 
 The run fails (exit 1) when the two disagree: max |baseline - engine| above 2e-3 in fp32 (looser in
 bf16/fp16, where batched and unbatched kernels round differently). The last line is `speedup=<x>`.
