@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -176,3 +175,14 @@ def test_exif_orientation_and_trns_transparency(tmp_path):
     gray.info["transparency"] = 0
     gray.save(tmp_path / "trns.png", transparency=0)
     assert np.asarray(load_image_file(tmp_path / "trns.png").pil)[0, 0].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize("frames, height, width", [(32, 720, 1280), (8, 720, 1280), (32, 128, 128), (4, 20, 300),
+                                                   (16, 1080, 1920)])
+def test_qwen3_video_budget_counts_all_frames_like_transformers(families, frames, height, width):
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize as hf_video_smart_resize
+
+    fam = families["qwen3_vl"]
+    video = fam.preprocessor["video"]["size"]
+    expected = hf_video_smart_resize(frames, height, width, 2, 32, video["shortest_edge"], video["longest_edge"])
+    assert fam.video_target_size(frames, height, width) == expected

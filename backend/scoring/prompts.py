@@ -8,7 +8,7 @@ chat template. The answer is read at the first assistant position (or after `con
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..media import Video, Visual, to_visual

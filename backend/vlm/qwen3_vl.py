@@ -10,6 +10,7 @@ import torch
 from ..media import Video
 from .base import EncodedVisual
 from .qwen2_vl import Qwen2VLFamily
+from .resize import smart_resize
 
 
 class Qwen3VLFamily(Qwen2VLFamily):

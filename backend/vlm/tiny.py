@@ -195,6 +195,10 @@ def write_tiny_checkpoint(family: str, out_dir: str | Path, seed: int = 0) -> Pa
         " and default_system", " and false")
     (out / "chat_template.jinja").write_text(template)
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(family), indent=2))
+    if family == "qwen3_vl":  # Qwen3-VL checkpoints ship a video budget counted over all frames
+        video = {"size": {"shortest_edge": 4096, "longest_edge": 25165824}, "patch_size": 16, "temporal_patch_size": 2,
+                 "merge_size": 2, "fps": 2, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+        (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
     if family == "internvl":
         (out / "processor_config.json").write_text(json.dumps({"image_seq_length": 64}, indent=2))
     return out
@@ -213,6 +217,6 @@ def _spread_weights(model: torch.nn.Module, seed: int) -> None:
     """Re-draw weights with a larger scale so the tiny model's answers depend visibly on the image."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim >= 2:
                 p.copy_(torch.randn(p.shape, generator=gen) * (0.5 / p.shape[-1] ** 0.5) * 4)
