@@ -182,6 +182,10 @@ def test_exif_orientation_and_trns_transparency(tmp_path):
 def test_qwen3_video_budget_counts_all_frames_like_transformers(families, frames, height, width):
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize as hf_video_smart_resize
 
+    import transformers
+
+    if min(height, width) < 32 and transformers.__version__.startswith("4."):
+        pytest.skip("transformers 4.5x refuses frames smaller than one 32 px patch; 5.x (which we follow) upscales")
     fam = families["qwen3_vl"]
     video = fam.preprocessor["video"]["size"]
     expected = hf_video_smart_resize(frames, height, width, 2, 32, video["shortest_edge"], video["longest_edge"])
