@@ -116,3 +116,35 @@ def test_tiny_model_command(tmp_path, capsys):
     for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "preprocessor_config.json"):
         assert (tmp_path / "t" / name).is_file()
     assert json.loads((tmp_path / "t" / "config.json").read_text())["model_type"] == "qwen3_vl"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--dtype", "int8"], "dtype 'int8' is not one of"),
+        (["--device", "gpu0"], "not a torch device name"),
+        (["--attn", "fast"], "attn_implementation 'fast'"),
+        (["--criteria", "motion"], "only applies to video"),
+        (["--question", "Is {subject} shown?"], "unknown field"),
+        (["--max-frames", "0"], "max_frames must be a positive integer"),
+        (["--fps", "-1"], "fps must be a positive number"),
+        (["--max-batch-tokens", "0"], "max_batch_tokens must be a positive integer"),
+        (["--answer", "Yes", "--negative", "Yes", "--normalize", "yes_no"], "share first token"),
+    ],
+)
+def test_score_bad_options(tiny_dirs, photo_paths, capsys, extra, message):
+    code, _, err = run(["score", photo_paths[0], "--prompt", "x", "--model", tiny_dirs["qwen2_5_vl"], *extra], capsys)
+    assert code == 2 and message in err
+
+
+def test_score_bad_model_and_files(tmp_path, photo_paths, tiny_dirs, capsys):
+    code, _, err = run(["score", photo_paths[0], "--prompt", "x", "--model", tmp_path / "nowhere"], capsys)
+    assert code == 2 and "does not exist" in err
+    (tmp_path / "bad.png").write_bytes(b"no")
+    code, _, err = run(["score", tmp_path / "bad.png", "--prompt", "x", "--model", tiny_dirs["qwen2_5_vl"]], capsys)
+    assert code == 2 and "not a readable image" in err
+    code, _, err = run(["rerank", photo_paths[0].parent, "--prompt", "x", "--model", tiny_dirs["qwen2_5_vl"],
+                        "--mode", "pairwise", "--reference", tmp_path / "bad.png", "--quiet"], capsys)
+    assert code == 2 and "not a readable image" in err
+    with pytest.raises(SystemExit):
+        main(["score", str(photo_paths[0]), "--prompt", "x", "--cot", "sometimes"])
