@@ -325,3 +325,13 @@ def test_qwen3_video_prompt_has_one_block_per_temporal_patch(reward_models):
     # 8 frames at 4 fps sampled to 2 fps -> 4 frames -> 2 temporal patches, each "<t seconds>" + one block
     assert text.count("<|vision_start|>") == 2 and text.count("<|vision_end|>") == 2
     assert "seconds><|vision_start|>" in video_part and "<|vision_start|><0" not in text
+
+
+def test_tournament_reuses_each_reference_prefix(reward_models, photo_paths):
+    rm = reward_models("qwen2_5_vl")
+    before = rm.scorer.stats["prefix_forwards"]
+    shared = rm.tournament(photo_paths[:4], "a cat")
+    assert rm.scorer.stats["prefix_forwards"] - before == 4  # one prefix per reference image
+    plain = rm.tournament(photo_paths[:4], "a cat", prefix_reuse=False)
+    for row_a, row_b in zip(shared.matrix, plain.matrix):
+        assert row_a == pytest.approx(row_b, abs=1e-4)

@@ -131,16 +131,19 @@ class Scorer:
             yield batch
 
     def prefix_groups(self, prepared: list[PreparedQuery], min_tokens: int) -> tuple[list[tuple[int, list[int]]], list[int]]:
-        """Split queries into (prefix length, members) groups that share a prefix, and the rest."""
-        counts = Counter(k for p in prepared for k in set(p.keys))
+        """Split queries into (prefix length, members) groups that share a prefix, and the rest.
+
+        The prefix of a query is everything before its last visual (the candidate in every prompt layout:
+        after the reference in pairwise and tournament queries, after the examples in few-shot ones).
+        Queries group only when those tokens and the source objects of the visuals in them are identical.
+        """
         by_key: dict[tuple, list[int]] = defaultdict(list)
         rest: list[int] = []
         for i, p in enumerate(prepared):
-            own = [j for j, k in enumerate(p.keys) if counts[k] == 1]
-            if not own:
+            if not p.spans:
                 rest.append(i)
                 continue
-            cut = p.spans[own[0]][0]
+            cut = p.spans[-1][0]
             shared_keys = tuple(k for k, (s, _) in zip(p.keys, p.spans) if s < cut)
             by_key[(tuple(p.input_ids[:cut].tolist()), shared_keys)].append(i)
         groups = []
