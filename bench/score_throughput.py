@@ -21,6 +21,7 @@ The run fails (exit 1) when the two disagree: max |baseline - engine| above 2e-3
 bf16/fp16, where batched and unbatched kernels round differently). The last line is `speedup=<x>`.
 
     python bench/score_throughput.py --quick                  # CPU, a small random-weight Qwen2.5-VL
+    python bench/score_throughput.py --quick --mode pairwise  # candidates vs one reference image
     python bench/score_throughput.py --config 7b --device cuda  # random weights, real 7B shapes
     python bench/score_throughput.py --model /models/Qwen2.5-VL-7B-Instruct
 """
@@ -210,15 +211,15 @@ class Baseline:
         yes_id = vlm.tokenizer.encode(ANSWER, add_special_tokens=False)[0]
         return cls(vlm.model, vlm.tokenizer, vlm.chat_template, processor, int(yes_id))
 
-    def inputs(self, image: PILImage.Image, prompt: str) -> dict[str, Any]:
-        """Model inputs of one image + question, as the Qwen2.5-VL processor builds them."""
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION.format(prompt=prompt)}]}]
+    def inputs(self, images: list[PILImage.Image], messages: list[dict]) -> dict[str, Any]:
+        """Model inputs of one chat (images in order of appearance), as the Qwen2.5-VL processor builds them."""
         text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
                                                   add_generation_prompt=True)
-        vision = self.processor(images=[image], return_tensors="pt")
+        vision = self.processor(images=images, return_tensors="pt")
         merge = int(getattr(self.processor, "merge_size", 2))
-        num_tokens = int(vision["image_grid_thw"][0].prod()) // (merge * merge)
-        text = text.replace(self.pad_token, self.pad_token * num_tokens)
+        parts = text.split(self.pad_token)
+        counts = [int(g.prod()) // (merge * merge) for g in vision["image_grid_thw"]]
+        text = parts[0] + "".join(self.pad_token * n + rest for n, rest in zip(counts, parts[1:]))
         encoded = self.tokenizer(text, return_tensors="pt")
         device, dtype = self.model.device, self.model.dtype
         inputs = {k: encoded[k].to(device) for k in ("input_ids", "attention_mask")}
@@ -229,9 +230,13 @@ class Baseline:
             inputs["mm_token_type_ids"] = (inputs["input_ids"] == pad_id).int()
         return inputs
 
-    def score_one(self, image: PILImage.Image, prompt: str) -> float:
-        """P("Yes") for one image: greedy generate of one token, softmax over its scores."""
-        inputs = self.inputs(image, prompt)
+    def pointwise_messages(self, prompt: str) -> list[dict]:
+        """The VQAScore chat: the image, then the question."""
+        return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION.format(prompt=prompt)}]}]
+
+    def score_one(self, images: list[PILImage.Image], messages: list[dict]) -> float:
+        """P("Yes") for one chat: greedy generate of one token, softmax over its scores."""
+        inputs = self.inputs(images, messages)
         # repetition_penalty=1.0: real Qwen checkpoints ship 1.05, which would bend `scores` away from the logits.
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=1, output_scores=True, return_dict_in_generate=True,
@@ -241,8 +246,13 @@ class Baseline:
         return float(probs[0, self.yes_id])
 
     def score(self, images: list[PILImage.Image], prompt: str) -> list[float]:
-        """Scores of all images, one generate() call each."""
-        return [self.score_one(image, prompt) for image in images]
+        """Pointwise scores of all images, one generate() call each."""
+        return [self.score_one([image], self.pointwise_messages(prompt)) for image in images]
+
+    def compare(self, candidates: list[PILImage.Image], reference: PILImage.Image, prompt: str,
+                messages_for: Callable[[PILImage.Image, PILImage.Image], list[dict]]) -> list[float]:
+        """Pairwise scores (reference = image 1), one generate() call per candidate."""
+        return [self.score_one([reference, c], messages_for(reference, c)) for c in candidates]
 
 
 def _accepts(fn: Callable, name: str) -> bool:
@@ -306,6 +316,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=64, help="number of candidate images")
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="engine token budget per forward")
     parser.add_argument("--prompt", default=PROMPT)
+    parser.add_argument("--mode", choices=["pointwise", "pairwise"], default="pointwise",
+                        help="pairwise: every candidate against one reference image (the shared prefix is reused)")
     args = parser.parse_args(argv)
     if args.model and args.config:
         parser.error("pass either --model or --config, not both")
@@ -365,19 +377,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device: {device_name(args.device)}  (torch {torch.__version__}, transformers {transformers_version()})")
         print(f"config: {args.model or args.config}  N={args.n}  size={args.size}x{args.size}  dtype={args.dtype}")
         model_dir = args.model or str(write_checkpoint(args.config, workdir / args.config, args.device, dtype))
-        rm = RewardModel.from_pretrained(model_dir, dtype=args.dtype, device=args.device, question=QUESTION,
+        question = QUESTION if args.mode == "pointwise" else None  # pairwise: the project's pairwise wording
+        rm = RewardModel.from_pretrained(model_dir, dtype=args.dtype, device=args.device, question=question,
                                          normalize="vocab", answer=ANSWER, max_batch_tokens=args.max_batch_tokens)
-        print(f"model: {describe(rm.vlm.model)}")
+        print(f"model: {describe(rm.vlm.model)}  mode: {args.mode}")
         baseline = Baseline.from_vlm(rm.vlm)
-        images = make_images(args.n, args.size)
+        images = make_images(args.n + 1, args.size)
+        reference, images = images[-1], images[:-1]
 
-        def engine(batch: list[PILImage.Image]) -> list[float]:
-            return rm.score(batch, args.prompt).scores
+        def pair_messages(ref: PILImage.Image, cand: PILImage.Image) -> list[dict]:
+            from rewarddance.backend.media import Image
+            from rewarddance.backend.scoring.prompts import pairwise_query
 
-        baseline.score(images[:2], args.prompt)  # warm-up
+            return pairwise_query(Image(pil=ref), Image(pil=cand), args.prompt, rm.config).messages
+
+        if args.mode == "pairwise":
+            def engine(batch: list[PILImage.Image]) -> list[float]:
+                return rm.compare(batch, reference, args.prompt).scores
+
+            def base(batch: list[PILImage.Image]) -> list[float]:
+                return baseline.compare(batch, reference, args.prompt, pair_messages)
+        else:
+            def engine(batch: list[PILImage.Image]) -> list[float]:
+                return rm.score(batch, args.prompt).scores
+
+            def base(batch: list[PILImage.Image]) -> list[float]:
+                return baseline.score(batch, args.prompt)
+
+        base(images[:2])  # warm-up
         engine(images[:2])
         rm.scorer.stats.clear()
-        base_scores, base_s, base_use = timed(lambda: baseline.score(images, args.prompt), args.device)
+        base_scores, base_s, base_use = timed(lambda: base(images), args.device)
         engine_scores, engine_s, engine_use = timed(lambda: engine(images), args.device)
 
         agree = check_agreement(base_scores, engine_scores, dtype)
