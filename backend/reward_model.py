@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import torch
 
-from .media import Video, Visual, to_visuals
+from .media import to_visuals
 from .scoring.answer import AnswerTokens, yes_probability
-from .scoring.config import ScoringConfig, default_batch_tokens, normalize_criteria
+from .scoring.config import ScoringConfig, default_batch_tokens
 from .scoring.prompts import VERDICT_MARKER, FewShotExample, Query, pairwise_query, pointwise_query
 from .scoring.results import RankResult, ScoreResult, TournamentResult
 from .scoring.scorer import Scorer
@@ -174,4 +174,4 @@ def check_top_k(top_k: int | None, n: int) -> int:
     return min(top_k, n)
 
 
-__all__ = ["RewardModel", "FewShotExample", "ScoringConfig", "normalize_criteria", "Video", "Visual"]
+__all__ = ["RewardModel"]
