@@ -1,4 +1,4 @@
-"""Command line: `rewarddance score | rerank | tiny-model`."""
+"""Command line: `rewarddance score | rerank | serve | tiny-model`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,12 @@ class CLIError(Exception):
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that loads a reward model."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint directory or hub id (default {DEFAULT_MODEL})")
+    g.add_argument("--model", default=None,
+                   help=f"checkpoint directory or hub id (default {DEFAULT_MODEL}); with --backend, a model name "
+                        "the server has configured (default: its default model)")
+    g.add_argument("--backend", default=None, metavar="URL",
+                   help="score through a running `rewarddance serve` at URL instead of loading the model here")
+    g.add_argument("--token", default=None, help="bearer token for --backend (default: $REWARDDANCE_TOKEN)")
     g.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     g.add_argument("--attn", dest="attn_implementation", default=None, help="sdpa, eager, flash_attention_2")
@@ -48,24 +53,52 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=float, default=2.0, help="video frames per second to sample (default 2)")
 
 
+LOCAL_ONLY = {"dtype": "auto", "device": "auto", "attn_implementation": None, "device_map": None, "min_pixels": None,
+              "max_pixels": None, "video_max_pixels": None, "max_frames": 32, "fps": 2.0, "max_batch_tokens": None}
+
+
 def load_reward_model(args: argparse.Namespace) -> Any:
-    """Build a RewardModel from parsed command-line options."""
+    """A RewardModel built from the options, or a client of --backend with the same methods."""
+    if args.backend:
+        from .client import RewardClient
+
+        changed = [k for k, default in LOCAL_ONLY.items() if getattr(args, k) != default]
+        if changed:
+            flags = ", ".join("--" + k.replace("_", "-").replace("attn-implementation", "attn") for k in changed)
+            raise CLIError(f"{flags} set(s) how a model is loaded here; with --backend the server's operator sets "
+                           "them (rewarddance serve / its config file)")
+        return BoundClient(RewardClient(args.backend, token=args.token, model=args.model), scoring_overrides(args))
     from .reward_model import RewardModel
 
     return RewardModel.from_pretrained(
-        args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation,
+        args.model or DEFAULT_MODEL, dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation,
         device_map=args.device_map, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
         video_max_pixels=args.video_max_pixels, max_frames=args.max_frames, fps=args.fps,
         **scoring_overrides(args),
     )
 
 
+class BoundClient:
+    """A backend client that sends the command line's scoring options with every call (as a model keeps them)."""
+
+    def __init__(self, client: Any, overrides: dict[str, Any]):
+        self.client = client
+        self.overrides = overrides
+
+    def score(self, images: Any, prompt: Any, **kwargs: Any) -> Any:
+        return self.client.score(images, prompt, **self.overrides, **kwargs)
+
+    def compare(self, candidates: Any, reference: Any, prompt: Any, **kwargs: Any) -> Any:
+        return self.client.compare(candidates, reference, prompt, **self.overrides, **kwargs)
+
+
 def scoring_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """ScoringConfig fields given on the command line."""
     from .scoring.config import normalize_criteria
 
-    out = {k: getattr(args, k) for k in ("question", "system", "normalize", "answer", "negative", "cot",
-                                         "max_batch_tokens")}
+    out = {k: getattr(args, k) for k in ("question", "system", "normalize", "answer", "negative", "cot")}
+    if not getattr(args, "backend", None):
+        out["max_batch_tokens"] = args.max_batch_tokens
     if args.criteria:
         out["criteria"] = normalize_criteria(args.criteria)
     if args.answer_variants:
@@ -250,6 +283,84 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- serve --------------------------------------------------------------------------------------------------
+def serve_settings(args: argparse.Namespace) -> Any:
+    """ServerSettings from --config plus flags (flags win)."""
+    import os
+
+    from .server.settings import TOKEN_ENV, ModelSpec, ServerSettings, parse_bytes, parse_model_flag, read_config_file, settings_from_dict
+
+    settings = settings_from_dict(read_config_file(args.config)) if args.config else ServerSettings()
+    load = {k: getattr(args, k) for k in ("dtype", "device", "attn_implementation", "device_map", "min_pixels",
+                                           "max_pixels", "video_max_pixels", "max_frames", "fps") if getattr(args, k) is not None}
+    for flag in args.model or []:
+        name, path = parse_model_flag(flag)
+        if name in settings.models and not args.config:
+            raise CLIError(f"--model {flag!r}: the name {name!r} is used twice")
+        settings.models[name] = ModelSpec(name=name, path=path, preload=args.preload, **load)
+    for option, dest, attr in (("--pin", "pin", "pinned"), ("--trust-remote-code", "trust_remote_code", "trust_remote_code")):
+        for name in getattr(args, dest) or []:
+            if name not in settings.models:
+                raise CLIError(f"{option} {name!r}: no model of that name; configured: {', '.join(settings.models) or 'none'}")
+            setattr(settings.models[name], attr, True)
+    if args.preload:
+        for spec in settings.models.values():
+            spec.preload = True
+    flags = {"host": args.host, "port": args.port, "default_model": args.default_model,
+             "max_batch_tokens": args.max_batch_tokens, "max_delay_ms": args.max_delay_ms, "max_queue": args.max_queue,
+             "request_timeout_s": args.request_timeout, "max_body_mb": args.max_body_mb,
+             "grace_period_s": args.grace_period}
+    for key, value in flags.items():
+        if value is not None:
+            setattr(settings, key, value)
+    for key in ("gpu_memory", "cpu_memory"):
+        if getattr(args, key) is not None:
+            setattr(settings, key, parse_bytes(getattr(args, key), "--" + key.replace("_", "-")))
+    settings.token = args.token or settings.token or os.environ.get(TOKEN_ENV) or None
+    return settings.validate()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP scoring backend until SIGTERM / Ctrl+C."""
+    from .server.run import run
+
+    return run(serve_settings(args))
+
+
+def add_serve_options(p: argparse.ArgumentParser) -> None:
+    """Options of `rewarddance serve`."""
+    p.add_argument("--config", default=None, help="TOML or YAML file with server settings and [models.NAME] tables")
+    p.add_argument("--model", action="append", metavar="NAME=PATH",
+                   help="serve a checkpoint directory or hub id under NAME (repeatable; the first is the default)")
+    p.add_argument("--default-model", default=None, help="model used when a request names none")
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; others need --token)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--token", default=None, help="bearer token clients must send (default: $REWARDDANCE_TOKEN)")
+    p.add_argument("--preload", action="store_true", help="load every model at start instead of on first use")
+    p.add_argument("--pin", action="append", metavar="NAME", help="never evict this model (repeatable)")
+    p.add_argument("--trust-remote-code", action="append", metavar="NAME",
+                   help="allow this model's own Python code from its checkpoint (off by default; repeatable)")
+    g = p.add_argument_group("batching and limits")
+    g.add_argument("--max-batch-tokens", type=int, default=None, help="tokens per forward (default 16384 GPU / 1536 CPU)")
+    g.add_argument("--max-delay-ms", type=float, default=None, help="how long a request waits for company (default 10)")
+    g.add_argument("--max-queue", type=int, default=None, help="queued requests per model before 503 (default 1024)")
+    g.add_argument("--request-timeout", type=float, default=None, help="seconds per request before 504 (default 300)")
+    g.add_argument("--max-body-mb", type=float, default=None, help="request body limit in MB (default 64)")
+    g.add_argument("--gpu-memory", default=None, help="GPU bytes loaded models may use, e.g. 40GB (LRU eviction)")
+    g.add_argument("--cpu-memory", default=None, help="CPU bytes loaded models may use, e.g. 16GB")
+    g.add_argument("--grace-period", type=float, default=None, help="seconds in-flight requests get at shutdown (default 25)")
+    g = p.add_argument_group("loading (models given with --model)")
+    g.add_argument("--dtype", default=None, help="auto, bf16, fp16 or fp32")
+    g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1")
+    g.add_argument("--attn", dest="attn_implementation", default=None, help="sdpa, eager, flash_attention_2")
+    g.add_argument("--device-map", default=None, help="'auto' to spread a model over several GPUs")
+    g.add_argument("--min-pixels", type=int, default=None)
+    g.add_argument("--max-pixels", type=int, default=None)
+    g.add_argument("--video-max-pixels", type=int, default=None)
+    g.add_argument("--max-frames", type=int, default=None)
+    g.add_argument("--fps", type=float, default=None)
+
+
 # --- tiny-model ---------------------------------------------------------------------------------------------
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     """Write a tiny random-weight checkpoint for tests and offline demos."""
@@ -286,6 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.set_defaults(func=cmd_rerank)
 
+    p = sub.add_parser("serve", help="run the HTTP scoring backend (model loading, dynamic batching)")
+    add_serve_options(p)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("tiny-model", help="write a tiny random-weight checkpoint (tests, offline demo)")
     p.add_argument("--family", required=True, choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl"])
     p.add_argument("--out", required=True, help="output directory")
@@ -296,13 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rewarddance` console script and `python -m rewarddance`."""
+    from .client import BackendError
     from .media import MediaError
     from .vlm.loading import ModelLoadError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, MediaError, ModelLoadError, ValueError) as exc:
+    except (CLIError, MediaError, ModelLoadError, BackendError, ValueError) as exc:
         print(f"rewarddance: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ two small types the VLM families understand:
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,15 +92,28 @@ def load_image_file(path: str | os.PathLike) -> Image:
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"image file {str(path)!r} does not exist; check the path")
+    return _decode_image(path, str(path))
+
+
+def load_image_bytes(data: bytes, source: str = "<bytes>", max_pixels: int | None = None) -> Image:
+    """Decode an encoded image (PNG, JPEG, WebP, ... bytes) exactly as `load_image_file` decodes a file."""
+    return _decode_image(io.BytesIO(data), source, max_pixels)
+
+
+def _decode_image(fp: Any, source: str, max_pixels: int | None = None) -> Image:
+    """Open, orient (EXIF) and convert one image to RGB; every failure becomes a `MediaError` naming `source`."""
     try:
-        with PILImage.open(path) as img:
+        with PILImage.open(fp) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise MediaError(f"{source}: {img.width}x{img.height} is over the limit of {max_pixels} pixels; "
+                                 "downscale it before sending")
             img.load()
-            rgb = pil_to_rgb(ImageOps.exif_transpose(img), str(path))  # as transformers' load_image does
+            rgb = pil_to_rgb(ImageOps.exif_transpose(img), source)  # as transformers' load_image does
     except MediaError:
         raise
     except Exception as exc:  # Pillow raises many types for broken files
-        raise MediaError(f"{str(path)!r} is not a readable image ({type(exc).__name__}: {exc})") from exc
-    return Image(pil=rgb, source=str(path))
+        raise MediaError(f"{source} is not a readable image ({type(exc).__name__}: {exc})") from exc
+    return Image(pil=rgb, source=source)
 
 
 def image_from_tensor(t: torch.Tensor, source: str = "<tensor>") -> Image:

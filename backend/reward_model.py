@@ -63,15 +63,22 @@ class RewardModel:
         return self.config.with_overrides(**overrides)
 
     # --- core -------------------------------------------------------------------------------------------------
-    def probabilities(self, queries: list[Query], config: ScoringConfig) -> torch.Tensor:
-        """P("yes") for each query under `config` (reasoning-first generates the reasoning first)."""
+    def batch_tokens(self, config: ScoringConfig) -> int:
+        """Token budget of one forward under `config` (its own, else the device default)."""
+        return config.max_batch_tokens or default_batch_tokens(self.vlm.device.type)
+
+    def read_scores(self, logits: torch.Tensor, config: ScoringConfig) -> torch.Tensor:
+        """P("yes") from last-position logits [N, V] under `config`'s answer words and normalisation."""
         tokens = AnswerTokens.from_config(self.vlm.tokenizer, config, with_space=config.cot == "reasoning_first")
-        prepared = self.scorer.prepare(queries)
-        budget = config.max_batch_tokens or default_batch_tokens(self.vlm.device.type)
-        logits = self.scorer.last_logits(prepared, budget, config.prefix_reuse, config.min_prefix_tokens)
         return yes_probability(logits, tokens, config.normalize)
 
-    def _run(self, queries: list[Query], config: ScoringConfig, reasons: bool) -> tuple[torch.Tensor, list[str] | None]:
+    def probabilities(self, queries: list[Query], config: ScoringConfig) -> torch.Tensor:
+        """P("yes") for each query under `config` (the verdict position; no generation)."""
+        prepared = self.scorer.prepare(queries)
+        logits = self.scorer.last_logits(prepared, self.batch_tokens(config), config.prefix_reuse, config.min_prefix_tokens)
+        return self.read_scores(logits, config)
+
+    def run(self, queries: list[Query], config: ScoringConfig, reasons: bool = False) -> tuple[torch.Tensor, list[str] | None]:
         """Scores (and reasons) for queries, following the chain-of-thought mode."""
         if config.cot == "reasoning_first":
             texts = [self.scorer.generate(q, config.reason_tokens) for q in queries]
@@ -88,34 +95,24 @@ class RewardModel:
                **overrides: Any) -> torch.Tensor:
         """Pointwise P("yes") as a float32 tensor [N]; differentiable w.r.t. input tensors that require grad."""
         config = self.settings(overrides)
-        visuals = to_visuals(images)
-        prompts = expand_prompts(prompt, len(visuals))
-        queries = [pointwise_query(v, p, config, few_shot) for v, p in zip(visuals, prompts)]
-        return self._run(queries, config, reasons=False)[0]
+        return self.run(score_queries(images, prompt, config, few_shot), config)[0]
 
     def score(self, images: Any, prompt: str | Sequence[str], few_shot: list[FewShotExample] | None = None,
               reasons: bool = False, **overrides: Any) -> ScoreResult:
         """Pointwise scores in input order (files, PIL, IMAGE tensors or `Video`s), optional reasons."""
         config = self.settings(overrides)
-        visuals = to_visuals(images)
-        prompts = expand_prompts(prompt, len(visuals))
-        queries = [pointwise_query(v, p, config, few_shot) for v, p in zip(visuals, prompts)]
+        queries = score_queries(images, prompt, config, few_shot)
         with torch.no_grad():
-            scores, texts = self._run(queries, config, reasons)
+            scores, texts = self.run(queries, config, reasons)
         return ScoreResult(scores.tolist(), texts)
 
     def compare(self, candidates: Any, reference: Any, prompt: str | Sequence[str],
                 few_shot: list[FewShotExample] | None = None, reasons: bool = False, **overrides: Any) -> ScoreResult:
         """Pairwise: P(candidate beats `reference`) for each candidate (reference = image 1)."""
         config = self.settings(overrides)
-        visuals = to_visuals(candidates, "candidates")
-        ref = to_visuals(reference, "reference")
-        if len(ref) != 1:
-            raise ValueError(f"reference: pass exactly one reference image or video, got {len(ref)}")
-        prompts = expand_prompts(prompt, len(visuals))
-        queries = [pairwise_query(ref[0], v, p, config, few_shot) for v, p in zip(visuals, prompts)]
+        queries = compare_queries(candidates, reference, prompt, config, few_shot)
         with torch.no_grad():
-            scores, texts = self._run(queries, config, reasons)
+            scores, texts = self.run(queries, config, reasons)
         return ScoreResult(scores.tolist(), texts)
 
     def rank(self, images: Any, prompt: str | Sequence[str], top_k: int | None = None,
@@ -123,28 +120,65 @@ class RewardModel:
         """Pointwise ranking: the top-k indices (best first) and their scores."""
         visuals = to_visuals(images)
         top_k = check_top_k(top_k, len(visuals))
-        result = self.score(visuals, prompt, few_shot=few_shot, **overrides)
-        order = sorted(range(len(visuals)), key=lambda i: (-result.scores[i], i))[:top_k]
-        return RankResult(order, [result.scores[i] for i in order], result.scores)
+        return rank_result(self.score(visuals, prompt, few_shot=few_shot, **overrides).scores, top_k)
 
     def tournament(self, candidates: Any, prompt: str, **overrides: Any) -> TournamentResult:
         """Round robin: every candidate against every other as reference; rank by wins, then mean P."""
-        visuals = to_visuals(candidates, "candidates")
-        n = len(visuals)
-        if n < 2:
-            raise ValueError(f"candidates: a tournament needs at least 2 candidates, got {n}")
         config = self.settings(overrides)
-        pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
-        queries = [pairwise_query(visuals[i], visuals[j], prompt, config) for i, j in pairs]
+        queries, pairs = tournament_queries(candidates, prompt, config)
         with torch.no_grad():
-            probs = self._run(queries, config, reasons=False)[0].tolist()
-        matrix = [[0.5] * n for _ in range(n)]
-        for (i, j), p in zip(pairs, probs):
-            matrix[i][j] = p
-        wins = [sum(1 for i in range(n) if i != j and matrix[i][j] > 0.5) for j in range(n)]
-        mean = [sum(matrix[i][j] for i in range(n) if i != j) / (n - 1) for j in range(n)]
-        ranking = sorted(range(n), key=lambda j: (-wins[j], -mean[j], j))
-        return TournamentResult(wins, mean, ranking, matrix)
+            probs = self.run(queries, config)[0].tolist()
+        return tournament_result(pairs, probs)
+
+
+# --- the operations as queries in, results out (shared by RewardModel and the HTTP server) ---------------------
+def score_queries(images: Any, prompt: str | Sequence[str], config: ScoringConfig,
+                  few_shot: list[FewShotExample] | None = None) -> list[Query]:
+    """Pointwise queries, one per image or video, in input order."""
+    visuals = to_visuals(images)
+    prompts = expand_prompts(prompt, len(visuals))
+    return [pointwise_query(v, p, config, few_shot) for v, p in zip(visuals, prompts)]
+
+
+def compare_queries(candidates: Any, reference: Any, prompt: str | Sequence[str], config: ScoringConfig,
+                    few_shot: list[FewShotExample] | None = None) -> list[Query]:
+    """Pairwise queries, one per candidate, each against the one `reference` (image 1)."""
+    visuals = to_visuals(candidates, "candidates")
+    ref = to_visuals(reference, "reference")
+    if len(ref) != 1:
+        raise ValueError(f"reference: pass exactly one reference image or video, got {len(ref)}")
+    prompts = expand_prompts(prompt, len(visuals))
+    return [pairwise_query(ref[0], v, p, config, few_shot) for v, p in zip(visuals, prompts)]
+
+
+def tournament_queries(candidates: Any, prompt: str, config: ScoringConfig) -> tuple[list[Query], list[tuple[int, int]]]:
+    """Round-robin queries: (reference i, candidate j) for every ordered pair i != j."""
+    visuals = to_visuals(candidates, "candidates")
+    n = len(visuals)
+    if n < 2:
+        raise ValueError(f"candidates: a tournament needs at least 2 candidates, got {n}")
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt: a tournament takes one prompt string, got {type(prompt).__name__}")
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+    return [pairwise_query(visuals[i], visuals[j], prompt, config) for i, j in pairs], pairs
+
+
+def rank_result(scores: list[float], top_k: int, reasons: list[str] | None = None) -> RankResult:
+    """Top-k indices by score (ties: lower index first) and their scores."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:top_k]
+    return RankResult(order, [scores[i] for i in order], list(scores), reasons)
+
+
+def tournament_result(pairs: list[tuple[int, int]], probs: list[float]) -> TournamentResult:
+    """Wins (P > 0.5 as candidate), mean win probability and ranking from round-robin probabilities."""
+    n = max(max(p) for p in pairs) + 1
+    matrix = [[0.5] * n for _ in range(n)]
+    for (i, j), p in zip(pairs, probs):
+        matrix[i][j] = p
+    wins = [sum(1 for i in range(n) if i != j and matrix[i][j] > 0.5) for j in range(n)]
+    mean = [sum(matrix[i][j] for i in range(n) if i != j) / (n - 1) for j in range(n)]
+    ranking = sorted(range(n), key=lambda j: (-wins[j], -mean[j], j))
+    return TournamentResult(wins, mean, ranking, matrix)
 
 
 def reasoning_before_verdict(text: str) -> str:
@@ -174,4 +208,5 @@ def check_top_k(top_k: int | None, n: int) -> int:
     return min(top_k, n)
 
 
-__all__ = ["RewardModel"]
+__all__ = ["RewardModel", "score_queries", "compare_queries", "tournament_queries", "rank_result",
+           "tournament_result"]

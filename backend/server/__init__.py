@@ -1,0 +1,9 @@
+"""The local scoring backend: an aiohttp app that owns model loading and dynamic batching.
+
+- `settings`: what the operator configures (models by name, budgets, limits), from flags or a TOML/YAML file.
+- `manager`: loads models on first use, keeps them within a memory budget (LRU eviction, pinning).
+- `batcher`: one queue per model; merges requests from many clients into token-bounded batches.
+- `protocol`: turns request JSON / multipart bodies into engine inputs, with one clear error per bad field.
+- `app`: the route table (mountable under a prefix on another aiohttp app, e.g. ComfyUI's server).
+- `run`: `rewarddance serve` (signals, graceful shutdown).
+"""

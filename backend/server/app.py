@@ -1,0 +1,240 @@
+"""The HTTP API: a route table over a `ScoringService`, served alone or mounted on another aiohttp app.
+
+    POST /v1/score        {"model"?, "prompt", "images": [b64...], criteria/question/system/normalize/answer/...}
+    POST /v1/compare      {"prompt", "candidates": [...], "reference": b64}   P(candidate beats reference)
+    POST /v1/rank         {"prompt", "images": [...], "top_k"?}
+    POST /v1/tournament   {"prompt", "candidates": [...]}                     pairwise round robin
+    GET  /v1/models       POST /v1/models/{name}/load   POST /v1/models/{name}/unload
+    GET  /health          GET /ready          GET /metrics          GET /openapi.json
+
+Errors are `{"error": {"type", "message"}}` with a 4xx/5xx status; never a stack trace. When a bearer
+token is configured every route but /health and /ready requires `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from ..media import MediaError
+from ..reward_model import compare_queries, rank_result, score_queries, tournament_queries, tournament_result
+from .errors import ApiError, bad_request
+from .manager import ModelManager
+from .metrics import Metrics
+from .openapi import openapi_spec
+from .protocol import VisualDecoder, parse_request, read_payload
+from .settings import ServerSettings
+
+log = logging.getLogger("rewarddance.server")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPEN_ROUTES = ("health", "ready")
+
+
+class ScoringService:
+    """Everything the routes share: settings, metrics, the model manager and the image decoder."""
+
+    def __init__(self, settings: ServerSettings, manager: ModelManager | None = None):
+        self.settings = settings.validate()
+        self.metrics = Metrics()
+        self.manager = manager or ModelManager(settings, self.metrics)
+        self.manager.metrics = self.metrics
+        self.decoder = VisualDecoder(settings.max_image_pixels)
+        self.started = time.time()
+
+    async def startup(self) -> None:
+        """Load the models configured with preload."""
+        await self.manager.preload()
+
+    async def shutdown(self) -> None:
+        """Finish queued work and stop the batchers."""
+        await self.manager.close()
+
+    # --- the wrapper every route goes through ------------------------------------------------------------------
+    def route(self, name: str, fn: Handler) -> Handler:
+        """Auth, JSON errors, metrics and latency around one route."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            started = time.perf_counter()
+            status = 500
+            try:
+                if name not in OPEN_ROUTES:
+                    self.check_token(request)
+                response = await fn(request)
+                status = response.status
+                return response
+            except ApiError as exc:
+                status = exc.status
+                return self.error_response(exc)
+            except asyncio.CancelledError:
+                status = 499  # the client went away
+                raise
+            except web.HTTPException as exc:
+                status = exc.status
+                return self.error_response(ApiError(exc.status, "http_error", exc.reason))
+            except Exception as exc:  # a bug: log it here, tell the client what failed without a stack trace
+                log.exception("unhandled error in %s", name)
+                return self.error_response(ApiError(500, "internal_error", f"{type(exc).__name__}: {exc}"))
+            finally:
+                self.metrics.requests.labels(name, str(status)).inc()
+                self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+        handler.__name__ = f"rewarddance_{name}"
+        return handler
+
+    def error_response(self, exc: ApiError) -> web.Response:
+        """The JSON body and headers of an error."""
+        self.metrics.errors.labels(exc.type).inc()
+        return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+
+    def check_token(self, request: web.Request) -> None:
+        """401 unless the configured bearer token is presented (no-op without a token)."""
+        token = self.settings.token
+        if not token:
+            return
+        header = request.headers.get("Authorization", "")
+        given = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise ApiError(401, "unauthorized", "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
+                           {"WWW-Authenticate": "Bearer"})
+
+    # --- scoring ---------------------------------------------------------------------------------------------------
+    async def scoring(self, endpoint: str, request: web.Request) -> web.Response:
+        """Shared body of /v1/score, /v1/compare, /v1/rank and /v1/tournament."""
+        data = await read_payload(request, self.settings.max_body_bytes)
+        req = await asyncio.to_thread(parse_request, endpoint, data, self.decoder)
+        entry = await self.manager.get(req.model)
+        config = req.config(entry.model.config)
+        try:
+            if endpoint == "compare":
+                queries = compare_queries(req.images, req.reference, req.prompt, config, req.few_shot)
+            elif endpoint == "tournament":
+                queries, pairs = tournament_queries(req.images, req.prompt, config)
+            else:
+                queries = score_queries(req.images, req.prompt, config, req.few_shot)
+        except (MediaError, ValueError) as exc:
+            raise bad_request(str(exc)) from exc
+        alive = lambda: request.transport is not None and not request.transport.is_closing()  # noqa: E731
+        scores, reasons, usage = await entry.batcher.submit(queries, config, req.reasons, alive,
+                                                            self.settings.request_timeout_s)
+        if endpoint == "rank":
+            body: dict[str, Any] = rank_result(scores, req.top_k or len(scores)).to_dict()
+            body.pop("reasons")
+        elif endpoint == "tournament":
+            body = tournament_result(pairs, scores).to_dict()
+        else:
+            body = {"scores": scores}
+            if reasons is not None:
+                body["reasons"] = reasons
+        body.update(model=entry.name, usage=usage)
+        return web.json_response(body)
+
+    # --- models and status ----------------------------------------------------------------------------------------
+    async def models(self, request: web.Request) -> web.Response:
+        """Configured and loaded models with their memory use."""
+        budget = {"gpu": self.settings.gpu_memory, "cpu": self.settings.cpu_memory}
+        return web.json_response({"models": self.manager.describe(), "default": self.settings.default_model,
+                                  "memory": {"used": self.manager.used_bytes(), "budget": budget}})
+
+    async def load(self, request: web.Request) -> web.Response:
+        """Load a configured model now."""
+        entry = await self.manager.load(request.match_info["name"])
+        return web.json_response({"model": entry.name, **entry.describe()})
+
+    async def unload(self, request: web.Request) -> web.Response:
+        """Finish its queued requests and free a model."""
+        name = self.manager.resolve(request.match_info["name"])
+        entry = self.manager.loaded.get(name)
+        if entry is not None and entry.external:
+            raise ApiError(409, "external_model", f"model {name!r} is owned by its host application (ComfyUI); "
+                                                  "unload it there")
+        return web.json_response({"model": name, "unloaded": await self.manager.unload(name)})
+
+    async def health(self, request: web.Request) -> web.Response:
+        """The process is up."""
+        return web.json_response({"status": "ok", "uptime_s": round(time.time() - self.started, 3)})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """200 once the default model is loaded, 503 before."""
+        name = self.settings.default_model
+        if name in self.manager.loaded:
+            return web.json_response({"status": "ready", "model": name})
+        raise ApiError(503, "not_ready", f"the default model {name!r} is not loaded yet; it loads on first use, "
+                                         f"or POST /v1/models/{name}/load")
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        """Prometheus text exposition."""
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def openapi(self, request: web.Request, prefix: str = "") -> web.Response:
+        """The OpenAPI 3 description of this API."""
+        return web.json_response(openapi_spec(self.settings, prefix))
+
+    def route_defs(self, prefix: str = "") -> list[web.RouteDef]:
+        """Every route, under `prefix` (e.g. '/rewarddance' when mounted on ComfyUI's server)."""
+        scoring = {name: (lambda n: (lambda r: self.scoring(n, r)))(name) for name in ("score", "compare", "rank", "tournament")}
+        table = [
+            *[("POST", f"/v1/{n}", n, fn) for n, fn in scoring.items()],
+            ("GET", "/v1/models", "models", self.models),
+            ("POST", "/v1/models/{name}/load", "load", self.load),
+            ("POST", "/v1/models/{name}/unload", "unload", self.unload),
+            ("GET", "/health", "health", self.health),
+            ("GET", "/ready", "ready", self.ready),
+            ("GET", "/metrics", "metrics", self.metrics_text),
+            ("GET", "/openapi.json", "openapi", lambda r: self.openapi(r, prefix)),
+        ]
+        return [web.route(method, prefix + path, self.route(name, fn)) for method, path, name, fn in table]
+
+
+SERVICE_KEY = web.AppKey("rewarddance_service", ScoringService)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown paths and wrong methods answer in the API's JSON error shape too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "http_error")
+        message = {404: f"no route {request.path}; see GET /openapi.json",
+                   405: f"{request.method} is not allowed on {request.path}; see GET /openapi.json"}.get(exc.status, exc.reason)
+        return web.json_response(ApiError(exc.status, kind, message).body(), status=exc.status,
+                                 headers={k: v for k, v in exc.headers.items() if k == "Allow"})
+
+
+def create_app(settings: ServerSettings, service: ScoringService | None = None) -> web.Application:
+    """A standalone aiohttp app serving the API at the root."""
+    service = service or ScoringService(settings)
+    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes + 2**20)
+    app[SERVICE_KEY] = service
+    app.router.add_routes(service.route_defs())
+
+    async def on_startup(_: web.Application) -> None:
+        await service.startup()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await service.shutdown()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def mount(target: Any, service: ScoringService, prefix: str = "/rewarddance") -> None:
+    """Attach the routes under `prefix` to an aiohttp Application or RouteTableDef (ComfyUI's server)."""
+    if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+        raise ValueError(f"prefix must start with '/' and not end with one, got {prefix!r}")
+    defs = service.route_defs(prefix)
+    if isinstance(target, web.Application):
+        target.router.add_routes(defs)
+    elif isinstance(target, web.RouteTableDef):
+        for d in defs:
+            target.route(d.method, d.path)(d.handler)
+    else:
+        raise TypeError(f"mount() takes an aiohttp Application or RouteTableDef, got {type(target).__name__}")

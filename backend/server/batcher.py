@@ -1,0 +1,293 @@
+"""`Batcher`: one queue per model; requests from many clients merged into token-bounded batches.
+
+How a batch forms (the loop in `Batcher._loop`):
+1. Take the oldest queued request; prepare it (tokenise, preprocess its visuals) on the model's thread.
+2. Keep taking requests while the batch holds fewer than `max_batch_tokens` tokens and the oldest request
+   has waited less than `max_delay_ms` (requests that queued while the model was busy join at once).
+3. Run all their queries through the engine's scorer in one call: token-budget forwards, and shared-prefix
+   reuse across requests (identical reference images decode to one object, so they share a prefix).
+4. Read each request's scores with its own answer words and normalisation; resolve its future.
+
+Requests whose client went away or timed out are dropped before they cost a forward. A batch that fails is
+retried request by request, so one bad request never fails the others. Requests that generate text
+(reasons, reasoning-first chain of thought) run alone. One worker thread per model runs every forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .errors import ApiError
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's queries waiting for the model."""
+
+    queries: list[Any]
+    config: Any  # ScoringConfig
+    reasons: bool
+    future: asyncio.Future
+    alive: Callable[[], bool] = lambda: True
+    enqueued: float = field(default_factory=time.perf_counter)
+    prepared: list[Any] | None = None
+    tokens: int = 0
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def generates(self) -> bool:
+        """True when scoring needs text generation (reasons or reasoning-first CoT)."""
+        return self.reasons or self.config.cot == "reasoning_first"
+
+    def abandoned(self) -> bool:
+        """True when nobody waits for the result any more (client gone, timed out, cancelled)."""
+        return self.future.done() or not self.alive()
+
+
+_STOP = object()
+
+
+class Batcher:
+    """Per-model request queue and the worker that batches it."""
+
+    def __init__(self, name: str, model: Any, settings: Any, metrics: Any = None):
+        self.name = name
+        self.model = model
+        self.settings = settings
+        self.metrics = metrics
+        self.closing = False
+        self.queued = 0
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rewarddance-{name}")
+
+    @property
+    def max_tokens(self) -> int:
+        """Tokens per batch: the server's setting, else the model's own budget."""
+        return self.settings.max_batch_tokens or self.model.batch_tokens(self.model.config)
+
+    def _ensure_started(self) -> None:
+        if self._task is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def submit(self, queries: list[Any], config: Any, reasons: bool = False,
+                     alive: Callable[[], bool] = lambda: True, timeout: float | None = None) -> tuple[list[float], list[str] | None, dict]:
+        """Queue queries and wait for (scores, reasons, usage); 503 when the queue is full, 504 on timeout."""
+        if self.closing:
+            raise ApiError(503, "model_unloading", f"model {self.name!r} is being unloaded; retry",
+                           {"Retry-After": "1"})
+        if self.queued >= self.settings.max_queue:
+            if self.metrics is not None:
+                self.metrics.rejected.labels(self.name).inc()
+            raise ApiError(503, "queue_full", f"model {self.name!r} has {self.queued} requests queued "
+                                              f"(max_queue {self.settings.max_queue}); retry later",
+                           {"Retry-After": "1"})
+        self._ensure_started()
+        job = Job(queries, config, reasons, asyncio.get_running_loop().create_future(), alive)
+        self.queued += 1
+        self._set_depth()
+        self._queue.put_nowait(job)
+        try:
+            return await asyncio.wait_for(job.future, timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(504, "timeout", f"the request did not finish within {timeout:g} s "
+                                           "(request_timeout_s); send fewer images or raise the timeout") from None
+
+    async def close(self) -> None:
+        """Finish every queued request, then stop the worker and its thread."""
+        self.closing = True
+        if self._task is not None:
+            self._queue.put_nowait(_STOP)
+            await self._task
+            self._task = None
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+
+    # --- the worker ------------------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        pending: Any = None
+        while True:
+            job = pending if pending is not None else await self._queue.get()
+            pending = None
+            if job is _STOP:
+                return
+            batch, stop = await self._gather(job)
+            if batch:
+                await self._run(batch)
+            if stop:
+                return
+
+    async def _next(self, deadline: float) -> Any:
+        """The next queued item, waiting until `deadline` (perf_counter seconds); None when none came."""
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), remaining)
+        except asyncio.TimeoutError:
+            return None
+
+    async def _gather(self, first: Job) -> tuple[list[Job], bool]:
+        """Jobs for one batch, starting with `first`: (batch, whether the stop marker was reached)."""
+        batch: list[Job] = []
+        tokens = 0
+        deadline = first.enqueued + self.settings.max_delay_ms / 1000.0
+        job: Any = first
+        while job is not None:
+            if job is _STOP:
+                return batch, True
+            self._dequeued()
+            if job.generates:
+                if batch:
+                    await self._run(batch)
+                    batch, tokens = [], 0
+                await self._run_generating(job)
+            elif await self._prepare(job):
+                batch.append(job)
+                tokens += job.tokens
+                if tokens >= self.max_tokens:
+                    break
+            job = await self._next(deadline)
+        return batch, False
+
+    def _dequeued(self) -> None:
+        self.queued -= 1
+        self._set_depth()
+
+    def _set_depth(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.labels(self.name).set(self.queued)
+
+    async def _in_thread(self, fn: Callable, *args: Any) -> Any:
+        """Run on this model's worker thread (the only thread that touches the model)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _prepare(self, job: Job) -> bool:
+        """Tokenise and preprocess a job; False (with the job failed) when it is abandoned or invalid."""
+        if job.abandoned():
+            self._count_abandoned(job)
+            return False
+        job.usage["queue_ms"] = (time.perf_counter() - job.enqueued) * 1000.0
+        try:
+            job.prepared = await self._in_thread(_prepare_queries, self.model, job.queries)
+        except Exception as exc:
+            _fail(job, exc)
+            return False
+        job.tokens = sum(len(p) for p in job.prepared)
+        return True
+
+    async def _run(self, batch: list[Job]) -> None:
+        """Score a batch; on failure retry job by job so only the failing ones fail."""
+        live = [j for j in batch if not j.abandoned()]
+        for j in batch:
+            if j not in live:
+                self._count_abandoned(j)
+        if not live:
+            return
+        started = time.perf_counter()
+        before = self._tokens_counted()
+        try:
+            results = await self._in_thread(_score_prepared, self.model, [j.prepared for j in live],
+                                            [j.config for j in live], self.max_tokens)
+        except Exception as exc:
+            if len(live) > 1:
+                for j in live:
+                    await self._run([j])
+                return
+            _fail(live[0], exc)
+            return
+        compute = time.perf_counter() - started
+        self._record_batch(live, compute, self._tokens_counted() - before)
+        for job, scores in zip(live, results):
+            job.usage.update(compute_ms=compute * 1000.0, batch_requests=len(live), queries=len(job.queries),
+                             tokens=job.tokens)
+            if not job.future.done():
+                job.future.set_result((scores, None, job.usage))
+
+    async def _run_generating(self, job: Job) -> None:
+        """A request that generates text runs on its own."""
+        if job.abandoned():
+            self._count_abandoned(job)
+            return
+        job.usage["queue_ms"] = (time.perf_counter() - job.enqueued) * 1000.0
+        started = time.perf_counter()
+        before = self._tokens_counted()
+        try:
+            scores, texts = await self._in_thread(_run_with_generation, self.model, job.queries, job.config, job.reasons)
+        except Exception as exc:
+            _fail(job, exc)
+            return
+        compute = time.perf_counter() - started
+        self._record_batch([job], compute, self._tokens_counted() - before)
+        job.usage.update(compute_ms=compute * 1000.0, batch_requests=1, queries=len(job.queries))
+        if not job.future.done():
+            job.future.set_result((scores, texts, job.usage))
+
+    def _tokens_counted(self) -> int:
+        stats = getattr(getattr(self.model, "scorer", None), "stats", None)
+        return int(stats["tokens"]) if stats is not None else 0
+
+    def _record_batch(self, jobs: list[Job], compute: float, tokens: int) -> None:
+        if self.metrics is None:
+            return
+        m = self.metrics
+        m.batches.labels(self.name).inc()
+        m.batch_requests.labels(self.name).observe(len(jobs))
+        m.batched_queries.labels(self.name).inc(sum(len(j.queries) for j in jobs))
+        m.compute_seconds.labels(self.name).observe(compute)
+        m.tokens.labels(self.name).inc(tokens)
+        for j in jobs:
+            m.queue_seconds.labels(self.name).observe(j.usage.get("queue_ms", 0.0) / 1000.0)
+
+    def _count_abandoned(self, job: Job) -> None:
+        if self.metrics is not None:
+            self.metrics.abandoned.labels(self.name).inc()
+        if not job.future.done():
+            job.future.cancel()
+
+
+def _fail(job: Job, exc: Exception) -> None:
+    """Resolve a job with the error the client should see."""
+    if job.future.done():
+        return
+    if isinstance(exc, ApiError):
+        job.future.set_exception(exc)
+    elif isinstance(exc, ValueError):
+        job.future.set_exception(ApiError(422, "invalid_input", str(exc)))
+    else:
+        job.future.set_exception(ApiError(500, "scoring_failed", f"{type(exc).__name__}: {exc}"))
+
+
+# --- run on the model's thread -------------------------------------------------------------------------------
+def _prepare_queries(model: Any, queries: list[Any]) -> list[Any]:
+    with torch.no_grad():
+        return model.scorer.prepare(queries)
+
+
+def _score_prepared(model: Any, prepared: list[list[Any]], configs: list[Any], max_tokens: int) -> list[list[float]]:
+    """One engine call over every job's prepared queries; each job's scores read with its own config."""
+    flat = [p for rows in prepared for p in rows]
+    base = model.config
+    with torch.no_grad():
+        logits = model.scorer.last_logits(flat, max_tokens, base.prefix_reuse, base.min_prefix_tokens)
+        out, start = [], 0
+        for rows, config in zip(prepared, configs):
+            out.append(model.read_scores(logits[start:start + len(rows)], config).tolist())
+            start += len(rows)
+    return out
+
+
+def _run_with_generation(model: Any, queries: list[Any], config: Any, reasons: bool) -> tuple[list[float], list[str] | None]:
+    with torch.no_grad():
+        scores, texts = model.run(queries, config, reasons)
+    return scores.tolist(), texts

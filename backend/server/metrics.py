@@ -1,0 +1,65 @@
+"""Prometheus metrics of one server (its own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+try:  # the *_created series only add noise to a scrape
+    from prometheus_client import disable_created_metrics
+
+    disable_created_metrics()
+except ImportError:  # prometheus_client < 0.17
+    pass
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """Requests, errors by type, batches, batch size, queue / compute / end-to-end time, tokens."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        p = "rewarddance_"
+        self.requests = Counter(p + "requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r)
+        self.errors = Counter(p + "errors", "error responses by error type", ["type"], registry=r)
+        self.latency = Histogram(p + "request_latency_seconds", "end-to-end request latency", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_seconds = Histogram(p + "queue_seconds", "time a request waited before its batch ran", ["model"],
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.compute_seconds = Histogram(p + "compute_seconds", "model time per batch", ["model"],
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.batches = Counter(p + "batches", "batches executed", ["model"], registry=r)
+        self.batch_requests = Histogram(p + "batch_requests", "requests merged into one batch", ["model"],
+                                        buckets=BATCH_BUCKETS, registry=r)
+        self.batched_queries = Counter(p + "batched_queries", "queries (images / pairs) scored in batches", ["model"], registry=r)
+        self.tokens = Counter(p + "tokens", "tokens run through the model", ["model"], registry=r)
+        self.queue_depth = Gauge(p + "queue_depth", "requests waiting per model", ["model"], registry=r)
+        self.rejected = Counter(p + "rejected_queue_full", "requests answered 503 because the queue was full", ["model"], registry=r)
+        self.abandoned = Counter(p + "abandoned", "requests dropped before compute (client gone or timed out)", ["model"], registry=r)
+        self.model_loads = Counter(p + "model_loads", "model loads", ["model"], registry=r)
+        self.model_unloads = Counter(p + "model_unloads", "model unloads by reason", ["model", "reason"], registry=r)
+        self.load_seconds = Histogram(p + "model_load_seconds", "time to load a model", ["model"], registry=r)
+        r.register(_AverageBatchSize(self))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
+
+
+class _AverageBatchSize:
+    """Requests per executed batch, like Triton's average batch size."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        family = GaugeMetricFamily("rewarddance_average_batch_requests", "requests per executed batch", labels=["model"])
+        counts = {s.labels["model"]: s.value for m in self.metrics.batch_requests.collect() for s in m.samples
+                  if s.name.endswith("_count")}
+        sums = {s.labels["model"]: s.value for m in self.metrics.batch_requests.collect() for s in m.samples
+                if s.name.endswith("_sum")}
+        for model, count in counts.items():
+            family.add_metric([model], sums.get(model, 0.0) / count if count else 0.0)
+        yield family

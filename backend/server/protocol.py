@@ -1,0 +1,373 @@
+"""Request bodies -> engine inputs. Every malformed field gets one `ApiError` that names it and the fix.
+
+Bodies are JSON (any content type, so `curl -d` works) or multipart/form-data:
+- JSON: images are base64 strings (PNG, JPEG, WebP, ...; a `data:image/...;base64,` prefix is allowed);
+  a video is `{"frames": [<base64 image>, ...], "fps": 8}`.
+- multipart: file parts named `images`, `candidates` or `reference` carry raw image bytes (repeat the part
+  for several images); a part named `json` holds every other field as a JSON object; other text parts are
+  string fields (`prompt`, `model`, `criteria`, ...).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..media import Image, MediaError, Video, load_image_bytes, pil_to_tensor
+from ..scoring.config import COT_MODES, NORMALIZATIONS, ScoringConfig, normalize_criteria
+from ..scoring.prompts import FewShotExample
+from .errors import ApiError, bad_request
+
+MAX_ITEMS = 1024  # images (or pairs) per request
+MAX_REASON_TOKENS = 2048
+DATA_URL_RE = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=-]+)*;base64,", re.IGNORECASE)
+FILE_FIELDS = ("images", "candidates", "reference")
+
+# Fields every scoring endpoint accepts, with the check for each.
+SCORING_FIELDS = ("criteria", "question", "system", "normalize", "answer", "negative", "answer_variants", "cot",
+                  "reason_tokens")
+ENDPOINT_FIELDS: dict[str, set[str]] = {
+    "score": {"model", "prompt", "images", "reasons", "few_shot", *SCORING_FIELDS},
+    "compare": {"model", "prompt", "candidates", "reference", "reasons", "few_shot", *SCORING_FIELDS},
+    "rank": {"model", "prompt", "images", "top_k", "few_shot", *SCORING_FIELDS},
+    "tournament": {"model", "prompt", "candidates", *SCORING_FIELDS},
+}
+
+
+# --- reading the body -------------------------------------------------------------------------------------------
+async def read_payload(request: Any, max_bytes: int) -> dict[str, Any]:
+    """The request body as a dict (JSON or multipart), 413 beyond `max_bytes`."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large(request.content_length, max_bytes)
+    if request.content_type.startswith("multipart/"):
+        return await _read_multipart(request, max_bytes)
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise too_large(len(body), max_bytes)
+    return parse_json(bytes(body))
+
+
+def too_large(size: int, limit: int) -> ApiError:
+    """The 413 answer for a body over the limit."""
+    return ApiError(413, "body_too_large", f"the request body ({size} bytes or more) is over the limit of {limit} "
+                                           "bytes; send fewer or smaller images, or raise --max-body-mb")
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """A JSON object from the raw body."""
+    if not body.strip():
+        raise bad_request("the request body is empty; send a JSON object such as "
+                          '{"prompt": "a red fox", "images": ["<base64 png>"]}', "invalid_json")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(f"the request body is not valid JSON ({exc})", "invalid_json") from exc
+    if not isinstance(data, dict):
+        raise bad_request(f"the request body must be a JSON object, got a JSON {type(data).__name__}", "invalid_json")
+    return data
+
+
+async def _read_multipart(request: Any, max_bytes: int) -> dict[str, Any]:
+    """multipart/form-data: file parts become raw-bytes items, the `json` part and text parts become fields."""
+    try:
+        reader = await request.multipart()
+    except Exception as exc:
+        raise bad_request(f"malformed multipart body ({exc})", "invalid_multipart") from exc
+    data: dict[str, Any] = {}
+    total = 0
+    while True:
+        try:
+            part = await reader.next()
+        except Exception as exc:
+            raise bad_request(f"malformed multipart body ({exc})", "invalid_multipart") from exc
+        if part is None:
+            break
+        chunks = bytearray()
+        while chunk := await part.read_chunk():
+            chunks.extend(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise too_large(total, max_bytes)
+        name = part.name or ""
+        if name in FILE_FIELDS:
+            data.setdefault(name, []).append(bytes(chunks))
+        elif name == "json":
+            fields = parse_json(bytes(chunks))
+            clash = sorted(set(fields) & set(data))
+            if clash:
+                raise bad_request(f"field(s) {', '.join(clash)} given both in the json part and as parts")
+            data.update(fields)
+        elif name:
+            if name in data:
+                raise bad_request(f"field {name!r} given twice in the multipart body")
+            data[name] = chunks.decode("utf-8", errors="replace")
+        else:
+            raise bad_request("a multipart part has no name; name file parts images/candidates/reference")
+    if "reference" in data and isinstance(data["reference"], list) and len(data["reference"]) == 1:
+        data["reference"] = data["reference"][0]
+    return data
+
+
+# --- decoding visuals -----------------------------------------------------------------------------------------------
+class VisualDecoder:
+    """base64 / raw bytes -> `Image`, with a small cache so identical images become one object.
+
+    The cache is what lets requests from different clients that send the same reference image share
+    the engine's prefix cache when they land in one batch; it also skips decoding repeats.
+    """
+
+    def __init__(self, max_image_pixels: int, cache_bytes: int = 256 * 2**20):
+        self.max_image_pixels = max_image_pixels
+        self.cache_bytes = cache_bytes
+        self._cache: "OrderedDict[bytes, Image]" = OrderedDict()
+        self._cached = 0
+        self._lock = threading.Lock()  # requests are decoded on worker threads
+
+    def image(self, item: Any, where: str) -> Image:
+        """One image from a base64 string (optionally a data URL) or raw bytes."""
+        raw = item if isinstance(item, (bytes, bytearray)) else decode_base64(item, where)
+        key = hashlib.sha256(raw).digest()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        try:
+            img = load_image_bytes(bytes(raw), where, self.max_image_pixels)
+        except MediaError as exc:
+            raise bad_request(f"{exc}; send PNG, JPEG or WebP bytes", "invalid_image") from exc
+        with self._lock:
+            if key in self._cache:  # decoded meanwhile by another request: keep one object
+                return self._cache[key]
+            self._remember(key, img)
+        return img
+
+    def _remember(self, key: bytes, img: Image) -> None:
+        size = img.pil.width * img.pil.height * 3
+        if size > self.cache_bytes:
+            return
+        self._cache[key] = img
+        self._cached += size
+        while self._cached > self.cache_bytes:
+            _, old = self._cache.popitem(last=False)
+            self._cached -= old.pil.width * old.pil.height * 3
+
+    def visual(self, item: Any, where: str) -> Image | Video:
+        """An image (string / bytes) or a video ({"frames": [...], "fps": n})."""
+        if isinstance(item, (str, bytes, bytearray)):
+            return self.image(item, where)
+        if isinstance(item, dict):
+            return self.video(item, where)
+        raise bad_request(f"{where}: expected a base64 image string or a video object "
+                          f'{{"frames": [<base64 image>, ...], "fps": 8}}, got {json_type(item)}')
+
+    def video(self, item: dict, where: str) -> Video:
+        """A video object: base64 frames of one size plus the frame rate they were sampled at."""
+        unknown = sorted(set(item) - {"frames", "fps"})
+        if unknown:
+            raise bad_request(f"{where}: unknown video field(s) {', '.join(unknown)}; a video is "
+                              '{"frames": [<base64 image>, ...], "fps": 8}')
+        frames, fps = item.get("frames"), item.get("fps")
+        if not isinstance(frames, list) or not frames:
+            raise bad_request(f"{where}.frames: expected a non-empty list of base64 frames")
+        if len(frames) > MAX_ITEMS:
+            raise bad_request(f"{where}.frames: {len(frames)} frames is over the limit of {MAX_ITEMS}; sample fewer")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000:
+            raise bad_request(f"{where}.fps: expected the frame rate as a positive number (e.g. 8), got {fps!r}")
+        images = [self.image(f, f"{where}.frames[{i}]") for i, f in enumerate(frames)]
+        sizes = {im.size for im in images}
+        if len(sizes) > 1:
+            raise bad_request(f"{where}.frames: every frame must have the same size, got {sorted(sizes)}")
+        return Video(frames=torch.stack([pil_to_tensor(im.pil) for im in images]), fps=float(fps), source=where)
+
+    def visuals(self, items: Any, where: str) -> list[Image | Video]:
+        """A non-empty list of visuals."""
+        if not isinstance(items, list):
+            raise bad_request(f"{where}: expected a list of base64 images, got {json_type(items)}")
+        if not items:
+            raise bad_request(f"{where}: the list is empty; send at least one image")
+        if len(items) > MAX_ITEMS:
+            raise bad_request(f"{where}: {len(items)} items is over the limit of {MAX_ITEMS} per request; split it")
+        return [self.visual(item, f"{where}[{i}]") for i, item in enumerate(items)]
+
+
+def decode_base64(item: Any, where: str) -> bytes:
+    """Bytes of a base64 string or data URL."""
+    if not isinstance(item, str):
+        raise bad_request(f"{where}: expected a base64 string, got {json_type(item)}")
+    text = item.strip()
+    m = DATA_URL_RE.match(text)
+    if m:
+        media = (m.group(1) or "").lower()
+        if media and not media.startswith("image/"):
+            raise bad_request(f"{where}: the data URL holds {media!r}; send an image/* data URL", "invalid_image")
+        text = text[m.end():]
+    if not text:
+        raise bad_request(f"{where}: the base64 string is empty", "invalid_base64")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise bad_request(f"{where}: not valid base64 ({exc}); encode the image file's bytes with base64",
+                          "invalid_base64") from exc
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# --- fields -------------------------------------------------------------------------------------------------------
+@dataclass
+class ScoringRequest:
+    """A validated request: model name, visuals, prompt(s), per-request config and options."""
+
+    endpoint: str
+    model: str | None
+    prompt: str | list[str]
+    overrides: dict[str, Any]
+    images: list[Any] | None = None
+    reference: Any = None
+    reasons: bool = False
+    top_k: int | None = None
+    few_shot: list[FewShotExample] | None = None
+
+    def config(self, base: ScoringConfig) -> ScoringConfig:
+        """The model's config with this request's overrides."""
+        try:
+            return base.with_overrides(**self.overrides)
+        except (TypeError, ValueError) as exc:
+            raise bad_request(str(exc), "invalid_option") from exc
+
+
+def parse_request(endpoint: str, data: dict[str, Any], decoder: VisualDecoder) -> ScoringRequest:
+    """Validate a scoring body for `endpoint` (score, compare, rank, tournament)."""
+    allowed = ENDPOINT_FIELDS[endpoint]
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise bad_request(f"unknown field(s) {', '.join(map(repr, unknown))} for /v1/{endpoint}; "
+                          f"known: {', '.join(sorted(allowed))}", "unknown_field")
+    req = ScoringRequest(endpoint, data.get("model"), "", scoring_overrides(data))
+    if "model" in data and not isinstance(data["model"], str):
+        raise bad_request(f"model: expected a configured model name (string), got {json_type(data['model'])}")
+    visual_field = "images" if endpoint in ("score", "rank") else "candidates"
+    if visual_field not in data:
+        raise bad_request(f"{visual_field}: required; send a list of base64 images", "missing_field")
+    req.images = decoder.visuals(data[visual_field], visual_field)
+    req.prompt = parse_prompt(data, len(req.images), allow_list=endpoint != "tournament")
+    if endpoint == "compare":
+        if "reference" not in data:
+            raise bad_request("reference: required; send one base64 image (the image every candidate is compared to)",
+                              "missing_field")
+        if isinstance(data["reference"], list):
+            raise bad_request(f"reference: expected one image, got a list of {len(data['reference'])}; "
+                              "compare against one reference per request")
+        req.reference = decoder.visual(data["reference"], "reference")
+    if "reasons" in data:
+        req.reasons = parse_bool(data["reasons"], "reasons")
+    if "top_k" in data and data["top_k"] is not None:
+        top_k = data["top_k"]
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise bad_request(f"top_k: expected a positive integer, got {top_k!r}")
+        req.top_k = min(top_k, len(req.images))
+    if "few_shot" in data:
+        req.few_shot = parse_few_shot(data["few_shot"], decoder, pairwise=endpoint == "compare")
+    return req
+
+
+def parse_prompt(data: dict[str, Any], n: int, allow_list: bool) -> str | list[str]:
+    """One non-empty prompt string, or (where allowed) one per image."""
+    if "prompt" not in data:
+        raise bad_request('prompt: required; the text the images were generated from, e.g. "a red fox"', "missing_field")
+    prompt = data["prompt"]
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise bad_request("prompt: must not be empty")
+        return prompt
+    if allow_list and isinstance(prompt, list):
+        if len(prompt) != n:
+            raise bad_request(f"prompt: got {len(prompt)} prompts for {n} images; send one prompt or one per image")
+        if not all(isinstance(p, str) and p.strip() for p in prompt):
+            raise bad_request("prompt: every prompt in the list must be a non-empty string")
+        return prompt
+    expected = "a string or a list of strings (one per image)" if allow_list else "a string"
+    raise bad_request(f"prompt: expected {expected}, got {json_type(prompt)}")
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    """A JSON boolean (multipart text 'true'/'false' accepted)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise bad_request(f"{name}: expected true or false, got {value!r}")
+
+
+def scoring_overrides(data: dict[str, Any]) -> dict[str, Any]:
+    """ScoringConfig fields of a request, type-checked (values are checked again by ScoringConfig)."""
+    out: dict[str, Any] = {}
+    for key in ("question", "system", "answer", "negative"):
+        if data.get(key) is not None:
+            if not isinstance(data[key], str) or (key != "system" and not data[key].strip()):
+                raise bad_request(f"{key}: expected a non-empty string, got {data[key]!r}")
+            out[key] = data[key]
+    if data.get("normalize") is not None and data["normalize"] not in NORMALIZATIONS:
+        raise bad_request(f"normalize: expected one of {', '.join(NORMALIZATIONS)}, got {data['normalize']!r}")
+    if data.get("cot") is not None and data["cot"] not in COT_MODES:
+        raise bad_request(f"cot: expected one of {', '.join(COT_MODES)}, got {data['cot']!r}")
+    for key in ("normalize", "cot"):
+        if data.get(key) is not None:
+            out[key] = data[key]
+    if data.get("answer_variants") is not None:
+        out["answer_variants"] = parse_bool(data["answer_variants"], "answer_variants")
+    if data.get("reason_tokens") is not None:
+        n = data["reason_tokens"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_REASON_TOKENS:
+            raise bad_request(f"reason_tokens: expected an integer in 1..{MAX_REASON_TOKENS}, got {n!r}")
+        out["reason_tokens"] = n
+    if data.get("criteria") is not None:
+        crit = data["criteria"]
+        if not isinstance(crit, (str, list)) or (isinstance(crit, list) and not all(isinstance(c, str) for c in crit)):
+            raise bad_request(f"criteria: expected preset names or criteria text (a string or a list of strings), "
+                              f"got {json_type(crit)}")
+        out["criteria"] = normalize_criteria(crit)
+    return out
+
+
+def parse_few_shot(items: Any, decoder: VisualDecoder, pairwise: bool) -> list[FewShotExample]:
+    """In-context examples: [{"image": b64, "verdict": true|false|"yes"|"no", "prompt"?, "reference"?}]."""
+    if not isinstance(items, list):
+        raise bad_request(f"few_shot: expected a list of examples, got {json_type(items)}")
+    out = []
+    for i, ex in enumerate(items):
+        where = f"few_shot[{i}]"
+        if not isinstance(ex, dict) or "image" not in ex or "verdict" not in ex:
+            raise bad_request(f'{where}: expected {{"image": <base64>, "verdict": true|false, "prompt"?: ...}}')
+        unknown = sorted(set(ex) - {"image", "verdict", "prompt", "reference"})
+        if unknown:
+            raise bad_request(f"{where}: unknown field(s) {', '.join(unknown)}")
+        verdict = ex["verdict"]
+        if isinstance(verdict, str) and verdict.lower() in ("yes", "no"):
+            verdict = verdict.lower() == "yes"
+        if not isinstance(verdict, bool):
+            raise bad_request(f"{where}.verdict: expected true/false or \"yes\"/\"no\", got {verdict!r}")
+        prompt = ex.get("prompt")
+        if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+            raise bad_request(f"{where}.prompt: expected a non-empty string")
+        if pairwise and "reference" not in ex:
+            raise bad_request(f"{where}.reference: pairwise examples need the reference they were judged against")
+        reference = decoder.visual(ex["reference"], f"{where}.reference") if "reference" in ex else None
+        out.append(FewShotExample(decoder.visual(ex["image"], f"{where}.image"), verdict, prompt, reference))
+    return out

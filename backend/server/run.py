@@ -1,0 +1,53 @@
+"""`rewarddance serve`: run the API until SIGTERM/SIGINT, then finish in-flight requests and exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from .app import ScoringService, create_app
+from .settings import ServerSettings
+
+log = logging.getLogger("rewarddance.server")
+
+
+async def serve(settings: ServerSettings, ready_message: bool = True) -> None:
+    """Serve until a stop signal: stop accepting, let in-flight requests finish within the grace period."""
+    service = ScoringService(settings)
+    app = create_app(settings, service)
+    # handler_cancellation: a client that disconnects cancels its handler, so its queued work is dropped.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=settings.grace_period_s,
+                           access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows: Ctrl+C still raises KeyboardInterrupt
+            pass
+    try:
+        await site.start()
+        if ready_message:
+            host, port = runner.addresses[0][:2] if runner.addresses else (settings.host, settings.port)
+            models = ", ".join(f"{n}={s.path}" for n, s in settings.models.items())
+            print(f"rewarddance: serving on http://{host}:{port} (models: {models}; "
+                  f"default {settings.default_model})", flush=True)
+        await stop.wait()
+        print("rewarddance: stopping; finishing in-flight requests "
+              f"(up to {settings.grace_period_s:g} s)", file=sys.stderr, flush=True)
+    finally:
+        await runner.cleanup()  # stops listening, waits for handlers, then app cleanup drains the batchers
+    print("rewarddance: stopped", file=sys.stderr, flush=True)
+
+
+def run(settings: ServerSettings) -> int:
+    """Blocking entry point of the CLI; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="rewarddance: %(message)s")
+    asyncio.run(serve(settings))
+    return 0
