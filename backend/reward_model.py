@@ -67,10 +67,13 @@ class RewardModel:
         """Token budget of one forward under `config` (its own, else the device default)."""
         return config.max_batch_tokens or default_batch_tokens(self.vlm.device.type)
 
+    def answer_tokens(self, config: ScoringConfig) -> AnswerTokens:
+        """The yes/no token ids `config` reads (ValueError when its answer words clash in this tokenizer)."""
+        return AnswerTokens.from_config(self.vlm.tokenizer, config, with_space=config.cot == "reasoning_first")
+
     def read_scores(self, logits: torch.Tensor, config: ScoringConfig) -> torch.Tensor:
         """P("yes") from last-position logits [N, V] under `config`'s answer words and normalisation."""
-        tokens = AnswerTokens.from_config(self.vlm.tokenizer, config, with_space=config.cot == "reasoning_first")
-        return yes_probability(logits, tokens, config.normalize)
+        return yes_probability(logits, self.answer_tokens(config), config.normalize)
 
     def probabilities(self, queries: list[Query], config: ScoringConfig) -> torch.Tensor:
         """P("yes") for each query under `config` (the verdict position; no generation)."""

@@ -29,3 +29,81 @@ def pil_image_processor(family: str, ckpt):
         except ImportError:
             from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor as cls
     return cls(**cfg)
+
+
+class ServerThread:
+    """Run an aiohttp app of the scoring backend on a free port in a background thread (its own loop)."""
+
+    def __init__(self, app):
+        import asyncio
+        import threading
+
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self.runner = None
+        self.url = ""
+
+    def _main(self):
+        import asyncio
+
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self._ready.set()
+        self.loop.run_forever()
+
+    async def _start(self):
+        from aiohttp import web
+
+        self.runner = web.AppRunner(self.app, handler_cancellation=True, shutdown_timeout=10)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self.runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    def call(self, coro):
+        """Run a coroutine on the server's loop and return its result."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=120)
+
+    def __enter__(self):
+        self._thread.start()
+        if not self._ready.wait(60):
+            raise RuntimeError("the test server did not start")
+        return self
+
+    def __exit__(self, *exc):
+        self.call(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+
+
+def http(method: str, url: str, body=None, headers=None, raw: bool = False):
+    """One HTTP request with the standard library: (status, decoded JSON or text, headers)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            status, payload, hdrs = resp.status, resp.read(), resp.headers
+    except urllib.error.HTTPError as exc:
+        status, payload, hdrs = exc.code, exc.read(), exc.headers
+    if raw or "json" not in hdrs.get("Content-Type", ""):
+        return status, payload.decode("utf-8", "replace"), hdrs
+    return status, json.loads(payload), hdrs
+
+
+def png_b64(img) -> str:
+    """A PIL image as base64 PNG."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()

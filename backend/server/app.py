@@ -110,6 +110,7 @@ class ScoringService:
         entry = await self.manager.get(req.model)
         config = req.config(entry.model.config)
         try:
+            entry.model.answer_tokens(config)  # answer words the tokenizer cannot tell apart fail here, not later
             if endpoint == "compare":
                 queries = compare_queries(req.images, req.reference, req.prompt, config, req.few_shot)
             elif endpoint == "tournament":

@@ -1,0 +1,327 @@
+"""The HTTP backend end to end: concurrency vs offline scores, malformed requests, models, auth, mounting."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+
+import pytest
+from helpers import ServerThread, http, png_b64, random_image
+
+from rewarddance.backend.client import AsyncRewardClient, BackendError, RewardClient
+from rewarddance.backend.server.app import ScoringService, create_app, mount
+from rewarddance.backend.server.settings import ModelSpec, ServerSettings
+
+PROMPTS = ["a photo of an astronaut", "a cat on a sofa", "a cup of coffee", "a rocket launch",
+           "a red fox in the snow", "microscope slide", "a city at night", "a bowl of fruit"]
+
+
+def tiny_settings(tiny_dirs, **kw) -> ServerSettings:
+    """Server settings with the tiny Qwen2.5-VL checkpoint as `qwen` (fp32, CPU)."""
+    models = {"qwen": ModelSpec("qwen", str(tiny_dirs["qwen2_5_vl"]), dtype="fp32", device="cpu")}
+    return ServerSettings(models=models, **kw)
+
+
+@pytest.fixture(scope="module")
+def image_files(photo_paths, tmp_path_factory):
+    """16 distinct image files: the sample photos plus random images of several sizes."""
+    root = tmp_path_factory.mktemp("server_images")
+    files = list(photo_paths)
+    for i in range(16 - len(files)):
+        path = root / f"random_{i:02d}.png"
+        random_image(64 + 8 * i, 160 - 6 * i, seed=100 + i).save(path)
+        files.append(path)
+    return files
+
+
+@pytest.fixture(scope="module")
+def served(tiny_dirs):
+    """A running server (max body 1 MB, 20 ms batching delay) on the tiny Qwen2.5-VL checkpoint."""
+    with ServerThread(create_app(tiny_settings(tiny_dirs, max_body_mb=1, max_delay_ms=20))) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def b64_image():
+    return png_b64(random_image(48, 64, seed=7))
+
+
+# --- the bar: 64 clients x 8 requests == offline scores --------------------------------------------------------
+def test_64_concurrent_clients_get_offline_scores(served, image_files, reward_models):
+    """512 requests from 64 concurrent clients: every score equals the offline one, in the right place."""
+    rm = reward_models("qwen2_5_vl")
+    offline = {p: rm.score(image_files, p).scores for p in PROMPTS}  # what `rewarddance score` computes
+    rng = random.Random(0)
+    plan = [[(rng.choice(PROMPTS), rng.sample(range(len(image_files)), rng.randint(1, 3))) for _ in range(8)]
+            for _ in range(64)]
+    encoded = {i: base64.b64encode(f.read_bytes()).decode() for i, f in enumerate(image_files)}
+
+    async def client(requests):
+        async with AsyncRewardClient(served.url, retries=0) as c:
+            out = []
+            for prompt, idx in requests:
+                body = c.body(None, prompt=prompt, images=[encoded[i] for i in idx])
+                out.append((await c.request("POST", "/v1/score", body))["scores"])
+            return out
+
+    async def everyone():
+        return await asyncio.gather(*(client(r) for r in plan))
+
+    results = asyncio.run(everyone())
+    checked = 0
+    for requests, answers in zip(plan, results):
+        assert len(answers) == len(requests)
+        for (prompt, idx), scores in zip(requests, answers):
+            assert len(scores) == len(idx)
+            for i, s in zip(idx, scores):
+                assert s == pytest.approx(offline[prompt][i], abs=1e-4, rel=1e-3)
+                checked += 1
+    assert checked == sum(len(idx) for r in plan for _, idx in r)
+    metrics = http("GET", served.url + "/metrics")[1]
+    average = [line for line in metrics.splitlines() if line.startswith("rewarddance_average_batch_requests")]
+    assert average and float(average[0].split()[-1]) > 1.5  # requests from different clients were merged
+
+
+def test_score_matches_cli_score(served, image_files, capsys):
+    """`rewarddance score --backend URL` prints the same scores as the local `rewarddance score`."""
+    from rewarddance.backend.cli import main
+
+    files = [str(f) for f in image_files[:4]]
+    assert main(["score", *files, "--prompt", "a cat", "--json", "--backend", served.url]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    service_settings = served_settings(served)
+    assert main(["score", *files, "--prompt", "a cat", "--json", "--model", service_settings.models["qwen"].path,
+                 "--dtype", "fp32", "--device", "cpu"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in remote] == files
+    for r, l in zip(remote, local):
+        assert r["score"] == pytest.approx(l["score"], abs=1e-5)
+
+
+def served_settings(server: ServerThread) -> ServerSettings:
+    from rewarddance.backend.server.app import SERVICE_KEY
+
+    return server.app[SERVICE_KEY].settings
+
+
+def test_compare_rank_tournament_match_the_engine(served, image_files, reward_models):
+    rm = reward_models("qwen2_5_vl")
+    c = RewardClient(served.url)
+    files = image_files[:4]
+    assert c.compare(files[1:], files[0], "a cat").scores == pytest.approx(rm.compare(files[1:], files[0], "a cat").scores, abs=1e-5)
+    ranked, local = c.rank(files, "a cat", top_k=2), rm.rank(files, "a cat", top_k=2)
+    assert ranked.indices == local.indices and ranked.scores == pytest.approx(local.scores, abs=1e-5)
+    t, lt = c.tournament(files[:3], "a cat"), rm.tournament(files[:3], "a cat")
+    assert t.ranking == lt.ranking and t.wins == lt.wins
+    assert sum(t.matrix, []) == pytest.approx(sum(lt.matrix, []), abs=1e-5)
+    assert c.last_usage["queries"] == 6
+
+
+def test_request_options_change_the_score_like_the_engine(served, image_files, reward_models):
+    rm = reward_models("qwen2_5_vl")
+    c = RewardClient(served.url)
+    files = image_files[:2]
+    for opts in ({"normalize": "yes_no"}, {"criteria": ["alignment", "aesthetics"]}, {"answer": "Yes", "answer_variants": True},
+                 {"question": 'Is "{prompt}" visible here?', "system": "You are a strict judge."}):
+        assert c.score(files, "a cat", **opts).scores == pytest.approx(rm.score(files, "a cat", **opts).scores, abs=1e-5)
+    with_reasons = c.score(files[:1], "a cat", reasons=True, reason_tokens=4)
+    assert len(with_reasons.reasons) == 1 and isinstance(with_reasons.reasons[0], str)
+
+
+def test_video_and_multipart(served, tiny_dirs, reward_models):
+    import torch
+
+    from rewarddance.backend.media import Video, pil_to_tensor
+
+    rm = reward_models("qwen2_5_vl")
+    frames = torch.stack([pil_to_tensor(random_image(56, 56, seed=s)) for s in range(4)])
+    video = Video(frames, fps=4.0)
+    c = RewardClient(served.url)
+    assert c.score([video], "a cat").scores == pytest.approx(rm.score([video], "a cat").scores, abs=1e-5)
+    # multipart: raw file parts plus a json part
+    img = random_image(40, 40, seed=3)
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    boundary = "XyZ"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="a.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode() + buf.getvalue() + b"\r\n",
+        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na cat\r\n'.encode(),
+        f'--{boundary}\r\nContent-Disposition: form-data; name="json"\r\n\r\n{{"normalize": "yes_no"}}\r\n'.encode(),
+        f"--{boundary}--\r\n".encode(),
+    ]
+    status, body, _ = http("POST", served.url + "/v1/score", b"".join(parts),
+                           {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200, body
+    assert body["scores"] == pytest.approx(rm.score([img], "a cat", normalize="yes_no").scores, abs=1e-5)
+
+
+# --- malformed requests ---------------------------------------------------------------------------------------------
+def _big_png() -> str:
+    return png_b64(random_image(700, 700, seed=1))
+
+
+B64_TEXT = base64.b64encode(b"this is not an image").decode()
+MALFORMED = [
+    # (name, path, body (dict, bytes or callable(b64) -> dict), expected status, word the message must contain)
+    ("invalid json", "/v1/score", b"{not json", 400, "JSON"),
+    ("empty body", "/v1/score", b"", 400, "empty"),
+    ("json array body", "/v1/score", b"[1, 2]", 400, "object"),
+    ("unknown field", "/v1/score", lambda b: {"prompt": "x", "images": [b], "imgs": []}, 400, "imgs"),
+    ("missing prompt", "/v1/score", lambda b: {"images": [b]}, 400, "prompt"),
+    ("prompt number", "/v1/score", lambda b: {"prompt": 3, "images": [b]}, 400, "prompt"),
+    ("prompt empty", "/v1/score", lambda b: {"prompt": "  ", "images": [b]}, 400, "prompt"),
+    ("prompt list mismatch", "/v1/score", lambda b: {"prompt": ["a", "b"], "images": [b]}, 400, "prompt"),
+    ("missing images", "/v1/score", {"prompt": "x"}, 400, "images"),
+    ("images not a list", "/v1/score", lambda b: {"prompt": "x", "images": b}, 400, "images"),
+    ("images empty", "/v1/score", {"prompt": "x", "images": []}, 400, "images"),
+    ("image item a number", "/v1/score", {"prompt": "x", "images": [5]}, 400, "images[0]"),
+    ("bad base64", "/v1/score", {"prompt": "x", "images": ["@@not base64@@"]}, 400, "base64"),
+    ("not an image", "/v1/score", {"prompt": "x", "images": [B64_TEXT]}, 400, "images[0]"),
+    ("data url of text", "/v1/score", {"prompt": "x", "images": ["data:text/plain;base64," + B64_TEXT]}, 400, "image/"),
+    ("empty base64", "/v1/score", {"prompt": "x", "images": [""]}, 400, "empty"),
+    ("video without fps", "/v1/score", lambda b: {"prompt": "x", "images": [{"frames": [b]}]}, 400, "fps"),
+    ("video bad fps", "/v1/score", lambda b: {"prompt": "x", "images": [{"frames": [b], "fps": -2}]}, 400, "fps"),
+    ("video no frames", "/v1/score", {"prompt": "x", "images": [{"frames": [], "fps": 4}]}, 400, "frames"),
+    ("video mixed sizes", "/v1/score",
+     lambda b: {"prompt": "x", "images": [{"frames": [b, png_b64(random_image(30, 20))], "fps": 4}]}, 400, "same size"),
+    ("unknown model", "/v1/score", lambda b: {"model": "nope", "prompt": "x", "images": [b]}, 404, "nope"),
+    ("path-like model", "/v1/score", lambda b: {"model": "/etc/passwd", "prompt": "x", "images": [b]}, 400, "path"),
+    ("dotdot model", "/v1/score", lambda b: {"model": "..", "prompt": "x", "images": [b]}, 400, "path"),
+    ("model not a string", "/v1/score", lambda b: {"model": ["qwen"], "prompt": "x", "images": [b]}, 400, "model"),
+    ("bad normalize", "/v1/score", lambda b: {"prompt": "x", "images": [b], "normalize": "softmax"}, 400, "normalize"),
+    ("bad cot", "/v1/score", lambda b: {"prompt": "x", "images": [b], "cot": "always"}, 400, "cot"),
+    ("empty answer", "/v1/score", lambda b: {"prompt": "x", "images": [b], "answer": ""}, 400, "answer"),
+    ("answer words clash", "/v1/score", lambda b: {"prompt": "x", "images": [b], "answer": "No"}, 400, "share"),
+    ("reasons not bool", "/v1/score", lambda b: {"prompt": "x", "images": [b], "reasons": "maybe"}, 400, "reasons"),
+    ("criteria wrong type", "/v1/score", lambda b: {"prompt": "x", "images": [b], "criteria": 5}, 400, "criteria"),
+    ("reason_tokens too big", "/v1/score", lambda b: {"prompt": "x", "images": [b], "reason_tokens": 10**6}, 400, "reason_tokens"),
+    ("question template bad field", "/v1/score", lambda b: {"prompt": "x", "images": [b], "question": "{nope}"}, 400, "nope"),
+    ("few_shot bad verdict", "/v1/score", lambda b: {"prompt": "x", "images": [b], "few_shot": [{"image": b, "verdict": 2}]},
+     400, "verdict"),
+    ("top_k zero", "/v1/rank", lambda b: {"prompt": "x", "images": [b], "top_k": 0}, 400, "top_k"),
+    ("top_k string", "/v1/rank", lambda b: {"prompt": "x", "images": [b], "top_k": "2"}, 400, "top_k"),
+    ("compare without reference", "/v1/compare", lambda b: {"prompt": "x", "candidates": [b]}, 400, "reference"),
+    ("compare two references", "/v1/compare", lambda b: {"prompt": "x", "candidates": [b], "reference": [b, b]}, 400, "reference"),
+    ("compare image vs video", "/v1/compare",
+     lambda b: {"prompt": "x", "candidates": [{"frames": [b], "fps": 2}], "reference": b}, 400, "video"),
+    ("tournament one candidate", "/v1/tournament", lambda b: {"prompt": "x", "candidates": [b]}, 400, "at least 2"),
+    ("tournament prompt list", "/v1/tournament", lambda b: {"prompt": ["x", "y"], "candidates": [b, b]}, 400, "prompt"),
+    ("oversized body", "/v1/score", lambda b: {"prompt": "x", "images": [_big_png()] * 2}, 413, "limit"),
+    ("unknown route", "/v1/scores", {"prompt": "x"}, 404, "openapi"),
+    ("load unknown model", "/v1/models/ghost/load", b"", 404, "ghost"),
+]
+
+
+@pytest.mark.parametrize("name,path,body,status,word", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_request_gets_4xx_with_message(served, b64_image, name, path, body, status, word):
+    payload = body(b64_image) if callable(body) else body
+    got, answer, _ = http("POST", served.url + path, payload)
+    assert got == status, answer
+    assert set(answer) == {"error"} and set(answer["error"]) == {"type", "message"}
+    assert word.lower() in answer["error"]["message"].lower(), answer
+    assert "Traceback" not in answer["error"]["message"]
+
+
+def test_server_healthy_after_malformed_requests(served, b64_image):
+    assert len(MALFORMED) >= 30
+    for _, path, body, _, _ in MALFORMED[:12]:
+        http("POST", served.url + path, body(b64_image) if callable(body) else body)
+    assert http("GET", served.url + "/health")[0] == 200
+    status, answer, _ = http("POST", served.url + "/v1/score", {"prompt": "x", "images": [b64_image]})
+    assert status == 200 and len(answer["scores"]) == 1
+    status, answer, headers = http("GET", served.url + "/v1/score")
+    assert status == 405 and answer["error"]["type"] == "method_not_allowed"
+
+
+# --- models, status, docs ---------------------------------------------------------------------------------------------
+def test_models_ready_load_unload(tiny_dirs, b64_image):
+    settings = tiny_settings(tiny_dirs)
+    with ServerThread(create_app(settings)) as server:
+        assert http("GET", server.url + "/ready")[0] == 503
+        models = http("GET", server.url + "/v1/models")[1]
+        assert models["models"][0]["name"] == "qwen" and models["models"][0]["loaded"] is False
+        status, loaded, _ = http("POST", server.url + "/v1/models/qwen/load", b"")
+        assert status == 200 and loaded["loaded"] and loaded["memory_bytes"]["cpu"] > 0
+        assert http("GET", server.url + "/ready")[0] == 200
+        assert http("GET", server.url + "/v1/models")[1]["memory"]["used"]["cpu"] == loaded["memory_bytes"]["cpu"]
+        assert http("POST", server.url + "/v1/models/qwen/unload", b"")[1] == {"model": "qwen", "unloaded": True}
+        assert http("GET", server.url + "/ready")[0] == 503
+        # loads again on first use
+        assert http("POST", server.url + "/v1/score", {"prompt": "x", "images": [b64_image]})[0] == 200
+        assert http("GET", server.url + "/ready")[0] == 200
+
+
+def test_memory_budget_evicts_least_recently_used_and_respects_pins(tiny_dirs, b64_image):
+    from rewarddance.backend.server.manager import estimate_bytes
+
+    specs = {n: ModelSpec(n, str(tiny_dirs[f]), dtype="fp32", device="cpu")
+             for n, f in (("a", "qwen2_vl"), ("b", "qwen2_5_vl"), ("c", "qwen3_vl"))}
+    biggest = max(estimate_bytes(s)["cpu"] for s in specs.values())
+    settings = ServerSettings(models=specs, cpu_memory=int(biggest * 1.5))  # room for one model at a time
+    with ServerThread(create_app(settings)) as server:
+        for name in ("a", "b"):
+            assert http("POST", server.url + "/v1/score", {"model": name, "prompt": "x", "images": [b64_image]})[0] == 200
+        loaded = [m["name"] for m in http("GET", server.url + "/v1/models")[1]["models"] if m["loaded"]]
+        assert loaded == ["b"]  # a was evicted for b
+        metrics = http("GET", server.url + "/metrics")[1]
+        assert 'rewarddance_model_unloads_total{model="a",reason="evicted"} 1.0' in metrics
+    specs = {n: ModelSpec(n, s.path, dtype="fp32", device="cpu", pinned=n == "a") for n, s in specs.items()}
+    settings = ServerSettings(models=specs, cpu_memory=int(biggest * 1.5))
+    with ServerThread(create_app(settings)) as server:
+        assert http("POST", server.url + "/v1/models/a/load", b"")[0] == 200
+        status, answer, _ = http("POST", server.url + "/v1/score", {"model": "b", "prompt": "x", "images": [b64_image]})
+        assert status == 507 and answer["error"]["type"] == "insufficient_memory"
+        assert "a" in [m["name"] for m in http("GET", server.url + "/v1/models")[1]["models"] if m["loaded"]]
+
+
+def test_openapi_describes_every_route(served):
+    spec = http("GET", served.url + "/openapi.json")[1]
+    assert spec["openapi"].startswith("3.")
+    for path in ("/v1/score", "/v1/compare", "/v1/rank", "/v1/tournament", "/v1/models", "/health", "/ready", "/metrics"):
+        assert path in spec["paths"]
+    assert "normalize" in spec["components"]["schemas"]["ScoreRequest"]["properties"]
+
+
+def test_bearer_token(tiny_dirs, b64_image):
+    settings = tiny_settings(tiny_dirs, token="s3cret-token")
+    with ServerThread(create_app(settings)) as server:
+        assert http("GET", server.url + "/health")[0] == 200
+        assert http("GET", server.url + "/v1/models")[0] == 401
+        status, answer, headers = http("GET", server.url + "/v1/models", headers={"Authorization": "Bearer wrong-token"})
+        assert status == 401 and answer["error"]["type"] == "unauthorized" and headers["WWW-Authenticate"] == "Bearer"
+        assert http("GET", server.url + "/v1/models", headers={"Authorization": "Bearer s3cret-token"})[0] == 200
+        assert RewardClient(server.url, token="s3cret-token").score([random_image(32, 32)], "x").scores
+        with pytest.raises(BackendError) as err:
+            RewardClient(server.url, token="nope-nope").score([random_image(32, 32)], "x")
+        assert err.value.status == 401
+
+
+def test_mount_under_prefix_shares_a_loaded_model(reward_models, b64_image):
+    """The routes attach under /rewarddance to another app and serve a model its host loaded."""
+    from aiohttp import web
+
+    rm = reward_models("qwen2_5_vl")
+    from rewarddance.backend.server.manager import ModelManager
+
+    settings = ServerSettings(models={})
+
+    manager = ModelManager(settings)
+    manager.register("comfy", rm)
+    service = ScoringService(settings, manager)
+    host = web.Application()
+    mount(host, service, "/rewarddance")
+    table = web.RouteTableDef()
+    mount(table, service, "/rd2")
+    assert any(getattr(r, "path", "").startswith("/rd2/v1/score") for r in table)
+    with ServerThread(host) as server:
+        status, answer, _ = http("POST", server.url + "/rewarddance/v1/score", {"prompt": "a cat", "images": [b64_image]})
+        assert status == 200 and answer["model"] == "comfy"
+        assert manager.loaded["comfy"].model is rm
+        assert http("POST", server.url + "/rewarddance/v1/models/comfy/unload", b"")[0] == 409
+        assert "/rewarddance/v1/score" in http("GET", server.url + "/rewarddance/openapi.json")[1]["paths"]
+        server.call(service.shutdown())
