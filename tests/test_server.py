@@ -325,3 +325,17 @@ def test_mount_under_prefix_shares_a_loaded_model(reward_models, b64_image):
         assert http("POST", server.url + "/rewarddance/v1/models/comfy/unload", b"")[0] == 409
         assert "/rewarddance/v1/score" in http("GET", server.url + "/rewarddance/openapi.json")[1]["paths"]
         server.call(service.shutdown())
+
+
+def test_rerank_through_the_backend_writes_the_local_ranking(served, photo_dir, tmp_path, capsys):
+    from rewarddance.backend.cli import main
+
+    remote, local = tmp_path / "remote.jsonl", tmp_path / "local.jsonl"
+    assert main(["rerank", str(photo_dir), "--prompt", "a cat", "--out", str(remote), "--quiet", "--backend", served.url]) == 0
+    assert main(["rerank", str(photo_dir), "--prompt", "a cat", "--out", str(local), "--quiet",
+                 "--model", served_settings(served).models["qwen"].path, "--dtype", "fp32", "--device", "cpu"]) == 0
+    rows = lambda p: {r["path"]: r["score"] for r in map(json.loads, p.read_text().splitlines())}  # noqa: E731
+    r, l = rows(remote), rows(local)
+    assert r.keys() == l.keys() and len(r) == 5
+    for path in r:
+        assert r[path] == pytest.approx(l[path], abs=1e-5)

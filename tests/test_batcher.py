@@ -1,0 +1,208 @@
+"""The dynamic batcher on a fake model: merging, token bounds, queue limit, timeouts, dropped clients, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections import Counter
+
+import pytest
+import torch
+
+from rewarddance.backend.scoring.config import ScoringConfig
+from rewarddance.backend.server.batcher import Batcher
+from rewarddance.backend.server.errors import ApiError
+from rewarddance.backend.server.settings import ServerSettings
+
+
+class FakePrepared:
+    def __init__(self, value: float, tokens: int):
+        self.value, self.tokens = value, tokens
+
+    def __len__(self) -> int:
+        return self.tokens
+
+
+class FakeScorer:
+    """Prepared query = its value; the 'logit' of a query is its value; records every engine call."""
+
+    def __init__(self, tokens_per_query: int):
+        self.tokens_per_query = tokens_per_query
+        self.calls: list[list[float]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.stats = Counter()
+
+    def prepare(self, queries):
+        if any(q < 0 for q in queries):
+            raise ValueError("negative values cannot be scored")
+        return [FakePrepared(q, self.tokens_per_query) for q in queries]
+
+    def last_logits(self, prepared, max_tokens, prefix_reuse, min_prefix):
+        self.gate.wait(10)
+        values = [p.value for p in prepared]
+        self.calls.append(values)
+        if any(math.isnan(v) for v in values):
+            raise RuntimeError("NaN input broke the forward")
+        self.stats["tokens"] += sum(len(p) for p in prepared)
+        return torch.tensor(values)[:, None]
+
+
+class FakeModel:
+    def __init__(self, tokens_per_query: int = 10):
+        self.config = ScoringConfig()
+        self.scorer = FakeScorer(tokens_per_query)
+
+    def batch_tokens(self, config):
+        return 1000
+
+    def read_scores(self, logits, config):
+        return logits[:, 0] * (2.0 if config.normalize == "yes_no" else 1.0)
+
+    def run(self, queries, config, reasons):
+        return torch.tensor(queries, dtype=torch.float32), [f"reason {q}" for q in queries] if reasons else None
+
+
+def make(max_batch_tokens=1000, max_queue=100, max_delay_ms=5.0, tokens_per_query=10):
+    settings = ServerSettings(max_batch_tokens=max_batch_tokens, max_queue=max_queue, max_delay_ms=max_delay_ms)
+    model = FakeModel(tokens_per_query)
+    return Batcher("fake", model, settings), model.scorer
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_requests_queued_while_busy_are_merged_and_routed_back():
+    async def main():
+        batcher, scorer = make()
+        scorer.gate.clear()
+        first = asyncio.create_task(batcher.submit([1.0], ScoringConfig()))
+        await asyncio.sleep(0.05)  # the first request is in the model now
+        rest = [asyncio.create_task(batcher.submit([10.0 * i, 10.0 * i + 1], ScoringConfig())) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        scorer.gate.set()
+        results = await asyncio.gather(first, *rest)
+        await batcher.close()
+        return scorer.calls, results
+
+    calls, results = run(main())
+    assert calls[0] == [1.0]
+    assert len(calls) == 2 and sorted(calls[1]) == sorted(v for i in range(1, 6) for v in (10.0 * i, 10.0 * i + 1))
+    assert results[0][0] == [1.0]
+    for i, (scores, reasons, usage) in enumerate(results[1:], 1):
+        assert scores == [10.0 * i, 10.0 * i + 1] and reasons is None
+        assert usage["batch_requests"] == 5 and usage["queries"] == 2 and usage["tokens"] == 20
+
+
+def test_each_request_is_read_with_its_own_config():
+    async def main():
+        batcher, scorer = make(max_delay_ms=50)
+        a = asyncio.create_task(batcher.submit([3.0], ScoringConfig()))
+        b = asyncio.create_task(batcher.submit([3.0], ScoringConfig(normalize="yes_no")))
+        out = await asyncio.gather(a, b)
+        await batcher.close()
+        return scorer.calls, out
+
+    calls, (a, b) = run(main())
+    assert calls == [[3.0, 3.0]]  # one engine call
+    assert a[0] == [3.0] and b[0] == [6.0]
+
+
+def test_batches_stop_at_the_token_budget():
+    async def main():
+        batcher, scorer = make(max_batch_tokens=25, max_delay_ms=200)
+        scorer.gate.clear()
+        tasks = [asyncio.create_task(batcher.submit([float(i)], ScoringConfig())) for i in range(7)]
+        await asyncio.sleep(0.05)
+        scorer.gate.set()
+        await asyncio.gather(*tasks)
+        await batcher.close()
+        return scorer.calls
+
+    calls = run(main())
+    assert [len(c) for c in calls] == [3, 3, 1]  # 10 tokens each: a batch closes once it reaches 25
+    assert sorted(v for c in calls for v in c) == [float(i) for i in range(7)]
+
+
+def test_full_queue_answers_503_with_retry_after():
+    async def main():
+        batcher, scorer = make(max_queue=2)
+        scorer.gate.clear()
+        busy = asyncio.create_task(batcher.submit([1.0], ScoringConfig()))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(batcher.submit([2.0], ScoringConfig())) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(ApiError) as err:
+            await batcher.submit([3.0], ScoringConfig())
+        scorer.gate.set()
+        await asyncio.gather(busy, *queued)
+        await batcher.close()
+        return err.value
+
+    err = run(main())
+    assert err.status == 503 and err.type == "queue_full" and err.headers["Retry-After"] == "1"
+
+
+def test_timed_out_and_disconnected_requests_cost_no_compute():
+    async def main():
+        batcher, scorer = make()
+        scorer.gate.clear()
+        busy = asyncio.create_task(batcher.submit([1.0], ScoringConfig()))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ApiError) as err:
+            await batcher.submit([666.0], ScoringConfig(), timeout=0.05)
+        gone = asyncio.create_task(batcher.submit([777.0], ScoringConfig(), alive=lambda: False))
+        kept = asyncio.create_task(batcher.submit([2.0], ScoringConfig()))
+        await asyncio.sleep(0.01)
+        scorer.gate.set()
+        await busy
+        assert (await kept)[0] == [2.0]
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        await batcher.close()
+        return err.value, scorer.calls
+
+    err, calls = run(main())
+    assert err.status == 504 and err.type == "timeout"
+    computed = [v for c in calls for v in c]
+    assert 666.0 not in computed and 777.0 not in computed and sorted(computed) == [1.0, 2.0]
+
+
+def test_a_failing_request_does_not_fail_the_others():
+    async def main():
+        batcher, scorer = make(max_delay_ms=50)
+        tasks = [asyncio.create_task(batcher.submit(q, ScoringConfig()))
+                 for q in ([1.0], [float("nan")], [-1.0], [4.0, 5.0])]
+        out = await asyncio.gather(*tasks, return_exceptions=True)
+        await batcher.close()
+        return out
+
+    good, broken, invalid, good2 = run(main())
+    assert good[0] == [1.0] and good2[0] == [4.0, 5.0]
+    assert isinstance(broken, ApiError) and broken.status == 500 and "NaN" in broken.message
+    assert isinstance(invalid, ApiError) and invalid.status == 422 and "negative" in invalid.message
+
+
+def test_generating_requests_run_alone_and_close_drains_the_queue():
+    async def main():
+        batcher, scorer = make()
+        scorer.gate.clear()
+        tasks = [asyncio.create_task(batcher.submit([1.0], ScoringConfig())),
+                 asyncio.create_task(batcher.submit([2.0], ScoringConfig(), reasons=True)),
+                 asyncio.create_task(batcher.submit([3.0], ScoringConfig()))]
+        await asyncio.sleep(0.02)
+        closing = asyncio.create_task(batcher.close())
+        await asyncio.sleep(0.02)
+        with pytest.raises(ApiError) as err:
+            await batcher.submit([4.0], ScoringConfig())
+        scorer.gate.set()
+        out = await asyncio.gather(*tasks)
+        await closing
+        return out, err.value
+
+    (a, b, c), err = run(main())
+    assert a[0] == [1.0] and c[0] == [3.0]
+    assert b[0] == [2.0] and b[1] == ["reason 2.0"]
+    assert err.status == 503 and err.type == "model_unloading"
