@@ -96,8 +96,8 @@ def test_score_matches_cli_score(served, image_files, capsys):
                  "--dtype", "fp32", "--device", "cpu"]) == 0
     local = json.loads(capsys.readouterr().out)
     assert [r["path"] for r in remote] == files
-    for r, l in zip(remote, local):
-        assert r["score"] == pytest.approx(l["score"], abs=1e-5)
+    for got, want in zip(remote, local):
+        assert got["score"] == pytest.approx(want["score"], abs=1e-5)
 
 
 def served_settings(server: ServerThread) -> ServerSettings:
@@ -334,8 +334,38 @@ def test_rerank_through_the_backend_writes_the_local_ranking(served, photo_dir, 
     assert main(["rerank", str(photo_dir), "--prompt", "a cat", "--out", str(remote), "--quiet", "--backend", served.url]) == 0
     assert main(["rerank", str(photo_dir), "--prompt", "a cat", "--out", str(local), "--quiet",
                  "--model", served_settings(served).models["qwen"].path, "--dtype", "fp32", "--device", "cpu"]) == 0
-    rows = lambda p: {r["path"]: r["score"] for r in map(json.loads, p.read_text().splitlines())}  # noqa: E731
-    r, l = rows(remote), rows(local)
-    assert r.keys() == l.keys() and len(r) == 5
-    for path in r:
-        assert r[path] == pytest.approx(l[path], abs=1e-5)
+    def rows(path):
+        return {r["path"]: r["score"] for r in map(json.loads, path.read_text().splitlines())}
+
+    got, want = rows(remote), rows(local)
+    assert got.keys() == want.keys() and len(got) == 5
+    for path in got:
+        assert got[path] == pytest.approx(want[path], abs=1e-5)
+
+
+def test_requests_with_the_same_reference_share_one_prefix(served, image_files, reward_models):
+    """Concurrent compare requests against one reference, merged into a batch, compute its prefix once."""
+    from rewarddance.backend.server.app import SERVICE_KEY
+
+    rm = reward_models("qwen2_5_vl")
+    reference = base64.b64encode(image_files[0].read_bytes()).decode()  # a 320 px photo: a long prefix
+    candidates = [base64.b64encode(f.read_bytes()).decode() for f in image_files[5:11]]
+    RewardClient(served.url).score([image_files[0]], "warm-up")  # the model is loaded
+    scorer = served.app[SERVICE_KEY].manager.loaded["qwen"].model.scorer
+    before = dict(scorer.stats)
+
+    async def one(c, cand):
+        body = c.body(None, prompt="a cat", candidates=[cand], reference=reference)
+        return (await c.request("POST", "/v1/compare", body))["scores"][0]
+
+    async def everyone():
+        async with AsyncRewardClient(served.url) as c:
+            return await asyncio.gather(*(one(c, cand) for cand in candidates))
+
+    scores = asyncio.run(everyone())
+    expected = rm.compare(image_files[5:11], image_files[0], "a cat").scores
+    assert scores == pytest.approx(expected, abs=1e-5)
+    prefix_forwards = scorer.stats["prefix_forwards"] - before.get("prefix_forwards", 0)
+    forwards = scorer.stats["forwards"] - before.get("forwards", 0)
+    assert 1 <= prefix_forwards < len(candidates)  # shared across requests, not once per request
+    assert forwards < len(candidates)
