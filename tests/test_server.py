@@ -309,10 +309,13 @@ def test_mount_under_prefix_shares_a_loaded_model(reward_models, b64_image):
     from rewarddance.backend.server.manager import ModelManager
 
     settings = ServerSettings(models={})
-
     manager = ModelManager(settings)
+    service = ScoringService(settings, manager)  # a host starts the service before any model is loaded
+    with ServerThread(_mounted(service)) as server:
+        status, answer, _ = http("POST", server.url + "/rewarddance/v1/score", {"prompt": "a cat", "images": [b64_image]})
+        assert status == 404 and "no model" in answer["error"]["message"]
+        assert http("GET", server.url + "/rewarddance/ready")[0] == 503
     manager.register("comfy", rm)
-    service = ScoringService(settings, manager)
     host = web.Application()
     mount(host, service, "/rewarddance")
     table = web.RouteTableDef()
@@ -369,3 +372,11 @@ def test_requests_with_the_same_reference_share_one_prefix(served, image_files, 
     forwards = scorer.stats["forwards"] - before.get("forwards", 0)
     assert 1 <= prefix_forwards < len(candidates)  # shared across requests, not once per request
     assert forwards < len(candidates)
+
+
+def _mounted(service):
+    from aiohttp import web
+
+    app = web.Application()
+    mount(app, service, "/rewarddance")
+    return app

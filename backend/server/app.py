@@ -39,7 +39,7 @@ class ScoringService:
     """Everything the routes share: settings, metrics, the model manager and the image decoder."""
 
     def __init__(self, settings: ServerSettings, manager: ModelManager | None = None):
-        self.settings = settings.validate()
+        self.settings = settings.validate(require_models=False)
         self.metrics = Metrics()
         self.manager = manager or ModelManager(settings, self.metrics)
         self.manager.metrics = self.metrics
@@ -162,7 +162,7 @@ class ScoringService:
     async def ready(self, request: web.Request) -> web.Response:
         """200 once the default model is loaded, 503 before."""
         name = self.settings.default_model
-        if name in self.manager.loaded:
+        if name is not None and name in self.manager.loaded:
             return web.json_response({"status": "ready", "model": name})
         raise ApiError(503, "not_ready", f"the default model {name!r} is not loaded yet; it loads on first use, "
                                          f"or POST /v1/models/{name}/load")

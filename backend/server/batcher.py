@@ -62,6 +62,7 @@ class Batcher:
         self.settings = settings
         self.metrics = metrics
         self.closing = False
+        self.closed = asyncio.Event()
         self.queued = 0
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
@@ -108,13 +109,12 @@ class Batcher:
             await self._task
             self._task = None
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        self.closed.set()
 
     # --- the worker ------------------------------------------------------------------------------------------
     async def _loop(self) -> None:
-        pending: Any = None
         while True:
-            job = pending if pending is not None else await self._queue.get()
-            pending = None
+            job = await self._queue.get()
             if job is _STOP:
                 return
             batch, stop = await self._gather(job)

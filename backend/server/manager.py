@@ -111,6 +111,8 @@ class ModelManager:
     def resolve(self, name: Any) -> str:
         """A request's model name -> a configured name (None = the default); 400/404 otherwise."""
         if name is None:
+            if not self.settings.models:
+                raise ApiError(404, "unknown_model", "no model is configured or loaded yet; load a reward model first")
             return self.settings.default_model or next(iter(self.settings.models))
         if not isinstance(name, str):
             raise ApiError(400, "invalid_request", f"model must be a string (a configured model name), got {type(name).__name__}")
@@ -141,6 +143,8 @@ class ModelManager:
             entry = self.loaded.get(name)
             if entry is not None and not entry.batcher.closing:
                 return entry
+            if entry is not None:  # being unloaded: let it finish and free its memory first
+                await entry.batcher.closed.wait()
             spec = self.settings.models[name]
             await self._make_room(estimate_bytes(spec), keep=name)
             started = time.perf_counter()

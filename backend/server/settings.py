@@ -125,17 +125,20 @@ class ServerSettings:
     cpu_memory: int | None = None  # bytes of loaded weights allowed in CPU memory (None: no limit)
     grace_period_s: float = 25.0  # SIGTERM: how long in-flight requests may take to finish
 
-    def validate(self) -> "ServerSettings":
-        """Raise SettingsError naming the bad setting and the fix; return self."""
-        if not self.models:
+    def validate(self, require_models: bool = True) -> "ServerSettings":
+        """Raise SettingsError naming the bad setting and the fix; return self.
+
+        `require_models=False` allows starting empty, for a host that registers its own loaded models.
+        """
+        if require_models and not self.models:
             raise SettingsError("no models configured; pass --model NAME=PATH (or [models.NAME] in --config)")
         for name, spec in self.models.items():
             if name != spec.name:
                 raise SettingsError(f"models.{name}: the spec is named {spec.name!r}")
             spec.validate()
-        if self.default_model is None:
+        if self.default_model is None and self.models:
             self.default_model = next(iter(self.models))
-        if self.default_model not in self.models:
+        if self.default_model is not None and self.default_model not in self.models:
             raise SettingsError(f"default_model {self.default_model!r} is not configured; "
                                 f"configured: {', '.join(self.models)}")
         if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535:
