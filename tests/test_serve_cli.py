@@ -167,3 +167,16 @@ def test_client_reports_an_unreachable_backend():
         RewardClient("http://127.0.0.1:9", retries=1, backoff=0.01).health()
     with pytest.raises(ValueError, match="http://"):
         RewardClient("localhost:8765")
+
+
+def test_serve_start_failures_exit_2(tiny_dirs, tmp_path, capsys):
+    import socket
+
+    assert main(["serve", "--model", f"m={tmp_path / 'missing'}", "--port", "0", "--preload"]) == 2
+    assert "could not be loaded" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model", f"m={tiny_dirs['qwen2_5_vl']}", "--port", str(port)]) == 2
+    assert "choose another --port" in capsys.readouterr().err

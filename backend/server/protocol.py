@@ -10,6 +10,7 @@ Bodies are JSON (any content type, so `curl -d` works) or multipart/form-data:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -55,7 +56,7 @@ async def read_payload(request: Any, max_bytes: int) -> dict[str, Any]:
         body.extend(chunk)
         if len(body) > max_bytes:
             raise too_large(len(body), max_bytes)
-    return parse_json(bytes(body))
+    return await asyncio.to_thread(parse_json, bytes(body))  # tens of MB of base64 would stall the event loop
 
 
 def too_large(size: int, limit: int) -> ApiError:

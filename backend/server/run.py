@@ -10,6 +10,7 @@ import sys
 from aiohttp import web
 
 from .app import ScoringService, create_app
+from .errors import ApiError
 from .settings import ServerSettings
 
 log = logging.getLogger("rewarddance.server")
@@ -47,7 +48,15 @@ async def serve(settings: ServerSettings, ready_message: bool = True) -> None:
 
 
 def run(settings: ServerSettings) -> int:
-    """Blocking entry point of the CLI; returns the exit code."""
+    """Blocking entry point of the CLI; returns the exit code (2 when a model or the address fails at start)."""
     logging.basicConfig(level=logging.INFO, format="rewarddance: %(message)s")
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except ApiError as exc:  # a --preload model that cannot be loaded
+        print(f"rewarddance: error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the address is in use or cannot be bound
+        print(f"rewarddance: error: cannot listen on {settings.host}:{settings.port} ({exc.strerror or exc}); "
+              "choose another --port or stop the other server", file=sys.stderr)
+        return 2
     return 0
