@@ -1,0 +1,233 @@
+"""What each ComfyUI node computes, as plain functions over tensors (no ComfyUI imports; tested in CI).
+
+A reward model here is anything with `RewardModel`'s methods: a local `RewardModel` or a
+`client.RewardClient` of a `rewarddance serve` backend. Long work goes in chunks and calls
+`progress(done, total)` after each, which the nodes use for ComfyUI's progress bar and interrupt check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+
+from .annotate import annotate_batch, label_for
+from .media import Image, Video, images_from_batch, video_from_frames
+from .scoring.config import COT_MODES
+from .scoring.prompts import CRITERIA_PRESETS, FewShotExample
+from .selection import parse_scores, select_top_k, take_items, take_latents, video_groups
+
+Progress = Callable[[int, int], None]
+CHUNK = 16  # items per engine call between progress updates
+
+
+@dataclass(frozen=True)
+class RewardCriteria:
+    """What to judge: presets and/or free text, the chain-of-thought mode, and few-shot examples."""
+
+    criteria: tuple[str, ...] = ()
+    cot: str = "none"
+    few_shot: tuple[FewShotExample, ...] = field(default=(), compare=False)
+
+    def overrides(self) -> dict[str, Any]:
+        """Scoring options for RewardModel methods."""
+        out: dict[str, Any] = {"cot": self.cot}
+        if self.criteria:
+            out["criteria"] = list(self.criteria)
+        return out
+
+
+def build_criteria(presets: list[str], text: str = "", cot: str = "none", examples: torch.Tensor | None = None,
+                   verdicts: str = "", example_prompt: str = "") -> RewardCriteria:
+    """Criteria from preset names, free text, a CoT mode and optional example images with yes/no verdicts."""
+    unknown = [p for p in presets if p not in CRITERIA_PRESETS]
+    if unknown:
+        raise ValueError(f"criteria: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(CRITERIA_PRESETS)}")
+    if cot not in COT_MODES:
+        raise ValueError(f"cot must be one of {', '.join(COT_MODES)}, got {cot!r}")
+    criteria = tuple(presets) + ((text.strip(),) if text and text.strip() else ())
+    shots: tuple[FewShotExample, ...] = ()
+    if examples is not None:
+        rows = images_from_batch(examples, "examples")
+        words = [w.strip().lower() for w in verdicts.replace("\n", ",").split(",") if w.strip()]
+        if len(words) != len(rows):
+            raise ValueError(f"verdicts: got {len(words)} verdicts for {len(rows)} example images; write one yes/no "
+                             "per example, comma-separated (e.g. 'yes, no, yes')")
+        bad = [w for w in words if w not in ("yes", "no", "true", "false", "1", "0")]
+        if bad:
+            raise ValueError(f"verdicts: {bad[0]!r} is not yes or no")
+        shots = tuple(FewShotExample(exact_image(r.tensor), w in ("yes", "true", "1"), example_prompt.strip() or None)
+                      for r, w in zip(rows, words))
+    elif verdicts.strip():
+        raise ValueError("verdicts: connect the example images they describe (examples input), or clear the verdicts")
+    return RewardCriteria(criteria, cot, shots)
+
+
+def exact_image(row: torch.Tensor) -> Image:
+    """An IMAGE row as 8-bit PIL, so it is preprocessed exactly like the same picture read from a file."""
+    arr = (row[..., :3].detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    return Image(pil=PILImage.fromarray(np.ascontiguousarray(arr)), source="IMAGE")
+
+
+def to_items(images: torch.Tensor, exact: bool) -> list[Image]:
+    """IMAGE batch -> engine images: 8-bit PIL (exact, like files) or float tensors (fast, on device)."""
+    rows = images_from_batch(images, "images")
+    return [exact_image(r.tensor) for r in rows] if exact else rows
+
+
+def to_videos(frames: torch.Tensor, fps: float, frames_per_video: int) -> list[Video]:
+    """Stacked frames [N*T, H, W, C] -> N `Video`s of T frames."""
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 4:
+        raise ValueError("images: expected video frames as an IMAGE batch [frames, H, W, C]")
+    return [video_from_frames(frames[g.start:g.stop], fps, f"video {i}")
+            for i, g in enumerate(video_groups(frames.shape[0], frames_per_video))]
+
+
+def _chunked(items: list[Any], fn: Callable[[list[Any]], Any], progress: Progress | None) -> tuple[list[float], list[str] | None]:
+    """Call `fn` on chunks of items; concatenate scores and reasons; report progress after each chunk."""
+    scores: list[float] = []
+    reasons: list[str] | None = None
+    for start in range(0, len(items), CHUNK):
+        result = fn(items[start:start + CHUNK])
+        scores.extend(result.scores)
+        if result.reasons is not None:
+            reasons = (reasons or []) + list(result.reasons)
+        if progress is not None:
+            progress(min(start + CHUNK, len(items)), len(items))
+    return scores, reasons
+
+
+@dataclass
+class Scored:
+    """Scores in input order, optional reasons, a one-line-per-item summary and a labelled preview."""
+
+    scores: list[float]
+    reasons: list[str] | None
+    summary: str
+    preview: torch.Tensor | None
+
+
+def summarize(scores: list[float], what: str = "image") -> str:
+    """Ranked summary text: one '#rank  what index: score' line per item."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    return "\n".join(f"#{r}  {what} {i}: {scores[i]:.6f}" for r, i in enumerate(order, 1))
+
+
+def ranks_of(scores: list[float]) -> list[int]:
+    """1-based rank of each item (ties: lower index ranks first)."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    ranks = [0] * len(scores)
+    for r, i in enumerate(order, 1):
+        ranks[i] = r
+    return ranks
+
+
+def score_images(rm: Any, images: torch.Tensor, prompt: str, criteria: RewardCriteria | None = None,
+                 exact: bool = True, reasons: bool = False, progress: Progress | None = None) -> Scored:
+    """Pointwise scores of an IMAGE batch, with a labelled preview."""
+    check_prompt(prompt)
+    criteria = criteria or RewardCriteria()
+    items = to_items(images, exact)
+    scores, texts = _chunked(items, lambda chunk: rm.score(chunk, prompt, few_shot=list(criteria.few_shot) or None,
+                                                           reasons=reasons, **criteria.overrides()), progress)
+    preview = annotate_batch(images, [label_for(s, r) for s, r in zip(scores, ranks_of(scores))])
+    return Scored(scores, texts, summarize(scores), preview)
+
+
+def score_videos(rm: Any, frames: torch.Tensor, fps: float, frames_per_video: int, prompt: str,
+                 criteria: RewardCriteria | None = None, reasons: bool = False, progress: Progress | None = None) -> Scored:
+    """Pointwise scores of videos given as stacked frames; the preview is each video's first frame."""
+    check_prompt(prompt)
+    criteria = criteria or RewardCriteria()
+    videos = to_videos(frames, fps, frames_per_video)
+    scores, texts = _chunked(videos, lambda chunk: rm.score(chunk, prompt, few_shot=list(criteria.few_shot) or None,
+                                                            reasons=reasons, **criteria.overrides()), progress)
+    firsts = frames[[g.start for g in video_groups(frames.shape[0], frames_per_video)]]
+    preview = annotate_batch(firsts, [label_for(s, r) for s, r in zip(scores, ranks_of(scores))])
+    return Scored(scores, texts, summarize(scores, "video"), preview)
+
+
+def compare_to_reference(rm: Any, candidates: torch.Tensor, reference: torch.Tensor, prompt: str,
+                         criteria: RewardCriteria | None = None, exact: bool = True, reasons: bool = False,
+                         progress: Progress | None = None) -> Scored:
+    """P(candidate beats reference) for each candidate image."""
+    check_prompt(prompt)
+    criteria = criteria or RewardCriteria()
+    refs = to_items(reference, exact)
+    if len(refs) != 1:
+        raise ValueError(f"reference: connect exactly one image, got a batch of {len(refs)}")
+    items = to_items(candidates, exact)
+    scores, texts = _chunked(items, lambda chunk: rm.compare(chunk, refs[0], prompt, reasons=reasons,
+                                                             **criteria.overrides()), progress)
+    preview = annotate_batch(candidates, [label_for(s, r) for s, r in zip(scores, ranks_of(scores))])
+    return Scored(scores, texts, summarize(scores, "candidate"), preview)
+
+
+@dataclass
+class BestOfN:
+    """The chosen items in rank order, their latents, indices and scores, every score, and a summary."""
+
+    images: torch.Tensor
+    latent: dict[str, Any] | None
+    indices: list[int]
+    scores: list[float]
+    all_scores: list[float]
+    summary: str
+
+
+def best_of_n(rm: Any, images: torch.Tensor, prompt: str, top_k: int = 1, criteria: RewardCriteria | None = None,
+              threshold: float | None = None, latent: dict[str, Any] | None = None, precomputed: str = "",
+              frames_per_video: int = 1, fps: float = 16.0, exact: bool = True,
+              progress: Progress | None = None) -> BestOfN:
+    """Score N images (or videos of `frames_per_video` frames) unless scores are given, keep the top k."""
+    n = len(video_groups(images.shape[0], frames_per_video))
+    if precomputed.strip():
+        scores = parse_scores(precomputed, n)
+    elif rm is None:
+        raise ValueError("reward_model: connect a reward model, or give precomputed scores")
+    elif frames_per_video > 1:
+        scores = score_videos(rm, images, fps, frames_per_video, prompt, criteria, progress=progress).scores
+    else:
+        scores = score_images(rm, images, prompt, criteria, exact, progress=progress).scores
+    chosen = select_top_k(scores, top_k, threshold)
+    picked = take_items(images, chosen.indices, frames_per_video)
+    latents = take_latents(latent, chosen.indices, n) if latent is not None else None
+    summary = summarize(scores, "video" if frames_per_video > 1 else "image")
+    if chosen.below_threshold:
+        summary = f"no item reached the threshold {threshold:g}; kept the best one\n" + summary
+    return BestOfN(picked, latents, chosen.indices, chosen.scores, scores, summary)
+
+
+@dataclass
+class Ranked:
+    """A tournament: candidates in rank order, wins and mean win probability per candidate, a summary."""
+
+    images: torch.Tensor
+    ranking: list[int]
+    wins: list[int]
+    mean_win_probability: list[float]
+    summary: str
+
+
+def tournament(rm: Any, images: torch.Tensor, prompt: str, criteria: RewardCriteria | None = None,
+               exact: bool = True) -> Ranked:
+    """Pairwise round robin among the candidates (the paper's way of picking references)."""
+    check_prompt(prompt)
+    criteria = criteria or RewardCriteria()
+    items = to_items(images, exact)
+    if len(items) < 2:
+        raise ValueError(f"images: a tournament needs at least 2 candidates, got {len(items)}")
+    result = rm.tournament(items, prompt, **criteria.overrides())
+    ordered = images[torch.tensor(result.ranking, dtype=torch.long, device=images.device)]
+    lines = [f"#{r}  image {j}: {result.wins[j]} wins, mean P(beats) {result.mean_win_probability[j]:.4f}"
+             for r, j in enumerate(result.ranking, 1)]
+    return Ranked(ordered, list(result.ranking), list(result.wins), list(result.mean_win_probability), "\n".join(lines))
+
+
+def check_prompt(prompt: Any) -> None:
+    """The generation prompt must be non-empty text."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("text: enter the prompt the images were generated from (it is what they are judged against)")
