@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -31,6 +33,18 @@ class RewardModel:
         self.vlm = vlm
         self.config = (config or ScoringConfig()).validate()
         self.scorer = Scorer(vlm)
+        self._lock = threading.RLock()
+        # Called (under the lock) before the model runs; a host such as ComfyUI sets it to move offloaded
+        # weights back onto the GPU through its own memory management.
+        self.before_use: Callable[[], None] | None = None
+
+    @contextmanager
+    def use(self) -> Iterator["RewardModel"]:
+        """Hold the model for one operation: one thread at a time (Qwen models keep per-forward state)."""
+        with self._lock:
+            if self.before_use is not None:
+                self.before_use()
+            yield self
 
     @classmethod
     def from_pretrained(
@@ -98,14 +112,16 @@ class RewardModel:
                **overrides: Any) -> torch.Tensor:
         """Pointwise P("yes") as a float32 tensor [N]; differentiable w.r.t. input tensors that require grad."""
         config = self.settings(overrides)
-        return self.run(score_queries(images, prompt, config, few_shot), config)[0]
+        queries = score_queries(images, prompt, config, few_shot)
+        with self.use():
+            return self.run(queries, config)[0]
 
     def score(self, images: Any, prompt: str | Sequence[str], few_shot: list[FewShotExample] | None = None,
               reasons: bool = False, **overrides: Any) -> ScoreResult:
         """Pointwise scores in input order (files, PIL, IMAGE tensors or `Video`s), optional reasons."""
         config = self.settings(overrides)
         queries = score_queries(images, prompt, config, few_shot)
-        with torch.no_grad():
+        with self.use(), torch.no_grad():
             scores, texts = self.run(queries, config, reasons)
         return ScoreResult(scores.tolist(), texts)
 
@@ -114,7 +130,7 @@ class RewardModel:
         """Pairwise: P(candidate beats `reference`) for each candidate (reference = image 1)."""
         config = self.settings(overrides)
         queries = compare_queries(candidates, reference, prompt, config, few_shot)
-        with torch.no_grad():
+        with self.use(), torch.no_grad():
             scores, texts = self.run(queries, config, reasons)
         return ScoreResult(scores.tolist(), texts)
 
@@ -129,7 +145,7 @@ class RewardModel:
         """Round robin: every candidate against every other as reference; rank by wins, then mean P."""
         config = self.settings(overrides)
         queries, pairs = tournament_queries(candidates, prompt, config)
-        with torch.no_grad():
+        with self.use(), torch.no_grad():
             probs = self.run(queries, config)[0].tolist()
         return tournament_result(pairs, probs)
 

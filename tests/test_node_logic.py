@@ -161,3 +161,16 @@ def test_annotate_keeps_shape_and_marks_the_corner():
     assert out.shape == images.shape and out.dtype == torch.float32
     assert out[:, :4, :4].max() < 0.1  # the dark label box
     assert torch.allclose(out[:, -10:, -10:], images[:, -10:, -10:], atol=1 / 255)
+
+
+def test_before_use_hook_runs_under_the_model_lock(reward_models):
+    """A host (ComfyUI) hook runs before every operation, with the model held by one thread."""
+    rm = reward_models("qwen2_5_vl")
+    calls = []
+    rm.before_use = lambda: calls.append(rm._lock._is_owned())
+    try:
+        rm.score([random_image(32, 32)], "x")
+        rm.tournament([random_image(32, 32, seed=1), random_image(32, 32, seed=2)], "x")
+    finally:
+        rm.before_use = None
+    assert calls == [True, True]
