@@ -231,3 +231,15 @@ def check_prompt(prompt: Any) -> None:
     """The generation prompt must be non-empty text."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("text: enter the prompt the images were generated from (it is what they are judged against)")
+
+
+def limit_frames(frames: torch.Tensor, fps: float, frames_per_video: int, max_frames: int) -> tuple[torch.Tensor, float, int]:
+    """Evenly subsample each stacked video to at most `max_frames` frames; the fps drops to match."""
+    groups = video_groups(frames.shape[0], frames_per_video)
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    if frames_per_video <= max_frames:
+        return frames, fps, frames_per_video
+    keep = np.linspace(0, frames_per_video - 1, max_frames).round().astype(int).tolist()
+    rows = [g.start + k for g in groups for k in keep]
+    return frames[rows], fps * max_frames / frames_per_video, max_frames

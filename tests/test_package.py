@@ -13,15 +13,20 @@ def test_root_import_does_not_import_torch():
 def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "rewarddance", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for command in ("score", "rerank", "tiny-model"):
+    for command in ("score", "rerank", "serve", "tiny-model"):
         assert command in out.stdout
 
 
-def test_comfyui_mappings_present():
+def test_comfyui_v3_entry_point_without_v1_mappings():
+    """ComfyUI takes the V1 path (and ignores comfy_entrypoint) when NODE_CLASS_MAPPINGS exists at all."""
+    import inspect
+    from pathlib import Path
+
     import rewarddance
 
-    assert isinstance(rewarddance.NODE_CLASS_MAPPINGS, dict)
-    assert isinstance(rewarddance.NODE_DISPLAY_NAME_MAPPINGS, dict)
+    assert not hasattr(rewarddance, "NODE_CLASS_MAPPINGS")
+    assert inspect.iscoroutinefunction(rewarddance.comfy_entrypoint)
+    assert (Path(rewarddance.__file__).parent / rewarddance.WEB_DIRECTORY / "rewarddance.js").is_file()
 
 
 def test_backend_exports_resolve():

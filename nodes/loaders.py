@@ -1,0 +1,100 @@
+"""Reward Model Loader (local, ComfyUI-managed memory) and Remote Reward Model (a `rewarddance serve` URL)."""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+from . import service
+from .memory import load_managed
+from .types import CATEGORY, RewardModelType
+
+HUB_CHOICE = "(hub id below)"
+DEFAULT_HUB_ID = "Qwen/Qwen2.5-VL-7B-Instruct"
+
+
+def local_checkpoints() -> list[str]:
+    """Checkpoint directories (with a config.json) under every registered reward_models folder."""
+    found = []
+    for root in folder_paths.get_folder_paths("reward_models"):
+        if os.path.isdir(root):
+            for name in sorted(os.listdir(root)):
+                if os.path.isfile(os.path.join(root, name, "config.json")):
+                    found.append(name)
+    return found
+
+
+def checkpoint_path(choice: str, hub_id: str) -> str:
+    """The directory of a listed checkpoint, or the typed hub id / path."""
+    if choice == HUB_CHOICE:
+        if not hub_id.strip():
+            raise ValueError("hub_id: type a hub id such as Qwen/Qwen2.5-VL-7B-Instruct, or pick a local checkpoint")
+        return hub_id.strip()
+    for root in folder_paths.get_folder_paths("reward_models"):
+        path = os.path.join(root, choice)
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return path
+    raise ValueError(f"model: {choice!r} is no longer in models/reward_models; refresh the node")
+
+
+class RewardModelLoader(io.ComfyNode):
+    """Load a VLM reward model once; ComfyUI's model management moves it on and off the GPU."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RewardDanceModelLoader",
+            display_name="Reward Model Loader",
+            category=CATEGORY,
+            description="Load a Qwen2/2.5/3-VL or InternVL chat model as a generative reward model (P(\"yes\")). "
+                        "Put checkpoint folders in models/reward_models/ or type a hub id. 'Unload models' frees it.",
+            inputs=[
+                io.Combo.Input("model", options=local_checkpoints() + [HUB_CHOICE],
+                               tooltip="a checkpoint folder in models/reward_models/, or the hub id typed below"),
+                io.String.Input("hub_id", default=DEFAULT_HUB_ID, tooltip="hub id or path, used when model is '(hub id below)'"),
+                io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
+                               tooltip="auto: bf16 on GPUs that support it, else fp32"),
+                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto"),
+                io.Combo.Input("attention", options=["sdpa", "eager", "flash_attention_2"], default="sdpa"),
+                io.Int.Input("max_pixels", default=0, min=0, max=16384 * 28 * 28, step=28 * 28,
+                             tooltip="pixel budget per image (0 = the checkpoint's own); the main speed knob"),
+            ],
+            outputs=[RewardModelType.Output(display_name="reward_model")],
+        )
+
+    @classmethod
+    def execute(cls, model: str, hub_id: str, dtype: str, device: str, attention: str, max_pixels: int) -> io.NodeOutput:
+        path = checkpoint_path(model, hub_id)
+        rm = load_managed(path, dtype, device, attention, max_pixels or None, on_detach=service.forget)
+        service.share(os.path.basename(path.rstrip("/")) or path, rm)
+        return io.NodeOutput(rm)
+
+
+class RemoteRewardModel(io.ComfyNode):
+    """Score through a running `rewarddance serve` backend (same machine or a GPU box next door)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RewardDanceRemoteModel",
+            display_name="Remote Reward Model",
+            category=CATEGORY,
+            description="A reward model served by `rewarddance serve`; every scoring node works with it unchanged.",
+            inputs=[
+                io.String.Input("url", default="http://127.0.0.1:8765"),
+                io.String.Input("token", default="", tooltip="bearer token (empty: none, or $REWARDDANCE_TOKEN)"),
+                io.String.Input("model_name", default="", tooltip="a model the server configured (empty: its default)"),
+                io.Int.Input("timeout_s", default=600, min=1, max=86400),
+            ],
+            outputs=[RewardModelType.Output(display_name="reward_model")],
+        )
+
+    @classmethod
+    def execute(cls, url: str, token: str, model_name: str, timeout_s: int) -> io.NodeOutput:
+        from ..backend.client import RewardClient
+
+        client = RewardClient(url.strip(), token=token.strip() or None, model=model_name.strip() or None, timeout=timeout_s)
+        client.health()  # fail here, with the URL in the message, rather than in a scoring node
+        return io.NodeOutput(client)

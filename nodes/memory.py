@@ -1,0 +1,85 @@
+"""ComfyUI adapter for reward-model memory: the VLM lives in a ModelPatcher that ComfyUI loads and unloads.
+
+- The transformers model is wrapped in a small module and a `ModelPatcher`, so "Unload models" and
+  "Free memory" in ComfyUI move it off the GPU like any checkpoint, and ComfyUI evicts it when a
+  generator needs the memory.
+- Before every scoring call `RewardModel.before_use` asks ComfyUI to load it back (`load_models_gpu`).
+- Loaded models are cached weakly by their settings: they live as long as ComfyUI's node cache holds the
+  loader's output, so re-running a graph reuses them and "Free model and node cache" releases them.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_patcher
+from comfy.patcher_extension import CallbacksMP
+
+_CACHE: "weakref.WeakValueDictionary[tuple, Any]" = weakref.WeakValueDictionary()
+_LOCK = threading.Lock()
+
+
+class VLMHolder(torch.nn.Module):
+    """The transformers VLM as a plain module (ModelPatcher writes `.device`, which HF models do not allow)."""
+
+    def __init__(self, vlm_model: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.vlm = vlm_model
+        self.device = device
+
+
+def devices(device: str) -> tuple[torch.device, torch.device]:
+    """(load device, offload device) for the node's device choice."""
+    if device == "cpu":
+        return torch.device("cpu"), torch.device("cpu")
+    if device == "auto":
+        return mm.get_torch_device(), mm.unet_offload_device()
+    return torch.device(device), mm.unet_offload_device()
+
+
+def load_managed(path: str, dtype: str, device: str, attn: str | None, max_pixels: int | None,
+                 on_detach: Any = None) -> Any:
+    """A RewardModel whose weights ComfyUI's model management moves between GPU and CPU (cached weakly)."""
+    from ..backend.reward_model import RewardModel
+    from ..backend.vlm.loading import resolve_dtype
+
+    load_device, offload_device = devices(device)
+    key = (path, dtype, str(load_device), attn, max_pixels)
+    with _LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
+        rm = RewardModel.from_pretrained(path, dtype=resolve_dtype(dtype, str(load_device)), device=str(offload_device),
+                                         attn_implementation=attn, max_pixels=max_pixels)
+        holder = VLMHolder(rm.vlm.model, offload_device)
+        patcher = comfy.model_patcher.ModelPatcher(holder, load_device=load_device, offload_device=offload_device)
+        rm_ref = weakref.ref(rm)
+        if on_detach is not None:
+            patcher.add_callback(CallbacksMP.ON_DETACH, lambda _patcher, _unpatch_all: on_detach(rm_ref()))
+        rm.comfy_patcher = patcher
+        rm.before_use = lambda: mm.load_models_gpu([patcher], force_full_load=True)
+        _CACHE[key] = rm
+        return rm
+
+
+def unload(rm: Any) -> None:
+    """Take the model out of ComfyUI's loaded models (weights go to the offload device)."""
+    patcher = getattr(rm, "comfy_patcher", None)
+    if patcher is None:
+        return
+    for loaded in list(mm.current_loaded_models):
+        if loaded.model is patcher:
+            loaded.model_unload()
+            mm.current_loaded_models.remove(loaded)
+    mm.soft_empty_cache()
+
+
+def is_loaded(rm: Any) -> bool:
+    """True while ComfyUI holds the model as loaded."""
+    patcher = getattr(rm, "comfy_patcher", None)
+    return any(loaded.model is patcher for loaded in mm.current_loaded_models)

@@ -1,0 +1,170 @@
+"""Reward Criteria, Score Images, Score Video and Compare to Reference."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io, ui
+
+from ..backend import node_logic as nl
+from ..backend.scoring.prompts import CRITERIA_PRESETS
+from .progress import progress_for
+from .types import CATEGORY, CriteriaType, RewardModelType
+
+PRESET_CHOICES = ["none", *CRITERIA_PRESETS]
+
+
+def score_ui(cls: type, scored: nl.Scored) -> dict:
+    """Preview images plus the per-item scores the web extension draws on the node."""
+    data = ui.PreviewImage(scored.preview, cls=cls).as_dict()
+    ranks = nl.ranks_of(scored.scores)
+    data["rewarddance_scores"] = [{"index": i, "score": s, "rank": r} for i, (s, r) in enumerate(zip(scored.scores, ranks))]
+    return data
+
+
+def common_inputs() -> list:
+    """Inputs every scoring node has."""
+    return [
+        RewardModelType.Input("reward_model"),
+        io.String.Input("text", multiline=True, default="", placeholder="the prompt the images were generated from"),
+        CriteriaType.Input("criteria", optional=True, tooltip="from a Reward Criteria node (default: prompt alignment)"),
+    ]
+
+
+class RewardCriteria(io.ComfyNode):
+    """What the reward model judges: presets, free text, chain of thought, few-shot examples."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RewardDanceCriteria",
+            display_name="Reward Criteria",
+            category=CATEGORY,
+            description="Criteria for the scoring nodes: up to three presets plus free text; optional example "
+                        "images with yes/no verdicts (few-shot) and a chain-of-thought mode.",
+            inputs=[
+                io.Combo.Input("preset", options=PRESET_CHOICES, default="alignment"),
+                io.Combo.Input("preset_2", options=PRESET_CHOICES, default="none"),
+                io.Combo.Input("preset_3", options=PRESET_CHOICES, default="none"),
+                io.String.Input("custom", multiline=True, default="", placeholder="free-form criteria (optional)"),
+                io.Combo.Input("chain_of_thought", options=["none", "answer_first", "reasoning_first"], default="none"),
+                io.Image.Input("examples", optional=True, tooltip="few-shot example images"),
+                io.String.Input("verdicts", default="", tooltip="one yes/no per example image, comma-separated"),
+                io.String.Input("example_text", default="", tooltip="the prompt of the examples (default: the scored prompt)"),
+            ],
+            outputs=[CriteriaType.Output(display_name="criteria")],
+        )
+
+    @classmethod
+    def execute(cls, preset: str, preset_2: str, preset_3: str, custom: str, chain_of_thought: str,
+                verdicts: str, example_text: str, examples=None) -> io.NodeOutput:
+        presets = list(dict.fromkeys(p for p in (preset, preset_2, preset_3) if p != "none"))
+        return io.NodeOutput(nl.build_criteria(presets, custom, chain_of_thought, examples, verdicts, example_text))
+
+
+class ScoreImages(io.ComfyNode):
+    """P("yes") for every image of a batch, with a preview that shows each score and rank."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RewardDanceScoreImages",
+            display_name="Score Images",
+            category=CATEGORY,
+            description="Score each image against the prompt (and criteria) with the reward model.",
+            inputs=[
+                *common_inputs(),
+                io.Image.Input("images"),
+                io.Combo.Input("preprocess", options=["exact", "fast"], default="exact",
+                               tooltip="exact: 8-bit PIL like the checkpoint's processor (same scores as files); "
+                                       "fast: batched tensor ops on the GPU"),
+                io.Boolean.Input("reasons", default=False, tooltip="also generate the model's explanation"),
+            ],
+            outputs=[
+                io.Float.Output(display_name="scores", is_output_list=True),
+                io.String.Output(display_name="summary"),
+                io.Image.Output(display_name="preview"),
+                io.String.Output(display_name="reasons"),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, reward_model, text: str, images, preprocess: str, reasons: bool, criteria=None) -> io.NodeOutput:
+        scored = nl.score_images(reward_model, images, text, criteria, preprocess == "exact", reasons,
+                                 progress_for(images.shape[0]))
+        return io.NodeOutput(scored.scores, scored.summary, scored.preview, "\n\n".join(scored.reasons or []),
+                             ui=score_ui(cls, scored))
+
+
+class ScoreVideo(io.ComfyNode):
+    """P("yes") for videos given as frames (IMAGE batch + fps) or a VIDEO."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RewardDanceScoreVideo",
+            display_name="Score Video",
+            category=CATEGORY,
+            description="Score videos: connect frames (an IMAGE batch) with their fps, or a VIDEO. Several videos of "
+                        "equal length can be stacked: set frames_per_video.",
+            inputs=[
+                *common_inputs(),
+                io.Image.Input("frames", optional=True),
+                io.Video.Input("video", optional=True),
+                io.Float.Input("fps", default=16.0, min=0.1, max=240.0, tooltip="frame rate of the frames input"),
+                io.Int.Input("frames_per_video", default=0, min=0, max=100000,
+                             tooltip="frames per video when several are stacked (0: all frames are one video)"),
+                io.Int.Input("max_frames", default=32, min=1, max=1024, tooltip="frames sampled per video (frame budget)"),
+            ],
+            outputs=[
+                io.Float.Output(display_name="scores", is_output_list=True),
+                io.String.Output(display_name="summary"),
+                io.Image.Output(display_name="preview"),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, reward_model, text: str, fps: float, frames_per_video: int, max_frames: int,
+                criteria=None, frames=None, video=None) -> io.NodeOutput:
+        if video is not None:
+            components = video.get_components()
+            frames, fps = components.images, float(components.frame_rate)
+        if frames is None:
+            raise ValueError("frames / video: connect the video frames (IMAGE) or a VIDEO")
+        per_video = frames_per_video or frames.shape[0]
+        frames, fps, per_video = nl.limit_frames(frames, fps, per_video, max_frames)
+        scored = nl.score_videos(reward_model, frames, fps, per_video, text, criteria,
+                                 progress=progress_for(frames.shape[0] // per_video))
+        return io.NodeOutput(scored.scores, scored.summary, scored.preview, ui=score_ui(cls, scored))
+
+
+class CompareToReference(io.ComfyNode):
+    """P(candidate beats the reference) for every candidate image (pairwise)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RewardDanceCompareToReference",
+            display_name="Compare to Reference",
+            category=CATEGORY,
+            description="Pairwise reward: image 1 = the reference, image 2 = each candidate; the score is "
+                        "P(candidate is better).",
+            inputs=[
+                *common_inputs(),
+                io.Image.Input("candidates"),
+                io.Image.Input("reference"),
+                io.Combo.Input("preprocess", options=["exact", "fast"], default="exact"),
+            ],
+            outputs=[
+                io.Float.Output(display_name="scores", is_output_list=True),
+                io.String.Output(display_name="summary"),
+                io.Image.Output(display_name="preview"),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, reward_model, text: str, candidates, reference, preprocess: str, criteria=None) -> io.NodeOutput:
+        scored = nl.compare_to_reference(reward_model, candidates, reference, text, criteria, preprocess == "exact",
+                                         progress=progress_for(candidates.shape[0]))
+        return io.NodeOutput(scored.scores, scored.summary, scored.preview, ui=score_ui(cls, scored))

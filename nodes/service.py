@@ -1,0 +1,54 @@
+"""The scoring backend's routes on ComfyUI's own server (under /rewarddance/), sharing the nodes' models."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..backend.server.app import ScoringService, mount
+from ..backend.server.manager import ModelManager
+from ..backend.server.settings import ServerSettings
+
+log = logging.getLogger("rewarddance")
+_SERVICE: ScoringService | None = None
+
+
+def attach() -> None:
+    """Mount the routes on ComfyUI's PromptServer once (no-op outside a running ComfyUI)."""
+    global _SERVICE
+    if _SERVICE is not None:
+        return
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    if getattr(PromptServer, "instance", None) is None:
+        return
+    settings = ServerSettings(models={})
+    _SERVICE = ScoringService(settings, ModelManager(settings))
+    mount(PromptServer.instance.routes, _SERVICE, "/rewarddance")
+
+
+def share(name: str, model: Any) -> None:
+    """Serve a model the loader node loaded under `name` at /rewarddance/v1/..."""
+    if _SERVICE is None:
+        return
+    manager = _SERVICE.manager
+    current = manager.loaded.get(name)
+    if current is not None and current.model is model:
+        return
+    if current is not None:
+        manager.loaded.pop(name, None)
+    manager.register(name, model, pinned=True)
+
+
+def forget(model: Any) -> None:
+    """Stop serving a model ComfyUI unloaded, so the server holds no reference to its weights."""
+    if _SERVICE is None or model is None:
+        return
+    for name, entry in list(_SERVICE.manager.loaded.items()):
+        if entry.model is model:
+            _SERVICE.manager.loaded.pop(name, None)
+            _SERVICE.manager.settings.models.pop(name, None)
+            if _SERVICE.manager.settings.default_model == name:
+                _SERVICE.manager.settings.default_model = next(iter(_SERVICE.manager.settings.models), None)
