@@ -23,7 +23,7 @@ def local_checkpoints() -> list[str]:
             for name in sorted(os.listdir(root)):
                 if os.path.isfile(os.path.join(root, name, "config.json")):
                     found.append(name)
-    return found
+    return list(dict.fromkeys(found))  # the same folder may be registered twice
 
 
 def checkpoint_path(choice: str, hub_id: str) -> str:
@@ -67,8 +67,10 @@ class RewardModelLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: str, hub_id: str, dtype: str, device: str, attention: str, max_pixels: int) -> io.NodeOutput:
         path = checkpoint_path(model, hub_id)
-        rm = load_managed(path, dtype, device, attention, max_pixels or None, on_detach=service.forget)
-        service.share(os.path.basename(path.rstrip("/")) or path, rm)
+        name = service.model_name(path)
+        rm = load_managed(path, dtype, device, attention, max_pixels or None,
+                          on_use=lambda m: service.share(name, m), on_detach=service.forget)
+        service.share(name, rm)
         return io.NodeOutput(rm)
 
 

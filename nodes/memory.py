@@ -43,8 +43,12 @@ def devices(device: str) -> tuple[torch.device, torch.device]:
 
 
 def load_managed(path: str, dtype: str, device: str, attn: str | None, max_pixels: int | None,
-                 on_detach: Any = None) -> Any:
-    """A RewardModel whose weights ComfyUI's model management moves between GPU and CPU (cached weakly)."""
+                 on_use: Any = None, on_detach: Any = None) -> Any:
+    """A RewardModel whose weights ComfyUI's model management moves between GPU and CPU (cached weakly).
+
+    `on_use(model)` runs after ComfyUI has loaded it for an operation; `on_detach(model)` when ComfyUI
+    takes it off its device (unload, eviction, or a reload).
+    """
     from ..backend.reward_model import RewardModel
     from ..backend.vlm.loading import resolve_dtype
 
@@ -62,7 +66,13 @@ def load_managed(path: str, dtype: str, device: str, attn: str | None, max_pixel
         if on_detach is not None:
             patcher.add_callback(CallbacksMP.ON_DETACH, lambda _patcher, _unpatch_all: on_detach(rm_ref()))
         rm.comfy_patcher = patcher
-        rm.before_use = lambda: mm.load_models_gpu([patcher], force_full_load=True)
+
+        def before_use() -> None:
+            mm.load_models_gpu([patcher], force_full_load=True)
+            if on_use is not None:
+                on_use(rm_ref())
+
+        rm.before_use = before_use
         _CACHE[key] = rm
         return rm
 

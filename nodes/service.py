@@ -22,16 +22,29 @@ def attach() -> None:
         from server import PromptServer
     except ImportError:
         return
-    if getattr(PromptServer, "instance", None) is None:
+    host = getattr(PromptServer, "instance", None)
+    if host is None:
+        return
+    existing = getattr(host, "rewarddance_service", None)
+    if existing is not None:  # the pack was imported twice (two custom_nodes paths): share one service
+        _SERVICE = existing
         return
     settings = ServerSettings(models={})
     _SERVICE = ScoringService(settings, ModelManager(settings))
-    mount(PromptServer.instance.routes, _SERVICE, "/rewarddance")
+    host.rewarddance_service = _SERVICE
+    mount(host.routes, _SERVICE, "/rewarddance")
+
+
+def model_name(path: str) -> str:
+    """The name a loaded checkpoint is served under: its folder name (or the hub id's last part)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]", "-", path.rstrip("/").split("/")[-1])[:64] or "reward-model"
 
 
 def share(name: str, model: Any) -> None:
     """Serve a model the loader node loaded under `name` at /rewarddance/v1/..."""
-    if _SERVICE is None:
+    if _SERVICE is None or model is None:
         return
     manager = _SERVICE.manager
     current = manager.loaded.get(name)

@@ -1,0 +1,237 @@
+"""Against a real ComfyUI (skipped unless COMFYUI_PATH is set; see ../shared/notes/comfyui.md to build one).
+
+Starts ComfyUI on the CPU with this pack (through an extra-model-paths config) and a tiny reward model in
+models/reward_models, then checks /object_info, the shipped workflows and their API twins, real runs of the
+no-checkpoint twins (scores equal `rewarddance score`), the remote-backend twin, the web extension and that
+"Unload models" releases the reward model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import random_image
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH (and COMFYUI_PYTHON) to run against ComfyUI")
+REPO = Path(__file__).resolve().parents[1]
+PACK_NAME = "ComfyUI-RewardDance"
+FRONTEND_ONLY = {"MarkdownNote", "Note"}
+MODEL_FILE_INPUTS = {"ckpt_name", "unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "model"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(url: str, body=None, method: str | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if body is not None else "GET"),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            raw = resp.read()
+            return resp.status, (json.loads(raw) if "json" in resp.headers.get("Content-Type", "") else raw.decode())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory, tiny_dirs):
+    """A running ComfyUI with the pack, a tiny reward model 'tiny-qwen' and test images in its input folder."""
+    root = tmp_path_factory.mktemp("comfy")
+    (root / "custom_nodes").mkdir()
+    (root / "custom_nodes" / PACK_NAME).symlink_to(REPO)
+    shutil.copytree(tiny_dirs["qwen2_5_vl"], root / "models" / "reward_models" / "tiny-qwen")
+    inputs = root / "input"
+    inputs.mkdir()
+    for i in range(3):
+        random_image(96, 128, seed=60 + i).save(inputs / f"cand_{i}.png")
+    random_image(96, 128, seed=59).save(inputs / "example.png")
+    config = root / "extra_paths.yaml"
+    config.write_text(f"rewarddance_test:\n  base_path: {root}\n  custom_nodes: custom_nodes\n"
+                      "  reward_models: models/reward_models\n")
+    port = free_port()
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    log = open(root / "comfyui.log", "w")
+    proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                             "--extra-model-paths-config", str(config), "--input-directory", str(inputs),
+                             "--output-directory", str(root / "output"), "--temp-directory", str(root / "temp")],
+                            cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if request(url + "/object_info/RewardDanceScoreImages")[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            if proc.poll() is not None:
+                pytest.fail(f"ComfyUI exited: {(root / 'comfyui.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        else:
+            pytest.fail("ComfyUI did not start within 120 s")
+        yield {"url": url, "root": root, "inputs": inputs, "log": root / "comfyui.log"}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def run_prompt(comfy, prompt: dict, timeout: float = 120) -> dict:
+    """Queue an API prompt and wait for its history entry."""
+    status, body = request(comfy["url"] + "/prompt", {"prompt": prompt})
+    assert status == 200, body
+    pid = body["prompt_id"]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        history = request(comfy["url"] + f"/history/{pid}")[1]
+        if pid in history and history[pid]["status"].get("completed") is not None:
+            entry = history[pid]
+            if entry["status"]["status_str"] == "success":
+                return entry
+            pytest.fail(f"prompt failed: {json.dumps(entry['status']['messages'])[-2000:]}")
+        time.sleep(0.3)
+    pytest.fail(f"prompt did not finish; log tail: {comfy['log'].read_text()[-2000:]}")
+
+
+def twin(name: str) -> dict:
+    return json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
+
+
+def with_tiny_model(prompt: dict) -> dict:
+    for node in prompt.values():
+        if node["class_type"] == "RewardDanceModelLoader":
+            node["inputs"].update(model="tiny-qwen", dtype="fp32", device="cpu")
+    return prompt
+
+
+def test_object_info_lists_the_nodes_with_their_inputs(comfy):
+    info = request(comfy["url"] + "/object_info")[1]
+    ours = {k: v for k, v in info.items() if k.startswith("RewardDance")}
+    assert len(ours) >= 6
+    assert {"RewardDanceModelLoader", "RewardDanceScoreImages", "RewardDanceBestOfN", "RewardDanceTournament",
+            "RewardDanceCompareToReference", "RewardDanceCriteria", "RewardDanceScoreVideo", "RewardDanceRemoteModel"} <= set(ours)
+    score = ours["RewardDanceScoreImages"]
+    assert set(score["input"]["required"]) >= {"reward_model", "text", "images"}
+    assert score["output_name"][:3] == ["scores", "summary", "preview"] and score["output_is_list"][0] is True
+    assert "tiny-qwen" in ours["RewardDanceModelLoader"]["input"]["required"]["model"][1]["options"]
+
+
+def test_ui_workflows_use_existing_nodes_with_consistent_links(comfy):
+    info = request(comfy["url"] + "/object_info")[1]
+    files = sorted((REPO / "workflows").glob("*.json"))
+    assert len(files) >= 5
+    for path in files:
+        wf = json.loads(path.read_text())
+        nodes = {n["id"]: n for n in wf["nodes"]}
+        links = {link[0]: link for link in wf["links"]}
+        for node in wf["nodes"]:
+            assert node["type"] in info or node["type"] in FRONTEND_ONLY, f"{path.name}: unknown node {node['type']}"
+            for slot, inp in enumerate(node.get("inputs", [])):
+                if inp.get("link") is not None:
+                    link = links[inp["link"]]
+                    assert link[3] == node["id"] and link[4] == slot, f"{path.name}: link {link} does not end here"
+        for link_id, src, src_slot, dst, dst_slot, kind in wf["links"]:
+            out = nodes[src]["outputs"][src_slot]
+            assert out["type"] == kind and link_id in out["links"], f"{path.name}: link {link_id} output side"
+            assert nodes[dst]["inputs"][dst_slot]["link"] == link_id, f"{path.name}: link {link_id} input side"
+            declared = info[nodes[src]["type"]]["output"][src_slot]
+            assert declared == kind, f"{path.name}: {nodes[src]['type']} output {src_slot} is {declared}, not {kind}"
+        for node in wf["nodes"]:
+            if node["type"].startswith("RewardDance"):
+                assert node["properties"]["cnr_id"] == "rewarddance"
+    templates = request(comfy["url"] + "/workflow_templates")[1]
+    assert set(templates[PACK_NAME]) >= {p.stem for p in files}
+
+
+def test_api_twins_pass_validation_except_missing_model_files(comfy):
+    for path in sorted((REPO / "workflows" / "api").glob("*.json")):
+        prompt = json.loads(path.read_text())
+        if "RewardDanceRemoteModel" in {n["class_type"] for n in prompt.values()}:
+            continue  # runs for real in test_remote_backend_twin
+        status, body = request(comfy["url"] + "/prompt", {"prompt": prompt})
+        if status == 200:
+            continue
+        for node_id, node_errors in body["node_errors"].items():
+            for err in node_errors["errors"]:
+                assert err["type"] == "value_not_in_list" and err["extra_info"]["input_name"] in MODEL_FILE_INPUTS, \
+                    f"{path.name} node {node_id}: {err}"
+
+
+def test_score_images_twin_equals_rewarddance_score(comfy, capsys):
+    from rewarddance.backend.cli import main
+
+    prompt = with_tiny_model(twin("score_images"))
+    prompt["2"]["inputs"]["image"] = "cand_1.png"
+    outputs = run_prompt(comfy, prompt)["outputs"]
+    node_scores = [row["score"] for row in outputs["4"]["rewarddance_scores"]]
+    assert main(["score", str(comfy["inputs"] / "cand_1.png"), "--prompt", prompt["4"]["inputs"]["text"], "--json",
+                 "--model", str(comfy["root"] / "models" / "reward_models" / "tiny-qwen"), "--dtype", "fp32",
+                 "--device", "cpu"]) == 0
+    cli = [row["score"] for row in json.loads(capsys.readouterr().out)]
+    assert node_scores == pytest.approx(cli, abs=1e-5)
+    assert outputs["4"]["images"][0]["type"] == "temp"
+
+
+def test_tournament_twin_runs(comfy):
+    prompt = with_tiny_model(twin("tournament_with_reference"))
+    for node_id, image in zip(("2", "3", "4"), ("cand_0.png", "cand_1.png", "cand_2.png")):
+        prompt[node_id]["inputs"]["image"] = image
+    outputs = run_prompt(comfy, prompt)["outputs"]
+    ranks = sorted(row["rank"] for row in outputs["8"]["rewarddance_scores"])
+    assert ranks == [1, 2, 3]
+    assert len(outputs["10"]["rewarddance_scores"]) == 3 and len(outputs["11"]["images"]) == 3
+
+
+def test_remote_backend_twin(comfy, tiny_dirs):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "rewarddance", "serve", "--model", f"judge={tiny_dirs['qwen2_5_vl']}",
+                               "--port", str(port), "--device", "cpu", "--dtype", "fp32"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert "serving on" in server.stdout.readline()
+        prompt = twin("remote_backend_scoring")
+        prompt["3"]["inputs"]["url"] = f"http://127.0.0.1:{port}"
+        prompt["2"]["inputs"]["image"] = "cand_2.png"
+        outputs = run_prompt(comfy, prompt)["outputs"]
+        assert len(outputs["5"]["rewarddance_scores"]) == 1
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_unload_models_releases_the_reward_model(comfy):
+    run_prompt(comfy, with_tiny_model(twin("score_images")) | {})
+    models = request(comfy["url"] + "/rewarddance/v1/models")[1]["models"]
+    assert [m["name"] for m in models] == ["tiny-qwen"] and models[0]["memory_bytes"]["cpu"] > 0
+    assert request(comfy["url"] + "/free", {"unload_models": True})[0] == 200
+    for _ in range(50):
+        if not request(comfy["url"] + "/rewarddance/v1/models")[1]["models"]:
+            break
+        time.sleep(0.2)
+    assert request(comfy["url"] + "/rewarddance/v1/models")[1]["models"] == []
+    log_before = comfy["log"].read_text().count("Requested to load VLMHolder")
+    prompt = with_tiny_model(twin("score_images"))
+    prompt["4"]["inputs"]["text"] = "a different prompt, so the node runs again"
+    run_prompt(comfy, prompt)
+    assert comfy["log"].read_text().count("Requested to load VLMHolder") == log_before + 1  # loaded back by ComfyUI
+
+
+def test_web_extension_and_backend_routes_are_served(comfy):
+    status, js = request(comfy["url"] + f"/extensions/{PACK_NAME}/rewarddance.js")
+    assert status == 200 and "registerExtension" in js and "rewarddance_scores" in js
+    assert request(comfy["url"] + "/rewarddance/health")[1]["status"] == "ok"
+    assert request(comfy["url"] + "/api/rewarddance/health")[1]["status"] == "ok"
