@@ -235,3 +235,26 @@ def test_web_extension_and_backend_routes_are_served(comfy):
     assert status == 200 and "registerExtension" in js and "rewarddance_scores" in js
     assert request(comfy["url"] + "/rewarddance/health")[1]["status"] == "ok"
     assert request(comfy["url"] + "/api/rewarddance/health")[1]["status"] == "ok"
+
+
+def test_score_video_and_best_of_n_nodes_run(comfy):
+    """Score Video on stacked frames (two videos of two frames) and Best of N with precomputed scores."""
+    loader = with_tiny_model({"1": twin("score_images")["3"]})["1"]
+    prompt = {
+        "1": loader,
+        "2": {"class_type": "LoadImage", "inputs": {"image": "cand_0.png"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "cand_1.png"}},
+        "4": {"class_type": "ImageBatch", "inputs": {"image1": ["2", 0], "image2": ["3", 0]}},
+        "5": {"class_type": "ImageBatch", "inputs": {"image1": ["4", 0], "image2": ["4", 0]}},
+        "6": {"class_type": "RewardDanceScoreVideo", "inputs": {"reward_model": ["1", 0], "text": "a fox running",
+                                                                 "frames": ["5", 0], "fps": 2.0, "frames_per_video": 2,
+                                                                 "max_frames": 8}},
+        "7": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 3, "color": 0}},
+        "8": {"class_type": "RewardDanceBestOfN", "inputs": {"images": ["7", 0], "text": "x", "top_k": 2, "threshold": 0.0,
+                                                              "scores": "0.2, 0.9, 0.5", "frames_per_video": 1, "fps": 16.0}},
+    }
+    outputs = run_prompt(comfy, prompt)["outputs"]
+    video_scores = outputs["6"]["rewarddance_scores"]
+    assert len(video_scores) == 2 and video_scores[0]["score"] == pytest.approx(video_scores[1]["score"], abs=1e-6)
+    kept = [row["index"] for row in outputs["8"]["rewarddance_scores"] if row["kept"]]
+    assert sorted(kept) == [1, 2] and len(outputs["8"]["images"]) == 2
