@@ -34,17 +34,26 @@ class RewardModel:
         self.config = (config or ScoringConfig()).validate()
         self.scorer = Scorer(vlm)
         self._lock = threading.RLock()
+        self._depth = 0
         # Called (under the lock) before the model runs; a host such as ComfyUI sets it to move offloaded
         # weights back onto the GPU through its own memory management.
         self.before_use: Callable[[], None] | None = None
+        self.after_use: Callable[[], None] | None = None  # e.g. ComfyUI unloading it when asked not to keep it
 
     @contextmanager
     def use(self) -> Iterator["RewardModel"]:
         """Hold the model for one operation: one thread at a time (Qwen models keep per-forward state)."""
         with self._lock:
-            if self.before_use is not None:
+            outermost = self._depth == 0  # hooks run once per outermost hold (a node holds it across chunks)
+            if outermost and self.before_use is not None:
                 self.before_use()
-            yield self
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+                if outermost and self.after_use is not None:
+                    self.after_use()
 
     @classmethod
     def from_pretrained(

@@ -60,15 +60,19 @@ class RewardModelLoader(io.ComfyNode):
                 io.Combo.Input("attention", options=["sdpa", "eager", "flash_attention_2"], default="sdpa"),
                 io.Int.Input("max_pixels", default=0, min=0, max=16384 * 28 * 28, step=28 * 28,
                              tooltip="pixel budget per image (0 = the checkpoint's own); the main speed knob"),
+                io.Boolean.Input("keep_loaded", default=True,
+                                 tooltip="off: unload the reward model from the GPU after every scoring node "
+                                         "(frees memory for the generator; reloads each time)"),
             ],
             outputs=[RewardModelType.Output(display_name="reward_model")],
         )
 
     @classmethod
-    def execute(cls, model: str, hub_id: str, dtype: str, device: str, attention: str, max_pixels: int) -> io.NodeOutput:
+    def execute(cls, model: str, hub_id: str, dtype: str, device: str, attention: str, max_pixels: int,
+                keep_loaded: bool = True) -> io.NodeOutput:
         path = checkpoint_path(model, hub_id)
         name = service.model_name(path)
-        rm = load_managed(path, dtype, device, attention, max_pixels or None,
+        rm = load_managed(path, dtype, device, attention, max_pixels or None, keep_loaded,
                           on_use=lambda m: service.share(name, m), on_detach=service.forget)
         service.share(name, rm)
         return io.NodeOutput(rm)

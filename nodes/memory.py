@@ -43,11 +43,12 @@ def devices(device: str) -> tuple[torch.device, torch.device]:
 
 
 def load_managed(path: str, dtype: str, device: str, attn: str | None, max_pixels: int | None,
-                 on_use: Any = None, on_detach: Any = None) -> Any:
+                 keep_loaded: bool = True, on_use: Any = None, on_detach: Any = None) -> Any:
     """A RewardModel whose weights ComfyUI's model management moves between GPU and CPU (cached weakly).
 
     `on_use(model)` runs after ComfyUI has loaded it for an operation; `on_detach(model)` when ComfyUI
-    takes it off its device (unload, eviction, or a reload).
+    takes it off its device (unload, eviction, or a reload). With `keep_loaded=False` it is unloaded after
+    every operation (frees the GPU for the generator at the cost of a reload per scoring node).
     """
     from ..backend.reward_model import RewardModel
     from ..backend.vlm.loading import resolve_dtype
@@ -57,6 +58,7 @@ def load_managed(path: str, dtype: str, device: str, attn: str | None, max_pixel
     with _LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
+            cached.after_use = None if keep_loaded else (lambda: unload(cached))
             return cached
         rm = RewardModel.from_pretrained(path, dtype=resolve_dtype(dtype, str(load_device)), device=str(offload_device),
                                          attn_implementation=attn, max_pixels=max_pixels)
@@ -73,6 +75,7 @@ def load_managed(path: str, dtype: str, device: str, attn: str | None, max_pixel
                 on_use(rm_ref())
 
         rm.before_use = before_use
+        rm.after_use = None if keep_loaded else (lambda: unload(rm_ref()))
         _CACHE[key] = rm
         return rm
 

@@ -1,8 +1,10 @@
-"""ComfyUI progress bar + interrupt check as the engine's `progress(done, total)` callback."""
+"""ComfyUI progress bar + interrupt check as the engine's `progress(done, total)` callback, and holding a
+reward model for a whole node run."""
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Any, Callable
 
 import comfy.model_management as mm
 import comfy.utils
@@ -18,3 +20,9 @@ def progress_for(total: int) -> Callable[[int, int], None]:
         mm.throw_exception_if_processing_interrupted()
 
     return update
+
+
+def holding(reward_model: Any) -> Any:
+    """Hold a local reward model for the whole node (loaded once, unloaded once); remote models need nothing."""
+    use = getattr(reward_model, "use", None)
+    return use() if use is not None else contextlib.nullcontext()

@@ -6,7 +6,7 @@ from comfy_api.latest import io, ui
 
 from ..backend import node_logic as nl
 from ..backend.scoring.prompts import CRITERIA_PRESETS
-from .progress import progress_for
+from .progress import holding, progress_for
 from .types import CATEGORY, CriteriaType, RewardModelType
 
 PRESET_CHOICES = ["none", *CRITERIA_PRESETS]
@@ -89,8 +89,9 @@ class ScoreImages(io.ComfyNode):
 
     @classmethod
     def execute(cls, reward_model, text: str, images, preprocess: str, reasons: bool, criteria=None) -> io.NodeOutput:
-        scored = nl.score_images(reward_model, images, text, criteria, preprocess == "exact", reasons,
-                                 progress_for(images.shape[0]))
+        with holding(reward_model):
+            scored = nl.score_images(reward_model, images, text, criteria, preprocess == "exact", reasons,
+                                     progress_for(images.shape[0]))
         return io.NodeOutput(scored.scores, scored.summary, scored.preview, "\n\n".join(scored.reasons or []),
                              ui=score_ui(cls, scored))
 
@@ -133,8 +134,9 @@ class ScoreVideo(io.ComfyNode):
             raise ValueError("frames / video: connect the video frames (IMAGE) or a VIDEO")
         per_video = frames_per_video or frames.shape[0]
         frames, fps, per_video = nl.limit_frames(frames, fps, per_video, max_frames)
-        scored = nl.score_videos(reward_model, frames, fps, per_video, text, criteria,
-                                 progress=progress_for(frames.shape[0] // per_video))
+        with holding(reward_model):
+            scored = nl.score_videos(reward_model, frames, fps, per_video, text, criteria,
+                                     progress=progress_for(frames.shape[0] // per_video))
         return io.NodeOutput(scored.scores, scored.summary, scored.preview, ui=score_ui(cls, scored))
 
 
@@ -165,6 +167,7 @@ class CompareToReference(io.ComfyNode):
 
     @classmethod
     def execute(cls, reward_model, text: str, candidates, reference, preprocess: str, criteria=None) -> io.NodeOutput:
-        scored = nl.compare_to_reference(reward_model, candidates, reference, text, criteria, preprocess == "exact",
-                                         progress=progress_for(candidates.shape[0]))
+        with holding(reward_model):
+            scored = nl.compare_to_reference(reward_model, candidates, reference, text, criteria, preprocess == "exact",
+                                             progress=progress_for(candidates.shape[0]))
         return io.NodeOutput(scored.scores, scored.summary, scored.preview, ui=score_ui(cls, scored))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..backend import node_logic as nl
-from .progress import progress_for
+from .progress import holding, progress_for
 from .types import CATEGORY, CriteriaType, RewardModelType
 
 
@@ -49,8 +49,9 @@ class BestOfN(io.ComfyNode):
     def execute(cls, images, text: str, top_k: int, threshold: float, frames_per_video: int, fps: float,
                 reward_model=None, criteria=None, latent=None, scores: str = "") -> io.NodeOutput:
         n = images.shape[0] // max(1, frames_per_video)
-        result = nl.best_of_n(reward_model, images, text, top_k, criteria, threshold or None, latent, scores or "",
-                              frames_per_video, fps, progress=progress_for(n))
+        with holding(reward_model):
+            result = nl.best_of_n(reward_model, images, text, top_k, criteria, threshold or None, latent, scores or "",
+                                  frames_per_video, fps, progress=progress_for(n))
         ranks = nl.ranks_of(result.all_scores)
         data = ui.PreviewImage(result.images, cls=cls).as_dict()
         data["rewarddance_scores"] = [{"index": i, "score": s, "rank": ranks[i], "kept": i in result.indices}
@@ -87,7 +88,8 @@ class Tournament(io.ComfyNode):
     @classmethod
     def execute(cls, reward_model, images, text: str, criteria=None) -> io.NodeOutput:
         progress = progress_for(1)
-        ranked = nl.tournament(reward_model, images, text, criteria)
+        with holding(reward_model):
+            ranked = nl.tournament(reward_model, images, text, criteria)
         progress(1, 1)
         data = ui.PreviewImage(ranked.images, cls=cls).as_dict()
         position = {j: r for r, j in enumerate(ranked.ranking, 1)}

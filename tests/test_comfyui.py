@@ -258,3 +258,15 @@ def test_score_video_and_best_of_n_nodes_run(comfy):
     assert len(video_scores) == 2 and video_scores[0]["score"] == pytest.approx(video_scores[1]["score"], abs=1e-6)
     kept = [row["index"] for row in outputs["8"]["rewarddance_scores"] if row["kept"]]
     assert sorted(kept) == [1, 2] and len(outputs["8"]["images"]) == 2
+
+
+def test_keep_loaded_off_unloads_after_the_node(comfy):
+    prompt = with_tiny_model(twin("score_images"))
+    prompt["3"]["inputs"]["keep_loaded"] = False
+    for image in ("cand_2.png", "cand_0.png"):
+        prompt["2"]["inputs"]["image"] = image
+        before = comfy["log"].read_text().count("Requested to load VLMHolder")
+        outputs = run_prompt(comfy, prompt)["outputs"]
+        assert len(outputs["4"]["rewarddance_scores"]) == 1
+        assert request(comfy["url"] + "/rewarddance/v1/models")[1]["models"] == []  # off the device, not served
+    assert comfy["log"].read_text().count("Requested to load VLMHolder") == before + 1  # loaded again for the 2nd run

@@ -167,10 +167,14 @@ def test_before_use_hook_runs_under_the_model_lock(reward_models):
     """A host (ComfyUI) hook runs before every operation, with the model held by one thread."""
     rm = reward_models("qwen2_5_vl")
     calls = []
-    rm.before_use = lambda: calls.append(rm._lock._is_owned())
+    rm.before_use = lambda: calls.append(("load", rm._lock._is_owned()))
+    rm.after_use = lambda: calls.append(("unload", rm._lock._is_owned()))
     try:
         rm.score([random_image(32, 32)], "x")
         rm.tournament([random_image(32, 32, seed=1), random_image(32, 32, seed=2)], "x")
+        with rm.use():  # a node holds the model across chunks: hooks run once
+            rm.score([random_image(32, 32)], "x")
+            rm.score([random_image(32, 32)], "y")
     finally:
-        rm.before_use = None
-    assert calls == [True, True]
+        rm.before_use = rm.after_use = None
+    assert calls == [("load", True), ("unload", True)] * 3
