@@ -270,3 +270,40 @@ def test_keep_loaded_off_unloads_after_the_node(comfy):
         assert len(outputs["4"]["rewarddance_scores"]) == 1
         assert request(comfy["url"] + "/rewarddance/v1/models")[1]["models"] == []  # off the device, not served
     assert comfy["log"].read_text().count("Requested to load VLMHolder") == before + 1  # loaded again for the 2nd run
+
+
+def test_score_badge_appears_in_headless_chromium(comfy):
+    """Load the score_images workflow in ComfyUI's frontend, run it, and see the extension's badge data drawn."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (uses the system Chromium)")
+    if not shutil.which("chromium"):
+        pytest.skip("no chromium (Debian: apt-get install chromium)")
+    sys.path.insert(0, str(REPO / "tools"))
+    from screenshot_workflows import open_comfyui, show
+
+    workflow = json.loads((REPO / "workflows" / "score_images.json").read_text())
+    for node in workflow["nodes"]:
+        if node["type"] == "RewardDanceModelLoader":
+            node["widgets_values"][0], node["widgets_values"][2], node["widgets_values"][3] = "tiny-qwen", "fp32", "cpu"
+        if node["type"] == "LoadImage":
+            node["widgets_values"][0] = "cand_0.png"
+    artifacts = REPO / "tests" / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser, page = open_comfyui(p, comfy["url"])
+        try:
+            show(page, workflow)
+            page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+            page.wait_for_function("(() => { const n = window.app.graph.getNodeById(4); return n && n.rewarddanceScores; })()",
+                                   timeout=120000)
+            rows = page.evaluate("window.app.graph.getNodeById(4).rewarddanceScores")
+            time.sleep(1)
+            page.screenshot(path=str(artifacts / "score_badge.png"))
+        finally:
+            browser.close()
+    assert len(rows) == 1 and rows[0]["rank"] == 1 and 0 < rows[0]["score"] < 1
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(artifacts / "score_badge.png").convert("RGB")).astype(int)
+    badge_green = (np.abs(pixels - np.array([0x1F, 0x7A, 0x3A])).sum(-1) < 12).sum()
+    assert badge_green > 200  # the badge was drawn on the canvas

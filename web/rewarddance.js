@@ -13,6 +13,11 @@ const SCORED_NODES = new Set([
 const MAX_ROWS = 8;
 const ROW_HEIGHT = 16;
 
+function fmt(x) {
+  const v = Number(x);
+  return v !== 0 && Math.abs(v) < 0.001 ? v.toExponential(2) : v.toFixed(4);
+}
+
 function rankedRows(rows) {
   return [...rows].sort((a, b) => a.rank - b.rank);
 }
@@ -20,11 +25,11 @@ function rankedRows(rows) {
 function rowText(row) {
   const wins = row.wins !== undefined ? `  ${row.wins} wins` : "";
   const kept = row.kept ? "  kept" : "";
-  return `#${row.rank}  item ${row.index}: ${Number(row.score).toFixed(4)}${wins}${kept}`;
+  return `#${row.rank}  item ${row.index}: ${fmt(row.score)}${wins}${kept}`;
 }
 
 function drawBadge(ctx, node, best) {
-  const text = `best #${best.index}  ${Number(best.score).toFixed(3)}`;
+  const text = `best #${best.index}  ${fmt(best.score)}`;
   ctx.save();
   ctx.font = "bold 12px sans-serif";
   const width = ctx.measureText(text).width + 12;

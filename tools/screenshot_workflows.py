@@ -1,0 +1,64 @@
+"""Screenshots of the shipped workflows as ComfyUI shows them (README pictures and template thumbnails).
+
+Needs a running ComfyUI with this pack, Chromium (Debian `chromium`) and `pip install playwright`
+(no browser download: the system Chromium is used):
+
+    python tools/screenshot_workflows.py http://127.0.0.1:8188      # writes workflows/<name>.jpg
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+
+
+def open_comfyui(playwright, url: str):
+    """A page with ComfyUI's frontend loaded and its start-up dialogs closed."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+    page = browser.new_page(viewport={"width": 2560, "height": 1440})  # fit-to-view stays above LiteGraph's low-detail zoom
+    page.goto(url, wait_until="networkidle")
+    page.wait_for_function("window.app && window.app.graph", timeout=60000)
+    time.sleep(1.5)
+    page.keyboard.press("Escape")
+    return browser, page
+
+
+def show(page, workflow: dict) -> None:
+    """Load a UI workflow and fit it to the view."""
+    page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+    time.sleep(0.5)
+    page.mouse.click(2400, 1380)
+    page.keyboard.press(".")  # fit view
+    time.sleep(0.8)
+
+
+def save_jpeg(png: bytes, path: Path, width: int = 1400) -> None:
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
+    img.save(path, quality=82, optimize=True)
+
+
+def main(argv: list[str]) -> int:
+    from playwright.sync_api import sync_playwright
+
+    url = argv[0] if argv else "http://127.0.0.1:8188"
+    with sync_playwright() as p:
+        browser, page = open_comfyui(p, url)
+        for path in sorted((ROOT / "workflows").glob("*.json")):
+            show(page, json.loads(path.read_text()))
+            save_jpeg(page.screenshot(), path.with_suffix(".jpg"))
+            print(path.with_suffix(".jpg").relative_to(ROOT))
+        browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
