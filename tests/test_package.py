@@ -34,3 +34,16 @@ def test_backend_exports_resolve():
 
     for name in backend.__all__:
         assert getattr(backend, name) is not None
+
+
+def test_node_modules_compile():
+    """nodes/ imports ComfyUI and is exercised by tests/test_comfyui.py; here at least every file compiles."""
+    import py_compile
+    from pathlib import Path
+
+    import rewarddance
+
+    files = sorted((Path(rewarddance.__file__).parent / "nodes").glob("*.py"))
+    assert len(files) >= 6
+    for path in files:
+        py_compile.compile(str(path), doraise=True)
