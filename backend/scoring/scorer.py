@@ -209,8 +209,15 @@ class Scorer:
         self.stats["prefix_forwards"] += 1
         return out.past_key_values
 
-    def _forward(self, rows: list[PreparedQuery], start: int = 0, cache: Any = None) -> torch.Tensor:
-        """One left-padded forward over tokens [start:] of each row, optionally after a prefix cache."""
+    def position_logits(self, rows: list[PreparedQuery], keep: int) -> torch.Tensor:
+        """Logits [B, keep, V] (float32) of each row's last `keep` positions, with gradients (for training)."""
+        return self._forward(rows, keep=keep)
+
+    def _forward(self, rows: list[PreparedQuery], start: int = 0, cache: Any = None, keep: int = 1) -> torch.Tensor:
+        """One left-padded forward over tokens [start:] of each row, optionally after a prefix cache.
+
+        Returns the last position's logits [B, V], or the last `keep` positions' [B, keep, V] when keep > 1.
+        """
         device = self.vlm.device
         lengths = [len(r) - start for r in rows]
         width = max(lengths)
@@ -232,10 +239,10 @@ class Scorer:
             kwargs.update(past_key_values=cache, use_cache=True)
         else:
             kwargs["use_cache"] = False
-        out = self.vlm.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, **kwargs)
+        out = self.vlm.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep, **kwargs)
         self.stats["forwards"] += 1
         self.stats["tokens"] += int(mask.sum())
-        return out.logits[:, -1].float()
+        return out.logits[:, -1].float() if keep == 1 else out.logits[:, -keep:].float()
 
     # --- generation (chain of thought) ------------------------------------------------------------------
     def generate(self, query: Query, max_new_tokens: int) -> str:
