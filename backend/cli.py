@@ -1,4 +1,4 @@
-"""Command line: `rewarddance score | rerank | serve | tiny-model`."""
+"""Command line: `rewarddance score | rerank | serve | train-rm | eval-rm | make-pairs | tiny-model`."""
 
 from __future__ import annotations
 
@@ -361,6 +361,73 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=float, default=None)
 
 
+# --- reward-model training -------------------------------------------------------------------------------------
+def cmd_train_rm(args: argparse.Namespace) -> int:
+    """Train a reward model from a config file; Ctrl+C checkpoints, and the same command resumes."""
+    from tqdm import tqdm
+
+    from .training.trainer import load_train_config, train_reward_model
+
+    cfg = load_train_config(args.config)
+    if args.steps is not None:
+        cfg.steps = args.steps
+        cfg.validate()
+    with tqdm(total=cfg.steps, desc="training", unit="step", disable=args.quiet) as bar:
+        def progress(step: int, total: int, metrics: dict) -> None:
+            bar.n = step
+            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
+            bar.refresh()
+
+        result = train_reward_model(cfg, progress)
+    if result["interrupted"]:
+        print(f"rewarddance: interrupted at step {result['step']}; checkpoint {result['checkpoint']}. "
+              "Run the same command to continue.", file=sys.stderr)
+        return 130
+    summary = {k: v for k, v in result["eval"].items() if k != "reliability"}
+    print(json.dumps({"model": result["model"], "step": result["step"], "eval": summary}, indent=2))
+    return 0
+
+
+def cmd_eval_rm(args: argparse.Namespace) -> int:
+    """Pairwise / pointwise accuracy, calibration and spread on one or two (in-domain, out-of-domain) sets."""
+    from .reward_model import RewardModel
+    from .training.data import load_pairs
+    from .training.evaluation import evaluate_pairs
+
+    sets = {"in_domain": load_pairs(args.pairs)}
+    if args.ood_pairs:
+        sets["out_of_domain"] = load_pairs(args.ood_pairs)
+    rm = RewardModel.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_pixels=args.max_pixels)
+    report = {name: evaluate_pairs(rm, pairs) for name, pairs in sets.items()}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for name, m in report.items():
+        pw = "n/a" if m["pairwise_accuracy"] is None else f"{m['pairwise_accuracy']:.4f}"
+        pt = "n/a" if m["pointwise_accuracy"] is None else f"{m['pointwise_accuracy']:.4f}"
+        ece = "n/a" if m["ece"] is None else f"{m['ece']:.4f}"
+        print(f"{name}: {m['pairs']} pairs ({m['ties']} ties)  pairwise accuracy {pw}  pointwise accuracy {pt}  "
+              f"ECE {ece}  score mean {m['score_mean']:.4g} std {m['score_std']:.4g}")
+        for row in m["reliability"]:
+            print(f"    P in {row['bin']}: {row['count']:>5} predictions, mean P {row['mean_p']:.3f}, "
+                  f"observed {row['frequency']:.3f}")
+    return 0
+
+
+def cmd_make_pairs(args: argparse.Namespace) -> int:
+    """Write the synthetic preference set (real photos vs visibly edited copies)."""
+    from .training.synthetic import EDITS, make_synthetic_pairs
+
+    edits = tuple(e.strip() for e in args.edits.split(",")) if args.edits else EDITS
+    bad = [e for e in edits if e not in EDITS]
+    if bad:
+        raise CLIError(f"--edits: unknown edit(s) {', '.join(bad)}; choose from {', '.join(EDITS)}")
+    if args.n < 2 or args.size < 28:
+        raise CLIError("--n must be at least 2 and --size at least 28")
+    print(make_synthetic_pairs(args.out, n=args.n, size=args.size, edits=edits, seed=args.seed))
+    return 0
+
+
 # --- tiny-model ---------------------------------------------------------------------------------------------
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     """Write a tiny random-weight checkpoint for tests and offline demos."""
@@ -400,6 +467,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the HTTP scoring backend (model loading, dynamic batching)")
     add_serve_options(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("train-rm", help="fine-tune a VLM into a reward model from preference pairs")
+    p.add_argument("--config", required=True, help="TOML or YAML training config (see README)")
+    p.add_argument("--steps", type=int, default=None, help="override the config's steps")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train_rm)
+
+    p = sub.add_parser("eval-rm", help="evaluate a reward model on preference pairs")
+    p.add_argument("--model", required=True, help="checkpoint directory or hub id")
+    p.add_argument("--pairs", required=True, help="in-domain pairs (.jsonl or a folder of pairs)")
+    p.add_argument("--ood-pairs", default=None, help="out-of-domain pairs, reported separately")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-pixels", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print every metric as JSON")
+    p.set_defaults(func=cmd_eval_rm)
+
+    p = sub.add_parser("make-pairs", help="write a synthetic preference set from sample photos")
+    p.add_argument("--out", required=True, help="output folder (images/ and pairs.jsonl)")
+    p.add_argument("--n", type=int, default=200, help="number of pairs")
+    p.add_argument("--size", type=int, default=112, help="image side in pixels")
+    p.add_argument("--edits", default=None, help="comma-separated: colour_cast, blur, pasted_block (default all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_pairs)
 
     p = sub.add_parser("tiny-model", help="write a tiny random-weight checkpoint (tests, offline demo)")
     p.add_argument("--family", required=True, choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl"])

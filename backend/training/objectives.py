@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..media import Visual, load_visual_file
-from ..scoring.answer import AnswerTokens
+from ..scoring.answer import AnswerTokens, first_token_id
 from ..scoring.config import ScoringConfig
 from ..scoring.prompts import VERDICT_MARKER, Query, pairwise_query, pointwise_query
 from .data import PreferencePair
@@ -29,6 +29,7 @@ class Example:
     """One training sequence: a query whose continuation holds the target text, and how many target tokens."""
 
     query: Query
+    verdict_only: bool = False  # the target is just the answer word: train its first token, the one the scorer reads
     targets: int = 0  # filled in when tokenised
 
 
@@ -72,7 +73,7 @@ def pairwise_examples(pair: PreferencePair, config: ScoringConfig, load: VisualC
     for reference, candidate, yes in ((rejected, chosen, True), (chosen, rejected, False)):
         q = pairwise_query(reference, candidate, pair.prompt, cfg)
         q.continuation = target_text(cfg, yes, pair.reason)
-        out.append(Example(q))
+        out.append(Example(q, verdict_only=q.continuation == verdict_text(cfg, yes)))
     return out
 
 
@@ -83,12 +84,15 @@ def pointwise_examples(pair: PreferencePair, config: ScoringConfig, load: Visual
     for path, yes in ((pair.chosen, True), (pair.rejected, False)):
         q = pointwise_query(load(path), pair.prompt, cfg)
         q.continuation = verdict_text(cfg, yes)
-        out.append(Example(q))
+        out.append(Example(q, verdict_only=True))
     return out
 
 
 def tokenised(scorer: Any, examples: list[Example]) -> list[Any]:
     """Prepared queries (prompt + target tokens) with each example's number of target tokens set."""
+    for e in examples:
+        if e.verdict_only:  # a word the tokenizer splits ("N", "o") is read by its first token only
+            e.query.continuation = scorer.tokenizer.decode([first_token_id(scorer.tokenizer, e.query.continuation)])
     prepared = scorer.prepare([e.query for e in examples])
     for e in examples:
         cont = e.query.continuation
@@ -129,4 +133,4 @@ def pointwise_loss(scorer: Any, examples: list[Example], tokens: AnswerTokens, c
     no = torch.logsumexp(first[:, list(tokens.no_ids)], -1)
     s = (yes - no).view(-1, 2)  # rows: [chosen, rejected]
     bt = -F.logsigmoid(s[:, 0] - s[:, 1]).mean()
-    return bt + ce_weight * ce, {"bt": float(bt), "ce": float(ce), "pair_accuracy": float((s[:, 0] > s[:, 1]).float().mean())}
+    return bt + ce_weight * ce, {"bt": float(bt.detach()), "ce": float(ce.detach()), "pair_accuracy": float((s[:, 0] > s[:, 1]).float().mean())}

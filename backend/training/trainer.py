@@ -318,8 +318,11 @@ def train_reward_model(cfg: RMTrainConfig, progress: Callable[[int, int, dict], 
     metrics = run.evaluate()
     run.log({"step": run.step, "final_eval": _short(metrics)})
     write_chart(run.out / "log.jsonl", run.out / "chart.png")
+    from ..reward_model import RewardModel
+
     return {"interrupted": False, "step": run.step, "model": str(model_dir), "eval": metrics, "resumed": resumed,
-            "train_pairs": len(run.train_pairs), "eval_pairs": len(run.eval_pairs)}
+            "train_pairs": len(run.train_pairs), "eval_pairs": len(run.eval_pairs),
+            "reward_model": RewardModel(run.vlm, run.scoring)}  # the trained model, in memory
 
 
 def _short(metrics: dict) -> dict:
