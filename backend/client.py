@@ -190,8 +190,8 @@ class _Requests:
 def _error(status: int, raw: bytes) -> BackendError:
     try:
         err = json.loads(raw)["error"]
-        return BackendError(status, err.get("type", "error"), err.get("message", ""))
-    except (ValueError, KeyError, TypeError):
+        return BackendError(status, str(err.get("type", "error")), str(err.get("message", "")))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return BackendError(status, "http_error", raw[:200].decode("utf-8", "replace"))
 
 
@@ -217,6 +217,9 @@ class RewardClient(_Requests):
                     time.sleep(self.delay(attempt, exc.headers.get("Retry-After")))
                     continue
                 raise _error(exc.code, raw) from None
+            except TimeoutError:
+                raise BackendError(0, "timeout", f"{self.url}{path}: no answer within {self.timeout:g} s; raise the "
+                                                 "client timeout or send fewer images") from None
             except (urllib.error.URLError, ConnectionError) as exc:
                 if attempt < self.retries:
                     time.sleep(self.delay(attempt, None))
@@ -316,6 +319,9 @@ class AsyncRewardClient(_Requests):
                     if resp.status >= 400:
                         raise _error(resp.status, raw)
                     return json.loads(raw) if "json" in resp.content_type else raw.decode("utf-8")
+            except asyncio.TimeoutError:
+                raise BackendError(0, "timeout", f"{self.url}{path}: no answer within {self.timeout:g} s; raise the "
+                                                 "client timeout or send fewer images") from None
             except aiohttp.ClientConnectionError as exc:
                 if attempt < self.retries:
                     await asyncio.sleep(self.delay(attempt, None))

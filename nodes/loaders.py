@@ -90,7 +90,9 @@ class RemoteRewardModel(io.ComfyNode):
             description="A reward model served by `rewarddance serve`; every scoring node works with it unchanged.",
             inputs=[
                 io.String.Input("url", default="http://127.0.0.1:8765"),
-                io.String.Input("token", default="", tooltip="bearer token (empty: none, or $REWARDDANCE_TOKEN)"),
+                io.String.Input("token", default="",
+                                tooltip="bearer token; prefer leaving this empty and setting $REWARDDANCE_TOKEN for "
+                                        "ComfyUI, because widget values are saved in workflows and image metadata"),
                 io.String.Input("model_name", default="", tooltip="a model the server configured (empty: its default)"),
                 io.Int.Input("timeout_s", default=600, min=1, max=86400),
             ],

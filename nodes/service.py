@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -11,11 +12,12 @@ from ..backend.server.settings import ServerSettings
 
 log = logging.getLogger("rewarddance")
 _SERVICE: ScoringService | None = None
+_LOOP: asyncio.AbstractEventLoop | None = None  # ComfyUI's server loop, where batchers live
 
 
 def attach() -> None:
     """Mount the routes on ComfyUI's PromptServer once (no-op outside a running ComfyUI)."""
-    global _SERVICE
+    global _SERVICE, _LOOP
     if _SERVICE is not None:
         return
     try:
@@ -25,6 +27,7 @@ def attach() -> None:
     host = getattr(PromptServer, "instance", None)
     if host is None:
         return
+    _LOOP = getattr(host, "loop", None)
     existing = getattr(host, "rewarddance_service", None)
     if existing is not None:  # the pack was imported twice (two custom_nodes paths): share one service
         _SERVICE = existing
@@ -51,7 +54,7 @@ def share(name: str, model: Any) -> None:
     if current is not None and current.model is model:
         return
     if current is not None:
-        manager.loaded.pop(name, None)
+        _close_later(manager.loaded.pop(name, None))
     manager.register(name, model, pinned=True)
 
 
@@ -61,7 +64,14 @@ def forget(model: Any) -> None:
         return
     for name, entry in list(_SERVICE.manager.loaded.items()):
         if entry.model is model:
-            _SERVICE.manager.loaded.pop(name, None)
+            _close_later(_SERVICE.manager.loaded.pop(name, None))
             _SERVICE.manager.settings.models.pop(name, None)
             if _SERVICE.manager.settings.default_model == name:
                 _SERVICE.manager.settings.default_model = next(iter(_SERVICE.manager.settings.models), None)
+
+
+def _close_later(entry: Any) -> None:
+    """Stop a dropped entry's batcher (its worker thread and task) on the server's loop."""
+    if entry is None or _LOOP is None or not _LOOP.is_running():
+        return
+    asyncio.run_coroutine_threadsafe(entry.batcher.close(), _LOOP)

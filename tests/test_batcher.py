@@ -206,3 +206,22 @@ def test_generating_requests_run_alone_and_close_drains_the_queue():
     assert a[0] == [1.0] and c[0] == [3.0]
     assert b[0] == [2.0] and b[1] == ["reason 2.0"]
     assert err.status == 503 and err.type == "model_unloading"
+
+
+def test_a_cancelled_close_still_drains_and_marks_closed():
+    """An unload whose HTTP client disconnects must not kill the worker or leave `closed` unset."""
+    async def main():
+        batcher, scorer = make()
+        scorer.gate.clear()
+        job = asyncio.create_task(batcher.submit([5.0], ScoringConfig()))
+        await asyncio.sleep(0.05)
+        closer = asyncio.create_task(batcher.close())
+        await asyncio.sleep(0.02)
+        closer.cancel()
+        scorer.gate.set()
+        result = await job
+        await asyncio.wait_for(batcher.closed.wait(), 5)
+        await batcher.close()  # idempotent
+        return result
+
+    assert run(main())[0] == [5.0]

@@ -213,6 +213,10 @@ MALFORMED = [
     ("tournament prompt list", "/v1/tournament", lambda b: {"prompt": ["x", "y"], "candidates": [b, b]}, 400, "prompt"),
     ("oversized body", "/v1/score", lambda b: {"prompt": "x", "images": [_big_png()] * 2}, 413, "limit"),
     ("unknown route", "/v1/scores", {"prompt": "x"}, 404, "openapi"),
+    ("deeply nested json", "/v1/score", b"[" * 100000, 400, "deeply"),
+    ("tournament too large", "/v1/tournament", lambda b: {"prompt": "x", "candidates": [b] * 65}, 400, "at most 64"),
+    ("too many few-shot examples", "/v1/score",
+     lambda b: {"prompt": "x", "images": [b], "few_shot": [{"image": b, "verdict": True}] * 33}, 400, "at most 32"),
     ("load unknown model", "/v1/models/ghost/load", b"", 404, "ghost"),
 ]
 
@@ -380,3 +384,18 @@ def _mounted(service):
     app = web.Application()
     mount(app, service, "/rewarddance")
     return app
+
+
+def test_request_pixel_budget(tiny_dirs, b64_image):
+    """Small bodies that decode to huge pixel counts are refused before they become tensors."""
+    with ServerThread(create_app(tiny_settings(tiny_dirs, max_request_pixels=5000))) as server:
+        status, answer, _ = http("POST", server.url + "/v1/score", {"prompt": "x", "images": [b64_image, b64_image]})
+        assert status == 413 and answer["error"]["type"] == "too_many_pixels"
+        assert http("POST", server.url + "/v1/score", {"prompt": "x", "images": [b64_image]})[0] == 200
+
+
+def test_client_wraps_odd_error_bodies():
+    from rewarddance.backend.client import _error
+
+    err = _error(502, b'{"error": "bad gateway"}')
+    assert isinstance(err, BackendError) and err.status == 502 and "bad gateway" in err.message

@@ -43,7 +43,7 @@ class ScoringService:
         self.metrics = Metrics()
         self.manager = manager or ModelManager(settings, self.metrics)
         self.manager.metrics = self.metrics
-        self.decoder = VisualDecoder(settings.max_image_pixels)
+        self.decoder = VisualDecoder(settings.max_image_pixels, max_request_pixels=settings.max_request_pixels)
         self.started = time.time()
 
     async def startup(self) -> None:
@@ -111,12 +111,7 @@ class ScoringService:
         config = req.config(entry.model.config)
         try:
             entry.model.answer_tokens(config)  # answer words the tokenizer cannot tell apart fail here, not later
-            if endpoint == "compare":
-                queries = compare_queries(req.images, req.reference, req.prompt, config, req.few_shot)
-            elif endpoint == "tournament":
-                queries, pairs = tournament_queries(req.images, req.prompt, config)
-            else:
-                queries = score_queries(req.images, req.prompt, config, req.few_shot)
+            queries, pairs = await asyncio.to_thread(build_queries, endpoint, req, config)
         except (MediaError, ValueError) as exc:
             raise bad_request(str(exc)) from exc
         alive = lambda: request.transport is not None and not request.transport.is_closing()  # noqa: E731
@@ -192,6 +187,15 @@ class ScoringService:
 
 
 SERVICE_KEY = web.AppKey("rewarddance_service", ScoringService)
+
+
+def build_queries(endpoint: str, req: Any, config: Any) -> tuple[list, list]:
+    """The engine queries of a request (and the round-robin pairs of a tournament), off the event loop."""
+    if endpoint == "compare":
+        return compare_queries(req.images, req.reference, req.prompt, config, req.few_shot), []
+    if endpoint == "tournament":
+        return tournament_queries(req.images, req.prompt, config)
+    return score_queries(req.images, req.prompt, config, req.few_shot), []
 
 
 @web.middleware

@@ -67,6 +67,7 @@ class Batcher:
         self.queued = 0
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self._closer: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rewarddance-{name}")
 
     @property
@@ -103,14 +104,25 @@ class Batcher:
                                            "(request_timeout_s); send fewer images or raise the timeout") from None
 
     async def close(self) -> None:
-        """Finish every queued request, then stop the worker and its thread."""
+        """Finish every queued request, then stop the worker and its thread.
+
+        Shielded: a caller that is cancelled (its client disconnected) does not stop the drain, and
+        `closed` is always set in the end, so a reload waiting for it never hangs.
+        """
+        if self._closer is None:
+            self._closer = asyncio.get_running_loop().create_task(self._drain_and_stop())
+        await asyncio.shield(self._closer)
+
+    async def _drain_and_stop(self) -> None:
         self.closing = True
-        if self._task is not None:
-            self._queue.put_nowait(_STOP)
-            await self._task
-            self._task = None
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
-        self.closed.set()
+        try:
+            if self._task is not None:
+                self._queue.put_nowait(_STOP)
+                await self._task
+                self._task = None
+            await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        finally:
+            self.closed.set()
 
     # --- the worker ------------------------------------------------------------------------------------------
     async def _loop(self) -> None:

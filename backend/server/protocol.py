@@ -29,6 +29,9 @@ from ..scoring.prompts import FewShotExample
 from .errors import ApiError, bad_request
 
 MAX_ITEMS = 1024  # images (or pairs) per request
+MAX_TOURNAMENT = 64  # candidates: a round robin costs N x (N - 1) comparisons
+MAX_FEW_SHOT = 32  # in-context examples per request
+MAX_PARTS = 2048  # multipart parts per request
 MAX_REASON_TOKENS = 2048
 DATA_URL_RE = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=-]+)*;base64,", re.IGNORECASE)
 FILE_FIELDS = ("images", "candidates", "reference")
@@ -74,6 +77,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(f"the request body is not valid JSON ({exc})", "invalid_json") from exc
+    except RecursionError as exc:
+        raise bad_request("the request body nests JSON too deeply", "invalid_json") from exc
     if not isinstance(data, dict):
         raise bad_request(f"the request body must be a JSON object, got a JSON {type(data).__name__}", "invalid_json")
     return data
@@ -86,7 +91,7 @@ async def _read_multipart(request: Any, max_bytes: int) -> dict[str, Any]:
     except Exception as exc:
         raise bad_request(f"malformed multipart body ({exc})", "invalid_multipart") from exc
     data: dict[str, Any] = {}
-    total = 0
+    total = parts = 0
     while True:
         try:
             part = await reader.next()
@@ -94,6 +99,12 @@ async def _read_multipart(request: Any, max_bytes: int) -> dict[str, Any]:
             raise bad_request(f"malformed multipart body ({exc})", "invalid_multipart") from exc
         if part is None:
             break
+        parts += 1
+        if parts > MAX_PARTS:
+            raise ApiError(413, "body_too_large", f"more than {MAX_PARTS} multipart parts; send fewer images per request")
+        if not hasattr(part, "read_chunk"):
+            raise bad_request("nested multipart parts are not supported; send files as flat parts", "invalid_multipart")
+        total += 256  # part headers count towards the limit too
         chunks = bytearray()
         while chunk := await part.read_chunk():
             chunks.extend(chunk)
@@ -128,15 +139,33 @@ class VisualDecoder:
     the engine's prefix cache when they land in one batch; it also skips decoding repeats.
     """
 
-    def __init__(self, max_image_pixels: int, cache_bytes: int = 256 * 2**20):
+    def __init__(self, max_image_pixels: int, cache_bytes: int = 256 * 2**20, max_request_pixels: int | None = None):
         self.max_image_pixels = max_image_pixels
+        self.max_request_pixels = max_request_pixels or 4 * max_image_pixels
+        self._budget = threading.local()  # pixels decoded so far by the request on this thread
         self.cache_bytes = cache_bytes
         self._cache: "OrderedDict[bytes, Image]" = OrderedDict()
         self._cached = 0
         self._lock = threading.Lock()  # requests are decoded on worker threads
 
+    def start_request(self) -> None:
+        """Reset the per-request pixel budget (requests are decoded one per worker thread)."""
+        self._budget.used = 0
+
+    def _spend(self, img: Image, where: str) -> None:
+        used = getattr(self._budget, "used", 0) + img.pil.width * img.pil.height
+        self._budget.used = used
+        if used > self.max_request_pixels:
+            raise ApiError(413, "too_many_pixels", f"{where}: the request decodes to more than {self.max_request_pixels} "
+                                                  "pixels in all; send fewer or smaller images or frames")
+
     def image(self, item: Any, where: str) -> Image:
-        """One image from a base64 string (optionally a data URL) or raw bytes."""
+        """One image from a base64 string (optionally a data URL) or raw bytes, counted against the request budget."""
+        img = self._image(item, where)
+        self._spend(img, where)
+        return img
+
+    def _image(self, item: Any, where: str) -> Image:
         raw = item if isinstance(item, (bytes, bytearray)) else decode_base64(item, where)
         key = hashlib.sha256(raw).digest()
         with self._lock:
@@ -255,6 +284,7 @@ class ScoringRequest:
 
 def parse_request(endpoint: str, data: dict[str, Any], decoder: VisualDecoder) -> ScoringRequest:
     """Validate a scoring body for `endpoint` (score, compare, rank, tournament)."""
+    decoder.start_request()
     allowed = ENDPOINT_FIELDS[endpoint]
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -266,6 +296,9 @@ def parse_request(endpoint: str, data: dict[str, Any], decoder: VisualDecoder) -
     visual_field = "images" if endpoint in ("score", "rank") else "candidates"
     if visual_field not in data:
         raise bad_request(f"{visual_field}: required; send a list of base64 images", "missing_field")
+    if endpoint == "tournament" and isinstance(data[visual_field], list) and len(data[visual_field]) > MAX_TOURNAMENT:
+        raise bad_request(f"candidates: a tournament takes at most {MAX_TOURNAMENT} candidates (N x (N - 1) "
+                          f"comparisons), got {len(data[visual_field])}; rank by /v1/score first")
     req.images = decoder.visuals(data[visual_field], visual_field)
     req.prompt = parse_prompt(data, len(req.images), allow_list=endpoint != "tournament")
     if endpoint == "compare":
@@ -351,6 +384,8 @@ def parse_few_shot(items: Any, decoder: VisualDecoder, pairwise: bool) -> list[F
     """In-context examples: [{"image": b64, "verdict": true|false|"yes"|"no", "prompt"?, "reference"?}]."""
     if not isinstance(items, list):
         raise bad_request(f"few_shot: expected a list of examples, got {json_type(items)}")
+    if len(items) > MAX_FEW_SHOT:
+        raise bad_request(f"few_shot: at most {MAX_FEW_SHOT} examples, got {len(items)}")
     out = []
     for i, ex in enumerate(items):
         where = f"few_shot[{i}]"

@@ -121,6 +121,7 @@ class ServerSettings:
     request_timeout_s: float = 300.0
     max_body_mb: float = 64.0
     max_image_pixels: int = 64 * 2**20  # per decoded image or frame
+    max_request_pixels: int = 256 * 2**20  # all images and frames of one request together
     gpu_memory: int | None = None  # bytes of loaded weights allowed on GPUs (None: no limit)
     cpu_memory: int | None = None  # bytes of loaded weights allowed in CPU memory (None: no limit)
     grace_period_s: float = 25.0  # SIGTERM: how long in-flight requests may take to finish
@@ -152,7 +153,8 @@ class ServerSettings:
             )
         positive = {"max_delay_ms": (self.max_delay_ms, True), "max_queue": (self.max_queue, False),
                     "request_timeout_s": (self.request_timeout_s, False), "max_body_mb": (self.max_body_mb, False),
-                    "max_image_pixels": (self.max_image_pixels, False), "grace_period_s": (self.grace_period_s, True)}
+                    "max_image_pixels": (self.max_image_pixels, False), "grace_period_s": (self.grace_period_s, True),
+                    "max_request_pixels": (self.max_request_pixels, False)}
         for name, (value, zero_ok) in positive.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not zero_ok):
                 raise SettingsError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} number, got {value!r}")
