@@ -75,9 +75,9 @@ class RewardModel:
         options = VisualOptions(min_pixels=min_pixels, max_pixels=max_pixels, video_max_pixels=video_max_pixels,
                                 max_frames=max_frames, fps=fps)
         options.validate()
-        config = ScoringConfig().with_overrides(**scoring)
         vlm = load_vlm(model, dtype=dtype, device=device, attn_implementation=attn_implementation,
                        device_map=device_map, options=options, trust_remote_code=trust_remote_code)
+        config = ScoringConfig().with_overrides(**trained_scoring(vlm.path)).with_overrides(**scoring)
         return cls(vlm, config)
 
     # --- settings -----------------------------------------------------------------------------------------
@@ -207,6 +207,24 @@ def tournament_result(pairs: list[tuple[int, int]], probs: list[float]) -> Tourn
     mean = [sum(matrix[i][j] for i in range(n) if i != j) / (n - 1) for j in range(n)]
     ranking = sorted(range(n), key=lambda j: (-wins[j], -mean[j], j))
     return TournamentResult(wins, mean, ranking, matrix)
+
+
+TRAINING_RECORD = "rewarddance_training.json"
+
+
+def trained_scoring(path: str) -> dict[str, Any]:
+    """The scoring settings a checkpoint was trained with by `rewarddance train-rm` (its defaults), else {}."""
+    import json
+    from pathlib import Path
+
+    record = Path(path) / TRAINING_RECORD
+    if not record.is_file():
+        return {}
+    try:
+        scoring = json.loads(record.read_text()).get("scoring") or {}
+    except (OSError, ValueError):
+        return {}
+    return scoring if isinstance(scoring, dict) else {}
 
 
 def reasoning_before_verdict(text: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..reward_model import TRAINING_RECORD
 from ..scoring.answer import AnswerTokens
 from ..scoring.config import ScoringConfig
 from ..vlm.base import VisualOptions
@@ -255,7 +256,7 @@ class Run:
             src = Path(self.vlm.path) / name
             if src.is_file():
                 shutil.copy2(src, tmp / name)
-        (tmp / "rewarddance_training.json").write_text(json.dumps(
+        (tmp / TRAINING_RECORD).write_text(json.dumps(
             {"config": asdict(self.cfg), "step": self.step, "scoring": self.cfg.scoring}, indent=2))
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
