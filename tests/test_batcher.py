@@ -225,3 +225,33 @@ def test_a_cancelled_close_still_drains_and_marks_closed():
         return result
 
     assert run(main())[0] == [5.0]
+
+
+def test_cancelled_callers_share_one_model_load():
+    """Clients that give up during a cold load do not start extra loads of the same model."""
+    import threading
+    import time as _time
+
+    from rewarddance.backend.server.manager import ModelManager
+    from rewarddance.backend.server.settings import ModelSpec
+
+    calls = []
+
+    def slow_loader(spec):
+        calls.append(threading.get_ident())
+        _time.sleep(0.3)
+        return FakeModel()
+
+    async def main():
+        settings = ServerSettings(models={"m": ModelSpec("m", "/nowhere")})
+        manager = ModelManager(settings, loader=slow_loader)
+        for _ in range(3):
+            task = asyncio.create_task(manager.get("m"))
+            await asyncio.sleep(0.05)
+            task.cancel()
+        entry = await manager.get("m")
+        await manager.close()
+        return entry
+
+    entry = run(main())
+    assert len(calls) == 1 and entry.name == "m"

@@ -106,6 +106,7 @@ class ModelManager:
         self.loader = loader
         self.loaded: "OrderedDict[str, LoadedModel]" = OrderedDict()  # least recently used first
         self._load_lock = asyncio.Lock()
+        self._loading: dict[str, asyncio.Task] = {}
 
     # --- names ---------------------------------------------------------------------------------------------
     def resolve(self, name: Any) -> str:
@@ -137,8 +138,20 @@ class ModelManager:
         return entry
 
     async def load(self, name: str) -> LoadedModel:
-        """Load a configured model (no-op when loaded), evicting LRU models to stay in the memory budget."""
+        """Load a configured model (no-op when loaded), evicting LRU models to stay in the memory budget.
+
+        One load task per model, shielded: a caller that gives up (client disconnect, timeout) neither
+        cancels a load other requests wait for nor makes the next caller start a second copy.
+        """
         name = self.resolve(name)
+        task = self._loading.get(name)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(name))
+            self._loading[name] = task
+            task.add_done_callback(lambda _t: self._loading.pop(name, None))
+        return await asyncio.shield(task)
+
+    async def _load(self, name: str) -> LoadedModel:
         async with self._load_lock:
             entry = self.loaded.get(name)
             if entry is not None and not entry.batcher.closing:
