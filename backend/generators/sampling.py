@@ -1,0 +1,39 @@
+"""Euler sampling over the generator protocol, with a counter of denoiser calls (the search budget unit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .protocol import Generator, initial_latent
+
+
+@dataclass
+class CallCounter:
+    """Denoiser and scorer calls spent (one call = one batched model evaluation per sample)."""
+
+    denoiser: int = 0
+    scorer: int = 0
+
+
+def euler_step(generator: Generator, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
+               counter: CallCounter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Euler step from sigma to sigma_next; returns (x_next, x0_hat at sigma)."""
+    x0 = generator.denoise(x, sigma)
+    if counter is not None:
+        counter.denoiser += x.shape[0]
+    if float(sigma_next) == 0.0:
+        return x0, x0
+    d = (x - x0) / sigma
+    return x + (sigma_next - sigma) * d, x0
+
+
+def sample(generator: Generator, noise: torch.Tensor, steps: int, counter: CallCounter | None = None,
+           start: int = 0, x: torch.Tensor | None = None, stop: int | None = None) -> torch.Tensor:
+    """Euler-sample a batch from its initial noise (or from `x` at step `start`) down to step `stop` (default: sigma 0)."""
+    sigmas = generator.sigmas(steps).to(noise.device)
+    x = initial_latent(generator, noise, sigmas[0]) if x is None else x
+    for i in range(start, steps if stop is None else stop):
+        x, _ = euler_step(generator, x, sigmas[i], sigmas[i + 1], counter)
+    return x

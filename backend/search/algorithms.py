@@ -1,0 +1,239 @@
+"""Noise search algorithms. Each spends a budget of denoiser calls, is deterministic for a seed, and returns
+the best latent, its initial noise, its image and score, and the full history of candidates.
+
+- best_of_n: N seeds sampled in batches, keep the best.
+- random_search: pools of 2, 4, 8, ... fresh seeds until the budget is spent (tt-scale-flux).
+- zero_order: around the best noise, norm-preserving neighbours n' = |n| (c u + sqrt(1 - c^2) w);
+  the pivot moves when a neighbour scores higher.
+- search_over_paths: N trajectories; at chosen steps each kept state's predicted clean image is re-noised
+  into children, denoised further, and the best states (by the verifier on their predicted clean images)
+  are kept, down to sigma 0 (what RewardDance used for inference-time scaling).
+- noise_gradient: ReNO-style gradient ascent on the initial noise through sampling, decoding and a
+  differentiable reward, with the Gaussian-shell regulariser 0.01 (0.5 |z|^2 - (d - 1) log |z|).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ..generators.protocol import Generator, noised
+from ..generators.sampling import CallCounter, euler_step, sample
+
+Progress = Callable[[int, int, float], None]  # (denoiser calls spent, budget, best score so far)
+
+
+@dataclass
+class Candidate:
+    """One scored candidate: which round produced it, its score, and the calls spent when it was scored."""
+
+    round: int
+    score: float
+    denoiser_calls: int
+    scorer_calls: int
+
+
+@dataclass
+class SearchResult:
+    """The best result and how it was found."""
+
+    latent: torch.Tensor  # [1, ...] the final (sigma 0) latent
+    noise: torch.Tensor  # [1, ...] its initial noise (for search over paths: the root trajectory's noise)
+    image: torch.Tensor  # [1, H, W, 3]
+    score: float
+    history: list[Candidate] = field(default_factory=list)
+    denoiser_calls: int = 0
+    scorer_calls: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # total, denoiser, scorer
+
+
+class Tracker:
+    """Counts calls and time, records candidates and keeps the best one."""
+
+    def __init__(self, generator: Generator, reward: Any, budget: int, progress: Progress | None = None):
+        if budget < 1:
+            raise ValueError(f"budget must be at least 1 denoiser call, got {budget}")
+        self.generator, self.reward, self.budget, self.progress = generator, reward, budget, progress
+        self.calls = CallCounter()
+        self.history: list[Candidate] = []
+        self.best: tuple[float, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.time = {"denoiser": 0.0, "scorer": 0.0}
+        self.started = time.perf_counter()
+
+    def left(self) -> int:
+        return self.budget - self.calls.denoiser
+
+    def sample(self, noise: torch.Tensor, steps: int, **kw: Any) -> torch.Tensor:
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = sample(self.generator, noise, steps, self.calls, **kw)
+        self.time["denoiser"] += time.perf_counter() - t
+        return out
+
+    def score(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rewards [B], images) of final latents."""
+        t = time.perf_counter()
+        with torch.no_grad():
+            images = self.generator.decode(latents)
+            scores = self.reward(images).float().cpu()
+        self.calls.scorer += latents.shape[0]
+        self.time["scorer"] += time.perf_counter() - t
+        return scores, images
+
+    def record(self, round_: int, latents: torch.Tensor, noises: torch.Tensor, scores: torch.Tensor,
+               images: torch.Tensor) -> None:
+        for i in range(latents.shape[0]):
+            self.history.append(Candidate(round_, float(scores[i]), self.calls.denoiser, self.calls.scorer))
+            if self.best is None or float(scores[i]) > self.best[0]:
+                self.best = (float(scores[i]), latents[i:i + 1], noises[i:i + 1], images[i:i + 1])
+        if self.progress is not None:
+            self.progress(self.calls.denoiser, self.budget, self.best[0])
+
+    def result(self) -> SearchResult:
+        score, latent, noise, image = self.best
+        seconds = dict(self.time, total=time.perf_counter() - self.started)
+        return SearchResult(latent, noise, image, score, self.history, self.calls.denoiser, self.calls.scorer, seconds)
+
+
+def seeded_noise(generator: Generator, n: int, seed: int) -> torch.Tensor:
+    """n unit Gaussian noises from a seed (CPU generator, so results match across devices)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n, *generator.noise_shape), generator=g).to(generator.device)
+
+
+def best_of_n(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0, batch: int = 8,
+              progress: Progress | None = None) -> SearchResult:
+    """floor(budget / steps) seeds, sampled `batch` at a time; the best by reward."""
+    t = Tracker(generator, reward, budget, progress)
+    n = max(1, budget // steps)
+    noises = seeded_noise(generator, n, seed)
+    for start in range(0, n, batch):
+        chunk = noises[start:start + batch]
+        latents = t.sample(chunk, steps)
+        t.record(0, latents, chunk, *t.score(latents))
+    return t.result()
+
+
+def random_search(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0, first_pool: int = 2,
+                  progress: Progress | None = None) -> SearchResult:
+    """Pools of fresh seeds doubling in size (2, 4, 8, ...) while the budget lasts."""
+    t = Tracker(generator, reward, budget, progress)
+    pool, round_ = first_pool, 0
+    while t.left() >= steps:
+        n = min(pool, t.left() // steps)
+        noises = seeded_noise(generator, n, seed + 7919 * round_)
+        latents = t.sample(noises, steps)
+        t.record(round_, latents, noises, *t.score(latents))
+        pool, round_ = pool * 2, round_ + 1
+    return t.result()
+
+
+def zero_order(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0, neighbours: int = 4,
+               correlation: float = 0.95, progress: Progress | None = None) -> SearchResult:
+    """Start from one seed; each round samples norm-preserving neighbours of the pivot and moves to a better one."""
+    t = Tracker(generator, reward, budget, progress)
+    g = torch.Generator().manual_seed(seed + 1)
+    pivot = seeded_noise(generator, 1, seed)
+    latent = t.sample(pivot, steps)
+    scores, images = t.score(latent)
+    t.record(0, latent, pivot, scores, images)
+    pivot_score, round_ = float(scores[0]), 1
+    while t.left() >= steps:
+        n = min(neighbours, t.left() // steps)
+        u = pivot.flatten() / pivot.norm()
+        w = torch.randn((n, u.numel()), generator=g).to(u.device)
+        w = w - (w @ u)[:, None] * u[None]  # orthogonal to the pivot direction
+        w = w / w.norm(dim=1, keepdim=True)
+        cand = (pivot.norm() * (correlation * u[None] + math.sqrt(1 - correlation ** 2) * w)).view(n, *generator.noise_shape)
+        latents = t.sample(cand, steps)
+        scores, images = t.score(latents)
+        t.record(round_, latents, cand, scores, images)
+        best = int(scores.argmax())
+        if float(scores[best]) > pivot_score:
+            pivot, pivot_score = cand[best:best + 1], float(scores[best])
+        round_ += 1
+    return t.result()
+
+
+def search_over_paths(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0,
+                      paths: int | None = None, children: int = 2, branch_steps: tuple[int, ...] | None = None,
+                      progress: Progress | None = None) -> SearchResult:
+    """N trajectories; at each branch step every kept state branches into children (its predicted clean
+    image re-noised at that step's sigma with fresh noise), and the best `paths` states by the verifier on
+    their predicted clean images continue. `paths` defaults to as many as the budget of denoiser calls
+    allows: paths x (steps + branches x (1 + children)) <= budget."""
+    t = Tracker(generator, reward, budget, progress)
+    sigmas = generator.sigmas(steps).to(generator.device)
+    if branch_steps is None:
+        branch_steps = tuple(sorted({max(1, steps // 4), max(1, steps // 2)}))
+    branch_steps = tuple(b for b in branch_steps if 0 <= b < steps)
+    if paths is None:
+        paths = max(1, budget // (steps + len(branch_steps) * (1 + children)))
+    g = torch.Generator().manual_seed(seed + 2)
+    roots = seeded_noise(generator, paths, seed)
+    x, root_of = roots * sigmas[0], list(range(paths))
+    for i in range(steps):
+        if i in branch_steps and t.left() > 0:
+            tt = time.perf_counter()
+            with torch.no_grad():
+                x0 = generator.denoise(x, sigmas[i])
+                fresh = torch.randn((x.shape[0] * children, *generator.noise_shape), generator=g).to(x.device)
+                x = noised(generator, x0.repeat_interleave(children, 0), fresh, sigmas[i])
+                pred = generator.denoise(x, sigmas[i])  # the children's predicted clean latents
+            t.calls.denoiser += x0.shape[0] + x.shape[0]
+            t.time["denoiser"] += time.perf_counter() - tt
+            root_of = [r for r in root_of for _ in range(children)]
+            scores, _ = t.score(pred)  # prune by the verifier on predicted clean images
+            keep = scores.argsort(descending=True)[:paths].tolist()
+            x, root_of = x[keep], [root_of[k] for k in keep]
+        tt = time.perf_counter()
+        with torch.no_grad():
+            x, _ = euler_step(generator, x, sigmas[i], sigmas[i + 1], t.calls)
+        t.time["denoiser"] += time.perf_counter() - tt
+    scores, images = t.score(x)
+    t.record(len(branch_steps), x, roots[root_of], scores, images)
+    return t.result()
+
+
+def noise_gradient(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0, lr: float = 5.0,
+                   regularizer: float = 0.01, clip: float = 0.1, progress: Progress | None = None) -> SearchResult:
+    """ReNO-style: ascend the reward w.r.t. the initial noise through sampling and decoding (few-step models)."""
+    if not getattr(reward, "differentiable", False):
+        raise ValueError("noise_gradient needs a differentiable reward (a RewardModel pointwise reward or a "
+                         "differentiable statistic); use another algorithm for pairwise or remote rewards")
+    t = Tracker(generator, reward, budget, progress)
+    z = seeded_noise(generator, 1, seed).requires_grad_(True)
+    opt = torch.optim.SGD([z], lr=lr, momentum=0.9, nesterov=True)
+    d = z.numel()
+    round_ = 0
+    while t.left() >= steps:
+        tt = time.perf_counter()
+        latent = sample(generator, z, steps, t.calls)
+        t.time["denoiser"] += time.perf_counter() - tt
+        ts = time.perf_counter()
+        images = generator.decode(latent)
+        score = reward(images)[0]
+        t.calls.scorer += 1
+        t.time["scorer"] += time.perf_counter() - ts
+        t.record(round_, latent.detach(), z.detach().clone(), score.detach().view(1), images.detach())
+        norm = z.norm()
+        loss = -score + regularizer * (0.5 * norm ** 2 - (d - 1) * torch.log(norm)) / d
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([z], clip)
+        opt.step()
+        round_ += 1
+    return t.result()
+
+
+ALGORITHMS: dict[str, Callable[..., SearchResult]] = {
+    "best_of_n": best_of_n,
+    "random_search": random_search,
+    "zero_order": zero_order,
+    "search_over_paths": search_over_paths,
+    "noise_gradient": noise_gradient,
+}
