@@ -48,7 +48,7 @@ class SearchResult:
     history: list[Candidate] = field(default_factory=list)
     denoiser_calls: int = 0
     scorer_calls: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)  # total, denoiser, scorer
+    seconds: dict[str, float] = field(default_factory=dict)  # total, denoiser, scorer, backward (gradient search)
 
 
 class Tracker:
@@ -61,7 +61,7 @@ class Tracker:
         self.calls = CallCounter()
         self.history: list[Candidate] = []
         self.best: tuple[float, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self.time = {"denoiser": 0.0, "scorer": 0.0}
+        self.time = {"denoiser": 0.0, "scorer": 0.0, "backward": 0.0}  # model time; the rest is machinery
         self.started = time.perf_counter()
 
     def left(self) -> int:
@@ -220,12 +220,14 @@ def noise_gradient(generator: Generator, reward: Any, steps: int, budget: int, s
         t.calls.scorer += 1
         t.time["scorer"] += time.perf_counter() - ts
         t.record(round_, latent.detach(), z.detach().clone(), score.detach().view(1), images.detach())
+        tb = time.perf_counter()
         norm = z.norm()
         loss = -score + regularizer * (0.5 * norm ** 2 - (d - 1) * torch.log(norm)) / d
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([z], clip)
         opt.step()
+        t.time["backward"] += time.perf_counter() - tb
         round_ += 1
     return t.result()
 
