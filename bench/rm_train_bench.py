@@ -4,7 +4,8 @@ The set: crops of scikit-image's sample photos; in every pair the untouched crop
 visibly edited copy (colour cast, heavy blur or a pasted grey block). The held-out pairs are never seen
 in training. The untrained model is evaluated in the same run (about chance), then trained with the
 pairwise generative objective (both orders, next-token cross-entropy on Yes/No) and evaluated again.
-The last line is `heldout_accuracy=<pairwise accuracy after training>`.
+The last line is `heldout_accuracy=<held-out accuracy after training>`: pairwise accuracy for the pairwise
+objective, pointwise accuracy (score(chosen) > score(rejected)) with `--objective pointwise`.
 
     python bench/rm_train_bench.py --quick          # CPU, about 2 minutes: 200 pairs, 300 steps, full fine-tuning
     python bench/rm_train_bench.py --steps 600 --pairs 400 --lora
@@ -69,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:>16}: pairwise accuracy {m['pairwise_accuracy']:.4f}  pointwise accuracy "
                   f"{m['pointwise_accuracy']:.4f}  ECE {m['ece']:.4f}  score std {m['score_std']:.3g}")
         print("trained model:", result["model"] if args.keep else "(temporary; pass --keep DIR to keep it)")
-        print(json.dumps({"before": before["pairwise_accuracy"], "after": after["pairwise_accuracy"]}))
-        print(f"heldout_accuracy={after['pairwise_accuracy']:.4f}")
+        key = f"{args.objective}_accuracy"  # the accuracy of the kind of judgement the model was trained for
+        print(json.dumps({"metric": key, "before": before[key], "after": after[key]}))
+        print(f"heldout_accuracy={after[key]:.4f}")
     return 0
 
 
