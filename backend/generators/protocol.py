@@ -47,7 +47,12 @@ def noised(generator: Generator, x0: torch.Tensor, noise: torch.Tensor, sigma: f
 
 
 def initial_latent(generator: Generator, noise: torch.Tensor, sigma_max: float | torch.Tensor) -> torch.Tensor:
-    """The starting latent of sampling from pure noise at sigma_max."""
-    if generator.parameterization == "flow":
-        return sigma_max * noise  # sigma_max is 1 for pure noise; < 1 only when starting part-way
+    """The starting latent of sampling from unit noise at sigma_max (x = sigma_max * noise for an empty latent).
+
+    A generator may define `start(noise, sigma_max)` to scale noise its own way (ComfyUI's noise_scaling,
+    which also mixes in a non-empty input latent).
+    """
+    start = getattr(generator, "start", None)
+    if start is not None:
+        return start(noise, sigma_max)
     return sigma_max * noise

@@ -19,14 +19,16 @@ class CallCounter:
 
 def euler_step(generator: Generator, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
                counter: CallCounter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One Euler step from sigma to sigma_next; returns (x_next, x0_hat at sigma)."""
+    """One Euler step from sigma to sigma_next; returns (x_next, x0_hat at sigma).
+
+    Written exactly as k-diffusion's (and ComfyUI's) `sample_euler` step, x + d * dt with d = (x - x0) / sigma,
+    also for the last step to sigma 0, so a noise found here replays bit for bit in ComfyUI's euler sampler.
+    """
     x0 = generator.denoise(x, sigma)
     if counter is not None:
         counter.denoiser += x.shape[0]
-    if float(sigma_next) == 0.0:
-        return x0, x0
     d = (x - x0) / sigma
-    return x + (sigma_next - sigma) * d, x0
+    return x + d * (sigma_next - sigma), x0
 
 
 def sample(generator: Generator, noise: torch.Tensor, steps: int, counter: CallCounter | None = None,

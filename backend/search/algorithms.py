@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..generators.protocol import Generator, noised
+from ..generators.protocol import Generator, initial_latent, noised
 from ..generators.sampling import CallCounter, euler_step, sample
 
 Progress = Callable[[int, int, float], None]  # (denoiser calls spent, budget, best score so far)
@@ -175,7 +175,7 @@ def search_over_paths(generator: Generator, reward: Any, steps: int, budget: int
         paths = max(1, budget // (steps + len(branch_steps) * (1 + children)))
     g = torch.Generator().manual_seed(seed + 2)
     roots = seeded_noise(generator, paths, seed)
-    x, root_of = roots * sigmas[0], list(range(paths))
+    x, root_of = initial_latent(generator, roots, sigmas[0]), list(range(paths))
     for i in range(steps):
         if i in branch_steps and t.left() > 0:
             tt = time.perf_counter()
