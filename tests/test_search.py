@@ -80,3 +80,17 @@ def test_reward_model_and_ensemble_rewards(generator, reward_models):
     pixels = generator.decode(sample(generator, seeded_noise(generator, 1, 0), 2)).detach().requires_grad_(True)
     ModelReward(rm, "a red image")(pixels).sum().backward()
     assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_stopping_returns_the_best_so_far(generator, name):
+    asked = {"n": 0}
+
+    def stop() -> bool:
+        asked["n"] += 1
+        return True
+
+    full = ALGORITHMS[name](generator, ColourReward(), STEPS, BUDGET, seed=1)
+    early = ALGORITHMS[name](generator, ColourReward(), STEPS, BUDGET, seed=1, should_stop=stop)
+    assert asked["n"] >= 1 and early.denoiser_calls < full.denoiser_calls or name == "search_over_paths"
+    assert early.score == max(c.score for c in early.history) and early.latent.shape == full.latent.shape

@@ -25,6 +25,7 @@ from ..generators.protocol import Generator, initial_latent, noised
 from ..generators.sampling import CallCounter, euler_step, sample
 
 Progress = Callable[[int, int, float], None]  # (denoiser calls spent, budget, best score so far)
+StopCheck = Callable[[], bool]  # True: finish now and return the best so far (a user pressed stop)
 
 
 @dataclass
@@ -54,10 +55,13 @@ class SearchResult:
 class Tracker:
     """Counts calls and time, records candidates and keeps the best one."""
 
-    def __init__(self, generator: Generator, reward: Any, budget: int, progress: Progress | None = None):
+    def __init__(self, generator: Generator, reward: Any, budget: int, progress: Progress | None = None,
+                 should_stop: StopCheck | None = None):
         if budget < 1:
             raise ValueError(f"budget must be at least 1 denoiser call, got {budget}")
         self.generator, self.reward, self.budget, self.progress = generator, reward, budget, progress
+        self.should_stop = should_stop
+        self.stopped = False
         self.calls = CallCounter()
         self.history: list[Candidate] = []
         self.best: tuple[float, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -65,7 +69,10 @@ class Tracker:
         self.started = time.perf_counter()
 
     def left(self) -> int:
-        return self.budget - self.calls.denoiser
+        """Denoiser calls still allowed (0 once a stop was requested and something has been scored)."""
+        if self.best is not None and self.should_stop is not None and self.should_stop():
+            self.stopped = True
+        return 0 if self.stopped else self.budget - self.calls.denoiser
 
     def sample(self, noise: torch.Tensor, steps: int, **kw: Any) -> torch.Tensor:
         t = time.perf_counter()
@@ -106,12 +113,15 @@ def seeded_noise(generator: Generator, n: int, seed: int) -> torch.Tensor:
 
 
 def best_of_n(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0, batch: int = 8,
-              progress: Progress | None = None) -> SearchResult:
+              progress: Progress | None = None,
+              should_stop: StopCheck | None = None) -> SearchResult:
     """floor(budget / steps) seeds, sampled `batch` at a time; the best by reward."""
-    t = Tracker(generator, reward, budget, progress)
+    t = Tracker(generator, reward, budget, progress, should_stop)
     n = max(1, budget // steps)
     noises = seeded_noise(generator, n, seed)
     for start in range(0, n, batch):
+        if start and t.left() <= 0:
+            break
         chunk = noises[start:start + batch]
         latents = t.sample(chunk, steps)
         t.record(0, latents, chunk, *t.score(latents))
@@ -119,9 +129,10 @@ def best_of_n(generator: Generator, reward: Any, steps: int, budget: int, seed: 
 
 
 def random_search(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0, first_pool: int = 2,
-                  progress: Progress | None = None) -> SearchResult:
+                  progress: Progress | None = None,
+              should_stop: StopCheck | None = None) -> SearchResult:
     """Pools of fresh seeds doubling in size (2, 4, 8, ...) while the budget lasts."""
-    t = Tracker(generator, reward, budget, progress)
+    t = Tracker(generator, reward, budget, progress, should_stop)
     pool, round_ = first_pool, 0
     while t.left() >= steps:
         n = min(pool, t.left() // steps)
@@ -133,9 +144,10 @@ def random_search(generator: Generator, reward: Any, steps: int, budget: int, se
 
 
 def zero_order(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0, neighbours: int = 4,
-               correlation: float = 0.95, progress: Progress | None = None) -> SearchResult:
+               correlation: float = 0.95, progress: Progress | None = None,
+              should_stop: StopCheck | None = None) -> SearchResult:
     """Start from one seed; each round samples norm-preserving neighbours of the pivot and moves to a better one."""
-    t = Tracker(generator, reward, budget, progress)
+    t = Tracker(generator, reward, budget, progress, should_stop)
     g = torch.Generator().manual_seed(seed + 1)
     pivot = seeded_noise(generator, 1, seed)
     latent = t.sample(pivot, steps)
@@ -161,12 +173,13 @@ def zero_order(generator: Generator, reward: Any, steps: int, budget: int, seed:
 
 def search_over_paths(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0,
                       paths: int | None = None, children: int = 2, branch_steps: tuple[int, ...] | None = None,
-                      progress: Progress | None = None) -> SearchResult:
+                      progress: Progress | None = None,
+              should_stop: StopCheck | None = None) -> SearchResult:
     """N trajectories; at each branch step every kept state branches into children (its predicted clean
     image re-noised at that step's sigma with fresh noise), and the best `paths` states by the verifier on
     their predicted clean images continue. `paths` defaults to as many as the budget of denoiser calls
     allows: paths x (steps + branches x (1 + children)) <= budget."""
-    t = Tracker(generator, reward, budget, progress)
+    t = Tracker(generator, reward, budget, progress, should_stop)
     sigmas = generator.sigmas(steps).to(generator.device)
     if branch_steps is None:
         branch_steps = tuple(sorted({max(1, steps // 4), max(1, steps // 2)}))
@@ -200,12 +213,13 @@ def search_over_paths(generator: Generator, reward: Any, steps: int, budget: int
 
 
 def noise_gradient(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0, lr: float = 5.0,
-                   regularizer: float = 0.01, clip: float = 0.1, progress: Progress | None = None) -> SearchResult:
+                   regularizer: float = 0.01, clip: float = 0.1, progress: Progress | None = None,
+              should_stop: StopCheck | None = None) -> SearchResult:
     """ReNO-style: ascend the reward w.r.t. the initial noise through sampling and decoding (few-step models)."""
     if not getattr(reward, "differentiable", False):
         raise ValueError("noise_gradient needs a differentiable reward (a RewardModel pointwise reward or a "
                          "differentiable statistic); use another algorithm for pairwise or remote rewards")
-    t = Tracker(generator, reward, budget, progress)
+    t = Tracker(generator, reward, budget, progress, should_stop)
     z = seeded_noise(generator, 1, seed).requires_grad_(True)
     opt = torch.optim.SGD([z], lr=lr, momentum=0.9, nesterov=True)
     d = z.numel()
