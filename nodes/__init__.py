@@ -11,12 +11,13 @@ from comfy_api.latest import ComfyExtension, io
 from . import service
 from .loaders import RemoteRewardModel, RewardModelLoader
 from .scoring import CompareToReference, RewardCriteria, ScoreImages, ScoreVideo
+from .search import RewardNoiseSearch
 from .selection import BestOfN, Tournament
 
 folder_paths.add_model_folder_path("reward_models", os.path.join(folder_paths.models_dir, "reward_models"))
 
 NODES: list[type[io.ComfyNode]] = [RewardModelLoader, RemoteRewardModel, RewardCriteria, ScoreImages, ScoreVideo,
-                                   CompareToReference, BestOfN, Tournament]
+                                   CompareToReference, BestOfN, Tournament, RewardNoiseSearch]
 
 
 class RewardDanceExtension(ComfyExtension):

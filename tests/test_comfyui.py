@@ -122,6 +122,7 @@ def test_object_info_lists_the_nodes_with_their_inputs(comfy):
     info = request(comfy["url"] + "/object_info")[1]
     ours = {k: v for k, v in info.items() if k.startswith("RewardDance")}
     assert len(ours) >= 6
+    assert "RewardDanceNoiseSearch" in ours
     assert {"RewardDanceModelLoader", "RewardDanceScoreImages", "RewardDanceBestOfN", "RewardDanceTournament",
             "RewardDanceCompareToReference", "RewardDanceCriteria", "RewardDanceScoreVideo", "RewardDanceRemoteModel"} <= set(ours)
     score = ours["RewardDanceScoreImages"]
@@ -307,3 +308,21 @@ def test_score_badge_appears_in_headless_chromium(comfy):
     pixels = np.asarray(Image.open(artifacts / "score_badge.png").convert("RGB")).astype(int)
     badge_green = (np.abs(pixels - np.array([0x1F, 0x7A, 0x3A])).sum(-1) < 12).sum()
     assert badge_green > 200  # the badge was drawn on the canvas
+
+
+
+@pytest.mark.parametrize("algorithm", ["best_of_n", "random_search", "zero_order", "search_over_paths"])
+def test_noise_search_node_on_a_tiny_sd15_model(algorithm, tiny_dirs):
+    """The node in-process on a tiny SD1.5-shaped model + TAESD; its NOISE replays the latent through euler."""
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    out = subprocess.run([python, str(REPO / "tests" / "comfy_inprocess_search.py"), str(REPO), str(tiny_dirs["qwen2_5_vl"]),
+                          algorithm], capture_output=True, text=True, timeout=300, env={**os.environ})
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert out.returncode == 0 and lines, out.stderr[-3000:]
+    result = json.loads(lines[-1])
+    assert result["latent_shape"] == [1, 4, 8, 8] and result["image_shape"] == [1, 64, 64, 3]
+    assert result["summary"].startswith(algorithm) and "denoiser calls" in result["summary"]
+    assert result["image_std"] > 0.01
+    if algorithm != "search_over_paths":  # branched paths are not a function of the initial noise alone
+        scale = 100.0  # the tiny random UNet's latents reach ~60: compare relative to that scale
+        assert result["replay_max_diff"] <= 1e-6 * scale

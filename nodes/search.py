@@ -1,0 +1,166 @@
+"""Reward Noise Search: run a noise-search algorithm inside ComfyUI's sampling (guider + sigmas), return the
+best latent, its image, and a NOISE that replays it in SamplerCustomAdvanced with the `euler` sampler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_sampling
+import comfy.samplers
+import comfy.utils
+from comfy_api.latest import io, ui
+
+from ..backend import node_logic as nl
+from ..backend.search.algorithms import ALGORITHMS, SearchResult
+from ..backend.search.rewards import ModelReward
+from .progress import holding
+from .types import CATEGORY, CriteriaType, RewardModelType
+
+
+# ReNO-style gradient search needs weights created outside inference mode; ComfyUI loads models inside it.
+NODE_ALGORITHMS = [a for a in ALGORITHMS if a != "noise_gradient"]
+
+
+class ComfyDenoiser:
+    """The generator protocol over one ComfyUI sampling call: the guider's CFG denoiser at the given sigmas."""
+
+    def __init__(self, model_wrap: Any, model_k: Any, extra_args: dict, sigmas: torch.Tensor, latent_image: torch.Tensor,
+                 max_denoise: bool, vae: Any):
+        self.model_k, self.extra_args, self._sigmas, self.vae = model_k, extra_args, sigmas, vae
+        self.inner = model_wrap.inner_model
+        self.model_sampling = self.inner.model_sampling
+        self.parameterization = "flow" if isinstance(self.model_sampling, comfy.model_sampling.CONST) else "eps"
+        self.latent_image = latent_image
+        self.max_denoise = max_denoise
+        self.noise_shape = tuple(latent_image.shape[1:])
+        self.device = latent_image.device
+
+    def sigmas(self, steps: int) -> torch.Tensor:
+        if steps != len(self._sigmas) - 1:
+            raise ValueError(f"this sampling call has {len(self._sigmas) - 1} steps, not {steps}")
+        return self._sigmas
+
+    def start(self, noise: torch.Tensor, sigma_max: torch.Tensor) -> torch.Tensor:
+        latent = self.latent_image.expand(noise.shape[0], *self.latent_image.shape[1:])
+        return self.model_sampling.noise_scaling(sigma_max, noise, latent, self.max_denoise)
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.model_k(x, sigma * x.new_ones([x.shape[0]]), **self.extra_args)
+
+    def final(self, latents: torch.Tensor) -> torch.Tensor:
+        """Sampler-space latents -> the LATENT ComfyUI nodes pass around."""
+        return self.inner.process_latent_out(self.model_sampling.inverse_noise_scaling(self._sigmas[-1], latents))
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        images = self.vae.decode(self.final(latents))
+        return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
+
+
+class SearchSampler(comfy.samplers.Sampler):
+    """A ComfyUI sampler whose `sample` runs a whole noise search and returns the best latent."""
+
+    def __init__(self, algorithm: str, reward: Any, budget: int, seed: int, vae: Any, progress: Any, should_stop: Any):
+        self.algorithm, self.reward, self.budget, self.seed = algorithm, reward, budget, seed
+        self.vae, self.progress, self.should_stop = vae, progress, should_stop
+        self.result: SearchResult | None = None
+        self.denoiser: ComfyDenoiser | None = None
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        extra_args["denoise_mask"] = denoise_mask
+        model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
+        model_k.latent_image = latent_image
+        model_k.noise = noise
+        self.denoiser = ComfyDenoiser(model_wrap, model_k, extra_args, sigmas, latent_image,
+                                      self.max_denoise(model_wrap, sigmas), self.vae)
+        self.result = ALGORITHMS[self.algorithm](self.denoiser, self.reward, len(sigmas) - 1, self.budget, seed=self.seed,
+                                                 progress=self.progress, should_stop=self.should_stop)
+        return self.model_sampling_out(model_wrap, sigmas, self.result.latent)
+
+    @staticmethod
+    def model_sampling_out(model_wrap: Any, sigmas: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return model_wrap.inner_model.model_sampling.inverse_noise_scaling(sigmas[-1], latent)
+
+
+class FoundNoise:
+    """A NOISE for SamplerCustomAdvanced that replays the searched initial noise."""
+
+    def __init__(self, noise: torch.Tensor, seed: int):
+        self.noise = noise.detach().cpu()
+        self.seed = seed
+
+    def generate_noise(self, input_latent: dict) -> torch.Tensor:
+        shape = tuple(input_latent["samples"].shape)
+        if tuple(self.noise.shape) != shape:
+            raise ValueError(f"noise: the searched noise has shape {tuple(self.noise.shape)} but the latent is {shape}; "
+                             "use the same empty latent (batch 1) the search used")
+        return self.noise.clone()
+
+
+class RewardNoiseSearch(io.ComfyNode):
+    """Search the initial noise (or paths) the reward model likes best, within a budget of denoiser calls."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RewardDanceNoiseSearch",
+            display_name="Reward Noise Search",
+            category=CATEGORY,
+            description="Inference-time scaling: spend `budget` denoiser calls searching for the initial noise (or the "
+                        "paths) the reward model scores highest. For best_of_n, random_search and zero_order the NOISE "
+                        "output replays the best result in SamplerCustomAdvanced with the same guider, sigmas and the "
+                        "euler sampler. Cancel returns the best found so far.",
+            inputs=[
+                io.Guider.Input("guider"),
+                io.Sigmas.Input("sigmas"),
+                io.Latent.Input("latent_image", tooltip="an empty latent of batch 1"),
+                io.Vae.Input("vae"),
+                RewardModelType.Input("reward_model"),
+                io.String.Input("text", multiline=True, default="", placeholder="the prompt the image should show"),
+                io.Combo.Input("algorithm", options=NODE_ALGORITHMS, default="search_over_paths",
+                               tooltip="search_over_paths branches and prunes trajectories (RewardDance's choice); its "
+                                       "result is the LATENT output (the NOISE output replays only the seed-based "
+                                       "algorithms)"),
+                io.Int.Input("budget", default=64, min=1, max=100000, tooltip="denoiser calls to spend"),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                CriteriaType.Input("criteria", optional=True),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="latent"),
+                io.Image.Output(display_name="image"),
+                io.Noise.Output(display_name="noise"),
+                io.String.Output(display_name="summary"),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, guider, sigmas, latent_image: dict, vae, reward_model, text: str, algorithm: str, budget: int,
+                seed: int, criteria=None) -> io.NodeOutput:
+        nl.check_prompt(text)
+        samples = latent_image["samples"]
+        if samples.shape[0] != 1:
+            raise ValueError(f"latent_image: the search makes one image; pass a batch of 1, got {samples.shape[0]}")
+        options = (criteria or nl.RewardCriteria()).overrides()
+        reward = ModelReward(reward_model, text, options={k: v for k, v in options.items() if k != "cot"},
+                             differentiable=hasattr(reward_model, "reward"))
+        bar = comfy.utils.ProgressBar(budget)
+        sampler = SearchSampler(algorithm, reward, budget, seed, vae,
+                                progress=lambda spent, total, best: bar.update_absolute(min(spent, total), total),
+                                should_stop=mm.processing_interrupted)
+        with holding(reward_model), torch.inference_mode(False), torch.enable_grad():
+            latent = guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, seed=seed)
+        result = sampler.result
+        image = sampler.denoiser.decode(result.latent.detach()) if result is not None else vae.decode(latent)
+        out = dict(latent_image)
+        out["samples"] = latent.detach().to(mm.intermediate_device())
+        scores = [c.score for c in result.history]
+        summary = (f"{algorithm}: best score {result.score:.6f} of {len(scores)} candidates; "
+                   f"{result.denoiser_calls} denoiser calls, {result.scorer_calls} scorer calls"
+                   + (" (stopped early: best so far)" if mm.processing_interrupted() else ""))
+        data = ui.PreviewImage(image.detach().float().cpu(), cls=cls).as_dict()
+        data["rewarddance_scores"] = [{"index": 0, "score": result.score, "rank": 1}]
+        return io.NodeOutput(out, image.detach().float().cpu(), FoundNoise(result.noise, seed), summary, ui=data)

@@ -1,0 +1,92 @@
+"""Run by tests/test_comfyui.py with ComfyUI's Python: the Reward Noise Search node on a tiny SD1.5-shaped
+model and a TAESD VAE built in-process, then replay its NOISE through SamplerCustomAdvanced's path
+(guider + euler). Prints one JSON line with the results.
+
+usage: COMFYUI_PATH=... python tests/comfy_inprocess_search.py <pack dir> <tiny reward model dir> <algorithm>
+"""
+
+import importlib.util
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.environ["COMFYUI_PATH"])
+from comfy.cli_args import args  # noqa: E402
+
+args.cpu = True
+import comfy.model_base  # noqa: E402
+import comfy.model_patcher  # noqa: E402
+import comfy.samplers  # noqa: E402
+import comfy.sd  # noqa: E402
+import comfy.supported_models  # noqa: E402
+from comfy.taesd.taesd import TAESD  # noqa: E402
+
+TINY_UNET = {"context_dim": 32, "model_channels": 32, "use_linear_in_transformer": False, "adm_in_channels": None,
+             "use_temporal_attention": False, "in_channels": 4, "out_channels": 4, "num_res_blocks": [1, 1],
+             "channel_mult": [1, 2], "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1],
+             "transformer_depth_middle": 1, "use_spatial_transformer": True, "legacy": False, "num_heads": 2,
+             "num_head_channels": -1, "image_size": 32, "use_checkpoint": False, "num_classes": None, "dims": 2}
+
+
+def tiny_sd15() -> comfy.model_patcher.ModelPatcher:
+    """An SD1.5-shaped UNet with small random weights (comfy.ops layers skip init, so set them here)."""
+    torch.manual_seed(0)
+    model = comfy.model_base.BaseModel(comfy.supported_models.SD15(dict(TINY_UNET)), device="cpu")
+    with torch.no_grad():
+        for p in model.diffusion_model.parameters():
+            p.normal_(0, 0.02)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def tiny_taesd() -> comfy.sd.VAE:
+    """A TAESD VAE with random weights small enough that decoded images vary."""
+    torch.manual_seed(1)
+    module = TAESD()
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim > 1:
+                p.normal_(0, 0.05)
+    return comfy.sd.VAE(sd=module.state_dict())
+
+
+def load_pack(path: str):
+    spec = importlib.util.spec_from_file_location("rewarddance_pack", os.path.join(path, "__init__.py"),
+                                                  submodule_search_locations=[path])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["rewarddance_pack"] = pack
+    spec.loader.exec_module(pack)
+    return importlib.import_module("rewarddance_pack.nodes.search"), importlib.import_module("rewarddance_pack.backend.reward_model")
+
+
+def main() -> None:
+    pack_dir, rm_dir, algorithm = sys.argv[1:4]
+    search, reward_model = load_pack(pack_dir)
+    patcher, vae = tiny_sd15(), tiny_taesd()
+    g = torch.Generator().manual_seed(5)
+    guider = comfy.samplers.CFGGuider(patcher)
+    guider.set_conds([[torch.randn(1, 77, 32, generator=g), {}]], [[torch.randn(1, 77, 32, generator=g), {}]])
+    guider.set_cfg(3.0)
+    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "normal", 4)
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    rm = reward_model.RewardModel.from_pretrained(rm_dir, dtype="fp32", device="cpu")
+    node = search.RewardNoiseSearch
+    out = node.execute(guider, sigmas, latent, vae, rm, "a red fox", algorithm, 24, 3)
+    best_latent, image, noise, summary = out.args
+    replay = guider.sample(noise.generate_noise(latent), latent["samples"], comfy.samplers.sampler_object("euler"), sigmas,
+                           seed=3)
+    first_noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    print(json.dumps({
+        "summary": summary,
+        "latent_shape": list(best_latent["samples"].shape),
+        "image_shape": list(image.shape),
+        "replay_max_diff": float((replay - best_latent["samples"]).abs().max()),
+        "image_std": float(image.std()),
+        "score": float(rm.score(image, "a red fox").scores[0]),
+        "first_noise_differs": bool(not torch.equal(noise.noise, first_noise)),
+    }))
+
+
+if __name__ == "__main__":
+    main()
