@@ -279,8 +279,51 @@ def specs() -> dict[str, list[N]]:
         loader(3, (0, 360)),
         N(4, "RewardDanceScoreImages", (360, 0), {"text": cat}, {"reward_model": (3, 0), "images": (2, 0)}, size=(360, 320)),
     ]
+    search_note = ("The NOISE output replays the best result through SamplerCustomAdvanced with the same guider "
+                   "and sigmas and the euler sampler (for best_of_n, random_search and zero_order; search_over_paths "
+                   "returns its result as the LATENT).\n\n" + REWARD_MODEL_NOTE)
+    search_sdxl = [
+        note(1, (0, -260), "**Reward noise search (SDXL)**: spend 64 denoiser calls (8 candidates x 8 steps) finding the "
+                            "initial noise the reward model likes best.\n\nCheckpoint: `sd_xl_base_1.0.safetensors` in "
+                            "`models/checkpoints/`.\n\n" + search_note),
+        sdxl[1],
+        N(3, "CLIPTextEncode", (360, 0), {"text": PROMPT}, {"clip": (2, 1)}, title="positive"),
+        N(4, "CLIPTextEncode", (360, 220), {"text": "blurry, low quality, watermark"}, {"clip": (2, 1)}, title="negative"),
+        N(5, "EmptyLatentImage", (360, 440), {"width": 1024, "height": 1024, "batch_size": 1}, size=(320, 110)),
+        N(6, "CFGGuider", (720, 0), {"cfg": 7.0}, {"model": (2, 0), "positive": (3, 0), "negative": (4, 0)}, size=(320, 100)),
+        N(7, "BasicScheduler", (720, 140), {"scheduler": "karras", "steps": 8, "denoise": 1.0}, {"model": (2, 0)}, size=(320, 110)),
+        loader(8, (720, 300)),
+        N(9, "RewardDanceNoiseSearch", (1100, 0), {"text": PROMPT, "algorithm": "zero_order", "budget": 64, "seed": 1},
+          {"guider": (6, 0), "sigmas": (7, 0), "latent_image": (5, 0), "vae": (2, 2), "reward_model": (8, 0)},
+          size=(360, 420)),
+        N(10, "SaveImage", (1500, 0), {"filename_prefix": "rewarddance/noise_search_sdxl"}, {"images": (9, 1)}, size=(400, 420)),
+        N(11, "KSamplerSelect", (1100, 480), {"sampler_name": "euler"}, size=(320, 60)),
+        N(12, "SamplerCustomAdvanced", (1500, 480), links={"noise": (9, 2), "guider": (6, 0), "sampler": (11, 0),
+                                                          "sigmas": (7, 0), "latent_image": (5, 0)},
+          title="replay the found noise", size=(320, 120)),
+        N(13, "VAEDecode", (1860, 480), links={"samples": (12, 0), "vae": (2, 2)}, size=(200, 50)),
+        N(14, "PreviewImage", (1860, 560), links={"images": (13, 0)}, size=(360, 360)),
+    ]
+    search_flux = [
+        note(1, (0, -260), "**Reward noise search with a flow model (Flux.1-dev)**: search over paths (RewardDance's "
+                            "inference-time scaling): trajectories branch at intermediate steps and the reward model "
+                            "prunes them on their predicted clean images.\n\nFiles: as in best_of_n_flux.\n\n" + search_note),
+        flux[1], flux[2], flux[3],
+        N(5, "CLIPTextEncode", (360, 0), {"text": PROMPT}, {"clip": (3, 0)}, title="positive"),
+        N(6, "FluxGuidance", (360, 220), {"guidance": 3.5}, {"conditioning": (5, 0)}, size=(320, 60)),
+        N(7, "BasicGuider", (720, 0), links={"model": (2, 0), "conditioning": (6, 0)}, size=(320, 60)),
+        N(8, "BasicScheduler", (720, 100), {"scheduler": "simple", "steps": 20, "denoise": 1.0}, {"model": (2, 0)}, size=(320, 110)),
+        N(9, "EmptySD3LatentImage", (360, 320), {"width": 1024, "height": 1024, "batch_size": 1}, size=(320, 110)),
+        loader(10, (720, 260)),
+        N(11, "RewardDanceCriteria", (720, 500), {"preset": "alignment", "preset_2": "plausibility"}, size=(340, 260)),
+        N(12, "RewardDanceNoiseSearch", (1100, 0), {"text": PROMPT, "algorithm": "search_over_paths", "budget": 160, "seed": 1},
+          {"guider": (7, 0), "sigmas": (8, 0), "latent_image": (9, 0), "vae": (4, 0), "reward_model": (10, 0),
+           "criteria": (11, 0)}, size=(360, 420)),
+        N(13, "SaveImage", (1500, 0), {"filename_prefix": "rewarddance/noise_search_flux"}, {"images": (12, 1)}, size=(400, 420)),
+    ]
     return {"best_of_n_sdxl": sdxl, "best_of_n_flux": flux, "best_of_n_wan_video": wan,
-            "tournament_with_reference": tournament, "remote_backend_scoring": remote, "score_images": score}
+            "tournament_with_reference": tournament, "remote_backend_scoring": remote, "score_images": score,
+            "noise_search_sdxl": search_sdxl, "noise_search_flux": search_flux}
 
 
 def main(argv: list[str]) -> int:
