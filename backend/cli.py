@@ -1,4 +1,4 @@
-"""Command line: `rewarddance score | rerank | serve | train-rm | eval-rm | make-pairs | tiny-model`."""
+"""Command line: `rewarddance score | rerank | serve | search | train-rm | eval-rm | make-pairs | tiny-model`."""
 
 from __future__ import annotations
 
@@ -361,6 +361,45 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=float, default=None)
 
 
+# --- search ---------------------------------------------------------------------------------------------------
+def cmd_search(args: argparse.Namespace) -> int:
+    """Noise search over a diffusers pipeline with a reward model; write the best image."""
+    from dataclasses import asdict
+
+    from .generators.diffusers_adapter import DiffusersEpsGenerator, load_pipeline
+    from .reward_model import RewardModel
+    from .search.algorithms import ALGORITHMS
+    from .search.rewards import ModelReward
+
+    if args.algorithm not in ALGORITHMS:
+        raise CLIError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {args.algorithm!r}")
+    if args.budget < args.steps:
+        raise CLIError(f"--budget ({args.budget} denoiser calls) must cover at least one sample of --steps {args.steps}")
+    if not args.out.lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
+        raise CLIError(f"--out must be an image file name (.png, .jpg, .webp), got {args.out!r}")
+    device = "cuda" if args.device == "auto" and __import__("torch").cuda.is_available() else (
+        "cpu" if args.device == "auto" else args.device)
+    dtype = "fp32" if args.dtype == "auto" and device == "cpu" else ("bf16" if args.dtype == "auto" else args.dtype)
+    gen = DiffusersEpsGenerator(load_pipeline(args.pipeline, device, dtype), args.prompt, args.negative, args.guidance,
+                                args.height, args.width)
+    rm = RewardModel.from_pretrained(args.reward_model, dtype=dtype, device=device)
+    reward = ModelReward(rm, args.prompt, options={"criteria": args.criteria} if args.criteria else {})
+    result = ALGORITHMS[args.algorithm](gen, reward, args.steps, args.budget, seed=args.seed)
+    from PIL import Image as PILImage
+
+    arr = (result.image[0].detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(arr).save(args.out)
+    report = {"score": result.score, "denoiser_calls": result.denoiser_calls, "scorer_calls": result.scorer_calls,
+              "out": args.out, "history": [asdict(c) for c in result.history], "seconds": result.seconds}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{args.algorithm}: best score {result.score:.6f} of {len(result.history)} candidates, "
+              f"{result.denoiser_calls} denoiser calls; wrote {args.out}")
+    return 0
+
+
 # --- reward-model training -------------------------------------------------------------------------------------
 def cmd_train_rm(args: argparse.Namespace) -> int:
     """Train a reward model from a config file; Ctrl+C checkpoints, and the same command resumes."""
@@ -467,6 +506,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the HTTP scoring backend (model loading, dynamic batching)")
     add_serve_options(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("search", help="reward-guided noise search over a diffusers pipeline")
+    p.add_argument("--pipeline", required=True, help="diffusers pipeline directory or hub id (Stable Diffusion 1.x/2.x)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative", default="", help="negative prompt")
+    p.add_argument("--algorithm", default="search_over_paths",
+                   help="best_of_n, random_search, zero_order, search_over_paths or noise_gradient")
+    p.add_argument("--budget", type=int, default=64, help="denoiser calls to spend")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps per image")
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reward-model", default=DEFAULT_MODEL, help="reward model checkpoint or hub id")
+    p.add_argument("--criteria", default=None, help="criteria presets or text for the reward model")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="best.png", help="where to write the best image")
+    p.add_argument("--json", action="store_true", help="print the score and every candidate as JSON")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("train-rm", help="fine-tune a VLM into a reward model from preference pairs")
     p.add_argument("--config", required=True, help="TOML or YAML training config (see README)")
