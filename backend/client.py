@@ -124,7 +124,8 @@ def _few_shot(examples: Any, pairwise: bool) -> list[dict] | None:
 class _Requests:
     """Request bodies and response parsing shared by the sync and async clients."""
 
-    def __init__(self, url: str, token: str | None, model: str | None, timeout: float, retries: int, backoff: float):
+    def __init__(self, url: str, token: str | None, model: str | None, timeout: float, retries: int, backoff: float,
+                 max_request_mb: float = 48.0):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
         if retries < 0 or timeout <= 0 or backoff < 0:
@@ -135,6 +136,7 @@ class _Requests:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self.max_request_bytes = int(max_request_mb * 2**20)  # larger score/compare calls are split (server default 64 MB)
         self.last_usage: dict[str, Any] = {}
 
     def headers(self) -> dict[str, str]:
@@ -149,15 +151,39 @@ class _Requests:
             fields["model"] = model or self.model
         return json.dumps(fields).encode()
 
-    def score_body(self, images: Any, prompt: Any, few_shot: Any, reasons: bool, model: str | None, overrides: dict) -> bytes:
-        return self.body(model, images=encode_visuals(images), few_shot=_few_shot(few_shot, False),
-                         reasons=reasons or None, **_scoring_fields(prompt, overrides))
+    def chunks(self, visuals: list, prompt: Any) -> list[tuple[list, Any]]:
+        """Split encoded visuals (and per-item prompts) into groups whose bodies stay under the size limit."""
+        groups, start, size = [], 0, 0
+        for i, v in enumerate(visuals):
+            item = len(v) if isinstance(v, str) else sum(len(f) for f in v["frames"])
+            if i > start and size + item > self.max_request_bytes:
+                groups.append((start, i))
+                start, size = i, 0
+            size += item
+        groups.append((start, len(visuals)))
+        per_item = isinstance(prompt, (list, tuple))
+        return [(visuals[a:b], list(prompt[a:b]) if per_item else prompt) for a, b in groups]
 
-    def compare_body(self, candidates: Any, reference: Any, prompt: Any, few_shot: Any, reasons: bool,
-                     model: str | None, overrides: dict) -> bytes:
-        return self.body(model, candidates=encode_visuals(candidates, "candidates"),
-                         reference=encode_visual(reference, "reference"), few_shot=_few_shot(few_shot, True),
-                         reasons=reasons or None, **_scoring_fields(prompt, overrides))
+    def score_bodies(self, images: Any, prompt: Any, few_shot: Any, reasons: bool, model: str | None,
+                     overrides: dict) -> list[bytes]:
+        shots = _few_shot(few_shot, False)
+        return [self.body(model, images=part, few_shot=shots, reasons=reasons or None, **_scoring_fields(p, overrides))
+                for part, p in self.chunks(encode_visuals(images), prompt)]
+
+    def compare_bodies(self, candidates: Any, reference: Any, prompt: Any, few_shot: Any, reasons: bool,
+                       model: str | None, overrides: dict) -> list[bytes]:
+        ref, shots = encode_visual(reference, "reference"), _few_shot(few_shot, True)
+        return [self.body(model, candidates=part, reference=ref, few_shot=shots, reasons=reasons or None,
+                          **_scoring_fields(p, overrides))
+                for part, p in self.chunks(encode_visuals(candidates, "candidates"), prompt)]
+
+    def merged_result(self, answers: list[dict]) -> ScoreResult:
+        """One ScoreResult from the answers of a split call, in input order."""
+        scores = [s for a in answers for s in a["scores"]]
+        reasons = [r for a in answers for r in a["reasons"]] if all("reasons" in a for a in answers) else None
+        self.last_usage = answers[-1].get("usage", {}) if len(answers) == 1 else {
+            "requests": len(answers), "queries": sum(a.get("usage", {}).get("queries", 0) for a in answers)}
+        return ScoreResult(scores, reasons)
 
     def rank_body(self, images: Any, prompt: Any, top_k: int | None, few_shot: Any, model: str | None, overrides: dict) -> bytes:
         return self.body(model, images=encode_visuals(images), top_k=top_k, few_shot=_few_shot(few_shot, False),
@@ -165,10 +191,6 @@ class _Requests:
 
     def tournament_body(self, candidates: Any, prompt: str, model: str | None, overrides: dict) -> bytes:
         return self.body(model, candidates=encode_visuals(candidates, "candidates"), **_scoring_fields(prompt, overrides))
-
-    def score_result(self, data: dict) -> ScoreResult:
-        self.last_usage = data.get("usage", {})
-        return ScoreResult(data["scores"], data.get("reasons"))
 
     def rank_result(self, data: dict) -> RankResult:
         self.last_usage = data.get("usage", {})
@@ -199,8 +221,8 @@ class RewardClient(_Requests):
     """Synchronous client (standard library HTTP); safe to use from ComfyUI node threads."""
 
     def __init__(self, url: str = "http://127.0.0.1:8765", token: str | None = None, model: str | None = None,
-                 timeout: float = 600.0, retries: int = 5, backoff: float = 0.25):
-        super().__init__(url, token, model, timeout, retries, backoff)
+                 timeout: float = 600.0, retries: int = 5, backoff: float = 0.25, max_request_mb: float = 48.0):
+        super().__init__(url, token, model, timeout, retries, backoff, max_request_mb)
 
     def request(self, method: str, path: str, body: bytes | None = None) -> Any:
         """Send one request (retrying 503 and refused connections); the decoded JSON or text answer."""
@@ -230,14 +252,15 @@ class RewardClient(_Requests):
 
     def score(self, images: Any, prompt: str | Sequence[str], few_shot: Any = None, reasons: bool = False,
               model: str | None = None, **overrides: Any) -> ScoreResult:
-        """Pointwise P("yes") per image, in input order."""
-        return self.score_result(self.request("POST", "/v1/score", self.score_body(images, prompt, few_shot, reasons, model, overrides)))
+        """Pointwise P("yes") per image, in input order (split into several requests when the body is large)."""
+        bodies = self.score_bodies(images, prompt, few_shot, reasons, model, overrides)
+        return self.merged_result([self.request("POST", "/v1/score", b) for b in bodies])
 
     def compare(self, candidates: Any, reference: Any, prompt: str | Sequence[str], few_shot: Any = None,
                 reasons: bool = False, model: str | None = None, **overrides: Any) -> ScoreResult:
-        """Pairwise P(candidate beats `reference`) per candidate."""
-        body = self.compare_body(candidates, reference, prompt, few_shot, reasons, model, overrides)
-        return self.score_result(self.request("POST", "/v1/compare", body))
+        """Pairwise P(candidate beats `reference`) per candidate (split into several requests when large)."""
+        bodies = self.compare_bodies(candidates, reference, prompt, few_shot, reasons, model, overrides)
+        return self.merged_result([self.request("POST", "/v1/compare", b) for b in bodies])
 
     def rank(self, images: Any, prompt: str | Sequence[str], top_k: int | None = None, few_shot: Any = None,
              model: str | None = None, **overrides: Any) -> RankResult:
@@ -279,8 +302,9 @@ class AsyncRewardClient(_Requests):
     """asyncio client (aiohttp); use `async with AsyncRewardClient(url) as rm:` or call `close()`."""
 
     def __init__(self, url: str = "http://127.0.0.1:8765", token: str | None = None, model: str | None = None,
-                 timeout: float = 600.0, retries: int = 5, backoff: float = 0.25, connections: int = 64):
-        super().__init__(url, token, model, timeout, retries, backoff)
+                 timeout: float = 600.0, retries: int = 5, backoff: float = 0.25, connections: int = 64,
+                 max_request_mb: float = 48.0):
+        super().__init__(url, token, model, timeout, retries, backoff, max_request_mb)
         self.connections = connections
         self._session: Any = None
 
@@ -331,15 +355,15 @@ class AsyncRewardClient(_Requests):
 
     async def score(self, images: Any, prompt: str | Sequence[str], few_shot: Any = None, reasons: bool = False,
                     model: str | None = None, **overrides: Any) -> ScoreResult:
-        """Pointwise P("yes") per image, in input order."""
-        body = self.score_body(images, prompt, few_shot, reasons, model, overrides)
-        return self.score_result(await self.request("POST", "/v1/score", body))
+        """Pointwise P("yes") per image, in input order (large calls go as several concurrent requests)."""
+        bodies = self.score_bodies(images, prompt, few_shot, reasons, model, overrides)
+        return self.merged_result(list(await asyncio.gather(*(self.request("POST", "/v1/score", b) for b in bodies))))
 
     async def compare(self, candidates: Any, reference: Any, prompt: str | Sequence[str], few_shot: Any = None,
                       reasons: bool = False, model: str | None = None, **overrides: Any) -> ScoreResult:
-        """Pairwise P(candidate beats `reference`) per candidate."""
-        body = self.compare_body(candidates, reference, prompt, few_shot, reasons, model, overrides)
-        return self.score_result(await self.request("POST", "/v1/compare", body))
+        """Pairwise P(candidate beats `reference`) per candidate (large calls go as several concurrent requests)."""
+        bodies = self.compare_bodies(candidates, reference, prompt, few_shot, reasons, model, overrides)
+        return self.merged_result(list(await asyncio.gather(*(self.request("POST", "/v1/compare", b) for b in bodies))))
 
     async def rank(self, images: Any, prompt: str | Sequence[str], top_k: int | None = None, few_shot: Any = None,
                    model: str | None = None, **overrides: Any) -> RankResult:

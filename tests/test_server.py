@@ -399,3 +399,21 @@ def test_client_wraps_odd_error_bodies():
 
     err = _error(502, b'{"error": "bad gateway"}')
     assert isinstance(err, BackendError) and err.status == 502 and "bad gateway" in err.message
+
+
+def test_large_calls_are_split_into_requests_under_the_body_limit(served, image_files, reward_models):
+    """A call whose body would pass the server's limit goes as several requests; results stay in input order."""
+    rm = reward_models("qwen2_5_vl")
+    files = image_files[5:11]
+    prompts = [f"prompt {i}" for i in range(len(files))]
+    small = RewardClient(served.url, max_request_mb=0.02)  # about one image per request
+    assert small.chunks([base64.b64encode(f.read_bytes()).decode() for f in files], prompts)[1][1] != prompts
+    split = small.score(files, prompts)
+    assert small.last_usage["requests"] > 1
+    assert split.scores == pytest.approx(rm.score(files, prompts).scores, abs=1e-5)
+
+    async def go():
+        async with AsyncRewardClient(served.url, max_request_mb=0.02) as c:
+            return await c.compare(files[1:], files[0], "a cat")
+
+    assert asyncio.run(go()).scores == pytest.approx(rm.compare(files[1:], files[0], "a cat").scores, abs=1e-5)
