@@ -14,7 +14,7 @@ import comfy.utils
 from comfy_api.latest import io, ui
 
 from ..backend import node_logic as nl
-from ..backend.search.algorithms import ALGORITHMS, SearchResult
+from ..backend.search.algorithms import ALGORITHMS, BestSoFar, SearchResult
 from ..backend.search.rewards import ModelReward
 from .progress import holding
 from .types import CATEGORY, CriteriaType, RewardModelType
@@ -66,7 +66,14 @@ class SearchSampler(comfy.samplers.Sampler):
         self.algorithm, self.reward, self.budget, self.seed = algorithm, reward, budget, seed
         self.vae, self.progress, self.should_stop = vae, progress, should_stop
         self.result: SearchResult | None = None
+        self.best: BestSoFar | None = None
+        self.stopped_early = False
         self.denoiser: ComfyDenoiser | None = None
+
+    def track(self, spent: int, total: int, best: BestSoFar) -> None:
+        """Remember the best so far (kept if Cancel cuts the search short), then report progress."""
+        self.best = best
+        self.progress(spent, total, best)
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
@@ -76,8 +83,15 @@ class SearchSampler(comfy.samplers.Sampler):
         model_k.noise = noise
         self.denoiser = ComfyDenoiser(model_wrap, model_k, extra_args, sigmas, latent_image,
                                       self.max_denoise(model_wrap, sigmas), self.vae)
-        self.result = ALGORITHMS[self.algorithm](self.denoiser, self.reward, len(sigmas) - 1, self.budget, seed=self.seed,
-                                                 progress=self.progress, should_stop=self.should_stop)
+        try:
+            self.result = ALGORITHMS[self.algorithm](self.denoiser, self.reward, len(sigmas) - 1, self.budget,
+                                                     seed=self.seed, progress=self.track, should_stop=self.should_stop)
+        except mm.InterruptProcessingException:
+            if self.best is None:
+                raise  # cancelled before anything was scored
+            b = self.best  # ComfyUI's layers raise on Cancel mid-forward: return the best found so far
+            self.result = SearchResult(b.latent, b.noise, b.image, b.score, stopped=True)
+        self.stopped_early = self.result.stopped
         return self.model_sampling_out(model_wrap, sigmas, self.result.latent)
 
     @staticmethod
@@ -98,6 +112,30 @@ class FoundNoise:
             raise ValueError(f"noise: the searched noise has shape {tuple(self.noise.shape)} but the latent is {shape}; "
                              "use the same empty latent (batch 1) the search used")
         return self.noise.clone()
+
+
+def preview_progress(budget: int) -> Any:
+    """Progress bar updates with a preview of the best image each time it improves.
+
+    While a cancel is pending the bar is left alone (ComfyUI's progress hook would raise at once); the
+    search sees `processing_interrupted()` through `should_stop` and returns the best so far.
+    """
+    from PIL import Image as PILImage
+
+    bar = comfy.utils.ProgressBar(budget)
+    last = {"score": None}
+
+    def update(spent: int, total: int, best: BestSoFar) -> None:
+        if mm.processing_interrupted():
+            return
+        preview = None
+        if best.score != last["score"]:
+            last["score"] = best.score
+            arr = (best.image[0].detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy()
+            preview = ("JPEG", PILImage.fromarray(arr), 512)
+        bar.update_absolute(min(spent, total), total, preview)
+
+    return update
 
 
 class RewardNoiseSearch(io.ComfyNode):
@@ -147,20 +185,18 @@ class RewardNoiseSearch(io.ComfyNode):
         options = (criteria or nl.RewardCriteria()).overrides()
         reward = ModelReward(reward_model, text, options={k: v for k, v in options.items() if k != "cot"},
                              differentiable=hasattr(reward_model, "reward"))
-        bar = comfy.utils.ProgressBar(budget)
-        sampler = SearchSampler(algorithm, reward, budget, seed, vae,
-                                progress=lambda spent, total, best: bar.update_absolute(min(spent, total), total),
+        sampler = SearchSampler(algorithm, reward, budget, seed, vae, progress=preview_progress(budget),
                                 should_stop=mm.processing_interrupted)
         with holding(reward_model), torch.inference_mode(False), torch.enable_grad():
             latent = guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, seed=seed)
         result = sampler.result
-        image = sampler.denoiser.decode(result.latent.detach()) if result is not None else vae.decode(latent)
+        image = result.image.detach()  # decoded when it was scored (a pending Cancel would stop a new decode)
         out = dict(latent_image)
         out["samples"] = latent.detach().to(mm.intermediate_device())
         scores = [c.score for c in result.history]
         summary = (f"{algorithm}: best score {result.score:.6f} of {len(scores)} candidates; "
                    f"{result.denoiser_calls} denoiser calls, {result.scorer_calls} scorer calls"
-                   + (" (stopped early: best so far)" if mm.processing_interrupted() else ""))
+                   + (" (stopped early: best so far)" if sampler.stopped_early else ""))
         data = ui.PreviewImage(image.detach().float().cpu(), cls=cls).as_dict()
         data["rewarddance_scores"] = [{"index": 0, "score": result.score, "rank": 1}]
         return io.NodeOutput(out, image.detach().float().cpu(), FoundNoise(result.noise, seed), summary, ui=data)

@@ -2,7 +2,7 @@
 model and a TAESD VAE built in-process, then replay its NOISE through SamplerCustomAdvanced's path
 (guider + euler). Prints one JSON line with the results.
 
-usage: COMFYUI_PATH=... python tests/comfy_inprocess_search.py <pack dir> <tiny reward model dir> <algorithm>
+usage: COMFYUI_PATH=... python tests/comfy_inprocess_search.py <pack dir> <tiny reward model dir> <algorithm> [interrupt]
 """
 
 import importlib.util
@@ -62,6 +62,20 @@ def load_pack(path: str):
 
 def main() -> None:
     pack_dir, rm_dir, algorithm = sys.argv[1:4]
+    interrupt = {"on": sys.argv[4:5] == ["interrupt"]}
+    import comfy.model_management as mm
+    import comfy.utils
+
+    previews = []
+
+    def hook(value, total, preview, node_id=None):  # stands in for ComfyUI's server hook
+        mm.throw_exception_if_processing_interrupted()
+        if preview is not None:
+            previews.append(preview[1].size)
+        if interrupt["on"]:
+            mm.interrupt_current_processing(True)  # the user presses Cancel after the first update
+
+    comfy.utils.set_progress_bar_global_hook(hook)
     search, reward_model = load_pack(pack_dir)
     patcher, vae = tiny_sd15(), tiny_taesd()
     g = torch.Generator().manual_seed(5)
@@ -74,6 +88,8 @@ def main() -> None:
     node = search.RewardNoiseSearch
     out = node.execute(guider, sigmas, latent, vae, rm, "a red fox", algorithm, 24, 3)
     best_latent, image, noise, summary = out.args
+    interrupt["on"] = False
+    mm.interrupt_current_processing(False)  # ComfyUI clears it before the next prompt
     replay = guider.sample(noise.generate_noise(latent), latent["samples"], comfy.samplers.sampler_object("euler"), sigmas,
                            seed=3)
     first_noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
@@ -85,6 +101,7 @@ def main() -> None:
         "image_std": float(image.std()),
         "score": float(rm.score(image, "a red fox").scores[0]),
         "first_noise_differs": bool(not torch.equal(noise.noise, first_noise)),
+        "previews": len(previews),
     }))
 
 

@@ -326,3 +326,22 @@ def test_noise_search_node_on_a_tiny_sd15_model(algorithm, tiny_dirs):
     if algorithm != "search_over_paths":  # branched paths are not a function of the initial noise alone
         scale = 100.0  # the tiny random UNet's latents reach ~60: compare relative to that scale
         assert result["replay_max_diff"] <= 1e-6 * scale
+
+
+
+def test_noise_search_node_previews_and_cancel_return_the_best_so_far(tiny_dirs):
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    script = str(REPO / "tests" / "comfy_inprocess_search.py")
+    full = subprocess.run([python, script, str(REPO), str(tiny_dirs["qwen2_5_vl"]), "random_search"],
+                          capture_output=True, text=True, timeout=300)
+    cancelled = subprocess.run([python, script, str(REPO), str(tiny_dirs["qwen2_5_vl"]), "random_search", "interrupt"],
+                               capture_output=True, text=True, timeout=300)
+    results = []
+    for out in (full, cancelled):
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        assert out.returncode == 0 and lines, out.stderr[-3000:]
+        results.append(json.loads(lines[-1]))
+    assert results[0]["previews"] >= 1  # the best image so far is previewed on the node
+    assert "stopped early" in results[1]["summary"] and "stopped early" not in results[0]["summary"]
+    calls = [int(r["summary"].split(" denoiser calls")[0].split()[-1]) for r in results]
+    assert calls[1] < calls[0] and results[1]["latent_shape"] == [1, 4, 8, 8]

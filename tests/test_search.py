@@ -94,3 +94,4 @@ def test_stopping_returns_the_best_so_far(generator, name):
     early = ALGORITHMS[name](generator, ColourReward(), STEPS, BUDGET, seed=1, should_stop=stop)
     assert asked["n"] >= 1 and early.denoiser_calls < full.denoiser_calls or name == "search_over_paths"
     assert early.score == max(c.score for c in early.history) and early.latent.shape == full.latent.shape
+    assert early.stopped == (early.denoiser_calls < full.denoiser_calls) and not full.stopped

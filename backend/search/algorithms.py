@@ -24,7 +24,7 @@ import torch
 from ..generators.protocol import Generator, initial_latent, noised
 from ..generators.sampling import CallCounter, euler_step, sample
 
-Progress = Callable[[int, int, float], None]  # (denoiser calls spent, budget, best score so far)
+Progress = Callable[[int, int, "BestSoFar"], None]  # (denoiser calls spent, budget, the best candidate so far)
 StopCheck = Callable[[], bool]  # True: finish now and return the best so far (a user pressed stop)
 
 
@@ -39,6 +39,16 @@ class Candidate:
 
 
 @dataclass
+class BestSoFar:
+    """The best candidate at some point of a search (what a caller keeps if the search is cut short)."""
+
+    score: float
+    latent: torch.Tensor
+    noise: torch.Tensor
+    image: torch.Tensor
+
+
+@dataclass
 class SearchResult:
     """The best result and how it was found."""
 
@@ -50,6 +60,7 @@ class SearchResult:
     denoiser_calls: int = 0
     scorer_calls: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # total, denoiser, scorer, backward (gradient search)
+    stopped: bool = False  # True when a stop request ended the search before its budget was spent
 
 
 class Tracker:
@@ -98,12 +109,13 @@ class Tracker:
             if self.best is None or float(scores[i]) > self.best[0]:
                 self.best = (float(scores[i]), latents[i:i + 1], noises[i:i + 1], images[i:i + 1])
         if self.progress is not None:
-            self.progress(self.calls.denoiser, self.budget, self.best[0])
+            self.progress(self.calls.denoiser, self.budget, BestSoFar(*self.best))
 
     def result(self) -> SearchResult:
         score, latent, noise, image = self.best
         seconds = dict(self.time, total=time.perf_counter() - self.started)
-        return SearchResult(latent, noise, image, score, self.history, self.calls.denoiser, self.calls.scorer, seconds)
+        return SearchResult(latent, noise, image, score, self.history, self.calls.denoiser, self.calls.scorer, seconds,
+                            self.stopped)
 
 
 def seeded_noise(generator: Generator, n: int, seed: int) -> torch.Tensor:
