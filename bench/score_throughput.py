@@ -46,8 +46,6 @@ from PIL import Image as PILImage
 QUESTION = 'Does this image show "{prompt}"?'
 PROMPT = "a photo of an astronaut"
 ANSWER = "Yes"
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
-          "colorwheel", "stereo_motorcycle")
 FP32_TOLERANCE = 2e-3
 FP32_LOG_TOLERANCE = 1e-2  # |log P_baseline - log P_engine|: meaningful even when random weights give tiny P
 LOW_PRECISION_TOLERANCE = 3e-2
@@ -82,25 +80,10 @@ REAL_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 28 * 28 * 16384}
 
 
 # --- images ---------------------------------------------------------------------------------------------
-def sample_photos() -> list[np.ndarray]:
-    """scikit-image's bundled colour photos as uint8 [H, W, 3] arrays."""
-    import skimage.data
-
-    photos = []
-    for name in PHOTOS:
-        try:
-            arr = getattr(skimage.data, name)()
-        except Exception:  # a photo that needs a download (offline) is skipped
-            continue
-        arr = arr[0] if isinstance(arr, tuple) else arr
-        photos.append(np.ascontiguousarray(arr[..., :3]))
-    if not photos:
-        raise RuntimeError("no scikit-image sample photo could be loaded")
-    return photos
-
-
 def make_images(n: int, size: int, seed: int = 0) -> list[PILImage.Image]:
     """N distinct size x size RGB PIL images: random crops (and flips) of the sample photos."""
+    from rewarddance.backend.training.synthetic import sample_photos
+
     rng = np.random.default_rng(seed)
     photos = sample_photos()
     images = []

@@ -39,7 +39,6 @@ class DiffusersEpsGenerator:
         self.context = torch.cat([uncond, cond]) if guidance > 1.0 else cond
         alphas = pipe.scheduler.alphas_cumprod.to(torch.float32)
         self.train_sigmas = ((1 - alphas) / alphas).sqrt()  # sigma at every training timestep
-        self.log_sigmas = self.train_sigmas.log()
 
     def sigmas(self, steps: int) -> torch.Tensor:
         """Sigmas at `steps` evenly spaced training timesteps (diffusers' "linspace" spacing), then 0."""

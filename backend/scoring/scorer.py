@@ -84,6 +84,12 @@ class Scorer:
         """Token ids of plain text (no special tokens added)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
+    def continuation_tokens(self, query: Query) -> int:
+        """How many tokens `query.continuation` adds at the end of the prepared query."""
+        tail = self._placeholder_re.split(self.render(query))[-1]  # the text after the last visual
+        cut = len(tail) - len(query.continuation)
+        return len(self.tokenize(tail)) - len(self.tokenize(tail[:cut]))
+
     def prepare(self, queries: list[Query]) -> list[PreparedQuery]:
         """Render, expand visual placeholders and tokenize every query."""
         encoded = self.encode_visuals([v for q in queries for v in q.visuals])

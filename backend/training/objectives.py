@@ -95,11 +95,9 @@ def tokenised(scorer: Any, examples: list[Example]) -> list[Any]:
             e.query.continuation = scorer.tokenizer.decode([first_token_id(scorer.tokenizer, e.query.continuation)])
     prepared = scorer.prepare([e.query for e in examples])
     for e in examples:
-        cont = e.query.continuation
-        tail = scorer._placeholder_re.split(scorer.render(e.query))[-1]  # the text after the last visual
-        e.targets = len(scorer.tokenize(tail)) - len(scorer.tokenize(tail[: len(tail) - len(cont)]))
+        e.targets = scorer.continuation_tokens(e.query)
         if e.targets < 1:
-            raise ValueError(f"the target text {cont!r} adds no tokens after the prompt")
+            raise ValueError(f"the target text {e.query.continuation!r} adds no tokens after the prompt")
     return prepared
 
 

@@ -27,6 +27,7 @@ from ..scoring.config import ScoringConfig
 from ..vlm.base import VisualOptions
 from ..vlm.loading import load_vlm
 from .data import PreferencePair, load_pairs, split_pairs
+from .evaluation import evaluate_pairs
 from .objectives import VisualCache, pairwise_examples, pairwise_loss, pointwise_examples, pointwise_loss
 
 OBJECTIVES = ("pairwise", "pointwise")
@@ -238,7 +239,7 @@ class Run:
             return {}
         self.vlm.model.eval()
         try:
-            return evaluate(RewardModel(self.vlm, self.scoring), self.eval_pairs)
+            return evaluate_pairs(RewardModel(self.vlm, self.scoring), self.eval_pairs)
         finally:
             self.vlm.model.train()
 
@@ -268,12 +269,6 @@ def _in_vision_tower(name: str) -> bool:
     """True for parameters of the vision encoder (any family's naming)."""
     parts = name.split(".")
     return any(p in ("visual", "vision_tower", "vision_model") for p in parts)
-
-
-def evaluate(rm: Any, pairs: list[PreferencePair]) -> dict:
-    from .evaluation import evaluate_pairs
-
-    return evaluate_pairs(rm, pairs)
 
 
 def train_reward_model(cfg: RMTrainConfig, progress: Callable[[int, int, dict], None] | None = None,
