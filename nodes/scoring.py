@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..backend import node_logic as nl
 from ..backend.scoring.prompts import CRITERIA_PRESETS
+from .common import preview_ui, prompt_input, scored_outputs
 from .progress import holding, progress_for
 from .types import CATEGORY, CriteriaType, RewardModelType
 
@@ -14,17 +15,16 @@ PRESET_CHOICES = ["none", *CRITERIA_PRESETS]
 
 def score_ui(cls: type, scored: nl.Scored) -> dict:
     """Preview images plus the per-item scores the web extension draws on the node."""
-    data = ui.PreviewImage(scored.preview, cls=cls).as_dict()
     ranks = nl.ranks_of(scored.scores)
-    data["rewarddance_scores"] = [{"index": i, "score": s, "rank": r} for i, (s, r) in enumerate(zip(scored.scores, ranks))]
-    return data
+    return preview_ui(cls, scored.preview, [{"index": i, "score": s, "rank": r}
+                                            for i, (s, r) in enumerate(zip(scored.scores, ranks))])
 
 
 def common_inputs() -> list:
     """Inputs every scoring node has."""
     return [
         RewardModelType.Input("reward_model"),
-        io.String.Input("text", multiline=True, default="", placeholder="the prompt the images were generated from"),
+        prompt_input(),
         CriteriaType.Input("criteria", optional=True, tooltip="from a Reward Criteria node (default: prompt alignment)"),
     ]
 
@@ -78,12 +78,7 @@ class ScoreImages(io.ComfyNode):
                                        "fast: batched tensor ops on the GPU"),
                 io.Boolean.Input("reasons", default=False, tooltip="also generate the model's explanation"),
             ],
-            outputs=[
-                io.Float.Output(display_name="scores", is_output_list=True),
-                io.String.Output(display_name="summary"),
-                io.Image.Output(display_name="preview"),
-                io.String.Output(display_name="reasons"),
-            ],
+            outputs=[*scored_outputs(), io.String.Output(display_name="reasons")],
             is_output_node=True,
         )
 
@@ -116,11 +111,7 @@ class ScoreVideo(io.ComfyNode):
                              tooltip="frames per video when several are stacked (0: all frames are one video)"),
                 io.Int.Input("max_frames", default=32, min=1, max=1024, tooltip="frames sampled per video (frame budget)"),
             ],
-            outputs=[
-                io.Float.Output(display_name="scores", is_output_list=True),
-                io.String.Output(display_name="summary"),
-                io.Image.Output(display_name="preview"),
-            ],
+            outputs=scored_outputs(),
             is_output_node=True,
         )
 
@@ -157,11 +148,7 @@ class CompareToReference(io.ComfyNode):
                 io.Image.Input("reference"),
                 io.Combo.Input("preprocess", options=["exact", "fast"], default="exact"),
             ],
-            outputs=[
-                io.Float.Output(display_name="scores", is_output_list=True),
-                io.String.Output(display_name="summary"),
-                io.Image.Output(display_name="preview"),
-            ],
+            outputs=scored_outputs(),
             is_output_node=True,
         )
 

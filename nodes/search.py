@@ -11,11 +11,12 @@ import comfy.model_management as mm
 import comfy.model_sampling
 import comfy.samplers
 import comfy.utils
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..backend import node_logic as nl
 from ..backend.search.algorithms import ALGORITHMS, BestSoFar, SearchResult
 from ..backend.search.rewards import ModelReward
+from .common import preview_ui, prompt_input
 from .progress import holding
 from .types import CATEGORY, CriteriaType, RewardModelType
 
@@ -157,7 +158,7 @@ class RewardNoiseSearch(io.ComfyNode):
                 io.Latent.Input("latent_image", tooltip="an empty latent of batch 1"),
                 io.Vae.Input("vae"),
                 RewardModelType.Input("reward_model"),
-                io.String.Input("text", multiline=True, default="", placeholder="the prompt the image should show"),
+                prompt_input("the prompt the image should show"),
                 io.Combo.Input("algorithm", options=NODE_ALGORITHMS, default="search_over_paths",
                                tooltip="search_over_paths branches and prunes trajectories (RewardDance's choice); its "
                                        "result is the LATENT output (the NOISE output replays only the seed-based "
@@ -197,6 +198,5 @@ class RewardNoiseSearch(io.ComfyNode):
         summary = (f"{algorithm}: best score {result.score:.6f} of {len(scores)} candidates; "
                    f"{result.denoiser_calls} denoiser calls, {result.scorer_calls} scorer calls"
                    + (" (stopped early: best so far)" if sampler.stopped_early else ""))
-        data = ui.PreviewImage(image.detach().float().cpu(), cls=cls).as_dict()
-        data["rewarddance_scores"] = [{"index": 0, "score": result.score, "rank": 1}]
+        data = preview_ui(cls, image.detach().float().cpu(), [{"index": 0, "score": result.score, "rank": 1}])
         return io.NodeOutput(out, image.detach().float().cpu(), FoundNoise(result.noise, seed), summary, ui=data)

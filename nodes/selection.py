@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..backend import node_logic as nl
+from .common import preview_ui, prompt_input
 from .progress import holding, progress_for
 from .types import CATEGORY, CriteriaType, RewardModelType
 
@@ -23,7 +24,7 @@ class BestOfN(io.ComfyNode):
                         "always kept). Stacked videos: set frames_per_video.",
             inputs=[
                 io.Image.Input("images"),
-                io.String.Input("text", multiline=True, default="", placeholder="the prompt the images were generated from"),
+                prompt_input(),
                 io.Int.Input("top_k", default=1, min=1, max=4096),
                 io.Float.Input("threshold", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="minimum score to keep (0: keep the top_k whatever their score)"),
@@ -53,9 +54,8 @@ class BestOfN(io.ComfyNode):
             result = nl.best_of_n(reward_model, images, text, top_k, criteria, threshold or None, latent, scores or "",
                                   frames_per_video, fps, progress=progress_for(n))
         ranks = nl.ranks_of(result.all_scores)
-        data = ui.PreviewImage(result.images, cls=cls).as_dict()
-        data["rewarddance_scores"] = [{"index": i, "score": s, "rank": ranks[i], "kept": i in result.indices}
-                                      for i, s in enumerate(result.all_scores)]
+        data = preview_ui(cls, result.images, [{"index": i, "score": s, "rank": ranks[i], "kept": i in result.indices}
+                                               for i, s in enumerate(result.all_scores)])
         return io.NodeOutput(result.images, result.latent, result.indices, result.scores, result.summary, ui=data)
 
 
@@ -73,7 +73,7 @@ class Tournament(io.ComfyNode):
             inputs=[
                 RewardModelType.Input("reward_model"),
                 io.Image.Input("images"),
-                io.String.Input("text", multiline=True, default="", placeholder="the prompt the images were generated from"),
+                prompt_input(),
                 CriteriaType.Input("criteria", optional=True),
             ],
             outputs=[
@@ -91,8 +91,7 @@ class Tournament(io.ComfyNode):
         with holding(reward_model):
             ranked = nl.tournament(reward_model, images, text, criteria)
         progress(1, 1)
-        data = ui.PreviewImage(ranked.images, cls=cls).as_dict()
         position = {j: r for r, j in enumerate(ranked.ranking, 1)}
-        data["rewarddance_scores"] = [{"index": j, "score": ranked.mean_win_probability[j], "rank": position[j],
-                                       "wins": ranked.wins[j]} for j in range(len(ranked.wins))]
+        data = preview_ui(cls, ranked.images, [{"index": j, "score": ranked.mean_win_probability[j], "rank": position[j],
+                                                "wins": ranked.wins[j]} for j in range(len(ranked.wins))])
         return io.NodeOutput(ranked.images, ranked.ranking, ranked.wins, ranked.summary, ui=data)

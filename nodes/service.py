@@ -62,12 +62,8 @@ def forget(model: Any) -> None:
     """Stop serving a model ComfyUI unloaded, so the server holds no reference to its weights."""
     if _SERVICE is None or model is None:
         return
-    for name, entry in list(_SERVICE.manager.loaded.items()):
-        if entry.model is model:
-            _close_later(_SERVICE.manager.loaded.pop(name, None))
-            _SERVICE.manager.settings.models.pop(name, None)
-            if _SERVICE.manager.settings.default_model == name:
-                _SERVICE.manager.settings.default_model = next(iter(_SERVICE.manager.settings.models), None)
+    for entry in _SERVICE.manager.forget(model):
+        _close_later(entry)
 
 
 def _close_later(entry: Any) -> None:

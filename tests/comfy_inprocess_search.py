@@ -60,7 +60,37 @@ def load_pack(path: str):
     return importlib.import_module("rewarddance_pack.nodes.search"), importlib.import_module("rewarddance_pack.backend.reward_model")
 
 
+def bad_inputs(pack_dir: str, rm_dir: str) -> None:
+    """Call node execute() with bad inputs; print each error message (or 'no error')."""
+    search, reward_model = load_pack(pack_dir)
+    scoring = importlib.import_module("rewarddance_pack.nodes.scoring")
+    loaders = importlib.import_module("rewarddance_pack.nodes.loaders")
+    rm = reward_model.RewardModel.from_pretrained(rm_dir, dtype="fp32", device="cpu")
+    patcher = tiny_sd15()
+    guider = comfy.samplers.CFGGuider(patcher)
+    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "normal", 2)
+    calls = {
+        "search_batch": lambda: search.RewardNoiseSearch.execute(guider, sigmas, {"samples": torch.zeros(2, 4, 8, 8)},
+                                                                 tiny_taesd(), rm, "x", "best_of_n", 4, 0),
+        "search_prompt": lambda: search.RewardNoiseSearch.execute(guider, sigmas, {"samples": torch.zeros(1, 4, 8, 8)},
+                                                                  tiny_taesd(), rm, "  ", "best_of_n", 4, 0),
+        "video_missing": lambda: scoring.ScoreVideo.execute(rm, "x", 8.0, 0, 8),
+        "hub_id_empty": lambda: loaders.checkpoint_path(loaders.HUB_CHOICE, " "),
+        "score_prompt": lambda: scoring.ScoreImages.execute(rm, "", torch.rand(1, 16, 16, 3), "exact", False),
+    }
+    out = {}
+    for name, call in calls.items():
+        try:
+            call()
+            out[name] = "no error"
+        except ValueError as exc:
+            out[name] = str(exc)
+    print(json.dumps(out))
+
+
 def main() -> None:
+    if sys.argv[3] == "bad_inputs":
+        return bad_inputs(sys.argv[1], sys.argv[2])
     pack_dir, rm_dir, algorithm = sys.argv[1:4]
     interrupt = {"on": sys.argv[4:5] == ["interrupt"]}
     import comfy.model_management as mm

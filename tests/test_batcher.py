@@ -255,3 +255,18 @@ def test_cancelled_callers_share_one_model_load():
 
     entry = run(main())
     assert len(calls) == 1 and entry.name == "m"
+
+
+def test_forgetting_an_external_model_drops_it_and_its_name():
+    from rewarddance.backend.server.manager import ModelManager
+
+    settings = ServerSettings(models={})
+    manager = ModelManager(settings)
+    a, b = FakeModel(), FakeModel()
+    manager.register("a", a)
+    manager.register("b", b)
+    assert settings.default_model == "a"
+    dropped = manager.forget(a)
+    assert [e.name for e in dropped] == ["a"] and list(manager.loaded) == ["b"]
+    assert "a" not in settings.models and settings.default_model == "b"
+    assert manager.forget(a) == []

@@ -345,3 +345,18 @@ def test_noise_search_node_previews_and_cancel_return_the_best_so_far(tiny_dirs)
     assert "stopped early" in results[1]["summary"] and "stopped early" not in results[0]["summary"]
     calls = [int(r["summary"].split(" denoiser calls")[0].split()[-1]) for r in results]
     assert calls[1] < calls[0] and results[1]["latent_shape"] == [1, 4, 8, 8]
+
+
+
+def test_node_inputs_refuse_bad_values_with_the_input_named(tiny_dirs):
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    out = subprocess.run([python, str(REPO / "tests" / "comfy_inprocess_search.py"), str(REPO), str(tiny_dirs["qwen2_5_vl"]),
+                          "bad_inputs"], capture_output=True, text=True, timeout=300)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert out.returncode == 0 and lines, out.stderr[-3000:]
+    errors = json.loads(lines[-1])
+    assert errors["search_batch"].startswith("latent_image:") and "batch of 1" in errors["search_batch"]
+    assert errors["search_prompt"].startswith("text:")
+    assert errors["video_missing"].startswith("frames / video:")
+    assert errors["hub_id_empty"].startswith("hub_id:")
+    assert errors["score_prompt"].startswith("text:")

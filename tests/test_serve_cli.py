@@ -180,3 +180,25 @@ def test_serve_start_failures_exit_2(tiny_dirs, tmp_path, capsys):
         port = taken.getsockname()[1]
         assert main(["serve", "--model", f"m={tiny_dirs['qwen2_5_vl']}", "--port", str(port)]) == 2
     assert "choose another --port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["search", "--pipeline", "p", "--prompt", "x", "--algorithm", "magic"], "--algorithm must be one of"),
+    (["search", "--pipeline", "p", "--prompt", "x", "--budget", "5", "--steps", "10"], "--budget (5 denoiser calls)"),
+    (["search", "--pipeline", "p", "--prompt", "x", "--out", "best.txt"], "--out must be an image"),
+    (["make-pairs", "--out", "d", "--edits", "sepia"], "unknown edit(s) sepia"),
+    (["make-pairs", "--out", "d", "--n", "1"], "--n must be at least 2"),
+    (["eval-rm", "--model", "m", "--pairs", "/nonexistent/pairs.jsonl"], "does not exist"),
+    (["train-rm", "--config", "/nonexistent/rm.toml"], "does not exist"),
+])
+def test_new_commands_refuse_bad_input(argv, word, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert word in capsys.readouterr().err
+
+
+def test_train_rm_steps_override_is_validated(tmp_path, capsys):
+    cfg = tmp_path / "rm.toml"
+    cfg.write_text('model = "m"\npairs = "p.jsonl"\nout = "o"\n')
+    assert main(["train-rm", "--config", str(cfg), "--steps", "0"]) == 2
+    assert "steps must be a positive integer" in capsys.readouterr().err

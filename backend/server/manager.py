@@ -184,6 +184,17 @@ class ModelManager:
             self.settings.default_model = name
         return self._register(name, model, pinned=pinned, external=True)
 
+    def forget(self, model: Any) -> list[LoadedModel]:
+        """Stop serving an external model (its host freed it); returns the dropped entries, to be closed."""
+        dropped = []
+        for name, entry in list(self.loaded.items()):
+            if entry.model is model and entry.external:
+                dropped.append(self.loaded.pop(name))
+                self.settings.models.pop(name, None)
+                if self.settings.default_model == name:
+                    self.settings.default_model = next(iter(self.settings.models), None)
+        return dropped
+
     def _register(self, name: str, model: Any, pinned: bool, external: bool = False) -> LoadedModel:
         inner = getattr(getattr(model, "vlm", None), "model", None)
         size = model_bytes(inner) if isinstance(inner, torch.nn.Module) else {"gpu": 0, "cpu": 0}
