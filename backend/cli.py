@@ -366,7 +366,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Noise search over a diffusers pipeline with a reward model; write the best image."""
     from dataclasses import asdict
 
-    from .generators.diffusers_adapter import DiffusersEpsGenerator, load_pipeline
+    from .generators.diffusers_adapter import generator_for, load_pipeline
     from .reward_model import RewardModel
     from .search.algorithms import ALGORITHMS
     from .search.rewards import ModelReward
@@ -376,20 +376,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.budget < args.steps:
         raise CLIError(f"--budget ({args.budget} denoiser calls) must cover at least one sample of --steps {args.steps}")
     if not args.out.lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
-        raise CLIError(f"--out must be an image file name (.png, .jpg, .webp), got {args.out!r}")
+        raise CLIError(f"--out must be an image file name (.png, .jpg, .webp; videos are written as an animated "
+                       f".webp), got {args.out!r}")
     device = "cuda" if args.device == "auto" and __import__("torch").cuda.is_available() else (
         "cpu" if args.device == "auto" else args.device)
     dtype = "fp32" if args.dtype == "auto" and device == "cpu" else ("bf16" if args.dtype == "auto" else args.dtype)
-    gen = DiffusersEpsGenerator(load_pipeline(args.pipeline, device, dtype), args.prompt, args.negative, args.guidance,
-                                args.height, args.width)
+    try:
+        gen = generator_for(load_pipeline(args.pipeline, device, dtype), args.prompt, args.negative, args.guidance,
+                            args.height, args.width, args.frames)
+    except ValueError as exc:
+        raise CLIError(f"--pipeline: {exc}") from exc
     rm = RewardModel.from_pretrained(args.reward_model, dtype=dtype, device=device)
     reward = ModelReward(rm, args.prompt, options={"criteria": args.criteria} if args.criteria else {})
     result = ALGORITHMS[args.algorithm](gen, reward, args.steps, args.budget, seed=args.seed)
-    from PIL import Image as PILImage
-
-    arr = (result.image[0].detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    PILImage.fromarray(arr).save(args.out)
+    write_search_output(result.image[0], args.out)
     report = {"score": result.score, "denoiser_calls": result.denoiser_calls, "scorer_calls": result.scorer_calls,
               "out": args.out, "history": [asdict(c) for c in result.history], "seconds": result.seconds}
     if args.json:
@@ -398,6 +398,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"{args.algorithm}: best score {result.score:.6f} of {len(result.history)} candidates, "
               f"{result.denoiser_calls} denoiser calls; wrote {args.out}")
     return 0
+
+
+def write_search_output(image: Any, out: str) -> None:
+    """Write an image [H, W, 3] or a video [T, H, W, 3] (an animated image, 8 fps) in [0, 1]."""
+    from PIL import Image as PILImage
+
+    arr = (image.detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if arr.ndim == 4:
+        frames = [PILImage.fromarray(f) for f in arr]
+        frames[0].save(out, save_all=True, append_images=frames[1:], duration=125, loop=0)
+    else:
+        PILImage.fromarray(arr).save(out)
 
 
 # --- reward-model training -------------------------------------------------------------------------------------
@@ -508,16 +521,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("search", help="reward-guided noise search over a diffusers pipeline")
-    p.add_argument("--pipeline", required=True, help="diffusers pipeline directory or hub id (Stable Diffusion 1.x/2.x)")
+    p.add_argument("--pipeline", required=True, help="diffusers pipeline directory or hub id (SD 1.x/2.x, SDXL, SD3, Flux, Wan)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="", help="negative prompt")
     p.add_argument("--algorithm", default="search_over_paths",
                    help="best_of_n, random_search, zero_order, search_over_paths or noise_gradient")
     p.add_argument("--budget", type=int, default=64, help="denoiser calls to spend")
     p.add_argument("--steps", type=int, default=20, help="sampling steps per image")
-    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--guidance", type=float, default=None,
+                   help="CFG scale (Flux: its guidance embedding); default per family: SD 7.5, SDXL 5, SD3 7, Flux 3.5, Wan 5")
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
+    p.add_argument("--frames", type=int, default=None, help="video frames (Wan; default 81)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reward-model", default=DEFAULT_MODEL, help="reward model checkpoint or hub id")
     p.add_argument("--criteria", default=None, help="criteria presets or text for the reward model")

@@ -8,9 +8,11 @@ from typing import Any, Protocol
 
 import torch
 
+from ..media import video_from_frames
+
 
 class Reward(Protocol):
-    """Scores images [B, H, W, 3] in [0, 1]; `differentiable` rewards keep the autograd graph."""
+    """Scores images [B, H, W, 3] (or videos [B, T, H, W, 3]) in [0, 1]; `differentiable` rewards keep the autograd graph."""
 
     differentiable: bool
 
@@ -27,11 +29,15 @@ class ModelReward:
     reference: Any = None
     options: dict[str, Any] = field(default_factory=dict)
     differentiable: bool = True
+    fps: float = 16.0  # frame rate of video candidates [B, T, H, W, 3] (the reward model samples frames by time)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        needs_grad = torch.is_grad_enabled() and images.requires_grad
+        if images.ndim == 5:
+            images = [video_from_frames(v, self.fps) for v in images]
         if self.reference is not None:
             return torch.tensor(self.model.compare(images, self.reference, self.prompt, **self.options).scores)
-        if torch.is_grad_enabled() and images.requires_grad:
+        if needs_grad:
             return self.model.reward(images, self.prompt, **self.options)
         return torch.tensor(self.model.score(images, self.prompt, **self.options).scores)
 
@@ -63,4 +69,5 @@ class ColourReward:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         others = [c for c in range(3) if c != self.channel]
-        return images[..., self.channel].mean(dim=(1, 2)) - images[..., others].mean(dim=(1, 2, 3))
+        flat = images.reshape(images.shape[0], -1, 3)  # images [B, H, W, 3] or videos [B, T, H, W, 3]
+        return flat[..., self.channel].mean(dim=1) - flat[..., others].mean(dim=(1, 2))
