@@ -3,6 +3,7 @@ best latent, its image, and a NOISE that replays it in SamplerCustomAdvanced wit
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -56,8 +57,8 @@ class ComfyDenoiser:
         return self.inner.process_latent_out(self.model_sampling.inverse_noise_scaling(self._sigmas[-1], latents))
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        images = self.vae.decode(self.final(latents))
-        return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
+        """Images [B, H, W, 3], or videos [B, T, H, W, 3] for video latents (the reward then scores videos)."""
+        return self.vae.decode(self.final(latents))
 
 
 class SearchSampler(comfy.samplers.Sampler):
@@ -103,15 +104,19 @@ class SearchSampler(comfy.samplers.Sampler):
 class FoundNoise:
     """A NOISE for SamplerCustomAdvanced that replays the searched initial noise."""
 
-    def __init__(self, noise: torch.Tensor, seed: int):
+    def __init__(self, noise: torch.Tensor, seed: int, replays: bool = True):
         self.noise = noise.detach().cpu()
         self.seed = seed
+        self.replays = replays  # False for search_over_paths: its result also depends on the re-noising
 
     def generate_noise(self, input_latent: dict) -> torch.Tensor:
         shape = tuple(input_latent["samples"].shape)
         if tuple(self.noise.shape) != shape:
             raise ValueError(f"noise: the searched noise has shape {tuple(self.noise.shape)} but the latent is {shape}; "
                              "use the same empty latent (batch 1) the search used")
+        if not self.replays:
+            logging.warning("RewardDance: this NOISE is the root noise of the best search_over_paths trajectory; "
+                            "sampling from it alone does not reproduce the searched latent (use the LATENT output)")
         return self.noise.clone()
 
 
@@ -132,7 +137,8 @@ def preview_progress(budget: int) -> Any:
         preview = None
         if best.score != last["score"]:
             last["score"] = best.score
-            arr = (best.image[0].detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy()
+            first = best.image[0] if best.image.ndim == 4 else best.image[0, 0]  # a video previews its first frame
+            arr = (first.detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy()
             preview = ("JPEG", PILImage.fromarray(arr), 512)
         bar.update_absolute(min(spent, total), total, preview)
 
@@ -155,7 +161,8 @@ class RewardNoiseSearch(io.ComfyNode):
             inputs=[
                 io.Guider.Input("guider"),
                 io.Sigmas.Input("sigmas"),
-                io.Latent.Input("latent_image", tooltip="an empty latent of batch 1"),
+                io.Latent.Input("latent_image", tooltip="an empty latent of batch 1 (image, or video: the reward then "
+                                                         "scores the decoded clip as a video)"),
                 io.Vae.Input("vae"),
                 RewardModelType.Input("reward_model"),
                 prompt_input("the prompt the image should show"),
@@ -192,6 +199,7 @@ class RewardNoiseSearch(io.ComfyNode):
             latent = guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, seed=seed)
         result = sampler.result
         image = result.image.detach()  # decoded when it was scored (a pending Cancel would stop a new decode)
+        image = image.reshape(-1, *image.shape[-3:])  # a video's frames as an IMAGE batch
         out = dict(latent_image)
         out["samples"] = latent.detach().to(mm.intermediate_device())
         scores = [c.score for c in result.history]
@@ -199,4 +207,5 @@ class RewardNoiseSearch(io.ComfyNode):
                    f"{result.denoiser_calls} denoiser calls, {result.scorer_calls} scorer calls"
                    + (" (stopped early: best so far)" if sampler.stopped_early else ""))
         data = preview_ui(cls, image.detach().float().cpu(), [{"index": 0, "score": result.score, "rank": 1}])
-        return io.NodeOutput(out, image.detach().float().cpu(), FoundNoise(result.noise, seed), summary, ui=data)
+        noise = FoundNoise(result.noise, seed, replays=algorithm != "search_over_paths")
+        return io.NodeOutput(out, image.detach().float().cpu(), noise, summary, ui=data)
