@@ -125,6 +125,14 @@ class RewardModel:
         with self.use():
             return self.run(queries, config)[0]
 
+    def compare_reward(self, candidates: Any, reference: Any, prompt: str | Sequence[str],
+                       few_shot: list[FewShotExample] | None = None, **overrides: Any) -> torch.Tensor:
+        """Pairwise P(candidate beats `reference`) as a float32 tensor [N]; differentiable w.r.t. the candidates."""
+        config = self.settings(overrides)
+        queries = compare_queries(candidates, reference, prompt, config, few_shot)
+        with self.use():
+            return self.run(queries, config)[0]
+
     def score(self, images: Any, prompt: str | Sequence[str], few_shot: list[FewShotExample] | None = None,
               reasons: bool = False, **overrides: Any) -> ScoreResult:
         """Pointwise scores in input order (files, PIL, IMAGE tensors or `Video`s), optional reasons."""

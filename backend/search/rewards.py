@@ -3,6 +3,7 @@ ensemble, or a simple differentiable image statistic (for tests and benchmarks).
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,11 +36,82 @@ class ModelReward:
         needs_grad = torch.is_grad_enabled() and images.requires_grad
         if images.ndim == 5:
             images = [video_from_frames(v, self.fps) for v in images]
+        if self.reference is not None and needs_grad:
+            return self.model.compare_reward(images, self.reference, self.prompt, **self.options)
         if self.reference is not None:
             return torch.tensor(self.model.compare(images, self.reference, self.prompt, **self.options).scores)
         if needs_grad:
             return self.model.reward(images, self.prompt, **self.options)
         return torch.tensor(self.model.score(images, self.prompt, **self.options).scores)
+
+
+@dataclass
+class RemoteReward:
+    """P("yes") (or P(beats `reference`)) from a `rewarddance serve` backend; `submit` scores in a background
+    thread so a trainer keeps sampling while the server scores (not differentiable)."""
+
+    client: Any  # a RewardClient
+    prompt: str
+    reference: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+    fps: float = 16.0
+    differentiable: bool = False
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        visuals = [video_from_frames(v, self.fps) for v in images] if images.ndim == 5 else images.detach().float().cpu()
+        if self.reference is not None:
+            return torch.tensor(self.client.compare(visuals, self.reference, self.prompt, **self.options).scores)
+        return torch.tensor(self.client.score(visuals, self.prompt, **self.options).scores)
+
+    def submit(self, images: torch.Tensor) -> Future:
+        """Start scoring `images` on the server; the future's result is what __call__ returns."""
+        return _remote_pool().submit(self, images.detach().cpu())
+
+
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _remote_pool() -> ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=4, thread_name_prefix="rewarddance-remote-reward"))
+    return _POOL[0]
+
+
+def score_later(reward: Any, images: torch.Tensor) -> Future:
+    """A future of reward(images): remote rewards score in the background, local ones at once."""
+    if hasattr(reward, "submit"):
+        return reward.submit(images)
+    done: Future = Future()
+    with torch.no_grad():
+        done.set_result(reward(images).float().cpu())
+    return done
+
+
+TRANSFORMS = ("none", "logit", "log")
+
+
+@dataclass
+class Transformed:
+    """A reward passed through a monotone transform of P: "logit" log(p / (1 - p)) or "log" log p (the
+    log-sigmoid family of "Transforming and Combining Rewards": diminishing returns near p = 1 for "log")."""
+
+    reward: Any
+    transform: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"reward transform must be one of {', '.join(TRANSFORMS)}, got {self.transform!r}")
+
+    @property
+    def differentiable(self) -> bool:
+        return self.reward.differentiable
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        p = self.reward(images)
+        if self.transform == "none":
+            return p
+        p = p.clamp(1e-6, 1 - 1e-6)
+        return torch.log(p / (1 - p)) if self.transform == "logit" else torch.log(p)
 
 
 @dataclass

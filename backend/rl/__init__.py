@@ -1,0 +1,1 @@
+"""LoRA RL fine-tuning of generators with the reward: trainers, runs, LoRA export."""

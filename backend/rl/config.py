@@ -1,0 +1,236 @@
+"""An RL run's settings (TOML/YAML or Python) and how they turn into a Policy: the generator with LoRA and
+the rewards (pointwise, pairwise against best-of-N tournament references of the frozen model, remote,
+weighted ensembles, with an optional transform)."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..search.rewards import ColourReward, Ensemble, ModelReward, RemoteReward, Transformed
+from .lora import LoraSpec, add_lora
+from .trainers import ALGORITHMS, Policy, TrainerConfig, seeded
+
+GENERATOR_KINDS = ("tiny", "diffusers")
+REWARD_KINDS = ("pointwise", "pairwise", "colour")
+
+
+@dataclass
+class RLConfig:
+    """Everything one `rewarddance train` run needs; validated as a whole by `validate`."""
+
+    algorithm: str
+    out: str
+    prompts: list[str] | str  # a list, or a text file with one prompt per line
+    steps: int = 100
+    lr: float = 3e-4
+    rank: int = 16
+    alpha: float = 32.0
+    targets: list[str] | str | None = None
+    prompts_per_step: int = 2
+    eval_prompts: list[str] | str | None = None  # default: the training prompts
+    eval_seeds: int = 4  # held-out seeds 1000000.. (never used in training)
+    eval_steps: int | None = None  # ODE steps for evaluation (default: sample_steps)
+    seed: int = 0
+    save_every: int = 10
+    max_grad_norm: float = 1.0
+    std_window: int = 10  # steps in the windowed reward std (the reward-hacking signal)
+    collapse_ratio: float = 0.2  # warn when the windowed std falls below this fraction of its first value
+    generator: dict[str, Any] = field(default_factory=lambda: {"kind": "tiny"})
+    rewards: list[dict[str, Any]] = field(default_factory=lambda: [{"kind": "colour"}])
+    reward_weights: list[float] | None = None
+    reward_transform: str = "none"
+    trainer: dict[str, Any] = field(default_factory=dict)  # TrainerConfig fields
+
+    def validate(self) -> "RLConfig":
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        for name in ("steps", "prompts_per_step", "eval_seeds"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not (isinstance(self.save_every, int) and self.save_every >= 0):
+            raise ValueError(f"save_every must be 0 (only at the end and on interrupt) or a positive integer, got {self.save_every!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
+            raise ValueError(f"lr must be in (0, 1), got {self.lr!r}")
+        if self.generator.get("kind") not in GENERATOR_KINDS:
+            raise ValueError(f"generator.kind must be one of {', '.join(GENERATOR_KINDS)}, got {self.generator.get('kind')!r}")
+        if not self.rewards:
+            raise ValueError("rewards: give at least one reward")
+        for r in self.rewards:
+            if r.get("kind") not in REWARD_KINDS:
+                raise ValueError(f"rewards[].kind must be one of {', '.join(REWARD_KINDS)}, got {r.get('kind')!r}")
+            if r["kind"] in ("pointwise", "pairwise") and not (r.get("model") or r.get("url")):
+                raise ValueError(f"a {r['kind']} reward needs `model` (a checkpoint) or `url` (a rewarddance serve backend)")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
+            raise ValueError(f"reward_weights: {len(self.reward_weights)} weights for {len(self.rewards)} rewards")
+        self.trainer_config()
+        LoraSpec(self.rank, self.alpha, self.targets).validate()
+        if not self.prompt_list():
+            raise ValueError("prompts: no prompts given")
+        return self
+
+    def trainer_config(self) -> TrainerConfig:
+        known = {f.name for f in fields(TrainerConfig)}
+        unknown = sorted(set(self.trainer) - known)
+        if unknown:
+            raise ValueError(f"trainer: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return TrainerConfig(**self.trainer).validate()
+
+    def prompt_list(self, which: str = "prompts") -> list[str]:
+        value = getattr(self, which)
+        if which == "eval_prompts" and value is None:
+            return self.prompt_list()
+        if isinstance(value, str):
+            path = Path(value)
+            if not path.is_file():
+                raise ValueError(f"{which}: {value!r} is not a file; give a list of prompts or a text file (one per line)")
+            return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [str(p) for p in value]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_rl_config(path: str | Path) -> RLConfig:
+    """An RLConfig from a TOML or YAML file (relative paths are relative to the file)."""
+    from ..server.settings import read_config_file
+
+    data = read_config_file(path)
+    known = {f.name for f in fields(RLConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    missing = [k for k in ("algorithm", "out", "prompts") if k not in data]
+    if missing:
+        raise ValueError(f"{path}: missing required key(s) {', '.join(missing)}")
+    base = Path(path).resolve().parent
+
+    def local(value: Any) -> Any:
+        return str(base / value) if isinstance(value, str) and (base / value).exists() else value
+
+    for key in ("out", "prompts", "eval_prompts"):
+        if isinstance(data.get(key), str):
+            data[key] = local(data[key]) if key != "out" else str(base / data[key]) if not Path(data[key]).is_absolute() else data[key]
+    for section in [data.get("generator", {})] + list(data.get("rewards", [])):
+        for key in ("path", "model"):
+            if key in section:
+                section[key] = local(section[key])
+    return RLConfig(**data).validate()
+
+
+# --- building the policy -----------------------------------------------------------------------------------------
+def build_generator(cfg: RLConfig, out: Path) -> tuple[Callable[[str], Any], torch.nn.Module, Any]:
+    """(generator for a prompt, the denoiser network, the tiny generator or pipeline) from `cfg.generator`."""
+    g = dict(cfg.generator)
+    if g["kind"] == "tiny":
+        from ..generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet, train_tiny_flow
+        from safetensors.torch import load_file, save_file
+
+        base = Path(g["path"]) if g.get("path") else out / "base_tiny_flow.safetensors"
+        if base.is_file():
+            net = TinyVelocityNet()
+            net.load_state_dict(load_file(str(base)))
+            gen = TinyFlowGenerator(net, size=int(g.get("size", 16)))
+        else:  # fit a base model once and keep it with the run, so a resumed run starts from the same weights
+            gen = train_tiny_flow(steps=int(g.get("train_steps", 300)), size=int(g.get("size", 16)), seed=cfg.seed)
+            out.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in gen.net.state_dict().items()}, str(base))
+        return (lambda prompt: gen), gen.net, gen
+    from ..generators.diffusers_adapter import generator_for, load_pipeline
+
+    if not g.get("path"):
+        raise ValueError("generator.path: give a diffusers pipeline directory or hub id")
+    pipe = load_pipeline(g["path"], g.get("device", "cuda" if torch.cuda.is_available() else "cpu"), g.get("dtype", "fp32"))
+    network = getattr(pipe, "transformer", None) or pipe.unet
+    cache: dict[str, Any] = {}
+
+    def for_prompt(prompt: str) -> Any:
+        if prompt not in cache:
+            cache[prompt] = generator_for(pipe, prompt, g.get("negative", ""), g.get("guidance", 1.0),
+                                          g.get("height"), g.get("width"), g.get("frames"))
+        return cache[prompt]
+
+    return for_prompt, network, pipe
+
+
+def build_rewards(cfg: RLConfig, frozen_generator_for: Callable[[str], Any], sample_steps: int) -> Callable[[str], Any]:
+    """reward for a prompt: the configured rewards (ensemble when several), transformed. Pairwise rewards pick
+    each prompt's reference by a round-robin tournament over `reference_candidates` samples of the frozen model."""
+    loaded: dict[int, Any] = {}
+    references: dict[tuple[int, str], Any] = {}
+
+    def backend(i: int, spec: dict) -> Any:
+        if i not in loaded:
+            if spec.get("url"):
+                from ..client import RewardClient
+
+                loaded[i] = RewardClient(spec["url"], token=spec.get("token"), model=spec.get("name"))
+            else:
+                from ..reward_model import RewardModel
+
+                loaded[i] = RewardModel.from_pretrained(spec["model"], dtype=spec.get("dtype", "auto"),
+                                                        device=spec.get("device", "auto"))
+        return loaded[i]
+
+    def reference(i: int, spec: dict, prompt: str) -> Any:
+        if (i, prompt) not in references:
+            from ..generators.sampling import sample
+
+            gen = frozen_generator_for(prompt)
+            n = int(spec.get("reference_candidates", 8))
+            with torch.no_grad():
+                images = gen.decode(sample(gen, seeded(gen, n, 2_000_000 + zlib.crc32(prompt.encode()) % 100_000), sample_steps)).float().cpu()
+            winner = backend(i, spec).tournament(images, prompt).ranking[0]
+            references[(i, prompt)] = images[winner:winner + 1]
+        return references[(i, prompt)]
+
+    def one(i: int, spec: dict, prompt: str) -> Any:
+        options = {"criteria": spec["criteria"]} if spec.get("criteria") else {}
+        if spec["kind"] == "colour":
+            return ColourReward(int(spec.get("channel", 0)))
+        ref = reference(i, spec, prompt) if spec["kind"] == "pairwise" else None
+        if spec.get("url"):
+            return RemoteReward(backend(i, spec), prompt, reference=ref, options=options)
+        return ModelReward(backend(i, spec), prompt, reference=ref, options=options)
+
+    def for_prompt(prompt: str) -> Any:
+        parts = [one(i, spec, prompt) for i, spec in enumerate(cfg.rewards)]
+        reward = parts[0] if len(parts) == 1 and not cfg.reward_weights else Ensemble(parts, cfg.reward_weights)
+        return reward if cfg.reward_transform == "none" else Transformed(reward, cfg.reward_transform)
+
+    return for_prompt
+
+
+def build_policy(cfg: RLConfig) -> tuple[Policy, Any]:
+    """The Policy of a config (LoRA added to the generator's network) and the underlying generator/pipeline."""
+    from .lora import adapters_disabled
+
+    out = Path(cfg.out)
+    generator_for, network, base = build_generator(cfg, out)
+    params = add_lora(network, LoraSpec(cfg.rank, cfg.alpha, cfg.targets), seed=cfg.seed)
+    tcfg = cfg.trainer_config()
+
+    def frozen_generator_for(prompt: str) -> Any:
+        return _Frozen(generator_for(prompt), network, adapters_disabled)
+
+    rewards = build_rewards(cfg, frozen_generator_for, tcfg.sample_steps)
+    return Policy(generator_for, rewards, network, params), base
+
+
+class _Frozen:
+    """A generator with its LoRA switched off for every call (the frozen model, for tournament references)."""
+
+    def __init__(self, gen: Any, network: torch.nn.Module, disabled: Any):
+        self.gen, self.network, self.disabled = gen, network, disabled
+        self.parameterization, self.noise_shape, self.device = gen.parameterization, gen.noise_shape, gen.device
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.gen, name)
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        with self.disabled(self.network):
+            return self.gen.denoise(x, sigma)

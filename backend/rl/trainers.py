@@ -1,0 +1,294 @@
+"""The three RL trainers over the generator protocol. Each `step` trains on one batch of prompts and returns
+its metrics; gradients flow only into the LoRA parameters (the reward model is frozen).
+
+- RAFT: best-of-N per prompt with the reward model, then the ordinary denoising loss on the winners.
+- ReFL / DRaFT-K: sample without gradient to a late step, keep gradients through the last K steps, take the
+  predicted clean latent, decode, score differentiably and maximise the reward (or the hinge ReLU(m - r)).
+  `random_stop` > 0 stops 0..random_stop steps earlier at random (ReFL); 0 with K steps is DRaFT-K.
+- Flow-GRPO: SDE sampling with per-step log-probs, group-relative advantages, PPO clip, optional KL to the
+  frozen model (the same network with its LoRA switched off), SDE on all steps but the last or a high-noise
+  window (ODE elsewhere).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..generators.protocol import Generator, initial_latent, noised
+from ..generators.sampling import euler_step, sample
+from ..search.rewards import score_later
+from .lora import adapters_disabled
+from .sde import sde_step, step_scale
+
+ALGORITHMS = ("raft", "refl", "grpo")
+
+
+@dataclass
+class Policy:
+    """The generator being trained: a generator per prompt (all sharing `network`), a reward per prompt."""
+
+    generator_for: Callable[[str], Generator]
+    reward_for: Callable[[str], Any]
+    network: nn.Module
+    params: list[nn.Parameter]
+
+
+@dataclass
+class Optimizing:
+    """How a trainer applies gradients: `backward` accumulates, `step` updates (or skips a non-finite step)."""
+
+    backward: Callable[[torch.Tensor], None]
+    step: Callable[[], bool]
+
+
+@dataclass
+class TrainerConfig:
+    """Hyper-parameters of all three trainers (each uses its own)."""
+
+    group_size: int = 4  # images per prompt per step
+    sample_steps: int = 8  # sampling steps while training
+    # RAFT
+    raft_keep: int = 1  # winners kept per prompt
+    raft_updates: int = 4  # gradient steps on the winners per training step
+    # ReFL / DRaFT-K
+    grad_steps: int = 1  # K: sampling steps with gradient
+    random_stop: int = 0  # ReFL: stop up to this many steps early, at random
+    hinge_margin: float | None = None  # loss ReLU(margin - r) * hinge_weight instead of -r
+    hinge_weight: float = 1.0
+    pretrain_weight: float = 0.0  # weight of the denoising loss on `pretrain_data` (regulariser)
+    checkpointing: bool = True  # gradient checkpointing of the denoiser calls with gradient
+    # Flow-GRPO
+    noise_level: float = 0.7  # a in std = a sqrt(sigma / (1 - sigma))
+    clip_range: float = 1e-3
+    kl_beta: float = 0.0
+    adv_std: str = "global"  # "global": std of the whole batch; "group": per prompt
+    adv_clip: float = 5.0
+    window: int = 0  # 0: SDE on all steps but the last; w > 0: SDE on the first w (high-noise) steps only
+    minibatches: int = 2  # optimizer updates per step (groups split into this many minibatches)
+
+    def validate(self) -> "TrainerConfig":
+        checks = [("group_size", self.group_size >= 1), ("sample_steps", self.sample_steps >= 1),
+                  ("raft_keep", 1 <= self.raft_keep <= self.group_size), ("raft_updates", self.raft_updates >= 1),
+                  ("grad_steps", 1 <= self.grad_steps <= self.sample_steps),
+                  ("random_stop", 0 <= self.random_stop <= self.sample_steps - self.grad_steps),
+                  ("noise_level", 0 <= self.noise_level <= 2), ("clip_range", self.clip_range > 0),
+                  ("kl_beta", self.kl_beta >= 0), ("adv_std", self.adv_std in ("global", "group")),
+                  ("adv_clip", self.adv_clip > 0), ("window", 0 <= self.window < self.sample_steps or self.sample_steps == 1),
+                  ("minibatches", self.minibatches >= 1), ("pretrain_weight", self.pretrain_weight >= 0)]
+        bad = [name for name, ok in checks if not ok]
+        if bad:
+            values = ", ".join(f"{n}={getattr(self, n)!r}" for n in bad)
+            raise ValueError(f"invalid trainer settings: {values} (raft_keep <= group_size, grad_steps + random_stop <= "
+                             "sample_steps, window < sample_steps, adv_std 'global' or 'group')")
+        return self
+
+
+def seeded(generator: Generator, n: int, seed: int) -> torch.Tensor:
+    """n unit noises from a seed on the CPU (the same on every device)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n, *generator.noise_shape), generator=g).to(generator.device)
+
+
+def denoising_loss(generator: Generator, x0: torch.Tensor, seed: int, sigma_grid: int = 100) -> torch.Tensor:
+    """The ordinary training loss at one random noise level: |(x0_hat - x0) / sigma|^2 (the eps loss for eps
+    models, the velocity loss for flow models)."""
+    g = torch.Generator().manual_seed(seed)
+    sigmas = generator.sigmas(sigma_grid)[:-1]
+    sigma = sigmas[int(torch.randint(0, len(sigmas), (1,), generator=g))]
+    eps = torch.randn(x0.shape, generator=g).to(x0.device)
+    x = noised(generator, x0, eps, sigma)
+    return (((generator.denoise(x, sigma) - x0) / sigma) ** 2).mean()
+
+
+# --- RAFT --------------------------------------------------------------------------------------------------------
+def raft_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int, opt: Optimizing) -> dict[str, float]:
+    """Best-of-group per prompt (ODE samples), then `raft_updates` denoising-loss updates on the winners."""
+    pending = []
+    for j, prompt in enumerate(prompts):
+        gen = policy.generator_for(prompt)
+        with torch.no_grad():
+            latents = sample(gen, seeded(gen, cfg.group_size, seed + j), cfg.sample_steps)
+            pending.append((prompt, latents, score_later(policy.reward_for(prompt), gen.decode(latents))))
+    winners, all_rewards = [], []
+    for prompt, latents, future in pending:
+        rewards = future.result()
+        all_rewards.append(rewards)
+        keep = rewards.argsort(descending=True)[:cfg.raft_keep]
+        winners.append((prompt, latents[keep]))
+    losses = []
+    for u in range(cfg.raft_updates):
+        total = 0.0
+        for j, (prompt, x0) in enumerate(winners):
+            loss = denoising_loss(policy.generator_for(prompt), x0, seed * 7919 + u * 131 + j) / len(winners)
+            opt.backward(loss)
+            total += float(loss.detach())
+        opt.step()
+        losses.append(total)
+    return reward_stats(torch.cat(all_rewards)) | {"loss": sum(losses) / len(losses),
+                                                  "winner_reward": float(torch.stack([r.max() for r in all_rewards]).mean())}
+
+
+# --- ReFL / DRaFT-K ------------------------------------------------------------------------------------------------
+def refl_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int, opt: Optimizing,
+              pretrain_data: Callable[[int], torch.Tensor] | None = None) -> dict[str, float]:
+    """Reward gradients through the last `grad_steps` sampling steps (stopping early at random for ReFL)."""
+    rng = random.Random(seed)
+    rewards_all, total = [], 0.0
+    for j, prompt in enumerate(prompts):
+        gen = policy.generator_for(prompt)
+        reward = policy.reward_for(prompt)
+        if not reward.differentiable:
+            raise ValueError("refl needs a differentiable reward (an in-process reward model or statistic); remote "
+                             "and pairwise-by-HTTP rewards work with raft and grpo")
+        steps = cfg.sample_steps
+        end = steps - rng.randint(0, cfg.random_stop)  # the step whose x0 prediction is the final image
+        start = end - cfg.grad_steps
+        sigmas = gen.sigmas(steps).to(gen.device)
+        noise = seeded(gen, cfg.group_size, seed + j)
+        with torch.no_grad():
+            x = sample(gen, noise, steps, stop=start)
+        x0 = None
+        for i in range(start, end):
+            if cfg.checkpointing:
+                x, x0 = checkpoint(euler_step, gen, x, sigmas[i], sigmas[i + 1], use_reentrant=False)
+            else:
+                x, x0 = euler_step(gen, x, sigmas[i], sigmas[i + 1])
+        r = reward(gen.decode(x0))
+        loss = (torch.relu(cfg.hinge_margin - r) * cfg.hinge_weight).mean() if cfg.hinge_margin is not None else -r.mean()
+        if cfg.pretrain_weight > 0 and pretrain_data is not None:
+            loss = loss + cfg.pretrain_weight * denoising_loss(gen, pretrain_data(seed + j).to(gen.device), seed + j)
+        opt.backward(loss / len(prompts))
+        total += float(loss.detach()) / len(prompts)
+        rewards_all.append(r.detach().float().cpu())
+    opt.step()
+    return reward_stats(torch.cat(rewards_all)) | {"loss": total}
+
+
+# --- Flow-GRPO ------------------------------------------------------------------------------------------------------
+@dataclass
+class Trajectory:
+    """One prompt's group: the states, which steps were stochastic, their old log-probs, and the rewards."""
+
+    prompt: str
+    states: list[torch.Tensor]  # [steps + 1] x [k, ...]
+    sde_steps: list[int]
+    old_logps: dict[int, torch.Tensor] = field(default_factory=dict)
+    rewards: torch.Tensor | None = None
+
+
+def sde_window(cfg: TrainerConfig) -> list[int]:
+    """The steps sampled (and trained) with the SDE: all but the last, or the first `window` high-noise steps."""
+    return list(range(cfg.window or max(cfg.sample_steps - 1, 1)))
+
+
+def sample_trajectory(gen: Generator, noise: torch.Tensor, cfg: TrainerConfig, seed: int,
+                      noise_level: float | None = None) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+    """SDE sampling on the window's steps, Euler elsewhere; returns the states and the window's log-probs."""
+    if gen.parameterization != "flow":
+        raise ValueError("grpo's SDE is written for flow models (SD3, Flux, Wan, the tiny flow model); use raft or "
+                         "refl for epsilon models (SD 1.x/2.x, SDXL)")
+    level = cfg.noise_level if noise_level is None else noise_level
+    sigmas = gen.sigmas(cfg.sample_steps).to(gen.device)
+    cap = sigmas[1] if len(sigmas) > 2 else sigmas[0] * 0.5
+    window = set(sde_window(cfg))
+    g = torch.Generator().manual_seed(seed)
+    x = initial_latent(gen, noise, sigmas[0]).float()
+    states, logps = [x], {}
+    for i in range(cfg.sample_steps):
+        if i in window:
+            z = torch.randn(x.shape, generator=g).to(x.device)
+            x, logps[i], _ = sde_step(gen, x, sigmas[i], sigmas[i + 1], cap, level, noise=z)
+        else:
+            x, _ = euler_step(gen, x, sigmas[i], sigmas[i + 1])
+        states.append(x)
+    return states, logps
+
+
+def group_advantages(rewards: list[torch.Tensor], per_group_std: bool, clip: float) -> tuple[list[torch.Tensor], list[bool]]:
+    """(r - group mean) / (std + 1e-4), std of the whole batch or of each group, clamped; and which groups
+    carry signal (a group whose rewards are all equal is dropped)."""
+    all_r = torch.cat(rewards)
+    global_std = all_r.std(unbiased=False) if all_r.numel() > 1 else torch.tensor(0.0)
+    adv, keep = [], []
+    for r in rewards:
+        std = r.std(unbiased=False) if r.numel() > 1 else torch.tensor(0.0)
+        keep.append(bool(std > 0))
+        adv.append(((r - r.mean()) / ((std if per_group_std else global_std) + 1e-4)).clamp(-clip, clip))
+    return adv, keep
+
+
+def grpo_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int, opt: Optimizing,
+              ratio_probe: list | None = None) -> dict[str, float]:
+    """Sample groups with the SDE, score, then PPO-clip updates (minibatches of groups) over the SDE steps."""
+    trajectories, futures = [], []
+    with torch.no_grad():
+        for j, prompt in enumerate(prompts):
+            gen = policy.generator_for(prompt)
+            states, logps = sample_trajectory(gen, seeded(gen, cfg.group_size, seed + j), cfg, seed * 7919 + j)
+            trajectories.append(Trajectory(prompt, states, sorted(logps), logps))
+            futures.append(score_later(policy.reward_for(prompt), gen.decode(states[-1])))
+    for t, f in zip(trajectories, futures):
+        t.rewards = f.result().float()
+    advantages, keep = group_advantages([t.rewards for t in trajectories], cfg.adv_std == "group", cfg.adv_clip)
+    kept = [(t, a) for t, a, k in zip(trajectories, advantages, keep) if k]
+    stats = reward_stats(torch.cat([t.rewards for t in trajectories])) | {
+        "zero_std_ratio": 1 - len(kept) / len(trajectories), "loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "ratio_mean": 1.0}
+    if not kept:
+        return stats
+    batches = [kept[i::cfg.minibatches] for i in range(min(cfg.minibatches, len(kept)))]
+    loss_sum, kl_sum, clipped, ratios, pieces = 0.0, 0.0, 0.0, 0.0, 0
+    for batch in batches:
+        n_terms = len(batch) * len(batch[0][0].sde_steps)
+        for t, adv in batch:
+            gen = policy.generator_for(t.prompt)
+            sigmas = gen.sigmas(cfg.sample_steps).to(gen.device)
+            cap = sigmas[1] if len(sigmas) > 2 else sigmas[0] * 0.5
+            a = adv.to(gen.device)
+            for i in t.sde_steps:
+                x, x_next = t.states[i], t.states[i + 1]
+                _, logp, mean = sde_step(gen, x, sigmas[i], sigmas[i + 1], cap, cfg.noise_level, x_next=x_next)
+                ratio = torch.exp(logp - t.old_logps[i])
+                if ratio_probe is not None:
+                    ratio_probe.append(ratio.detach().clone())
+                unclipped = -a * ratio
+                clipped_loss = -a * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
+                loss = torch.maximum(unclipped, clipped_loss).mean()
+                if cfg.kl_beta > 0:
+                    with torch.no_grad(), adapters_disabled(policy.network):
+                        _, _, mean_ref = sde_step(gen, x, sigmas[i], sigmas[i + 1], cap, cfg.noise_level, x_next=x_next)
+                    scale = step_scale(sigmas[i], sigmas[i + 1], cap, cfg.noise_level)
+                    dims = tuple(range(1, mean.ndim))
+                    kl = (((mean - mean_ref) ** 2).mean(dim=dims) / (2 * scale ** 2)).mean()
+                    loss = loss + cfg.kl_beta * kl
+                    kl_sum += float(kl.detach())
+                opt.backward(loss / n_terms)
+                loss_sum += float(loss.detach())
+                clipped += float(((ratio - 1).abs() > cfg.clip_range).float().mean())
+                ratios += float(ratio.detach().mean())
+                pieces += 1
+        opt.step()
+    return stats | {"loss": loss_sum / pieces, "kl": kl_sum / pieces, "clip_frac": clipped / pieces,
+                    "ratio_mean": ratios / pieces}
+
+
+def reward_stats(rewards: torch.Tensor) -> dict[str, float]:
+    """Mean and (population) std of a step's rewards."""
+    r = rewards.detach().float()
+    return {"reward_mean": float(r.mean()), "reward_std": float(r.std(unbiased=False)) if r.numel() > 1 else 0.0}
+
+
+def held_out_reward(policy: Policy, prompts: list[str], seeds: list[int], steps: int) -> float:
+    """Mean reward of ODE samples for `prompts` x `seeds` (the evaluation before and after training)."""
+    values = []
+    with torch.no_grad():
+        for prompt in prompts:
+            gen = policy.generator_for(prompt)
+            noise = torch.cat([seeded(gen, 1, s) for s in seeds])
+            values.append(policy.reward_for(prompt)(gen.decode(sample(gen, noise, steps))).float().cpu())
+    return float(torch.cat(values).mean())
