@@ -413,6 +413,41 @@ def write_search_output(image: Any, out: str) -> None:
         PILImage.fromarray(arr).save(out)
 
 
+# --- RL fine-tuning of generators ---------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    """LoRA RL fine-tuning of a generator with the reward (raft, refl, grpo); Ctrl+C checkpoints, the same command resumes."""
+    from tqdm import tqdm
+
+    from .rl.config import load_rl_config
+    from .rl.run import distributed, train_rl
+
+    cfg = load_rl_config(args.config)
+    if args.steps is not None:
+        cfg.steps = args.steps
+        cfg.validate()
+    if args.accelerate:
+        from accelerate import PartialState
+
+        PartialState()  # joins the process group `accelerate launch` set up
+    main_process = distributed()[0] == 0
+    with tqdm(total=cfg.steps, desc=f"train {cfg.algorithm}", unit="step", disable=args.quiet or not main_process) as bar:
+        def progress(step: int, total: int, row: dict) -> None:
+            bar.n = step
+            bar.set_postfix({"reward": f"{row['reward_mean']:.3f}", "std": f"{row['window_std']:.3f}"}, refresh=False)
+            bar.refresh()
+
+        summary = train_rl(cfg, progress=progress)
+    if not main_process:
+        return 0
+    if summary["interrupted"]:
+        print(f"interrupted at step {summary['step']}; checkpoint in {summary['checkpoint']} (run the same command to resume)")
+        return 130
+    print(json.dumps(summary, indent=2) if args.json else
+          f"{cfg.algorithm}: held-out reward {summary['reward_before']:.4f} -> {summary['reward_after']:.4f} after "
+          f"{summary['step']} steps; LoRA: {', '.join(summary['files'].values())}")
+    return 0
+
+
 # --- reward-model training -------------------------------------------------------------------------------------
 def cmd_train_rm(args: argparse.Namespace) -> int:
     """Train a reward model from a config file; Ctrl+C checkpoints, and the same command resumes."""
@@ -541,6 +576,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="best.png", help="where to write the best image")
     p.add_argument("--json", action="store_true", help="print the score and every candidate as JSON")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("train", help="LoRA RL fine-tuning of a generator with the reward (raft, refl, grpo)")
+    p.add_argument("--config", required=True, help="TOML or YAML run config (see README)")
+    p.add_argument("--steps", type=int, default=None, help="override the config's steps")
+    p.add_argument("--accelerate", action="store_true", help="running under `accelerate launch` (several GPUs)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("train-rm", help="fine-tune a VLM into a reward model from preference pairs")
     p.add_argument("--config", required=True, help="TOML or YAML training config (see README)")

@@ -1,0 +1,234 @@
+"""LoRA RL trainers on the tiny flow generator with a visible, differentiable reward (redness)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("peft")
+
+from rewarddance.backend.generators.sampling import sample  # noqa: E402
+from rewarddance.backend.generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet, train_tiny_flow  # noqa: E402
+from rewarddance.backend.rl.config import RLConfig, load_rl_config  # noqa: E402
+from rewarddance.backend.rl.export import comfyui_state_dict, load_peft_adapter, save_peft_adapter  # noqa: E402
+from rewarddance.backend.rl.lora import LoraSpec, add_lora, adapters_disabled  # noqa: E402
+from rewarddance.backend.rl.run import train_rl  # noqa: E402
+from rewarddance.backend.rl.trainers import (  # noqa: E402
+    Optimizing, Policy, TrainerConfig, group_advantages, grpo_step, sample_trajectory, seeded)
+from rewarddance.backend.search.rewards import ColourReward, Transformed  # noqa: E402
+
+TRAINERS = {"raft": ({"group_size": 8, "sample_steps": 6, "raft_updates": 4}, 1e-3),
+            "refl": ({"group_size": 4, "sample_steps": 6, "grad_steps": 2}, 3e-3),
+            "grpo": ({"group_size": 8, "sample_steps": 6, "clip_range": 0.2}, 3e-3)}
+
+
+@pytest.fixture(scope="module")
+def base_flow(tmp_path_factory) -> Path:
+    """A tiny flow model fitted to photo crops once, saved where configs can point at it."""
+    from safetensors.torch import save_file
+
+    gen = train_tiny_flow(steps=150, seed=0)
+    path = tmp_path_factory.mktemp("base") / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in gen.net.state_dict().items()}, str(path))
+    return path
+
+
+def config(tmp_path: Path, base: Path, algorithm: str, steps: int, **extra) -> RLConfig:
+    trainer, lr = TRAINERS[algorithm]
+    return RLConfig(algorithm=algorithm, out=str(tmp_path / algorithm), prompts=["a red picture"], steps=steps, lr=lr, rank=4,
+                    alpha=8, eval_seeds=8, save_every=0, generator={"kind": "tiny", "path": str(base)}, trainer=dict(trainer),
+                    **extra)
+
+
+def load_base(base: Path) -> TinyFlowGenerator:
+    from safetensors.torch import load_file
+
+    net = TinyVelocityNet()
+    net.load_state_dict(load_file(str(base)))
+    return TinyFlowGenerator(net)
+
+
+@pytest.mark.parametrize("algorithm", ["raft", "refl", "grpo"])
+def test_each_trainer_raises_the_held_out_reward(algorithm, base_flow, tmp_path):
+    summary = train_rl(config(tmp_path, base_flow, algorithm, steps=6))
+    assert summary["step"] == 6 and not summary["interrupted"] and summary["skipped_updates"] == 0
+    assert summary["reward_after"] > summary["reward_before"] + 0.05, summary
+    out = tmp_path / algorithm
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all({"reward_mean", "reward_std", "window_std", "loss"} <= set(r) for r in rows)
+    assert (out / "chart.png").is_file() and (out / "lora_peft" / "adapter_config.json").is_file()
+    assert (out / "lora_comfyui.safetensors").is_file()
+    assert json.loads((out / "summary.json").read_text())["reward_after"] == summary["reward_after"]
+
+
+def tiny_policy(base: Path, seed: int = 0) -> tuple[Policy, TinyFlowGenerator]:
+    gen = load_base(base)
+    params = add_lora(gen.net, LoraSpec(4, 8.0), seed=seed)
+    return Policy(lambda p: gen, lambda p: ColourReward(0), gen.net, params), gen
+
+
+def test_grpo_ratio_is_exactly_one_before_the_lora_moves_and_sde_at_noise_zero_is_the_ode(base_flow):
+    policy, gen = tiny_policy(base_flow)
+    cfg = TrainerConfig(group_size=4, sample_steps=5, minibatches=1, clip_range=0.2)
+    ratios: list[torch.Tensor] = []
+    steps_taken = []
+    grpo_step(policy, cfg, ["a"], seed=3, opt=Optimizing(lambda loss: loss.backward(), lambda: steps_taken.append(1) or True),
+              ratio_probe=ratios)
+    assert len(ratios) == 4 and steps_taken == [1]  # all SDE steps but the last, one update
+    assert all(torch.equal(r, torch.ones_like(r)) for r in ratios)
+    noise = seeded(gen, 3, 9)
+    with torch.no_grad():
+        states, logps = sample_trajectory(gen, noise, cfg, seed=1, noise_level=0.0)
+        assert torch.equal(states[-1], sample(gen, noise, 5))
+        stochastic, _ = sample_trajectory(gen, noise, cfg, seed=1)
+    assert not torch.equal(stochastic[-1], states[-1])
+
+
+def test_group_advantages_drop_zero_std_groups_and_clip():
+    adv, keep = group_advantages([torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5])], per_group_std=False, clip=5.0)
+    assert keep == [True, False]
+    global_std = torch.tensor([1.0, 0.0, 0.5, 0.5]).std(unbiased=False)
+    assert torch.allclose(adv[0], torch.tensor([0.5, -0.5]) / (global_std + 1e-4))
+    adv, _ = group_advantages([torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])], per_group_std=True, clip=2.0)
+    assert float(adv[0].max()) == 2.0
+
+
+def test_lora_switched_off_is_the_frozen_model_and_exports_reload_to_the_same_outputs(base_flow, tmp_path):
+    gen = load_base(base_flow)
+    x, sigma = torch.randn(2, 3, 16, 16), torch.tensor(0.6)
+    frozen = gen.denoise(x, sigma).detach()
+    params = add_lora(gen.net, LoraSpec(4, 8.0), seed=1)
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.05 * torch.randn_like(p))
+    trained = gen.denoise(x, sigma).detach()
+    assert not torch.allclose(trained, frozen)
+    with adapters_disabled(gen.net):
+        assert torch.equal(gen.denoise(x, sigma), frozen)
+    # PEFT directory: a fresh copy of the base model with the adapter loaded gives the trained outputs
+    save_peft_adapter(gen.net, LoraSpec(4, 8.0), tmp_path / "peft")
+    fresh = load_base(base_flow)
+    load_peft_adapter(fresh.net, tmp_path / "peft")
+    assert torch.allclose(fresh.denoise(x, sigma), trained, atol=1e-6)
+    # ComfyUI format: W + alpha / rank * up @ down merged into the base weights gives the trained outputs
+    state = comfyui_state_dict(gen.net)
+    merged = load_base(base_flow)
+    modules = dict(merged.net.named_modules())
+    with torch.no_grad():
+        for key in {k.rsplit(".lora_", 1)[0] for k in state if ".lora_" in k}:
+            down, up = state[f"{key}.lora_down.weight"], state[f"{key}.lora_up.weight"]
+            scale = float(state[f"{key}.alpha"]) / down.shape[0]
+            delta = up.flatten(1) @ down.flatten(1)
+            modules[key].weight += scale * delta.view_as(modules[key].weight)
+    assert torch.allclose(merged.denoise(x, sigma), trained, atol=1e-5)
+    assert float(state["blocks.0.alpha"]) == 8.0
+
+
+def test_bad_settings_name_the_input(base_flow, tmp_path):
+    with pytest.raises(ValueError, match="algorithm must be one of raft, refl, grpo"):
+        config(tmp_path, base_flow, "raft", 2).__class__(algorithm="ppo", out="x", prompts=["a"]).validate()
+    cfg = config(tmp_path, base_flow, "raft", 2)
+    cfg.trainer["raft_keep"] = 99
+    with pytest.raises(ValueError, match="raft_keep=99"):
+        cfg.validate()
+    cfg = config(tmp_path, base_flow, "raft", 2)
+    cfg.trainer["learning_rate"] = 1
+    with pytest.raises(ValueError, match="unknown key.*learning_rate"):
+        cfg.validate()
+    with pytest.raises(ValueError, match="prompts: .* is not a file"):
+        config(tmp_path, base_flow, "raft", 2, eval_prompts=None).__class__(
+            algorithm="raft", out="x", prompts=str(tmp_path / "missing.txt")).validate()
+    with pytest.raises(ValueError, match="needs `model`"):
+        RLConfig(algorithm="raft", out="x", prompts=["a"], rewards=[{"kind": "pointwise"}]).validate()
+    with pytest.raises(ValueError, match="reward transform must be one of"):
+        Transformed(ColourReward(), "sqrt")
+    policy, gen = tiny_policy(base_flow)
+    gen.parameterization = "eps"
+    with pytest.raises(ValueError, match="grpo's SDE is written for flow models"):
+        sample_trajectory(gen, seeded(gen, 1, 0), TrainerConfig(), seed=0)
+
+
+def test_non_finite_loss_skips_the_update_and_says_so(base_flow, tmp_path, capsys):
+    class NaNOnce:
+        differentiable = True
+        calls = 0
+
+        def __call__(self, images):
+            NaNOnce.calls += 1
+            r = ColourReward(0)(images)
+            return r * float("nan") if NaNOnce.calls == 2 else r
+
+    gen = load_base(base_flow)
+    params = add_lora(gen.net, LoraSpec(4, 8.0))
+    policy = Policy(lambda p: gen, lambda p: NaNOnce(), gen.net, params)
+    cfg = config(tmp_path, base_flow, "refl", 3)
+    summary = train_rl(cfg, policy=policy)
+    assert summary["skipped_updates"] == 1 and summary["step"] == 3
+    assert "non-finite loss" in capsys.readouterr().err
+    assert all(torch.isfinite(p).all() for p in params)
+
+
+def test_kill_minus_9_then_resume_ends_with_all_steps(base_flow, tmp_path):
+    """A run killed with SIGKILL restarts from its last checkpoint and finishes the configured steps."""
+    cfg_path = tmp_path / "run.toml"
+    cfg_path.write_text(f'''algorithm = "raft"
+out = "run"
+prompts = ["a red picture", "a red square"]
+steps = 8
+lr = 0.001
+rank = 4
+alpha = 8
+eval_seeds = 2
+save_every = 2
+generator = {{ kind = "tiny", path = "{base_flow}" }}
+trainer = {{ group_size = 4, sample_steps = 4, raft_updates = 2 }}
+''')
+    cmd = [sys.executable, "-m", "rewarddance", "train", "--config", str(cfg_path), "--quiet", "--json"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        rows = log.read_text().splitlines() if log.is_file() else []
+        if len(rows) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert 2 <= state["step"] < 8 and state["step"] % 2 == 0
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["step"] == 8 and summary["resumed"] is True
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, 9))
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["reward_before"] == summary["reward_before"]
+
+
+def test_train_command_line_reports_bad_configs(tmp_path, capsys):
+    from rewarddance.backend.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('algorithm = "raft"\nout = "o"\nprompts = ["a"]\nlearning_rate = 1\n')
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "unknown key(s) learning_rate" in capsys.readouterr().err
+    bad.write_text('algorithm = "raft"\nout = "o"\n')
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "missing required key(s) prompts" in capsys.readouterr().err
+    good = tmp_path / "prompts.txt"
+    good.write_text("a red fox\n\na red car\n")
+    cfg_path = tmp_path / "ok.toml"
+    cfg_path.write_text('algorithm = "grpo"\nout = "o"\nprompts = "prompts.txt"\n')
+    cfg = load_rl_config(cfg_path)
+    assert cfg.prompt_list() == ["a red fox", "a red car"] and cfg.out == str(tmp_path / "o")
