@@ -360,3 +360,19 @@ def test_node_inputs_refuse_bad_values_with_the_input_named(tiny_dirs):
     assert errors["video_missing"].startswith("frames / video:")
     assert errors["hub_id_empty"].startswith("hub_id:")
     assert errors["score_prompt"].startswith("text:")
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_exported_lora_loads_through_lora_loader_model_only_and_matches(strength, tmp_path):
+    """Our ComfyUI-format LoRA changes a tiny SD1.5-shaped model's output exactly as the in-memory LoRA did
+    (at strength 0.5 as the in-memory LoRA with its delta halved: the alpha key sets the scale)."""
+    pytest.importorskip("peft")
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    out = subprocess.run([python, str(REPO / "tests" / "comfy_inprocess_lora.py"), str(REPO), str(tmp_path), str(strength)],
+                         capture_output=True, text=True, timeout=300, env={**os.environ})
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert out.returncode == 0 and lines, out.stderr[-3000:]
+    result = json.loads(lines[-1])
+    assert result["patches"] * 3 == result["keys"] and result["patches"] > 0  # every adapted layer was patched
+    assert result["lora_changes_output"] > 1e-4
+    assert result["max_diff"] <= 1e-3 * result["lora_changes_output"]

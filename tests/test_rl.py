@@ -232,3 +232,18 @@ def test_train_command_line_reports_bad_configs(tmp_path, capsys):
     cfg_path.write_text('algorithm = "grpo"\nout = "o"\nprompts = "prompts.txt"\n')
     cfg = load_rl_config(cfg_path)
     assert cfg.prompt_list() == ["a red fox", "a red car"] and cfg.out == str(tmp_path / "o")
+
+
+def test_comfyui_key_names_per_family():
+    from rewarddance.backend.rl.export import comfyui_key
+
+    assert comfyui_key("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", "unet") == \
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    assert comfyui_key("transformer_blocks.0.attn.to_q", "flux") == "transformer.transformer_blocks.0.attn.to_q"
+    assert comfyui_key("transformer_blocks.3.attn.add_k_proj", "sd3") == "transformer.transformer_blocks.3.attn.add_k_proj"
+    assert comfyui_key("blocks.2.attn2.to_out.0", "wan") == "diffusion_model.blocks.2.cross_attn.o"
+    assert comfyui_key("blocks.0.ffn.net.0.proj", "wan") == "diffusion_model.blocks.0.ffn.0"
+    assert comfyui_key("input_blocks.1.1.transformer_blocks.0.attn1.to_q", "comfy_unet") == \
+        "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q"
+    with pytest.raises(ValueError, match="no original"):
+        comfyui_key("blocks.0.norm2", "wan")
