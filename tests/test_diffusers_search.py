@@ -222,3 +222,34 @@ def test_search_command_line(tiny_sd, tiny_dirs, tmp_path, capsys):
     assert report["score"] == max(c["score"] for c in report["history"])
     assert main(["search", "--pipeline", str(tiny_sd), "--prompt", "x", "--algorithm", "magic", "--budget", "4",
                  "--reward-model", str(tiny_dirs["qwen2_5_vl"]), "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("algorithm,family", [("raft", "sd"), ("grpo", "sd3"), ("refl", "flux")])
+def test_rl_training_on_diffusers_pipelines_exports_comfyui_keys(algorithm, family, request, tmp_path):
+    """A LoRA trained on a diffusers pipeline (UNet or transformer) runs, exports the family's ComfyUI keys and
+    a PEFT directory that reloads into a fresh network to the same outputs."""
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    from rewarddance.backend.rl.config import RLConfig
+    from rewarddance.backend.rl.export import load_peft_adapter
+    from rewarddance.backend.rl.run import train_rl
+
+    path = request.getfixturevalue(f"tiny_{family}")
+    cfg = RLConfig(algorithm=algorithm, out=str(tmp_path / "run"), prompts=["a red fox"], steps=2, lr=1e-3, rank=2, alpha=4,
+                   prompts_per_step=1, eval_seeds=1, save_every=1,
+                   generator={"kind": "diffusers", "path": str(path), "height": 16, "width": 16, "device": "cpu"},
+                   trainer={"group_size": 2, "sample_steps": 3, "raft_updates": 1, "minibatches": 1})
+    summary = train_rl(cfg)
+    assert summary["step"] == 2 and summary["skipped_updates"] == 0
+    keys = list(load_file(summary["files"]["comfyui"]))
+    prefix = {"sd": "lora_unet_", "sd3": "transformer.", "flux": "transformer."}[family]
+    assert keys and all(k.startswith(prefix) for k in keys) and any(k.endswith(".alpha") for k in keys)
+    trained = load_pipeline(str(path))
+    network = getattr(trained, "transformer", None) or trained.unet
+    load_peft_adapter(network, summary["files"]["peft"])
+    state = load_file(str(tmp_path / "run" / "checkpoint" / "lora.safetensors"))
+    from rewarddance.backend.rl.lora import lora_state_dict
+
+    assert set(lora_state_dict(network)) == set(state)
+    assert all(torch.equal(lora_state_dict(network)[k], state[k]) for k in state)

@@ -150,7 +150,7 @@ def build_generator(cfg: RLConfig, out: Path) -> tuple[Callable[[str], Any], tor
 
     def for_prompt(prompt: str) -> Any:
         if prompt not in cache:
-            cache[prompt] = generator_for(pipe, prompt, g.get("negative", ""), g.get("guidance", 1.0),
+            cache[prompt] = generator_for(pipe, prompt, g.get("negative", ""), g.get("guidance"),
                                           g.get("height"), g.get("width"), g.get("frames"))
         return cache[prompt]
 
