@@ -428,7 +428,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.accelerate:
         from accelerate import PartialState
 
-        PartialState()  # joins the process group `accelerate launch` set up
+        state = PartialState()  # joins the process group `accelerate launch` set up
+        cfg.generator.setdefault("device", str(state.device))  # one GPU per process
+        for reward in cfg.rewards:
+            reward.setdefault("device", str(state.device))
     main_process = distributed()[0] == 0
     with tqdm(total=cfg.steps, desc=f"train {cfg.algorithm}", unit="step", disable=args.quiet or not main_process) as bar:
         def progress(step: int, total: int, row: dict) -> None:
