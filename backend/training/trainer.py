@@ -325,9 +325,9 @@ def _short(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "reliability"}
 
 
-def write_chart(log_path: Path, out: Path, width: int = 720, height: int = 320) -> Path | None:
+def write_chart(log_path: Path, out: Path) -> Path | None:
     """A PNG of the training loss (and held-out pairwise accuracy when logged) over steps."""
-    from PIL import Image, ImageDraw
+    from ..charts import line_panels
 
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
     loss = [(r["step"], r["loss"]) for r in rows if "loss" in r and math.isfinite(r["loss"])]
@@ -336,22 +336,8 @@ def write_chart(log_path: Path, out: Path, width: int = 720, height: int = 320) 
     acc = [(s, a) for s, a in acc if a is not None]
     if not loss:
         return None
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    pad = 40
-    max_step = max(s for s, _ in loss)
-    hi = max(v for _, v in loss) or 1.0
-
-    def xy(step: float, value: float, top: float) -> tuple[float, float]:
-        return pad + (width - 2 * pad) * step / max(1, max_step), height - pad - (height - 2 * pad) * value / top
-
-    draw.rectangle((pad, pad, width - pad, height - pad), outline="black")
-    draw.line([xy(s, v, hi) for s, v in loss], fill=(31, 119, 180), width=2)
-    draw.text((pad, 10), f"training loss (max {hi:.3f})", fill=(31, 119, 180))
+    panels = [("training loss", {"loss": loss})]
     if acc:
-        draw.line([xy(s, a, 1.0) for s, a in acc] if len(acc) > 1 else [xy(0, acc[0][1], 1.0), xy(max_step, acc[0][1], 1.0)],
-                  fill=(214, 39, 40), width=2)
-        draw.text((width // 2, 10), f"held-out pairwise accuracy (last {acc[-1][1]:.3f})", fill=(214, 39, 40))
-    draw.text((pad, height - pad + 8), f"step 0 .. {max_step}", fill="black")
-    img.save(out)
+        panels.append(("held-out pairwise accuracy", {"accuracy": acc}))
+    line_panels(panels).save(out)
     return out
