@@ -173,7 +173,7 @@ def test_wan_adapter_samples_video_like_the_pipeline_and_searches(tiny_wan):
     assert result.image.shape == (1, 5, 16, 16, 3)
 
 
-def test_unsupported_pipelines_and_bad_sizes_are_refused(tiny_sd, tiny_flux):
+def test_unsupported_pipelines_and_bad_sizes_are_refused(tiny_sd, tiny_flux, tiny_wan):
     class KandinskyPipeline:  # noqa: D401 - a stand-in for any other pipeline class
         pass
 
@@ -183,6 +183,8 @@ def test_unsupported_pipelines_and_bad_sizes_are_refused(tiny_sd, tiny_flux):
         generator_for(load_pipeline(str(tiny_flux)), "x", height=18, width=16)
     with pytest.raises(ValueError, match="steps must be at least 1"):
         generator_for(load_pipeline(str(tiny_sd)), "x").sigmas(0)
+    with pytest.raises(ValueError, match=r"frames must be 1 more than a multiple of 4 \(e.g. 81\), got 6"):
+        generator_for(load_pipeline(str(tiny_wan)), "x", height=16, width=16, frames=6)
 
 
 def test_adapter_sampling_equals_the_diffusers_pipeline(tiny_sd):

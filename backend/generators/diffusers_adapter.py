@@ -34,6 +34,22 @@ def generator_for(pipe: Any, prompt: str, negative_prompt: str = "", guidance: f
     return cls(pipe, prompt, negative_prompt, default if guidance is None else guidance, height, width, **kwargs)
 
 
+def decode_vae_images(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Latents -> images [B, H, W, 3] in [0, 1] through an image VAE (undoing its scaling and shift factors)."""
+    z = latents / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0.0)
+    images = vae.decode(z.to(vae.dtype)).sample.float()
+    return ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
+
+
+def image_size(pipe: Any, height: int | None, width: int | None, multiple: int) -> tuple[int, int]:
+    """(height, width) in pixels, the pipeline's default size when not given, checked against `multiple`."""
+    size = pipe.default_sample_size * pipe.vae_scale_factor
+    h, w = height or size, width or size
+    if h % multiple or w % multiple:
+        raise ValueError(f"height/width must be multiples of {multiple}, got {h}x{w}")
+    return h, w
+
+
 def _check_steps(steps: int) -> None:
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -109,8 +125,7 @@ class DiffusersEpsGenerator:
         return x - sigma * eps
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        images = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample.float()
-        return ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
+        return decode_vae_images(self.vae, latents)
 
 
 class FlowGenerator:
@@ -151,6 +166,9 @@ class FlowGenerator:
     def uses_cfg(self) -> bool:
         return self.guidance > 1.0
 
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return decode_vae_images(self.vae, latents)
+
 
 def euler_flow_scheduler(scheduler: Any) -> Any:
     """The pipeline's scheduler when it is a FlowMatchEulerDiscreteScheduler, else one with the same shift.
@@ -174,11 +192,7 @@ class SD3Generator(FlowGenerator):
                  height: int | None = None, width: int | None = None):
         super().__init__(pipe, guidance)
         scale = pipe.vae_scale_factor
-        size = pipe.default_sample_size * scale
-        h, w = height or size, width or size
-        patch = scale * self.transformer.config.patch_size
-        if h % patch or w % patch:
-            raise ValueError(f"height/width must be multiples of {patch}, got {h}x{w}")
+        h, w = image_size(pipe, height, width, scale * self.transformer.config.patch_size)
         self.noise_shape = (self.transformer.config.in_channels, h // scale, w // scale)
         with torch.no_grad():
             cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
@@ -198,10 +212,6 @@ class SD3Generator(FlowGenerator):
         return self.transformer(hidden_states=x.to(self.dtype), timestep=t.to(self.dtype), encoder_hidden_states=emb.expand(n, -1, -1),
                                 pooled_projections=pooled.expand(n, -1), return_dict=False)[0]
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        z = latents / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
-        images = self.vae.decode(z.to(self.vae.dtype)).sample.float()
-        return ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
 
 
 def shift_mu(config: Any, image_seq_len: int, default_max: float) -> float:
@@ -219,10 +229,7 @@ class FluxGenerator(FlowGenerator):
                  height: int | None = None, width: int | None = None):
         super().__init__(pipe, guidance)
         scale = pipe.vae_scale_factor
-        size = pipe.default_sample_size * scale
-        h, w = height or size, width or size
-        if h % (scale * 2) or w % (scale * 2):
-            raise ValueError(f"height/width must be multiples of {scale * 2}, got {h}x{w}")
+        h, w = image_size(pipe, height, width, scale * 2)
         channels = self.transformer.config.in_channels // 4
         self.noise_shape = (channels, 2 * (h // (scale * 2)), 2 * (w // (scale * 2)))
         with torch.no_grad():
@@ -260,10 +267,6 @@ class FluxGenerator(FlowGenerator):
                                txt_ids=self.text_ids, img_ids=self.img_ids, return_dict=False)[0]
         return self.unpack(out)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        z = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
-        images = self.vae.decode(z.to(self.vae.dtype)).sample.float()
-        return ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
 
 
 class WanGenerator(FlowGenerator):

@@ -97,24 +97,18 @@ class RLConfig:
 
 def load_rl_config(path: str | Path) -> RLConfig:
     """An RLConfig from a TOML or YAML file (relative paths are relative to the file)."""
-    from ..server.settings import read_config_file
+    from ..server.settings import check_config_keys, read_config_file
 
     data = read_config_file(path)
-    known = {f.name for f in fields(RLConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    missing = [k for k in ("algorithm", "out", "prompts") if k not in data]
-    if missing:
-        raise ValueError(f"{path}: missing required key(s) {', '.join(missing)}")
+    check_config_keys(data, {f.name for f in fields(RLConfig)}, ("algorithm", "out", "prompts"), path)
     base = Path(path).resolve().parent
 
     def local(value: Any) -> Any:
         return str(base / value) if isinstance(value, str) and (base / value).exists() else value
 
-    for key in ("out", "prompts", "eval_prompts"):
-        if isinstance(data.get(key), str):
-            data[key] = local(data[key]) if key != "out" else str(base / data[key]) if not Path(data[key]).is_absolute() else data[key]
+    data["out"] = str(base / data["out"])  # an absolute `out` stays as it is
+    for key in ("prompts", "eval_prompts"):
+        data[key] = local(data.get(key))
     for section in [data.get("generator", {})] + list(data.get("rewards", [])):
         for key in ("path", "model"):
             if key in section:

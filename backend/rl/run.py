@@ -40,7 +40,8 @@ def distributed() -> tuple[int, int]:
 class RLRun:
     """State of one run under `cfg.out`: optimizer, step, log, checkpoints."""
 
-    def __init__(self, cfg: RLConfig, policy: Policy | None = None, base: Any = None):
+    def __init__(self, cfg: RLConfig, policy: Policy | None = None, base: Any = None,
+                 pretrain_data: Callable[[int], torch.Tensor] | None = None):
         self.cfg = cfg.validate()
         self.tcfg = cfg.trainer_config()
         self.out = Path(cfg.out)
@@ -48,6 +49,7 @@ class RLRun:
         if policy is None:
             policy, base = build_policy(cfg)
         self.policy, self.base = policy, base
+        self.pretrain_data = pretrain_data  # clean latents for ReFL's pre-training regulariser (by seed)
         self.optimizer = torch.optim.AdamW(policy.params, lr=cfg.lr, weight_decay=0.0)
         self.step = 0
         self.rows: list[dict] = []
@@ -109,7 +111,7 @@ class RLRun:
         if self.cfg.algorithm == "raft":
             metrics = raft_step(self.policy, self.tcfg, prompts, seed, opt)
         elif self.cfg.algorithm == "refl":
-            metrics = refl_step(self.policy, self.tcfg, prompts, seed, opt, getattr(self, "pretrain_data", None))
+            metrics = refl_step(self.policy, self.tcfg, prompts, seed, opt, self.pretrain_data)
         else:
             metrics = grpo_step(self.policy, self.tcfg, prompts, seed, opt)
         self.policy.network.eval()
@@ -241,13 +243,13 @@ def train_rl(cfg: RLConfig, policy: Policy | None = None, progress: Progress | N
     `should_stop()` is asked after every step; it, Ctrl+C and SIGTERM-as-KeyboardInterrupt checkpoint the
     run, and starting it again continues it.
     """
-    run = RLRun(cfg, policy)
-    run.pretrain_data = pretrain_data
+    run = RLRun(cfg, policy, pretrain_data=pretrain_data)
     resumed = run.resume()
     summary_path = run.out / "summary.json"
-    before = (json.loads(summary_path.read_text()).get("reward_before") if resumed and summary_path.is_file() else None)
-    if before is None:
-        before = run.evaluate() if not resumed else None
+    if not resumed:
+        before = run.evaluate()
+    else:  # measured when the run first started (None if that summary is gone)
+        before = json.loads(summary_path.read_text()).get("reward_before") if summary_path.is_file() else None
     if run.main:
         run.out.mkdir(parents=True, exist_ok=True)
         summary_path.write_text(json.dumps({"reward_before": before, "status": "training"}, indent=2))

@@ -21,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 TOKEN_ENV = "REWARDDANCE_TOKEN"
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -186,6 +186,16 @@ def parse_model_flag(value: str) -> tuple[str, str]:
         path = value
         name = re.sub(r"[^A-Za-z0-9._-]", "-", Path(value.rstrip("/")).name) or "model"
     return check_model_name(name.strip()), path.strip()
+
+
+def check_config_keys(data: dict[str, Any], known: set[str], required: Sequence[str], path: str | os.PathLike) -> None:
+    """Refuse unknown and missing top-level keys of a config file, naming them and the known ones."""
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ValueError(f"{path}: missing required key(s) {', '.join(missing)}")
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:

@@ -94,22 +94,16 @@ class RMTrainConfig:
 
 def load_train_config(path: str | Path) -> RMTrainConfig:
     """An RMTrainConfig from a TOML or YAML file (relative paths are relative to the file)."""
-    from ..server.settings import read_config_file
+    from ..server.settings import check_config_keys, read_config_file
 
     data = read_config_file(path)
-    known = {f.name for f in fields(RMTrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    check_config_keys(data, {f.name for f in fields(RMTrainConfig)}, ("model", "pairs", "out"), path)
     base = Path(path).resolve().parent
     for key in ("pairs", "eval_pairs", "out"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
     if isinstance(data.get("model"), str) and (base / data["model"]).is_dir():
         data["model"] = str(base / data["model"])
-    missing = [k for k in ("model", "pairs", "out") if k not in data]
-    if missing:
-        raise ValueError(f"{path}: missing required key(s) {', '.join(missing)}")
     return RMTrainConfig(**data).validate()
 
 
