@@ -10,6 +10,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import service
 from .loaders import RemoteRewardModel, RewardModelLoader
+from .rl_training import RewardLoraTrainer
 from .scoring import CompareToReference, RewardCriteria, ScoreImages, ScoreVideo
 from .search import RewardNoiseSearch
 from .selection import BestOfN, Tournament
@@ -17,7 +18,7 @@ from .selection import BestOfN, Tournament
 folder_paths.add_model_folder_path("reward_models", os.path.join(folder_paths.models_dir, "reward_models"))
 
 NODES: list[type[io.ComfyNode]] = [RewardModelLoader, RemoteRewardModel, RewardCriteria, ScoreImages, ScoreVideo,
-                                   CompareToReference, BestOfN, Tournament, RewardNoiseSearch]
+                                   CompareToReference, BestOfN, Tournament, RewardNoiseSearch, RewardLoraTrainer]
 
 
 class RewardDanceExtension(ComfyExtension):

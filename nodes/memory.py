@@ -60,8 +60,9 @@ def load_managed(path: str, dtype: str, device: str, attn: str | None, max_pixel
         if cached is not None:
             cached.after_use = None if keep_loaded else (lambda: unload(cached))
             return cached
-        rm = RewardModel.from_pretrained(path, dtype=resolve_dtype(dtype, str(load_device)), device=str(offload_device),
-                                         attn_implementation=attn, max_pixels=max_pixels)
+        with torch.inference_mode(False):  # ordinary weights, so rewards can be differentiated (ReFL, gradient search)
+            rm = RewardModel.from_pretrained(path, dtype=resolve_dtype(dtype, str(load_device)), device=str(offload_device),
+                                             attn_implementation=attn, max_pixels=max_pixels)
         holder = VLMHolder(rm.vlm.model, offload_device)
         patcher = comfy.model_patcher.ModelPatcher(holder, load_device=load_device, offload_device=offload_device)
         rm_ref = weakref.ref(rm)
@@ -83,10 +84,15 @@ def load_managed(path: str, dtype: str, device: str, attn: str | None, max_pixel
 def unload(rm: Any) -> None:
     """Take the model out of ComfyUI's loaded models (weights go to the offload device)."""
     patcher = getattr(rm, "comfy_patcher", None)
-    if patcher is None:
-        return
+    if patcher is not None:
+        unload_patcher(lambda loaded: loaded is patcher)
+
+
+def unload_patcher(which: Any) -> None:
+    """Unload every loaded ModelPatcher for which `which(patcher)` is true (weights to the offload device,
+    weight patches undone)."""
     for loaded in list(mm.current_loaded_models):
-        if loaded.model is patcher:
+        if loaded.model is not None and which(loaded.model):
             loaded.model_unload()
             mm.current_loaded_models.remove(loaded)
     mm.soft_empty_cache()

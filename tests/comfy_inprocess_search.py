@@ -45,8 +45,10 @@ def tiny_taesd() -> comfy.sd.VAE:
     torch.manual_seed(1)
     module = TAESD()
     with torch.no_grad():
-        for name, p in module.named_parameters():
+        for name, p in module.named_parameters():  # comfy.ops layers leave weights and biases uninitialised
             if p.ndim > 1:
+                p.normal_(0, 0.05)
+            elif name.endswith("bias"):
                 p.normal_(0, 0.05)
     return comfy.sd.VAE(sd=module.state_dict())
 

@@ -376,3 +376,54 @@ def test_exported_lora_loads_through_lora_loader_model_only_and_matches(strength
     assert result["patches"] * 3 == result["keys"] and result["patches"] > 0  # every adapted layer was patched
     assert result["lora_changes_output"] > 1e-4
     assert result["max_diff"] <= 1e-3 * result["lora_changes_output"]
+
+
+def run_training_script(tiny_dirs, out_dir, mode: str) -> dict:
+    """tests/comfy_inprocess_training.py in ComfyUI's Python; its JSON line."""
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    out = subprocess.run([python, str(REPO / "tests" / "comfy_inprocess_training.py"), str(REPO), str(tiny_dirs["qwen2_5_vl"]),
+                          str(out_dir), mode], capture_output=True, text=True, timeout=600, env={**os.environ})
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert out.returncode == 0 and lines, out.stderr[-3000:]
+    return json.loads(lines[-1])
+
+
+@pytest.mark.parametrize("algorithm", ["raft", "grpo", "refl"])
+def test_reward_lora_trainer_node_trains_exports_and_leaves_the_model_alone(algorithm, tiny_dirs, tmp_path):
+    """The trainer node under inference mode on a tiny SD1.5-shaped model (flow-matching for grpo) with a real
+    tiny CLIP: the LoRA trains, the user's MODEL is unchanged, the saved file loaded by the stock
+    LoraLoaderModelOnly and the LORA_MODEL output both reproduce the trained MODEL output."""
+    pytest.importorskip("peft")
+    result = run_training_script(tiny_dirs, tmp_path, algorithm)
+    assert result["summary"].startswith(f"{algorithm}: 4 steps") and "held-out reward" in result["summary"]
+    assert result["log_steps"] == [1, 2, 3, 4]
+    assert result["files"] == [f"test_{algorithm}.safetensors", f"test_{algorithm}_run",
+                               f"test_{algorithm}_step00002.safetensors", f"test_{algorithm}_step00004.safetensors"]
+    assert result["user_model_changed"] == 0.0
+    assert result["lora_up_max"] > 0  # trained: lora_up starts at zero
+    assert result["file_vs_trained"] <= 1e-6 and result["lora_model_vs_trained"] <= 1e-6
+    if algorithm == "raft":  # the denoising loss moves the weights visibly; the tiny reward's gradients are ~1e-10
+        assert result["lora_effect"] > 100 * max(result["file_vs_trained"], 1e-7)
+    assert result["chart_shape"][0] == 1 and result["chart_shape"][3] == 3 and result["chart_shape"][1] >= 300
+    assert result["previews"] == 4  # one live chart per step on the progress bar
+    assert result["trained_requires_grad"] is False
+
+
+def test_reward_lora_trainer_cancel_checkpoints_and_queueing_again_resumes(tiny_dirs, tmp_path):
+    """Cancel in the middle of step 3: the run stops with a checkpoint at step 2 and its LoRA file; the same node
+    queued again resumes and ends at the requested 5 steps, each logged once."""
+    pytest.importorskip("peft")
+    result = run_training_script(tiny_dirs, tmp_path, "cancel")
+    assert result["first_run"] == "interrupted" and result["checkpoint_step"] == 2
+    assert result["files_after_cancel"] == ["test_raft_run", "test_raft_step00002.safetensors"]
+    assert result["summary"].startswith("raft: 5 steps (resumed)")
+    assert result["log_steps"] == [1, 2, 3, 4, 5]
+
+
+def test_reward_lora_trainer_refuses_bad_inputs_naming_them(tiny_dirs, tmp_path):
+    pytest.importorskip("peft")
+    errors = run_training_script(tiny_dirs, tmp_path, "bad_inputs")
+    expected = {"empty_prompts": "prompts:", "batch": "latent_image:", "grpo_on_eps": "algorithm:", "grpo_group": "group_size:",
+                "prefix": "filename_prefix:", "learning_rate": "learning_rate"}
+    for case, start in expected.items():
+        assert errors[case].startswith(start), (case, errors[case])

@@ -247,3 +247,80 @@ def test_comfyui_key_names_per_family():
         "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q"
     with pytest.raises(ValueError, match="no original"):
         comfyui_key("blocks.0.norm2", "wan")
+
+
+def test_an_interrupt_mid_step_checkpoints_the_last_finished_step_and_resume_finishes(base_flow, tmp_path):
+    """Cancel after the first of raft's 4 updates in step 3: the checkpoint holds exactly the LoRA of step 2 (the
+    half-done step is rolled back), and the resumed run ends at step 4 with each step logged once."""
+    from rewarddance.backend.rl import run as rl_run
+
+    policy, _ = tiny_policy(base_flow)
+    after_step: dict[int, list[torch.Tensor]] = {}
+    updates = {"n": 0}
+    original = rl_run.RLRun.optimizer_step
+
+    def cancelling_step(self):
+        updates["n"] += 1
+        result = original(self)
+        if self.step == 2 and updates["n"] % 4 == 1:  # step 3's first update applied, then Cancel
+            raise KeyboardInterrupt
+        return result
+
+    cfg = config(tmp_path, base_flow, "raft", 4)
+    rl_run.RLRun.optimizer_step = cancelling_step
+    try:
+        summary = train_rl(cfg, policy=policy, progress=lambda s, n, row: after_step.__setitem__(s, [p.detach().clone() for p in policy.params]))
+    finally:
+        rl_run.RLRun.optimizer_step = original
+    assert summary["interrupted"] and summary["step"] == 2
+    assert all(torch.equal(p, q) for p, q in zip(policy.params, after_step[2]))
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "raft" / "checkpoint" / "lora.safetensors"))
+    fresh, _ = tiny_policy(base_flow)
+    from rewarddance.backend.rl.lora import load_lora_state_dict
+
+    load_lora_state_dict(fresh.network, saved)
+    assert all(torch.equal(p, q) for p, q in zip(fresh.params, after_step[2]))
+    done = train_rl(cfg, policy=tiny_policy(base_flow)[0])
+    assert done["step"] == 4 and done["resumed"]
+    rows = [json.loads(line) for line in (tmp_path / "raft" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_resume_refuses_a_checkpoint_of_a_different_run(base_flow, tmp_path):
+    train_rl(config(tmp_path, base_flow, "raft", 1))
+    other = config(tmp_path, base_flow, "raft", 2)
+    other.alpha = 2.0
+    with pytest.raises(ValueError, match=r"saved by a different run \(alpha=8 \(now 2.0\)\)"):
+        train_rl(other)
+
+
+def test_trainer_node_settings_prompts_paths_and_bad_values(tmp_path):
+    from rewarddance.backend.rl.node_settings import NodeTraining, output_paths, prompt_lines, step_lora_path
+
+    assert prompt_lines(" a cat \n\n a dog\n") == ["a cat", "a dog"]
+    listing = tmp_path / "prompts.txt"
+    listing.write_text("one\n\ntwo\nthree\n", encoding="utf-8")
+    assert prompt_lines(str(listing)) == ["one", "two", "three"]
+    (tmp_path / "empty.txt").write_text("\n \n")
+    for bad, message in [("  \n", "prompts: enter the training prompts"), (str(tmp_path / "empty.txt"), "has no prompts")]:
+        with pytest.raises(ValueError, match=message):
+            prompt_lines(bad)
+    run_dir, final = output_paths(tmp_path, "loras/my_lora")
+    assert run_dir == tmp_path / "loras" / "my_lora_run" and final == tmp_path / "loras" / "my_lora.safetensors"
+    assert step_lora_path(final, 25).name == "my_lora_step00025.safetensors"
+    for bad in ("../up", "", "/", "a/../../b", "bad:name"):
+        with pytest.raises(ValueError, match="filename_prefix"):
+            output_paths(tmp_path, bad)
+    ok = NodeTraining("grpo", 10, 1e-4, 8, 8.0, 4, 10, 0, 5).validate()
+    cfg = ok.config(["p1", "p2", "p3", "p4", "p5"], run_dir)
+    assert cfg.prompts_per_step == 1 and cfg.eval_prompts == ["p1", "p2", "p3", "p4"] and cfg.trainer_config().group_size == 4
+    for fields, message in [(dict(algorithm="ppo"), "algorithm must be one of"), (dict(group_size=1), "group_size: grpo"),
+                            (dict(learning_rate=2.0), "learning_rate must be in"), (dict(sampler_steps=1), "sampler_steps")]:
+        values = {"algorithm": "grpo", "steps": 10, "learning_rate": 1e-4, "rank": 8, "alpha": 8.0, "group_size": 4,
+                  "sampler_steps": 10, "seed": 0, "save_every": 5, **fields}
+        with pytest.raises(ValueError, match=message):
+            NodeTraining(**values).validate()
+    with pytest.raises(ValueError, match="'comfyui' is for the ComfyUI Reward LoRA Trainer node"):
+        train_rl(cfg)

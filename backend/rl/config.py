@@ -15,7 +15,7 @@ from ..search.rewards import ColourReward, Ensemble, ModelReward, RemoteReward, 
 from .lora import LoraSpec, add_lora
 from .trainers import ALGORITHMS, Policy, TrainerConfig, seeded
 
-GENERATOR_KINDS = ("tiny", "diffusers")
+GENERATOR_KINDS = ("tiny", "diffusers", "comfyui")  # comfyui: the Reward LoRA Trainer node passes its own Policy
 REWARD_KINDS = ("pointwise", "pairwise", "colour")
 
 
@@ -134,6 +134,9 @@ def build_generator(cfg: RLConfig, out: Path) -> tuple[Callable[[str], Any], tor
             out.mkdir(parents=True, exist_ok=True)
             save_file({k: v.contiguous() for k, v in gen.net.state_dict().items()}, str(base))
         return (lambda prompt: gen), gen.net, gen
+    if g["kind"] != "diffusers":
+        raise ValueError(f"generator.kind {g['kind']!r}: runs from a config file use 'tiny' or 'diffusers' "
+                         "('comfyui' is for the ComfyUI Reward LoRA Trainer node)")
     from ..generators.diffusers_adapter import generator_for, load_pipeline
 
     if not g.get("path"):

@@ -37,7 +37,7 @@ def comfyui_key(module: str, family: str) -> str:
             if re.search(pattern, module):
                 return "diffusion_model." + re.sub(pattern, original, module)
         raise ValueError(f"Wan module {module!r} has no original (ComfyUI) name here; train attention/ffn projections only")
-    if family in ("comfy_unet", "comfy"):
+    if family.startswith("comfy"):
         return "diffusion_model." + module
     return module  # the tiny model: its own names
 

@@ -19,6 +19,12 @@ DEFAULT_TARGETS = {
              "ff.net.0.proj", "ff.net.2", "proj_mlp", "proj_out"],
     "wan": ["to_q", "to_k", "to_v", "to_out.0"],
     "comfy_unet": ["to_q", "to_k", "to_v", "to_out.0"],  # ComfyUI's SD1.x/SDXL module names
+    # ComfyUI's own transformer module names (models loaded by ComfyUI's checkpoint/UNet loaders)
+    "comfy_mmdit": ["attn.qkv", "attn.proj"],  # SD3 / SD3.5 joint blocks (x_block and context_block)
+    "comfy_flux": ["img_attn.qkv", "img_attn.proj", "txt_attn.qkv", "txt_attn.proj", "img_mlp.0", "img_mlp.2",
+                   "txt_mlp.0", "txt_mlp.2", "linear1", "linear2"],
+    "comfy_wan": ["self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.k",
+                  "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2"],
     "tiny": ["inp", "blocks.0", "blocks.1", "blocks.2", "embed", "out"],
 }
 
@@ -43,7 +49,8 @@ def network_family(net: nn.Module) -> str:
     """Which DEFAULT_TARGETS entry fits a denoiser network (by its class name)."""
     name = type(net).__name__
     table = {"UNet2DConditionModel": "unet", "SD3Transformer2DModel": "sd3", "FluxTransformer2DModel": "flux",
-             "WanTransformer3DModel": "wan", "TinyVelocityNet": "tiny", "UNetModel": "comfy_unet"}
+             "WanTransformer3DModel": "wan", "TinyVelocityNet": "tiny", "UNetModel": "comfy_unet",
+             "OpenAISignatureMMDITWrapper": "comfy_mmdit", "Flux": "comfy_flux", "WanModel": "comfy_wan"}
     if name not in table:
         raise ValueError(f"no default LoRA targets for {name}; pass targets= (module names or a regex)")
     return table[name]
@@ -66,6 +73,9 @@ def add_lora(net: nn.Module, spec: LoraSpec, seed: int = 0) -> list[nn.Parameter
     params = [p for n, p in net.named_parameters() if "lora_" in n]
     if not params:
         raise ValueError(f"LoRA targets {targets!r} matched no module of {type(net).__name__}")
+    for p in params:  # adapters train in fp32 over fp16/bf16/fp8 base weights (peft casts activations to match)
+        if p.dtype != torch.float32:
+            p.data = p.data.float()
     return params
 
 

@@ -8,6 +8,7 @@ and the LoRA gradients are averaged across processes before every update; only t
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -26,6 +27,7 @@ from .trainers import Optimizing, Policy, grpo_step, held_out_reward, raft_step,
 
 Progress = Callable[[int, int, dict], None]
 EVAL_SEED_BASE = 1_000_000  # held-out seeds start here; training seeds stay far below
+RESUME_MUST_MATCH = ("algorithm", "rank", "alpha", "targets", "seed")  # a checkpoint continues only the same run
 CHART_PANELS = [("reward", ["reward_mean", "window_std"]), ("loss", ["loss"]), ("KL / clip fraction", ["kl", "clip_frac"]),
                 ("zero-std groups", ["zero_std_ratio"])]
 
@@ -58,6 +60,25 @@ class RLRun:
         self.warned = False
         self.prompts = cfg.prompt_list()
         self.eval_prompts = cfg.prompt_list("eval_prompts")
+
+    # --- a step cut short ------------------------------------------------------------------------------------------
+    def snapshot(self) -> None:
+        """Remember the LoRA and optimizer state at the current step (an interrupted step is rolled back to it)."""
+        self._snapshot = (self.step, [p.detach().clone() for p in self.policy.params],
+                          copy.deepcopy(self.optimizer.state_dict()))
+
+    def roll_back_unfinished_step(self) -> None:
+        """After an interrupt mid-step (some of its updates applied): back to the state of the last finished step."""
+        snap = getattr(self, "_snapshot", None)
+        if snap is None or snap[0] != self.step:
+            return
+        with torch.no_grad():
+            for p, saved in zip(self.policy.params, snap[1]):
+                p.copy_(saved)
+        self.optimizer.load_state_dict(snap[2])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.pending_bad = None
+        self.policy.network.eval()
 
     @property
     def main(self) -> bool:
@@ -186,9 +207,12 @@ class RLRun:
         if not ckpt.is_dir():
             return False
         state = json.loads((ckpt / "state.json").read_text())
-        if state["config"]["algorithm"] != self.cfg.algorithm or state["config"]["rank"] != self.cfg.rank:
-            raise ValueError(f"{ckpt}: saved by a run with algorithm={state['config']['algorithm']!r}, "
-                             f"rank={state['config']['rank']}; use a new out directory for a different run")
+        saved = {k: state["config"].get(k) for k in RESUME_MUST_MATCH}
+        ours = {k: self.cfg.to_dict()[k] for k in RESUME_MUST_MATCH}
+        if saved != ours:
+            diff = ", ".join(f"{k}={saved[k]!r} (now {ours[k]!r})" for k in RESUME_MUST_MATCH if saved[k] != ours[k])
+            raise ValueError(f"{ckpt}: saved by a different run ({diff}); use a new out directory / filename_prefix for a "
+                             "different run, or delete that directory to start over")
         load_lora_state_dict(self.policy.network, load_file(str(ckpt / "lora.safetensors")))
         self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
         self.step, self.skipped, self.warned = state["step"], state["skipped"], state["warned"]
@@ -211,10 +235,12 @@ class RLRun:
             return {}
         files = {"peft": str(save_peft_adapter(self.policy.network, LoraSpec(self.cfg.rank, self.cfg.alpha, self.cfg.targets),
                                                self.out / "lora_peft"))}
-        try:
-            family = network_family(self.policy.network)
-        except ValueError:
-            family = None
+        family = self.policy.family
+        if family is None:
+            try:
+                family = network_family(self.policy.network)
+            except ValueError:
+                family = None
         if family is not None:
             files["comfyui"] = str(save_comfyui_lora(self.policy.network, self.out / "lora_comfyui.safetensors", family,
                                                      {"algorithm": self.cfg.algorithm, "steps": self.step}))
@@ -237,11 +263,13 @@ def write_rl_chart(log_path: Path, out: Path) -> Path | None:
 
 
 def train_rl(cfg: RLConfig, policy: Policy | None = None, progress: Progress | None = None,
-             should_stop: Callable[[], bool] | None = None, pretrain_data: Callable[[int], torch.Tensor] | None = None) -> dict:
+             should_stop: Callable[[], bool] | None = None, pretrain_data: Callable[[int], torch.Tensor] | None = None,
+             interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,)) -> dict:
     """Train (resuming from `cfg.out`'s checkpoint), evaluate before and after, export; returns a summary.
 
-    `should_stop()` is asked after every step; it, Ctrl+C and SIGTERM-as-KeyboardInterrupt checkpoint the
-    run, and starting it again continues it.
+    `should_stop()` is asked after every step; it, Ctrl+C and SIGTERM-as-KeyboardInterrupt (or any of
+    `interrupts`, e.g. ComfyUI's Cancel) checkpoint the run at its last finished step, and starting it again
+    continues it. The summary then has "interrupted": True.
     """
     run = RLRun(cfg, policy, pretrain_data=pretrain_data)
     resumed = run.resume()
@@ -257,6 +285,7 @@ def train_rl(cfg: RLConfig, policy: Policy | None = None, progress: Progress | N
     interrupted = False
     try:
         while run.step < cfg.steps:
+            run.snapshot()
             row = run.train_step()
             if progress is not None:
                 progress(run.step, cfg.steps, row)
@@ -265,8 +294,9 @@ def train_rl(cfg: RLConfig, policy: Policy | None = None, progress: Progress | N
             if should_stop is not None and should_stop():
                 interrupted = run.step < cfg.steps
                 break
-    except KeyboardInterrupt:
+    except interrupts:
         interrupted = True
+        run.roll_back_unfinished_step()
     elapsed = time.perf_counter() - started
     if interrupted:
         run.save_checkpoint()

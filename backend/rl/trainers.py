@@ -37,6 +37,7 @@ class Policy:
     reward_for: Callable[[str], Any]
     network: nn.Module
     params: list[nn.Parameter]
+    family: str | None = None  # the network's LoRA family (export key names); None: from its class
 
 
 @dataclass
