@@ -158,6 +158,9 @@ def note(id: int, pos: tuple[int, int], text: str) -> N:
 
 
 PROMPT = "a red fox standing in fresh snow at golden hour, detailed fur, photograph"
+TRAIN_PROMPTS = ["a photo of a blue fire hydrant", "a photo of a pink car", "a photo of two clocks",
+                 "a photo of four handbags", "a photo of a bench and a sports ball", "a photo of a toaster and an oven",
+                 "a photo of a purple wine glass and a black apple", "a photo of a green bus and a purple microwave"]
 
 
 def specs() -> dict[str, list[N]]:
@@ -321,7 +324,41 @@ def specs() -> dict[str, list[N]]:
            "criteria": (11, 0)}, size=(360, 420)),
         N(13, "SaveImage", (1500, 0), {"filename_prefix": "rewarddance/noise_search_flux"}, {"images": (12, 1)}, size=(400, 420)),
     ]
-    return {"best_of_n_sdxl": sdxl, "best_of_n_flux": flux, "best_of_n_wan_video": wan,
+    train_prompts = "\n".join(TRAIN_PROMPTS)
+    training = [
+        note(1, (0, -300), "**Reward LoRA training (SD1.5, RAFT)**: fine-tune a LoRA so the model's images score higher "
+                            "with the reward model on these prompts (GenEval-style colour, counting and two-object "
+                            "prompts: RewardDance's alignment target). Each step samples 4 images of one prompt, keeps "
+                            "the best and trains on it. Watch the chart: reward mean should rise while the window std "
+                            "stays up; when the std collapses the model is exploiting the reward.\n\n"
+                            "Files: the LoRA goes to `output/loras/rewarddance_sd15.safetensors` (plus one every 25 "
+                            "steps, and `rewarddance_sd15_run/` with the checkpoint, log and chart). Cancel saves a "
+                            "checkpoint; queue again with the same settings to resume. For flow models (SD3, Flux, Wan) "
+                            "try algorithm `grpo`.\n\nCheckpoint: `v1-5-pruned-emaonly.safetensors` in "
+                            "`models/checkpoints/`.\n\n" + REWARD_MODEL_NOTE),
+        N(2, "CheckpointLoaderSimple", (0, 0), {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}, size=(320, 100),
+          models=[{"name": "v1-5-pruned-emaonly.safetensors", "directory": "checkpoints",
+                   "url": hf + "Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly.safetensors"}]),
+        N(3, "EmptyLatentImage", (0, 140), {"width": 512, "height": 512, "batch_size": 1}, size=(320, 110)),
+        loader(4, (0, 300)),
+        N(5, "RewardDanceCriteria", (0, 540), {"preset": "alignment"}, size=(340, 260)),
+        N(6, "RewardDanceLoraTrainer", (380, 0),
+          {"prompts": train_prompts, "negative": "blurry, low quality, watermark", "algorithm": "raft", "steps": 200,
+           "learning_rate": 1e-4, "rank": 16, "alpha": 16.0, "group_size": 4, "sampler_steps": 20, "cfg": 7.0,
+           "scheduler": "normal", "seed": 0, "save_every": 25, "filename_prefix": "loras/rewarddance_sd15"},
+          {"model": (2, 0), "clip": (2, 1), "vae": (2, 2), "latent_image": (3, 0), "reward_model": (4, 0),
+           "criteria": (5, 0)}, size=(400, 760)),
+        N(7, "PreviewImage", (820, 420), links={"images": (6, 2)}, title="reward chart", size=(480, 300)),
+        N(8, "CLIPTextEncode", (820, -300), {"text": "a photo of a purple cup and a red umbrella"}, {"clip": (2, 1)},
+          title="try the trained model", size=(320, 140)),
+        N(9, "CLIPTextEncode", (820, -120), {"text": "blurry, low quality, watermark"}, {"clip": (2, 1)}, title="negative",
+          size=(320, 120)),
+        N(10, "KSampler", (1180, -300), {"seed": 5, "steps": 25, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal"},
+          {"model": (6, 0), "positive": (8, 0), "negative": (9, 0), "latent_image": (3, 0)}, size=(320, 260)),
+        N(11, "VAEDecode", (1540, -300), links={"samples": (10, 0), "vae": (2, 2)}, size=(200, 50)),
+        N(12, "SaveImage", (1540, -200), {"filename_prefix": "rewarddance/after_training"}, {"images": (11, 0)}, size=(400, 420)),
+    ]
+    return {"reward_lora_training_sd15": training, "best_of_n_sdxl": sdxl, "best_of_n_flux": flux, "best_of_n_wan_video": wan,
             "tournament_with_reference": tournament, "remote_backend_scoring": remote, "score_images": score,
             "noise_search_sdxl": search_sdxl, "noise_search_flux": search_flux}
 
