@@ -427,3 +427,18 @@ def test_reward_lora_trainer_refuses_bad_inputs_naming_them(tiny_dirs, tmp_path)
                 "prefix": "filename_prefix:", "learning_rate": "learning_rate"}
     for case, start in expected.items():
         assert errors[case].startswith(start), (case, errors[case])
+
+
+def test_default_lora_targets_fit_comfyui_flux_sd3_and_wan_networks():
+    """On ComfyUI's own Flux, SD3 (MMDiT) and Wan classes (tiny sizes) the default targets find the attention and
+    MLP projections, and every exported key names a weight ComfyUI's LoRA key map knows (diffusion_model.<module>)."""
+    pytest.importorskip("peft")
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    out = subprocess.run([python, str(REPO / "tests" / "comfy_inprocess_lora.py"), str(REPO), "families"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ})
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert out.returncode == 0 and lines, out.stderr[-3000:]
+    result = json.loads(lines[-1])
+    assert {k: v["family"] for k, v in result.items()} == {"flux": "comfy_flux", "sd3": "comfy_mmdit", "wan": "comfy_wan"}
+    assert result["flux"]["adapted"] == 10 and result["wan"]["adapted"] == 10 and result["sd3"]["adapted"] == 7
+    assert all(v["unknown"] == [] for v in result.values())
