@@ -324,3 +324,65 @@ def test_trainer_node_settings_prompts_paths_and_bad_values(tmp_path):
             NodeTraining(**values).validate()
     with pytest.raises(ValueError, match="'comfyui' is for the ComfyUI Reward LoRA Trainer node"):
         train_rl(cfg)
+
+
+def test_pairwise_reward_against_the_tournament_winner_trains_end_to_end(base_flow, tiny_dirs, tmp_path, monkeypatch):
+    """The paper's recipe in a full run: each prompt's reference is the winner of a round robin over samples of the
+    frozen model, and every training reward is P(sample beats that reference) from the same reward model."""
+    from rewarddance.backend.reward_model import RewardModel
+    from rewarddance.backend.rl.config import build_policy
+
+    tournaments = []
+    original = RewardModel.tournament
+
+    def recording(self, images, prompt, **kw):
+        result = original(self, images, prompt, **kw)
+        tournaments.append((images.clone(), result.ranking))
+        return result
+
+    monkeypatch.setattr(RewardModel, "tournament", recording)
+    cfg = RLConfig(algorithm="raft", out=str(tmp_path / "pairwise"), prompts=["a red picture"], steps=2, lr=1e-3, rank=4,
+                   alpha=8, eval_seeds=2, save_every=0, generator={"kind": "tiny", "path": str(base_flow)},
+                   rewards=[{"kind": "pairwise", "model": str(tiny_dirs["qwen2_5_vl"]), "dtype": "fp32", "device": "cpu",
+                             "reference_candidates": 4}],
+                   trainer={"group_size": 2, "sample_steps": 3, "raft_updates": 1})
+    policy, _ = build_policy(cfg.validate())
+    reward = policy.reward_for("a red picture")
+    images, ranking = tournaments[-1]
+    assert images.shape[0] == 4 and torch.equal(reward.reference, images[ranking[0]:ranking[0] + 1])
+    candidates = torch.rand(2, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    expected = reward.model.compare(candidates, reward.reference, "a red picture").scores
+    assert torch.allclose(reward(candidates), torch.tensor(expected))
+    summary = train_rl(cfg, policy=policy)
+    rows = [json.loads(line) for line in (tmp_path / "pairwise" / "log.jsonl").read_text().splitlines()]
+    assert summary["step"] == 2 and [r["step"] for r in rows] == [1, 2]
+    assert all(0 < r["reward_mean"] < 1 for r in rows) and 0 < summary["reward_after"] < 1
+
+
+def test_remote_reward_through_the_scoring_backend_trains_end_to_end(base_flow, tiny_dirs, tmp_path):
+    """grpo with the reward model behind `rewarddance serve`: scores arrive from the server while sampling goes on,
+    and equal the in-process model's scores."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import ServerThread
+
+    from rewarddance.backend.reward_model import RewardModel
+    from rewarddance.backend.rl.config import build_policy
+    from rewarddance.backend.server.app import create_app
+    from rewarddance.backend.server.settings import ModelSpec, ServerSettings
+
+    settings = ServerSettings(models={"judge": ModelSpec("judge", str(tiny_dirs["qwen2_5_vl"]), dtype="fp32", device="cpu")})
+    with ServerThread(create_app(settings)) as server:
+        cfg = RLConfig(algorithm="grpo", out=str(tmp_path / "remote"), prompts=["a red picture", "a blue picture"], steps=2,
+                       lr=1e-3, rank=4, alpha=8, eval_seeds=2, save_every=1, prompts_per_step=2,
+                       generator={"kind": "tiny", "path": str(base_flow)}, rewards=[{"kind": "pointwise", "url": server.url}],
+                       trainer={"group_size": 3, "sample_steps": 3})
+        policy, _ = build_policy(cfg.validate())
+        images = torch.rand(3, 16, 16, 3, generator=torch.Generator().manual_seed(1))
+        remote = policy.reward_for("a red picture")
+        local = RewardModel.from_pretrained(str(tiny_dirs["qwen2_5_vl"]), dtype="fp32", device="cpu")
+        assert not remote.differentiable
+        assert torch.allclose(remote.submit(images).result(), torch.tensor(local.score(images, "a red picture").scores), atol=1e-5)
+        summary = train_rl(cfg, policy=policy)
+    rows = [json.loads(line) for line in (tmp_path / "remote" / "log.jsonl").read_text().splitlines()]
+    assert summary["step"] == 2 and [r["step"] for r in rows] == [1, 2]
+    assert all(0 < r["reward_mean"] < 1 for r in rows)
