@@ -130,6 +130,8 @@ def test_interrupt_then_resume_reaches_the_same_final_step_and_weights(synthetic
     first = train_reward_model(config(tiny_dirs, synthetic, tmp_path / "resumed", steps=6, save_every=2),
                                should_stop=stop_after_three)
     assert first["interrupted"] and first["step"] == 3 and first["checkpoint"].endswith("step-0000003")
+    with (tmp_path / "resumed" / "log.jsonl").open("a") as fh:  # as if a crash came after logging step 4
+        fh.write(json.dumps({"step": 4, "loss": 9.9}) + "\n")
     second = train_reward_model(config(tiny_dirs, synthetic, tmp_path / "resumed", steps=6, save_every=2))
     assert second["resumed"] and second["step"] == 6 and not second["interrupted"]
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from ..charts import line_panels
+from ..run_log import append_row, read_rows, truncate_after
 from .config import RLConfig, build_policy
 from .export import save_comfyui_lora, save_peft_adapter
 from .lora import LoraSpec, load_lora_state_dict, lora_state_dict, network_family
@@ -169,9 +170,7 @@ class RLRun:
     # --- files ----------------------------------------------------------------------------------------------------
     def log(self, row: dict) -> None:
         if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            with (self.out / "log.jsonl").open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
+            append_row(self.out / "log.jsonl", row)
 
     def checkpoint_dir(self) -> Path:
         return self.out / "checkpoint"
@@ -217,10 +216,7 @@ class RLRun:
         self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
         self.step, self.skipped, self.warned = state["step"], state["skipped"], state["warned"]
         log = self.out / "log.jsonl"
-        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
-        rows = [r for r in rows if r.get("step", 0) <= self.step]
-        if self.main:
-            log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        rows = truncate_after(log, self.step) if self.main else [r for r in read_rows(log) if r.get("step", 0) <= self.step]
         self.rows = [r for r in rows if "reward_mean" in r]
         return True
 
@@ -252,8 +248,7 @@ class RLRun:
 
 def write_rl_chart(log_path: Path, out: Path) -> Path | None:
     """A PNG of reward mean and windowed std, loss, KL and clip fraction, zero-std ratio over steps."""
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
-    rows = [r for r in rows if "reward_mean" in r]
+    rows = [r for r in read_rows(log_path) if "reward_mean" in r]
     if not rows:
         return None
     panels = [(title, {k: [(r["step"], float(r[k])) for r in rows if k in r] for k in keys}) for title, keys in CHART_PANELS]

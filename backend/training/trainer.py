@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from ..reward_model import TRAINING_RECORD
+from ..run_log import append_row, read_rows, truncate_after
 from ..scoring.answer import AnswerTokens
 from ..scoring.config import ScoringConfig
 from ..vlm.base import VisualOptions
@@ -217,13 +218,12 @@ class Run:
                 p.copy_(saved[n].to(p.device, p.dtype))
         self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
         self.step = json.loads((ckpt / "state.json").read_text())["step"]
+        truncate_after(self.out / "log.jsonl", self.step)  # rows a crashed run logged after this checkpoint
         return True
 
     # --- logs ---------------------------------------------------------------------------------------------------
     def log(self, row: dict) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        with (self.out / "log.jsonl").open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_row(self.out / "log.jsonl", row)
 
     def evaluate(self) -> dict:
         """Held-out metrics of the model as it is now."""
@@ -323,7 +323,7 @@ def write_chart(log_path: Path, out: Path) -> Path | None:
     """A PNG of the training loss (and held-out pairwise accuracy when logged) over steps."""
     from ..charts import line_panels
 
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
+    rows = read_rows(log_path)
     loss = [(r["step"], r["loss"]) for r in rows if "loss" in r and math.isfinite(r["loss"])]
     acc = [(r["step"], (r.get("eval") or r.get("final_eval") or {}).get("pairwise_accuracy")) for r in rows
            if (r.get("eval") or r.get("final_eval"))]
