@@ -39,6 +39,10 @@ class RewardCriteria:
             out["criteria"] = list(self.criteria)
         return out
 
+    def reward_options(self) -> dict[str, Any]:
+        """Options for a reward inside search or training loops: the criteria only (no chain of thought there)."""
+        return {k: v for k, v in self.overrides().items() if k != "cot"}
+
 
 def build_criteria(presets: list[str], text: str = "", cot: str = "none", examples: torch.Tensor | None = None,
                    verdicts: str = "", example_prompt: str = "") -> RewardCriteria:

@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 import comfy.lora
@@ -30,6 +29,8 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
+from ..backend.media import pil_to_tensor
+from ..backend.node_logic import RewardCriteria
 from ..backend.rl.export import comfyui_state_dict, save_comfyui_lora
 from ..backend.rl.lora import LoraSpec, add_lora, network_family
 from ..backend.rl.node_settings import NODE_ALGORITHMS, NodeTraining, output_paths, prompt_lines, step_lora_path
@@ -123,13 +124,13 @@ class TrainingSampler(comfy.samplers.Sampler):
         return latent_image
 
 
-def image_tensor(path: Path | None) -> torch.Tensor:
-    """A PNG as an IMAGE [1, H, W, 3] (a blank square when there is none yet)."""
+def image_tensor(path: Path) -> torch.Tensor:
+    """A PNG as an IMAGE [1, H, W, 3] (a blank square when there is none)."""
     from PIL import Image as PILImage
 
-    if path is None or not path.is_file():
+    if not path.is_file():
         return torch.zeros(1, 64, 64, 3)
-    return torch.from_numpy(np.asarray(PILImage.open(path).convert("RGB"), dtype=np.float32) / 255.0)[None]
+    return pil_to_tensor(PILImage.open(path))[None]
 
 
 def live_progress(steps: int, run_dir: Path, final: Path, network: torch.nn.Module, family: str, save_every: int,
@@ -236,7 +237,7 @@ class RewardLoraTrainer(io.ComfyNode):
                              "use raft or grpo with it, or load the reward model locally")
         run_dir, final = output_paths(folder_paths.get_output_directory(), filename_prefix)
         config = training.config(prompt_list, run_dir)
-        options = {k: v for k, v in (criteria.overrides() if criteria is not None else {}).items() if k != "cot"}
+        options = (criteria or RewardCriteria()).reward_options()
 
         trainable = trainable_copy(model)
         network = trainable.model.diffusion_model

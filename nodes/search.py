@@ -190,8 +190,7 @@ class RewardNoiseSearch(io.ComfyNode):
         samples = latent_image["samples"]
         if samples.shape[0] != 1:
             raise ValueError(f"latent_image: the search makes one image; pass a batch of 1, got {samples.shape[0]}")
-        options = (criteria or nl.RewardCriteria()).overrides()
-        reward = ModelReward(reward_model, text, options={k: v for k, v in options.items() if k != "cot"},
+        reward = ModelReward(reward_model, text, options=(criteria or nl.RewardCriteria()).reward_options(),
                              differentiable=hasattr(reward_model, "reward"))
         sampler = SearchSampler(algorithm, reward, budget, seed, vae, progress=preview_progress(budget),
                                 should_stop=mm.processing_interrupted)
