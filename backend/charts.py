@@ -33,8 +33,10 @@ def line_panels(panels: list[tuple[str, Series]], width: int = 720, panel_height
         x_hi = x_hi if x_hi > x_lo else x_lo + 1
 
         def xy(x: float, y: float, box=box, lo=lo, hi=hi, x_lo=x_lo, x_hi=x_hi) -> tuple[float, float]:
-            return (box[0] + (box[2] - box[0]) * (x - x_lo) / (x_hi - x_lo),
-                    box[3] - (box[3] - box[1]) * (y - lo) / (hi - lo))
+            return (
+                box[0] + (box[2] - box[0]) * (x - x_lo) / (x_hi - x_lo),
+                box[3] - (box[3] - box[1]) * (y - lo) / (hi - lo),
+            )
 
         legend_x = pad + 8 + draw.textlength(title) + 12
         for c, (name, pts) in enumerate(points.items()):

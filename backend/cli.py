@@ -6,8 +6,9 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 CHUNK = 16
@@ -20,31 +21,52 @@ class CLIError(Exception):
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that loads a reward model."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=None,
-                   help=f"checkpoint directory or hub id (default {DEFAULT_MODEL}); with --backend, a model name "
-                        "the server has configured (default: its default model)")
-    g.add_argument("--backend", default=None, metavar="URL",
-                   help="score through a running `rewarddance serve` at URL instead of loading the model here")
+    g.add_argument(
+        "--model",
+        default=None,
+        help=f"checkpoint directory or hub id (default {DEFAULT_MODEL}); with --backend, a model name "
+        "the server has configured (default: its default model)",
+    )
+    g.add_argument(
+        "--backend",
+        default=None,
+        metavar="URL",
+        help="score through a running `rewarddance serve` at URL instead of loading the model here",
+    )
     g.add_argument("--token", default=None, help="bearer token for --backend (default: $REWARDDANCE_TOKEN)")
     g.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     g.add_argument("--attn", dest="attn_implementation", default=None, help="sdpa, eager, flash_attention_2")
     g.add_argument("--device-map", default=None, help="'auto' to spread a large model over several GPUs")
     g = p.add_argument_group("prompt")
-    g.add_argument("--question", default=None, help='custom question template, e.g. \'Does this image show "{prompt}"?\'')
+    g.add_argument(
+        "--question", default=None, help="custom question template, e.g. 'Does this image show \"{prompt}\"?'"
+    )
     g.add_argument("--system", default=None, help="system prompt (default: the chat template's own)")
-    g.add_argument("--criteria", default=None,
-                   help="comma-separated presets (alignment, aesthetics, plausibility, text, overall, motion, "
-                        "temporal) or a free-form criteria text")
-    g.add_argument("--cot", default=None, choices=["none", "answer_first", "reasoning_first"],
-                   help="chain of thought: answer_first (reasons after the verdict) or reasoning_first")
+    g.add_argument(
+        "--criteria",
+        default=None,
+        help="comma-separated presets (alignment, aesthetics, plausibility, text, overall, motion, "
+        "temporal) or a free-form criteria text",
+    )
+    g.add_argument(
+        "--cot",
+        default=None,
+        choices=["none", "answer_first", "reasoning_first"],
+        help="chain of thought: answer_first (reasons after the verdict) or reasoning_first",
+    )
     g.add_argument("--reasons", action="store_true", help="generate and return the model's reasons")
     g = p.add_argument_group("score")
     g.add_argument("--normalize", default=None, choices=["vocab", "yes_no"], help="softmax over vocabulary or yes/no")
     g.add_argument("--answer", default=None, help="answer word whose probability is the score (default Yes)")
     g.add_argument("--negative", default=None, help="the 'no' word for --normalize yes_no (default No)")
     g.add_argument("--answer-variants", action="store_true", help="also count case/space variants of the words")
-    g.add_argument("--max-batch-tokens", type=int, default=None, help="token budget per forward (default 16384 on GPU, 1536 on CPU)")
+    g.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="token budget per forward (default 16384 on GPU, 1536 on CPU)",
+    )
     g = p.add_argument_group("pixel budget")
     g.add_argument("--min-pixels", type=int, default=None, help="minimum pixels per image")
     g.add_argument("--max-pixels", type=int, default=None, help="maximum pixels per image (the main speed knob)")
@@ -53,8 +75,18 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=float, default=2.0, help="video frames per second to sample (default 2)")
 
 
-LOCAL_ONLY = {"dtype": "auto", "device": "auto", "attn_implementation": None, "device_map": None, "min_pixels": None,
-              "max_pixels": None, "video_max_pixels": None, "max_frames": 32, "fps": 2.0, "max_batch_tokens": None}
+LOCAL_ONLY = {
+    "dtype": "auto",
+    "device": "auto",
+    "attn_implementation": None,
+    "device_map": None,
+    "min_pixels": None,
+    "max_pixels": None,
+    "video_max_pixels": None,
+    "max_frames": 32,
+    "fps": 2.0,
+    "max_batch_tokens": None,
+}
 
 
 def load_reward_model(args: argparse.Namespace) -> Any:
@@ -65,15 +97,24 @@ def load_reward_model(args: argparse.Namespace) -> Any:
         changed = [k for k, default in LOCAL_ONLY.items() if getattr(args, k) != default]
         if changed:
             flags = ", ".join("--" + k.replace("_", "-").replace("attn-implementation", "attn") for k in changed)
-            raise CLIError(f"{flags} set(s) how a model is loaded here; with --backend the server's operator sets "
-                           "them (rewarddance serve / its config file)")
+            raise CLIError(
+                f"{flags} set(s) how a model is loaded here; with --backend the server's operator sets "
+                "them (rewarddance serve / its config file)"
+            )
         return BoundClient(RewardClient(args.backend, token=args.token, model=args.model), scoring_overrides(args))
     from .reward_model import RewardModel
 
     return RewardModel.from_pretrained(
-        args.model or DEFAULT_MODEL, dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation,
-        device_map=args.device_map, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
-        video_max_pixels=args.video_max_pixels, max_frames=args.max_frames, fps=args.fps,
+        args.model or DEFAULT_MODEL,
+        dtype=args.dtype,
+        device=args.device,
+        attn_implementation=args.attn_implementation,
+        device_map=args.device_map,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        video_max_pixels=args.video_max_pixels,
+        max_frames=args.max_frames,
+        fps=args.fps,
         **scoring_overrides(args),
     )
 
@@ -154,7 +195,7 @@ def read_prompts_file(path: Path) -> dict[str, str]:
                 if line.strip():
                     row = json.loads(line)
                     if "file" not in row or "prompt" not in row:
-                        raise CLIError(f"--prompts {path}:{n}: each line needs \"file\" and \"prompt\"")
+                        raise CLIError(f'--prompts {path}:{n}: each line needs "file" and "prompt"')
                     out[str(row["file"])] = str(row["prompt"])
             return out
     except json.JSONDecodeError as exc:
@@ -187,7 +228,10 @@ def read_done(out: Path | None) -> list[dict]:
         return []
     if out.suffix.lower() == ".csv":
         with out.open(newline="", encoding="utf-8") as fh:
-            return [{"path": r["path"], "score": float(r["score"]), "prompt": r.get("prompt", "")} for r in csv.DictReader(fh)]
+            return [
+                {"path": r["path"], "score": float(r["score"]), "prompt": r.get("prompt", "")}
+                for r in csv.DictReader(fh)
+            ]
     rows = []
     for line in out.read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -247,7 +291,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     with tqdm(total=len(todo), desc="scoring", unit="file", disable=args.quiet) as bar:
         for start in range(0, len(todo), CHUNK):
             chunk, visuals, texts = [], [], []
-            for f in todo[start:start + CHUNK]:
+            for f in todo[start : start + CHUNK]:
                 try:
                     visuals.append(load_visual_file(f))
                     texts.append(prompt_for(f, root, args, prompts))
@@ -288,28 +332,61 @@ def serve_settings(args: argparse.Namespace) -> Any:
     """ServerSettings from --config plus flags (flags win)."""
     import os
 
-    from .server.settings import TOKEN_ENV, ModelSpec, ServerSettings, parse_bytes, parse_model_flag, read_config_file, settings_from_dict
+    from .server.settings import (
+        TOKEN_ENV,
+        ModelSpec,
+        ServerSettings,
+        parse_bytes,
+        parse_model_flag,
+        read_config_file,
+        settings_from_dict,
+    )
 
     settings = settings_from_dict(read_config_file(args.config)) if args.config else ServerSettings()
-    load = {k: getattr(args, k) for k in ("dtype", "device", "attn_implementation", "device_map", "min_pixels",
-                                           "max_pixels", "video_max_pixels", "max_frames", "fps") if getattr(args, k) is not None}
+    load = {
+        k: getattr(args, k)
+        for k in (
+            "dtype",
+            "device",
+            "attn_implementation",
+            "device_map",
+            "min_pixels",
+            "max_pixels",
+            "video_max_pixels",
+            "max_frames",
+            "fps",
+        )
+        if getattr(args, k) is not None
+    }
     for flag in args.model or []:
         name, path = parse_model_flag(flag)
         if name in settings.models and not args.config:
             raise CLIError(f"--model {flag!r}: the name {name!r} is used twice")
         settings.models[name] = ModelSpec(name=name, path=path, preload=args.preload, **load)
-    for option, dest, attr in (("--pin", "pin", "pinned"), ("--trust-remote-code", "trust_remote_code", "trust_remote_code")):
+    for option, dest, attr in (
+        ("--pin", "pin", "pinned"),
+        ("--trust-remote-code", "trust_remote_code", "trust_remote_code"),
+    ):
         for name in getattr(args, dest) or []:
             if name not in settings.models:
-                raise CLIError(f"{option} {name!r}: no model of that name; configured: {', '.join(settings.models) or 'none'}")
+                raise CLIError(
+                    f"{option} {name!r}: no model of that name; configured: {', '.join(settings.models) or 'none'}"
+                )
             setattr(settings.models[name], attr, True)
     if args.preload:
         for spec in settings.models.values():
             spec.preload = True
-    flags = {"host": args.host, "port": args.port, "default_model": args.default_model,
-             "max_batch_tokens": args.max_batch_tokens, "max_delay_ms": args.max_delay_ms, "max_queue": args.max_queue,
-             "request_timeout_s": args.request_timeout, "max_body_mb": args.max_body_mb,
-             "grace_period_s": args.grace_period}
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "default_model": args.default_model,
+        "max_batch_tokens": args.max_batch_tokens,
+        "max_delay_ms": args.max_delay_ms,
+        "max_queue": args.max_queue,
+        "request_timeout_s": args.request_timeout,
+        "max_body_mb": args.max_body_mb,
+        "grace_period_s": args.grace_period,
+    }
     for key, value in flags.items():
         if value is not None:
             setattr(settings, key, value)
@@ -330,25 +407,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_serve_options(p: argparse.ArgumentParser) -> None:
     """Options of `rewarddance serve`."""
     p.add_argument("--config", default=None, help="TOML or YAML file with server settings and [models.NAME] tables")
-    p.add_argument("--model", action="append", metavar="NAME=PATH",
-                   help="serve a checkpoint directory or hub id under NAME (repeatable; the first is the default)")
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=PATH",
+        help="serve a checkpoint directory or hub id under NAME (repeatable; the first is the default)",
+    )
     p.add_argument("--default-model", default=None, help="model used when a request names none")
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; others need --token)")
     p.add_argument("--port", type=int, default=None, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--token", default=None, help="bearer token clients must send (default: $REWARDDANCE_TOKEN)")
     p.add_argument("--preload", action="store_true", help="load every model at start instead of on first use")
     p.add_argument("--pin", action="append", metavar="NAME", help="never evict this model (repeatable)")
-    p.add_argument("--trust-remote-code", action="append", metavar="NAME",
-                   help="allow this model's own Python code from its checkpoint (off by default; repeatable)")
+    p.add_argument(
+        "--trust-remote-code",
+        action="append",
+        metavar="NAME",
+        help="allow this model's own Python code from its checkpoint (off by default; repeatable)",
+    )
     g = p.add_argument_group("batching and limits")
-    g.add_argument("--max-batch-tokens", type=int, default=None, help="tokens per forward (default 16384 GPU / 1536 CPU)")
+    g.add_argument(
+        "--max-batch-tokens", type=int, default=None, help="tokens per forward (default 16384 GPU / 1536 CPU)"
+    )
     g.add_argument("--max-delay-ms", type=float, default=None, help="how long a request waits for company (default 10)")
     g.add_argument("--max-queue", type=int, default=None, help="queued requests per model before 503 (default 1024)")
     g.add_argument("--request-timeout", type=float, default=None, help="seconds per request before 504 (default 300)")
     g.add_argument("--max-body-mb", type=float, default=None, help="request body limit in MB (default 64)")
     g.add_argument("--gpu-memory", default=None, help="GPU bytes loaded models may use, e.g. 40GB (LRU eviction)")
     g.add_argument("--cpu-memory", default=None, help="CPU bytes loaded models may use, e.g. 16GB")
-    g.add_argument("--grace-period", type=float, default=None, help="seconds in-flight requests get at shutdown (default 25)")
+    g.add_argument(
+        "--grace-period", type=float, default=None, help="seconds in-flight requests get at shutdown (default 25)"
+    )
     g = p.add_argument_group("loading (models given with --model)")
     g.add_argument("--dtype", default=None, help="auto, bf16, fp16 or fp32")
     g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1")
@@ -374,29 +463,51 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.algorithm not in ALGORITHMS:
         raise CLIError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {args.algorithm!r}")
     if args.budget < args.steps:
-        raise CLIError(f"--budget ({args.budget} denoiser calls) must cover at least one sample of --steps {args.steps}")
+        raise CLIError(
+            f"--budget ({args.budget} denoiser calls) must cover at least one sample of --steps {args.steps}"
+        )
     if not args.out.lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
-        raise CLIError(f"--out must be an image file name (.png, .jpg, .webp; videos are written as an animated "
-                       f".webp), got {args.out!r}")
-    device = "cuda" if args.device == "auto" and __import__("torch").cuda.is_available() else (
-        "cpu" if args.device == "auto" else args.device)
+        raise CLIError(
+            f"--out must be an image file name (.png, .jpg, .webp; videos are written as an animated "
+            f".webp), got {args.out!r}"
+        )
+    device = (
+        "cuda"
+        if args.device == "auto" and __import__("torch").cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     dtype = "fp32" if args.dtype == "auto" and device == "cpu" else ("bf16" if args.dtype == "auto" else args.dtype)
     try:
-        gen = generator_for(load_pipeline(args.pipeline, device, dtype), args.prompt, args.negative, args.guidance,
-                            args.height, args.width, args.frames)
+        gen = generator_for(
+            load_pipeline(args.pipeline, device, dtype),
+            args.prompt,
+            args.negative,
+            args.guidance,
+            args.height,
+            args.width,
+            args.frames,
+        )
     except ValueError as exc:
         raise CLIError(f"--pipeline: {exc}") from exc
     rm = RewardModel.from_pretrained(args.reward_model, dtype=dtype, device=device)
     reward = ModelReward(rm, args.prompt, options={"criteria": args.criteria} if args.criteria else {})
     result = ALGORITHMS[args.algorithm](gen, reward, args.steps, args.budget, seed=args.seed)
     write_search_output(result.image[0], args.out)
-    report = {"score": result.score, "denoiser_calls": result.denoiser_calls, "scorer_calls": result.scorer_calls,
-              "out": args.out, "history": [asdict(c) for c in result.history], "seconds": result.seconds}
+    report = {
+        "score": result.score,
+        "denoiser_calls": result.denoiser_calls,
+        "scorer_calls": result.scorer_calls,
+        "out": args.out,
+        "history": [asdict(c) for c in result.history],
+        "seconds": result.seconds,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{args.algorithm}: best score {result.score:.6f} of {len(result.history)} candidates, "
-              f"{result.denoiser_calls} denoiser calls; wrote {args.out}")
+        print(
+            f"{args.algorithm}: best score {result.score:.6f} of {len(result.history)} candidates, "
+            f"{result.denoiser_calls} denoiser calls; wrote {args.out}"
+        )
     return 0
 
 
@@ -433,7 +544,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         for reward in cfg.rewards:
             reward.setdefault("device", str(state.device))
     main_process = distributed()[0] == 0
-    with tqdm(total=cfg.steps, desc=f"train {cfg.algorithm}", unit="step", disable=args.quiet or not main_process) as bar:
+    with tqdm(
+        total=cfg.steps, desc=f"train {cfg.algorithm}", unit="step", disable=args.quiet or not main_process
+    ) as bar:
+
         def progress(step: int, total: int, row: dict) -> None:
             bar.n = step
             bar.set_postfix({"reward": f"{row['reward_mean']:.3f}", "std": f"{row['window_std']:.3f}"}, refresh=False)
@@ -443,11 +557,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not main_process:
         return 0
     if summary["interrupted"]:
-        print(f"interrupted at step {summary['step']}; checkpoint in {summary['checkpoint']} (run the same command to resume)")
+        print(
+            f"interrupted at step {summary['step']}; checkpoint in {summary['checkpoint']} (run the same command to resume)"
+        )
         return 130
-    print(json.dumps(summary, indent=2) if args.json else
-          f"{cfg.algorithm}: held-out reward {summary['reward_before']:.4f} -> {summary['reward_after']:.4f} after "
-          f"{summary['step']} steps; LoRA: {', '.join(summary['files'].values())}")
+    print(
+        json.dumps(summary, indent=2)
+        if args.json
+        else f"{cfg.algorithm}: held-out reward {summary['reward_before']:.4f} -> {summary['reward_after']:.4f} after "
+        f"{summary['step']} steps; LoRA: {', '.join(summary['files'].values())}"
+    )
     return 0
 
 
@@ -463,6 +582,7 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
         cfg.steps = args.steps
         cfg.validate()
     with tqdm(total=cfg.steps, desc="training", unit="step", disable=args.quiet) as bar:
+
         def progress(step: int, total: int, metrics: dict) -> None:
             bar.n = step
             bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
@@ -470,8 +590,11 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
 
         result = train_reward_model(cfg, progress)
     if result["interrupted"]:
-        print(f"rewarddance: interrupted at step {result['step']}; checkpoint {result['checkpoint']}. "
-              "Run the same command to continue.", file=sys.stderr)
+        print(
+            f"rewarddance: interrupted at step {result['step']}; checkpoint {result['checkpoint']}. "
+            "Run the same command to continue.",
+            file=sys.stderr,
+        )
         return 130
     summary = {k: v for k, v in result["eval"].items() if k != "reliability"}
     print(json.dumps({"model": result["model"], "step": result["step"], "eval": summary}, indent=2))
@@ -496,11 +619,15 @@ def cmd_eval_rm(args: argparse.Namespace) -> int:
         pw = "n/a" if m["pairwise_accuracy"] is None else f"{m['pairwise_accuracy']:.4f}"
         pt = "n/a" if m["pointwise_accuracy"] is None else f"{m['pointwise_accuracy']:.4f}"
         ece = "n/a" if m["ece"] is None else f"{m['ece']:.4f}"
-        print(f"{name}: {m['pairs']} pairs ({m['ties']} ties)  pairwise accuracy {pw}  pointwise accuracy {pt}  "
-              f"ECE {ece}  score mean {m['score_mean']:.4g} std {m['score_std']:.4g}")
+        print(
+            f"{name}: {m['pairs']} pairs ({m['ties']} ties)  pairwise accuracy {pw}  pointwise accuracy {pt}  "
+            f"ECE {ece}  score mean {m['score_mean']:.4g} std {m['score_std']:.4g}"
+        )
         for row in m["reliability"]:
-            print(f"    P in {row['bin']}: {row['count']:>5} predictions, mean P {row['mean_p']:.3f}, "
-                  f"observed {row['frequency']:.3f}")
+            print(
+                f"    P in {row['bin']}: {row['count']:>5} predictions, mean P {row['mean_p']:.3f}, "
+                f"observed {row['frequency']:.3f}"
+            )
     return 0
 
 
@@ -530,7 +657,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="rewarddance", description="Generative VLM reward models: P(\"yes\") scores.")
+    parser = argparse.ArgumentParser(prog="rewarddance", description='Generative VLM reward models: P("yes") scores.')
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("score", help="score files and print one score per file, in input order")
@@ -559,15 +686,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("search", help="reward-guided noise search over a diffusers pipeline")
-    p.add_argument("--pipeline", required=True, help="diffusers pipeline directory or hub id (SD 1.x/2.x, SDXL, SD3, Flux, Wan)")
+    p.add_argument(
+        "--pipeline", required=True, help="diffusers pipeline directory or hub id (SD 1.x/2.x, SDXL, SD3, Flux, Wan)"
+    )
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="", help="negative prompt")
-    p.add_argument("--algorithm", default="search_over_paths",
-                   help="best_of_n, random_search, zero_order, search_over_paths or noise_gradient")
+    p.add_argument(
+        "--algorithm",
+        default="search_over_paths",
+        help="best_of_n, random_search, zero_order, search_over_paths or noise_gradient",
+    )
     p.add_argument("--budget", type=int, default=64, help="denoiser calls to spend")
     p.add_argument("--steps", type=int, default=20, help="sampling steps per image")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="CFG scale (Flux: its guidance embedding); default per family: SD 7.5, SDXL 5, SD3 7, Flux 3.5, Wan 5")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="CFG scale (Flux: its guidance embedding); default per family: SD 7.5, SDXL 5, SD3 7, Flux 3.5, Wan 5",
+    )
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--frames", type=int, default=None, help="video frames (Wan; default 81)")

@@ -23,14 +23,24 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from .media import Image, MediaError, Video, images_from_batch, is_video_path, load_image_file, load_video_file, pil_to_rgb
+from .media import (
+    Image,
+    MediaError,
+    Video,
+    images_from_batch,
+    is_video_path,
+    load_image_file,
+    load_video_file,
+    pil_to_rgb,
+)
 from .scoring.results import RankResult, ScoreResult, TournamentResult
 from .server.settings import TOKEN_ENV
 
@@ -84,8 +94,9 @@ def encode_visual(item: Any, where: str = "image") -> str | dict:
         if item.ndim == 4 and item.shape[0] == 1:
             item = item[0]
         return encode_visual(images_from_batch(item, where)[0], where)
-    raise MediaError(f"{where}: unsupported input type {type(item).__name__}; pass a path, a PIL image, an IMAGE "
-                     "tensor or a Video")
+    raise MediaError(
+        f"{where}: unsupported input type {type(item).__name__}; pass a path, a PIL image, an IMAGE tensor or a Video"
+    )
 
 
 def encode_visuals(items: Any, name: str = "images") -> list[str | dict]:
@@ -124,8 +135,16 @@ def _few_shot(examples: Any, pairwise: bool) -> list[dict] | None:
 class _Requests:
     """Request bodies and response parsing shared by the sync and async clients."""
 
-    def __init__(self, url: str, token: str | None, model: str | None, timeout: float, retries: int, backoff: float,
-                 max_request_mb: float = 48.0):
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        model: str | None,
+        timeout: float,
+        retries: int,
+        backoff: float,
+        max_request_mb: float = 48.0,
+    ):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
         if retries < 0 or timeout <= 0 or backoff < 0:
@@ -136,7 +155,9 @@ class _Requests:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self.max_request_bytes = int(max_request_mb * 2**20)  # larger score/compare calls are split (server default 64 MB)
+        self.max_request_bytes = int(
+            max_request_mb * 2**20
+        )  # larger score/compare calls are split (server default 64 MB)
         self.last_usage: dict[str, Any] = {}
 
     def headers(self) -> dict[str, str]:
@@ -164,33 +185,64 @@ class _Requests:
         per_item = isinstance(prompt, (list, tuple))
         return [(visuals[a:b], list(prompt[a:b]) if per_item else prompt) for a, b in groups]
 
-    def score_bodies(self, images: Any, prompt: Any, few_shot: Any, reasons: bool, model: str | None,
-                     overrides: dict) -> list[bytes]:
+    def score_bodies(
+        self, images: Any, prompt: Any, few_shot: Any, reasons: bool, model: str | None, overrides: dict
+    ) -> list[bytes]:
         shots = _few_shot(few_shot, False)
-        return [self.body(model, images=part, few_shot=shots, reasons=reasons or None, **_scoring_fields(p, overrides))
-                for part, p in self.chunks(encode_visuals(images), prompt)]
+        return [
+            self.body(model, images=part, few_shot=shots, reasons=reasons or None, **_scoring_fields(p, overrides))
+            for part, p in self.chunks(encode_visuals(images), prompt)
+        ]
 
-    def compare_bodies(self, candidates: Any, reference: Any, prompt: Any, few_shot: Any, reasons: bool,
-                       model: str | None, overrides: dict) -> list[bytes]:
+    def compare_bodies(
+        self,
+        candidates: Any,
+        reference: Any,
+        prompt: Any,
+        few_shot: Any,
+        reasons: bool,
+        model: str | None,
+        overrides: dict,
+    ) -> list[bytes]:
         ref, shots = encode_visual(reference, "reference"), _few_shot(few_shot, True)
-        return [self.body(model, candidates=part, reference=ref, few_shot=shots, reasons=reasons or None,
-                          **_scoring_fields(p, overrides))
-                for part, p in self.chunks(encode_visuals(candidates, "candidates"), prompt)]
+        return [
+            self.body(
+                model,
+                candidates=part,
+                reference=ref,
+                few_shot=shots,
+                reasons=reasons or None,
+                **_scoring_fields(p, overrides),
+            )
+            for part, p in self.chunks(encode_visuals(candidates, "candidates"), prompt)
+        ]
 
     def merged_result(self, answers: list[dict]) -> ScoreResult:
         """One ScoreResult from the answers of a split call, in input order."""
         scores = [s for a in answers for s in a["scores"]]
         reasons = [r for a in answers for r in a["reasons"]] if all("reasons" in a for a in answers) else None
-        self.last_usage = answers[-1].get("usage", {}) if len(answers) == 1 else {
-            "requests": len(answers), "queries": sum(a.get("usage", {}).get("queries", 0) for a in answers)}
+        self.last_usage = (
+            answers[-1].get("usage", {})
+            if len(answers) == 1
+            else {"requests": len(answers), "queries": sum(a.get("usage", {}).get("queries", 0) for a in answers)}
+        )
         return ScoreResult(scores, reasons)
 
-    def rank_body(self, images: Any, prompt: Any, top_k: int | None, few_shot: Any, model: str | None, overrides: dict) -> bytes:
-        return self.body(model, images=encode_visuals(images), top_k=top_k, few_shot=_few_shot(few_shot, False),
-                         **_scoring_fields(prompt, overrides))
+    def rank_body(
+        self, images: Any, prompt: Any, top_k: int | None, few_shot: Any, model: str | None, overrides: dict
+    ) -> bytes:
+        return self.body(
+            model,
+            images=encode_visuals(images),
+            top_k=top_k,
+            few_shot=_few_shot(few_shot, False),
+            **_scoring_fields(prompt, overrides),
+        )
 
     def tournament_body(self, candidates: Any, prompt: str, model: str | None, overrides: dict) -> bytes:
-        return self.body(model, candidates=encode_visuals(candidates, "candidates"), **_scoring_fields(prompt, overrides))
+        return self.body(
+            model, candidates=encode_visuals(candidates, "candidates"), **_scoring_fields(prompt, overrides)
+        )
 
     def rank_result(self, data: dict) -> RankResult:
         self.last_usage = data.get("usage", {})
@@ -206,7 +258,7 @@ class _Requests:
             hinted = float(retry_after) if retry_after else 0.0
         except ValueError:
             hinted = 0.0
-        return max(hinted, self.backoff * (2 ** attempt))
+        return max(hinted, self.backoff * (2**attempt))
 
 
 def _error(status: int, raw: bytes) -> BackendError:
@@ -220,8 +272,16 @@ def _error(status: int, raw: bytes) -> BackendError:
 class RewardClient(_Requests):
     """Synchronous client (standard library HTTP); safe to use from ComfyUI node threads."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8765", token: str | None = None, model: str | None = None,
-                 timeout: float = 600.0, retries: int = 5, backoff: float = 0.25, max_request_mb: float = 48.0):
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8765",
+        token: str | None = None,
+        model: str | None = None,
+        timeout: float = 600.0,
+        retries: int = 5,
+        backoff: float = 0.25,
+        max_request_mb: float = 48.0,
+    ):
         super().__init__(url, token, model, timeout, retries, backoff, max_request_mb)
 
     def request(self, method: str, path: str, body: bytes | None = None) -> Any:
@@ -240,36 +300,69 @@ class RewardClient(_Requests):
                     continue
                 raise _error(exc.code, raw) from None
             except TimeoutError:
-                raise BackendError(0, "timeout", f"{self.url}{path}: no answer within {self.timeout:g} s; raise the "
-                                                 "client timeout or send fewer images") from None
+                raise BackendError(
+                    0,
+                    "timeout",
+                    f"{self.url}{path}: no answer within {self.timeout:g} s; raise the "
+                    "client timeout or send fewer images",
+                ) from None
             except (urllib.error.URLError, ConnectionError) as exc:
                 if attempt < self.retries:
                     time.sleep(self.delay(attempt, None))
                     continue
-                raise BackendError(0, "unreachable", f"{self.url}: {getattr(exc, 'reason', exc)}; is "
-                                                     "`rewarddance serve` running there?") from None
+                raise BackendError(
+                    0,
+                    "unreachable",
+                    f"{self.url}: {getattr(exc, 'reason', exc)}; is `rewarddance serve` running there?",
+                ) from None
         raise AssertionError("unreachable")
 
-    def score(self, images: Any, prompt: str | Sequence[str], few_shot: Any = None, reasons: bool = False,
-              model: str | None = None, **overrides: Any) -> ScoreResult:
+    def score(
+        self,
+        images: Any,
+        prompt: str | Sequence[str],
+        few_shot: Any = None,
+        reasons: bool = False,
+        model: str | None = None,
+        **overrides: Any,
+    ) -> ScoreResult:
         """Pointwise P("yes") per image, in input order (split into several requests when the body is large)."""
         bodies = self.score_bodies(images, prompt, few_shot, reasons, model, overrides)
         return self.merged_result([self.request("POST", "/v1/score", b) for b in bodies])
 
-    def compare(self, candidates: Any, reference: Any, prompt: str | Sequence[str], few_shot: Any = None,
-                reasons: bool = False, model: str | None = None, **overrides: Any) -> ScoreResult:
+    def compare(
+        self,
+        candidates: Any,
+        reference: Any,
+        prompt: str | Sequence[str],
+        few_shot: Any = None,
+        reasons: bool = False,
+        model: str | None = None,
+        **overrides: Any,
+    ) -> ScoreResult:
         """Pairwise P(candidate beats `reference`) per candidate (split into several requests when large)."""
         bodies = self.compare_bodies(candidates, reference, prompt, few_shot, reasons, model, overrides)
         return self.merged_result([self.request("POST", "/v1/compare", b) for b in bodies])
 
-    def rank(self, images: Any, prompt: str | Sequence[str], top_k: int | None = None, few_shot: Any = None,
-             model: str | None = None, **overrides: Any) -> RankResult:
+    def rank(
+        self,
+        images: Any,
+        prompt: str | Sequence[str],
+        top_k: int | None = None,
+        few_shot: Any = None,
+        model: str | None = None,
+        **overrides: Any,
+    ) -> RankResult:
         """Top-k indices by pointwise score."""
-        return self.rank_result(self.request("POST", "/v1/rank", self.rank_body(images, prompt, top_k, few_shot, model, overrides)))
+        return self.rank_result(
+            self.request("POST", "/v1/rank", self.rank_body(images, prompt, top_k, few_shot, model, overrides))
+        )
 
     def tournament(self, candidates: Any, prompt: str, model: str | None = None, **overrides: Any) -> TournamentResult:
         """Pairwise round robin among candidates."""
-        return self.tournament_result(self.request("POST", "/v1/tournament", self.tournament_body(candidates, prompt, model, overrides)))
+        return self.tournament_result(
+            self.request("POST", "/v1/tournament", self.tournament_body(candidates, prompt, model, overrides))
+        )
 
     def models(self) -> dict:
         """GET /v1/models."""
@@ -301,14 +394,22 @@ class RewardClient(_Requests):
 class AsyncRewardClient(_Requests):
     """asyncio client (aiohttp); use `async with AsyncRewardClient(url) as rm:` or call `close()`."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8765", token: str | None = None, model: str | None = None,
-                 timeout: float = 600.0, retries: int = 5, backoff: float = 0.25, connections: int = 64,
-                 max_request_mb: float = 48.0):
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8765",
+        token: str | None = None,
+        model: str | None = None,
+        timeout: float = 600.0,
+        retries: int = 5,
+        backoff: float = 0.25,
+        connections: int = 64,
+        max_request_mb: float = 48.0,
+    ):
         super().__init__(url, token, model, timeout, retries, backoff, max_request_mb)
         self.connections = connections
         self._session: Any = None
 
-    async def __aenter__(self) -> "AsyncRewardClient":
+    async def __aenter__(self) -> AsyncRewardClient:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -324,8 +425,10 @@ class AsyncRewardClient(_Requests):
         import aiohttp
 
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
-                                                  connector=aiohttp.TCPConnector(limit=self.connections))
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=self.connections),
+            )
         return self._session
 
     async def request(self, method: str, path: str, body: bytes | None = None) -> Any:
@@ -344,34 +447,64 @@ class AsyncRewardClient(_Requests):
                         raise _error(resp.status, raw)
                     return json.loads(raw) if "json" in resp.content_type else raw.decode("utf-8")
             except asyncio.TimeoutError:
-                raise BackendError(0, "timeout", f"{self.url}{path}: no answer within {self.timeout:g} s; raise the "
-                                                 "client timeout or send fewer images") from None
+                raise BackendError(
+                    0,
+                    "timeout",
+                    f"{self.url}{path}: no answer within {self.timeout:g} s; raise the "
+                    "client timeout or send fewer images",
+                ) from None
             except aiohttp.ClientConnectionError as exc:
                 if attempt < self.retries:
                     await asyncio.sleep(self.delay(attempt, None))
                     continue
-                raise BackendError(0, "unreachable", f"{self.url}: {exc}; is `rewarddance serve` running there?") from None
+                raise BackendError(
+                    0, "unreachable", f"{self.url}: {exc}; is `rewarddance serve` running there?"
+                ) from None
         raise AssertionError("unreachable")
 
-    async def score(self, images: Any, prompt: str | Sequence[str], few_shot: Any = None, reasons: bool = False,
-                    model: str | None = None, **overrides: Any) -> ScoreResult:
+    async def score(
+        self,
+        images: Any,
+        prompt: str | Sequence[str],
+        few_shot: Any = None,
+        reasons: bool = False,
+        model: str | None = None,
+        **overrides: Any,
+    ) -> ScoreResult:
         """Pointwise P("yes") per image, in input order (large calls go as several concurrent requests)."""
         bodies = self.score_bodies(images, prompt, few_shot, reasons, model, overrides)
         return self.merged_result(list(await asyncio.gather(*(self.request("POST", "/v1/score", b) for b in bodies))))
 
-    async def compare(self, candidates: Any, reference: Any, prompt: str | Sequence[str], few_shot: Any = None,
-                      reasons: bool = False, model: str | None = None, **overrides: Any) -> ScoreResult:
+    async def compare(
+        self,
+        candidates: Any,
+        reference: Any,
+        prompt: str | Sequence[str],
+        few_shot: Any = None,
+        reasons: bool = False,
+        model: str | None = None,
+        **overrides: Any,
+    ) -> ScoreResult:
         """Pairwise P(candidate beats `reference`) per candidate (large calls go as several concurrent requests)."""
         bodies = self.compare_bodies(candidates, reference, prompt, few_shot, reasons, model, overrides)
         return self.merged_result(list(await asyncio.gather(*(self.request("POST", "/v1/compare", b) for b in bodies))))
 
-    async def rank(self, images: Any, prompt: str | Sequence[str], top_k: int | None = None, few_shot: Any = None,
-                   model: str | None = None, **overrides: Any) -> RankResult:
+    async def rank(
+        self,
+        images: Any,
+        prompt: str | Sequence[str],
+        top_k: int | None = None,
+        few_shot: Any = None,
+        model: str | None = None,
+        **overrides: Any,
+    ) -> RankResult:
         """Top-k indices by pointwise score."""
         body = self.rank_body(images, prompt, top_k, few_shot, model, overrides)
         return self.rank_result(await self.request("POST", "/v1/rank", body))
 
-    async def tournament(self, candidates: Any, prompt: str, model: str | None = None, **overrides: Any) -> TournamentResult:
+    async def tournament(
+        self, candidates: Any, prompt: str, model: str | None = None, **overrides: Any
+    ) -> TournamentResult:
         """Pairwise round robin among candidates."""
         body = self.tournament_body(candidates, prompt, model, overrides)
         return self.tournament_result(await self.request("POST", "/v1/tournament", body))

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -105,8 +106,10 @@ def _decode_image(fp: Any, source: str, max_pixels: int | None = None) -> Image:
     try:
         with PILImage.open(fp) as img:
             if max_pixels is not None and img.width * img.height > max_pixels:
-                raise MediaError(f"{source}: {img.width}x{img.height} is over the limit of {max_pixels} pixels; "
-                                 "downscale it before sending")
+                raise MediaError(
+                    f"{source}: {img.width}x{img.height} is over the limit of {max_pixels} pixels; "
+                    "downscale it before sending"
+                )
             img.load()
             rgb = pil_to_rgb(ImageOps.exif_transpose(img), source)  # as transformers' load_image does
     except MediaError:

@@ -7,8 +7,9 @@ A reward model here is anything with `RewardModel`'s methods: a local `RewardMod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,8 +45,14 @@ class RewardCriteria:
         return {k: v for k, v in self.overrides().items() if k != "cot"}
 
 
-def build_criteria(presets: list[str], text: str = "", cot: str = "none", examples: torch.Tensor | None = None,
-                   verdicts: str = "", example_prompt: str = "") -> RewardCriteria:
+def build_criteria(
+    presets: list[str],
+    text: str = "",
+    cot: str = "none",
+    examples: torch.Tensor | None = None,
+    verdicts: str = "",
+    example_prompt: str = "",
+) -> RewardCriteria:
     """Criteria from preset names, free text, a CoT mode and optional example images with yes/no verdicts."""
     unknown = [p for p in presets if p not in CRITERIA_PRESETS]
     if unknown:
@@ -58,13 +65,17 @@ def build_criteria(presets: list[str], text: str = "", cot: str = "none", exampl
         rows = images_from_batch(examples, "examples")
         words = [w.strip().lower() for w in verdicts.replace("\n", ",").split(",") if w.strip()]
         if len(words) != len(rows):
-            raise ValueError(f"verdicts: got {len(words)} verdicts for {len(rows)} example images; write one yes/no "
-                             "per example, comma-separated (e.g. 'yes, no, yes')")
+            raise ValueError(
+                f"verdicts: got {len(words)} verdicts for {len(rows)} example images; write one yes/no "
+                "per example, comma-separated (e.g. 'yes, no, yes')"
+            )
         bad = [w for w in words if w not in ("yes", "no", "true", "false", "1", "0")]
         if bad:
             raise ValueError(f"verdicts: {bad[0]!r} is not yes or no")
-        shots = tuple(FewShotExample(exact_image(r.tensor), w in ("yes", "true", "1"), example_prompt.strip() or None)
-                      for r, w in zip(rows, words))
+        shots = tuple(
+            FewShotExample(exact_image(r.tensor), w in ("yes", "true", "1"), example_prompt.strip() or None)
+            for r, w in zip(rows, words)
+        )
     elif verdicts.strip():
         raise ValueError("verdicts: connect the example images they describe (examples input), or clear the verdicts")
     return RewardCriteria(criteria, cot, shots)
@@ -86,16 +97,20 @@ def to_videos(frames: torch.Tensor, fps: float, frames_per_video: int) -> list[V
     """Stacked frames [N*T, H, W, C] -> N `Video`s of T frames."""
     if not isinstance(frames, torch.Tensor) or frames.ndim != 4:
         raise ValueError("images: expected video frames as an IMAGE batch [frames, H, W, C]")
-    return [video_from_frames(frames[g.start:g.stop], fps, f"video {i}")
-            for i, g in enumerate(video_groups(frames.shape[0], frames_per_video))]
+    return [
+        video_from_frames(frames[g.start : g.stop], fps, f"video {i}")
+        for i, g in enumerate(video_groups(frames.shape[0], frames_per_video))
+    ]
 
 
-def _chunked(items: list[Any], fn: Callable[[list[Any]], Any], progress: Progress | None) -> tuple[list[float], list[str] | None]:
+def _chunked(
+    items: list[Any], fn: Callable[[list[Any]], Any], progress: Progress | None
+) -> tuple[list[float], list[str] | None]:
     """Call `fn` on chunks of items; concatenate scores and reasons; report progress after each chunk."""
     scores: list[float] = []
     reasons: list[str] | None = None
     for start in range(0, len(items), CHUNK):
-        result = fn(items[start:start + CHUNK])
+        result = fn(items[start : start + CHUNK])
         scores.extend(result.scores)
         if result.reasons is not None:
             reasons = (reasons or []) + list(result.reasons)
@@ -129,34 +144,66 @@ def ranks_of(scores: list[float]) -> list[int]:
     return ranks
 
 
-def score_images(rm: Any, images: torch.Tensor, prompt: str, criteria: RewardCriteria | None = None,
-                 exact: bool = True, reasons: bool = False, progress: Progress | None = None) -> Scored:
+def score_images(
+    rm: Any,
+    images: torch.Tensor,
+    prompt: str,
+    criteria: RewardCriteria | None = None,
+    exact: bool = True,
+    reasons: bool = False,
+    progress: Progress | None = None,
+) -> Scored:
     """Pointwise scores of an IMAGE batch, with a labelled preview."""
     check_prompt(prompt)
     criteria = criteria or RewardCriteria()
     items = to_items(images, exact)
-    scores, texts = _chunked(items, lambda chunk: rm.score(chunk, prompt, few_shot=list(criteria.few_shot) or None,
-                                                           reasons=reasons, **criteria.overrides()), progress)
+    scores, texts = _chunked(
+        items,
+        lambda chunk: rm.score(
+            chunk, prompt, few_shot=list(criteria.few_shot) or None, reasons=reasons, **criteria.overrides()
+        ),
+        progress,
+    )
     preview = annotate_batch(images, [label_for(s, r) for s, r in zip(scores, ranks_of(scores))])
     return Scored(scores, texts, summarize(scores), preview)
 
 
-def score_videos(rm: Any, frames: torch.Tensor, fps: float, frames_per_video: int, prompt: str,
-                 criteria: RewardCriteria | None = None, reasons: bool = False, progress: Progress | None = None) -> Scored:
+def score_videos(
+    rm: Any,
+    frames: torch.Tensor,
+    fps: float,
+    frames_per_video: int,
+    prompt: str,
+    criteria: RewardCriteria | None = None,
+    reasons: bool = False,
+    progress: Progress | None = None,
+) -> Scored:
     """Pointwise scores of videos given as stacked frames; the preview is each video's first frame."""
     check_prompt(prompt)
     criteria = criteria or RewardCriteria()
     videos = to_videos(frames, fps, frames_per_video)
-    scores, texts = _chunked(videos, lambda chunk: rm.score(chunk, prompt, few_shot=list(criteria.few_shot) or None,
-                                                            reasons=reasons, **criteria.overrides()), progress)
+    scores, texts = _chunked(
+        videos,
+        lambda chunk: rm.score(
+            chunk, prompt, few_shot=list(criteria.few_shot) or None, reasons=reasons, **criteria.overrides()
+        ),
+        progress,
+    )
     firsts = frames[[g.start for g in video_groups(frames.shape[0], frames_per_video)]]
     preview = annotate_batch(firsts, [label_for(s, r) for s, r in zip(scores, ranks_of(scores))])
     return Scored(scores, texts, summarize(scores, "video"), preview)
 
 
-def compare_to_reference(rm: Any, candidates: torch.Tensor, reference: torch.Tensor, prompt: str,
-                         criteria: RewardCriteria | None = None, exact: bool = True, reasons: bool = False,
-                         progress: Progress | None = None) -> Scored:
+def compare_to_reference(
+    rm: Any,
+    candidates: torch.Tensor,
+    reference: torch.Tensor,
+    prompt: str,
+    criteria: RewardCriteria | None = None,
+    exact: bool = True,
+    reasons: bool = False,
+    progress: Progress | None = None,
+) -> Scored:
     """P(candidate beats reference) for each candidate image."""
     check_prompt(prompt)
     criteria = criteria or RewardCriteria()
@@ -164,8 +211,9 @@ def compare_to_reference(rm: Any, candidates: torch.Tensor, reference: torch.Ten
     if len(refs) != 1:
         raise ValueError(f"reference: connect exactly one image, got a batch of {len(refs)}")
     items = to_items(candidates, exact)
-    scores, texts = _chunked(items, lambda chunk: rm.compare(chunk, refs[0], prompt, reasons=reasons,
-                                                             **criteria.overrides()), progress)
+    scores, texts = _chunked(
+        items, lambda chunk: rm.compare(chunk, refs[0], prompt, reasons=reasons, **criteria.overrides()), progress
+    )
     preview = annotate_batch(candidates, [label_for(s, r) for s, r in zip(scores, ranks_of(scores))])
     return Scored(scores, texts, summarize(scores, "candidate"), preview)
 
@@ -182,10 +230,20 @@ class BestOfN:
     summary: str
 
 
-def best_of_n(rm: Any, images: torch.Tensor, prompt: str, top_k: int = 1, criteria: RewardCriteria | None = None,
-              threshold: float | None = None, latent: dict[str, Any] | None = None, precomputed: str = "",
-              frames_per_video: int = 1, fps: float = 16.0, exact: bool = True,
-              progress: Progress | None = None) -> BestOfN:
+def best_of_n(
+    rm: Any,
+    images: torch.Tensor,
+    prompt: str,
+    top_k: int = 1,
+    criteria: RewardCriteria | None = None,
+    threshold: float | None = None,
+    latent: dict[str, Any] | None = None,
+    precomputed: str = "",
+    frames_per_video: int = 1,
+    fps: float = 16.0,
+    exact: bool = True,
+    progress: Progress | None = None,
+) -> BestOfN:
     """Score N images (or videos of `frames_per_video` frames) unless scores are given, keep the top k."""
     n = len(video_groups(images.shape[0], frames_per_video))
     if precomputed.strip():
@@ -216,8 +274,9 @@ class Ranked:
     summary: str
 
 
-def tournament(rm: Any, images: torch.Tensor, prompt: str, criteria: RewardCriteria | None = None,
-               exact: bool = True) -> Ranked:
+def tournament(
+    rm: Any, images: torch.Tensor, prompt: str, criteria: RewardCriteria | None = None, exact: bool = True
+) -> Ranked:
     """Pairwise round robin among the candidates (the paper's way of picking references)."""
     check_prompt(prompt)
     criteria = criteria or RewardCriteria()
@@ -226,8 +285,10 @@ def tournament(rm: Any, images: torch.Tensor, prompt: str, criteria: RewardCrite
         raise ValueError(f"images: a tournament needs at least 2 candidates, got {len(items)}")
     result = rm.tournament(items, prompt, **criteria.overrides())
     ordered = images[torch.tensor(result.ranking, dtype=torch.long, device=images.device)]
-    lines = [f"#{r}  image {j}: {result.wins[j]} wins, mean P(beats) {result.mean_win_probability[j]:.4f}"
-             for r, j in enumerate(result.ranking, 1)]
+    lines = [
+        f"#{r}  image {j}: {result.wins[j]} wins, mean P(beats) {result.mean_win_probability[j]:.4f}"
+        for r, j in enumerate(result.ranking, 1)
+    ]
     return Ranked(ordered, list(result.ranking), list(result.wins), list(result.mean_win_probability), "\n".join(lines))
 
 
@@ -237,7 +298,9 @@ def check_prompt(prompt: Any) -> None:
         raise ValueError("text: enter the prompt the images were generated from (it is what they are judged against)")
 
 
-def limit_frames(frames: torch.Tensor, fps: float, frames_per_video: int, max_frames: int) -> tuple[torch.Tensor, float, int]:
+def limit_frames(
+    frames: torch.Tensor, fps: float, frames_per_video: int, max_frames: int
+) -> tuple[torch.Tensor, float, int]:
     """Evenly subsample each stacked video to at most `max_frames` frames; the fps drops to match."""
     groups = video_groups(frames.shape[0], frames_per_video)
     if max_frames < 1:

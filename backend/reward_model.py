@@ -1,18 +1,19 @@
 """`RewardModel`: a chat VLM used as a generative reward model — score, compare, rank, tournament.
 
-    rm = RewardModel.from_pretrained("Qwen/Qwen2.5-VL-7B-Instruct", dtype="bf16")
-    rm.score(images, "a red fox in the snow").scores          # P("yes") per image, input order
-    rm.compare(candidates, reference, "a red fox").scores     # P(candidate beats reference)
-    rm.rank(images, "a red fox", top_k=4).indices
-    rm.tournament(images, "a red fox").ranking                # pairwise round robin (the paper's references)
-    rm.reward(image_tensor, "a red fox")                      # differentiable torch tensor, for RL
+rm = RewardModel.from_pretrained("Qwen/Qwen2.5-VL-7B-Instruct", dtype="bf16")
+rm.score(images, "a red fox in the snow").scores          # P("yes") per image, input order
+rm.compare(candidates, reference, "a red fox").scores     # P(candidate beats reference)
+rm.rank(images, "a red fox", top_k=4).indices
+rm.tournament(images, "a red fox").ranking                # pairwise round robin (the paper's references)
+rm.reward(image_tensor, "a red fox")                      # differentiable torch tensor, for RL
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -41,7 +42,7 @@ class RewardModel:
         self.after_use: Callable[[], None] | None = None  # e.g. ComfyUI unloading it when asked not to keep it
 
     @contextmanager
-    def use(self) -> Iterator["RewardModel"]:
+    def use(self) -> Iterator[RewardModel]:
         """Hold the model for one operation: one thread at a time (Qwen models keep per-forward state)."""
         with self._lock:
             outermost = self._depth == 0  # hooks run once per outermost hold (a node holds it across chunks)
@@ -70,13 +71,25 @@ class RewardModel:
         fps: float = 2.0,
         trust_remote_code: bool = False,
         **scoring: Any,
-    ) -> "RewardModel":
+    ) -> RewardModel:
         """Load a checkpoint directory or hub id; remaining keywords are `ScoringConfig` fields."""
-        options = VisualOptions(min_pixels=min_pixels, max_pixels=max_pixels, video_max_pixels=video_max_pixels,
-                                max_frames=max_frames, fps=fps)
+        options = VisualOptions(
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            video_max_pixels=video_max_pixels,
+            max_frames=max_frames,
+            fps=fps,
+        )
         options.validate()
-        vlm = load_vlm(model, dtype=dtype, device=device, attn_implementation=attn_implementation,
-                       device_map=device_map, options=options, trust_remote_code=trust_remote_code)
+        vlm = load_vlm(
+            model,
+            dtype=dtype,
+            device=device,
+            attn_implementation=attn_implementation,
+            device_map=device_map,
+            options=options,
+            trust_remote_code=trust_remote_code,
+        )
         config = ScoringConfig().with_overrides(**trained_scoring(vlm.path)).with_overrides(**scoring)
         return cls(vlm, config)
 
@@ -101,10 +114,14 @@ class RewardModel:
     def probabilities(self, queries: list[Query], config: ScoringConfig) -> torch.Tensor:
         """P("yes") for each query under `config` (the verdict position; no generation)."""
         prepared = self.scorer.prepare(queries)
-        logits = self.scorer.last_logits(prepared, self.batch_tokens(config), config.prefix_reuse, config.min_prefix_tokens)
+        logits = self.scorer.last_logits(
+            prepared, self.batch_tokens(config), config.prefix_reuse, config.min_prefix_tokens
+        )
         return self.read_scores(logits, config)
 
-    def run(self, queries: list[Query], config: ScoringConfig, reasons: bool = False) -> tuple[torch.Tensor, list[str] | None]:
+    def run(
+        self, queries: list[Query], config: ScoringConfig, reasons: bool = False
+    ) -> tuple[torch.Tensor, list[str] | None]:
         """Scores (and reasons) for queries, following the chain-of-thought mode."""
         if config.cot == "reasoning_first":
             texts = [self.scorer.generate(q, config.reason_tokens) for q in queries]
@@ -117,24 +134,37 @@ class RewardModel:
         return scores, None
 
     # --- public operations ----------------------------------------------------------------------------------
-    def reward(self, images: Any, prompt: str | Sequence[str], few_shot: list[FewShotExample] | None = None,
-               **overrides: Any) -> torch.Tensor:
+    def reward(
+        self, images: Any, prompt: str | Sequence[str], few_shot: list[FewShotExample] | None = None, **overrides: Any
+    ) -> torch.Tensor:
         """Pointwise P("yes") as a float32 tensor [N]; differentiable w.r.t. input tensors that require grad."""
         config = self.settings(overrides)
         queries = score_queries(images, prompt, config, few_shot)
         with self.use():
             return self.run(queries, config)[0]
 
-    def compare_reward(self, candidates: Any, reference: Any, prompt: str | Sequence[str],
-                       few_shot: list[FewShotExample] | None = None, **overrides: Any) -> torch.Tensor:
+    def compare_reward(
+        self,
+        candidates: Any,
+        reference: Any,
+        prompt: str | Sequence[str],
+        few_shot: list[FewShotExample] | None = None,
+        **overrides: Any,
+    ) -> torch.Tensor:
         """Pairwise P(candidate beats `reference`) as a float32 tensor [N]; differentiable w.r.t. the candidates."""
         config = self.settings(overrides)
         queries = compare_queries(candidates, reference, prompt, config, few_shot)
         with self.use():
             return self.run(queries, config)[0]
 
-    def score(self, images: Any, prompt: str | Sequence[str], few_shot: list[FewShotExample] | None = None,
-              reasons: bool = False, **overrides: Any) -> ScoreResult:
+    def score(
+        self,
+        images: Any,
+        prompt: str | Sequence[str],
+        few_shot: list[FewShotExample] | None = None,
+        reasons: bool = False,
+        **overrides: Any,
+    ) -> ScoreResult:
         """Pointwise scores in input order (files, PIL, IMAGE tensors or `Video`s), optional reasons."""
         config = self.settings(overrides)
         queries = score_queries(images, prompt, config, few_shot)
@@ -142,8 +172,15 @@ class RewardModel:
             scores, texts = self.run(queries, config, reasons)
         return ScoreResult(scores.tolist(), texts)
 
-    def compare(self, candidates: Any, reference: Any, prompt: str | Sequence[str],
-                few_shot: list[FewShotExample] | None = None, reasons: bool = False, **overrides: Any) -> ScoreResult:
+    def compare(
+        self,
+        candidates: Any,
+        reference: Any,
+        prompt: str | Sequence[str],
+        few_shot: list[FewShotExample] | None = None,
+        reasons: bool = False,
+        **overrides: Any,
+    ) -> ScoreResult:
         """Pairwise: P(candidate beats `reference`) for each candidate (reference = image 1)."""
         config = self.settings(overrides)
         queries = compare_queries(candidates, reference, prompt, config, few_shot)
@@ -151,8 +188,14 @@ class RewardModel:
             scores, texts = self.run(queries, config, reasons)
         return ScoreResult(scores.tolist(), texts)
 
-    def rank(self, images: Any, prompt: str | Sequence[str], top_k: int | None = None,
-             few_shot: list[FewShotExample] | None = None, **overrides: Any) -> RankResult:
+    def rank(
+        self,
+        images: Any,
+        prompt: str | Sequence[str],
+        top_k: int | None = None,
+        few_shot: list[FewShotExample] | None = None,
+        **overrides: Any,
+    ) -> RankResult:
         """Pointwise ranking: the top-k indices (best first) and their scores."""
         visuals = to_visuals(images)
         top_k = check_top_k(top_k, len(visuals))
@@ -168,16 +211,22 @@ class RewardModel:
 
 
 # --- the operations as queries in, results out (shared by RewardModel and the HTTP server) ---------------------
-def score_queries(images: Any, prompt: str | Sequence[str], config: ScoringConfig,
-                  few_shot: list[FewShotExample] | None = None) -> list[Query]:
+def score_queries(
+    images: Any, prompt: str | Sequence[str], config: ScoringConfig, few_shot: list[FewShotExample] | None = None
+) -> list[Query]:
     """Pointwise queries, one per image or video, in input order."""
     visuals = to_visuals(images)
     prompts = expand_prompts(prompt, len(visuals))
     return [pointwise_query(v, p, config, few_shot) for v, p in zip(visuals, prompts)]
 
 
-def compare_queries(candidates: Any, reference: Any, prompt: str | Sequence[str], config: ScoringConfig,
-                    few_shot: list[FewShotExample] | None = None) -> list[Query]:
+def compare_queries(
+    candidates: Any,
+    reference: Any,
+    prompt: str | Sequence[str],
+    config: ScoringConfig,
+    few_shot: list[FewShotExample] | None = None,
+) -> list[Query]:
     """Pairwise queries, one per candidate, each against the one `reference` (image 1)."""
     visuals = to_visuals(candidates, "candidates")
     ref = to_visuals(reference, "reference")
@@ -187,7 +236,9 @@ def compare_queries(candidates: Any, reference: Any, prompt: str | Sequence[str]
     return [pairwise_query(ref[0], v, p, config, few_shot) for v, p in zip(visuals, prompts)]
 
 
-def tournament_queries(candidates: Any, prompt: str, config: ScoringConfig) -> tuple[list[Query], list[tuple[int, int]]]:
+def tournament_queries(
+    candidates: Any, prompt: str, config: ScoringConfig
+) -> tuple[list[Query], list[tuple[int, int]]]:
     """Round-robin queries: (reference i, candidate j) for every ordered pair i != j."""
     visuals = to_visuals(candidates, "candidates")
     n = len(visuals)
@@ -262,5 +313,4 @@ def check_top_k(top_k: int | None, n: int) -> int:
     return min(top_k, n)
 
 
-__all__ = ["RewardModel", "score_queries", "compare_queries", "tournament_queries", "rank_result",
-           "tournament_result"]
+__all__ = ["RewardModel", "score_queries", "compare_queries", "tournament_queries", "rank_result", "tournament_result"]

@@ -16,7 +16,11 @@ def append_row(path: Path, row: dict) -> None:
 
 def read_rows(path: Path) -> list[dict]:
     """All rows of a log ([] when there is none)."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
+    return (
+        [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if path.is_file()
+        else []
+    )
 
 
 def truncate_after(path: Path, step: int) -> list[dict]:

@@ -44,8 +44,10 @@ def video_groups(num_frames: int, frames_per_video: int) -> list[range]:
     if isinstance(frames_per_video, bool) or not isinstance(frames_per_video, int) or frames_per_video < 1:
         raise ValueError(f"frames_per_video must be a positive integer, got {frames_per_video!r}")
     if num_frames % frames_per_video:
-        raise ValueError(f"images: {num_frames} frames do not split into videos of {frames_per_video} frames; "
-                         "set frames_per_video to the length of each video (or 1 for still images)")
+        raise ValueError(
+            f"images: {num_frames} frames do not split into videos of {frames_per_video} frames; "
+            "set frames_per_video to the length of each video (or 1 for still images)"
+        )
     return [range(s, s + frames_per_video) for s in range(0, num_frames, frames_per_video)]
 
 
@@ -65,8 +67,10 @@ def take_latents(latent: dict[str, Any], indices: list[int], num_items: int) -> 
         raise ValueError("latent: expected a ComfyUI LATENT dict with a 'samples' tensor")
     samples = latent["samples"]
     if samples.shape[0] != num_items:
-        raise ValueError(f"latent: its batch has {samples.shape[0]} entries but {num_items} items were scored; "
-                         "connect the latent that was decoded into these images")
+        raise ValueError(
+            f"latent: its batch has {samples.shape[0]} entries but {num_items} items were scored; "
+            "connect the latent that was decoded into these images"
+        )
     index = torch.tensor(indices, dtype=torch.long, device=samples.device)
     out = dict(latent)
     out["samples"] = samples[index]

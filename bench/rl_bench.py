@@ -53,20 +53,37 @@ def main(argv: list[str] | None = None) -> int:
     base = train_tiny_flow(steps=args.base_steps, seed=args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="rl_bench_"))
     save_file({k: v.contiguous() for k, v in base.net.state_dict().items()}, str(tmp / "base.safetensors"))
-    print(f"tiny flow base model fitted in {time.perf_counter() - started:.1f} s; {args.steps} steps x 2 prompts x "
-          f"group {args.group_size}; {args.sample_steps} sampling steps; LoRA rank {args.rank}; "
-          f"held-out: {args.eval_seeds} unseen seeds, ODE")
+    print(
+        f"tiny flow base model fitted in {time.perf_counter() - started:.1f} s; {args.steps} steps x 2 prompts x "
+        f"group {args.group_size}; {args.sample_steps} sampling steps; LoRA rank {args.rank}; "
+        f"held-out: {args.eval_seeds} unseen seeds, ODE"
+    )
     gains = {}
-    print(f"{'trainer':8} {'before':>8} {'after':>8} {'gain':>8} {'max win std':>12} {'final win std':>14} {'steps/s':>8}")
+    print(
+        f"{'trainer':8} {'before':>8} {'after':>8} {'gain':>8} {'max win std':>12} {'final win std':>14} {'steps/s':>8}"
+    )
     for name, (extra, lr) in SETTINGS.items():
         trainer = {"group_size": args.group_size, "sample_steps": args.sample_steps, **extra}
-        cfg = RLConfig(algorithm=name, out=str(tmp / name), prompts=["a red picture", "a red object"], steps=args.steps, lr=lr,
-                       rank=args.rank, alpha=2.0 * args.rank, eval_seeds=args.eval_seeds, save_every=0, seed=args.seed,
-                       generator={"kind": "tiny", "path": str(tmp / "base.safetensors")}, trainer=trainer)
+        cfg = RLConfig(
+            algorithm=name,
+            out=str(tmp / name),
+            prompts=["a red picture", "a red object"],
+            steps=args.steps,
+            lr=lr,
+            rank=args.rank,
+            alpha=2.0 * args.rank,
+            eval_seeds=args.eval_seeds,
+            save_every=0,
+            seed=args.seed,
+            generator={"kind": "tiny", "path": str(tmp / "base.safetensors")},
+            trainer=trainer,
+        )
         s = train_rl(cfg)
         gains[name] = s["relative_gain"]
-        print(f"{name:8} {s['reward_before']:8.4f} {s['reward_after']:8.4f} {s['relative_gain']:+8.2%} "
-              f"{s['max_window_std']:12.4f} {s['final_window_std']:14.4f} {s['steps_per_second']:8.2f}")
+        print(
+            f"{name:8} {s['reward_before']:8.4f} {s['reward_after']:8.4f} {s['relative_gain']:+8.2%} "
+            f"{s['max_window_std']:12.4f} {s['final_window_std']:14.4f} {s['steps_per_second']:8.2f}"
+        )
     print(f"total {time.perf_counter() - started:.1f} s")
     print(f"min_gain={min(gains.values()):.4f}")
     return 0

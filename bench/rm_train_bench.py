@@ -54,21 +54,39 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = write_tiny_checkpoint(args.family, root / "untrained", seed=args.seed)
         _, held_out = split_pairs(load_pairs(pairs_file), 0.2, args.seed)
         before = evaluate_pairs(RewardModel.from_pretrained(str(ckpt), dtype="fp32", device="cpu"), held_out)
-        cfg = RMTrainConfig(model=str(ckpt), pairs=str(pairs_file), out=str(root / "run"), objective=args.objective,
-                            lora=args.lora, lora_rank=16, lora_alpha=32, freeze_vision=args.lora, learning_rate=args.lr,
-                            steps=args.steps, batch_size=args.batch_size, save_every=0, eval_fraction=0.2,
-                            dtype="fp32", device="cpu", seed=args.seed)
+        cfg = RMTrainConfig(
+            model=str(ckpt),
+            pairs=str(pairs_file),
+            out=str(root / "run"),
+            objective=args.objective,
+            lora=args.lora,
+            lora_rank=16,
+            lora_alpha=32,
+            freeze_vision=args.lora,
+            learning_rate=args.lr,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            save_every=0,
+            eval_fraction=0.2,
+            dtype="fp32",
+            device="cpu",
+            seed=args.seed,
+        )
         started = time.perf_counter()
         result = train_reward_model(cfg)
         seconds = time.perf_counter() - started
         after = result["eval"]
-        print(f"synthetic set: {args.pairs} pairs ({result['train_pairs']} train / {result['eval_pairs']} held out), "
-              f"{args.size}px, edits colour cast / blur / pasted block; model: tiny {args.family}, "
-              f"{'LoRA' if args.lora else 'full'} fine-tuning, {args.objective}, {args.steps} steps x {args.batch_size} pairs")
+        print(
+            f"synthetic set: {args.pairs} pairs ({result['train_pairs']} train / {result['eval_pairs']} held out), "
+            f"{args.size}px, edits colour cast / blur / pasted block; model: tiny {args.family}, "
+            f"{'LoRA' if args.lora else 'full'} fine-tuning, {args.objective}, {args.steps} steps x {args.batch_size} pairs"
+        )
         print(f"training time: {seconds:.1f} s (including the final export and evaluation)")
         for name, m in (("before training", before), ("after training", after)):
-            print(f"{name:>16}: pairwise accuracy {m['pairwise_accuracy']:.4f}  pointwise accuracy "
-                  f"{m['pointwise_accuracy']:.4f}  ECE {m['ece']:.4f}  score std {m['score_std']:.3g}")
+            print(
+                f"{name:>16}: pairwise accuracy {m['pairwise_accuracy']:.4f}  pointwise accuracy "
+                f"{m['pointwise_accuracy']:.4f}  ECE {m['ece']:.4f}  score std {m['score_std']:.3g}"
+            )
         print("trained model:", result["model"] if args.keep else "(temporary; pass --keep DIR to keep it)")
         key = f"{args.objective}_accuracy"  # the accuracy of the kind of judgement the model was trained for
         print(json.dumps({"metric": key, "before": before[key], "after": after[key]}))

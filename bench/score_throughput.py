@@ -35,9 +35,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,27 +53,70 @@ LOW_PRECISION_TOLERANCE = 3e-2
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 # Shapes of the real checkpoints (Qwen/Qwen2.5-VL-3B-Instruct, -7B-Instruct); "small" sits between tiny and 3B.
-REAL_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
-                   spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                   fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2, hidden_act="silu")
+REAL_VISION = dict(
+    depth=32,
+    hidden_size=1280,
+    intermediate_size=3420,
+    num_heads=16,
+    patch_size=14,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    window_size=112,
+    fullatt_block_indexes=[7, 15, 23, 31],
+    tokens_per_second=2,
+    hidden_act="silu",
+)
 CONFIGS: dict[str, dict[str, Any]] = {
     "small": dict(
-        text=dict(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
-                  intermediate_size=1536, vocab_size=151936, tie_word_embeddings=True),
-        vision=dict(depth=4, hidden_size=256, intermediate_size=768, num_heads=4, patch_size=14,
-                    spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1, 3],
-                    tokens_per_second=2, hidden_act="silu"),
+        text=dict(
+            hidden_size=512,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            intermediate_size=1536,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+        ),
+        vision=dict(
+            depth=4,
+            hidden_size=256,
+            intermediate_size=768,
+            num_heads=4,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[1, 3],
+            tokens_per_second=2,
+            hidden_act="silu",
+        ),
         mrope=[8, 12, 12],
     ),
     "3b": dict(
-        text=dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
-                  intermediate_size=11008, vocab_size=151936, tie_word_embeddings=True),
-        vision=REAL_VISION, mrope=[16, 24, 24],
+        text=dict(
+            hidden_size=2048,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            intermediate_size=11008,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+        ),
+        vision=REAL_VISION,
+        mrope=[16, 24, 24],
     ),
     "7b": dict(
-        text=dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-                  intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
-        vision=REAL_VISION, mrope=[16, 24, 24],
+        text=dict(
+            hidden_size=3584,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            intermediate_size=18944,
+            vocab_size=152064,
+            tie_word_embeddings=False,
+        ),
+        vision=REAL_VISION,
+        mrope=[16, 24, 24],
     ),
 }
 # The real checkpoints' image pixel budget (the tiny checkpoint keeps its small test budget).
@@ -92,7 +136,7 @@ def make_images(n: int, size: int, seed: int = 0) -> list[PILImage.Image]:
         h, w = photo.shape[:2]
         side = int(min(h, w) * rng.uniform(0.6, 1.0))
         top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        crop = PILImage.fromarray(photo[top:top + side, left:left + side]).convert("RGB")
+        crop = PILImage.fromarray(photo[top : top + side, left : left + side]).convert("RGB")
         if rng.random() < 0.5:
             crop = crop.transpose(PILImage.FLIP_LEFT_RIGHT)
         images.append(crop.resize((size, size), PILImage.BICUBIC))
@@ -108,7 +152,13 @@ def write_checkpoint(name: str, out: Path, device: str, dtype: torch.dtype, seed
         return write_tiny_checkpoint("qwen2_5_vl", out, seed=seed)
     import transformers
 
-    from rewarddance.backend.vlm.tiny import QWEN_SPECIAL, QWEN_TEMPLATE, SYSTEM_DEFAULT, build_tokenizer, preprocessor_config
+    from rewarddance.backend.vlm.tiny import (
+        QWEN_SPECIAL,
+        QWEN_TEMPLATE,
+        SYSTEM_DEFAULT,
+        build_tokenizer,
+        preprocessor_config,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(QWEN_SPECIAL)
@@ -130,7 +180,9 @@ def write_checkpoint(name: str, out: Path, device: str, dtype: torch.dtype, seed
         torch.cuda.empty_cache()
     (out / "chat_template.jinja").write_text(QWEN_TEMPLATE.replace("default_system", repr(SYSTEM_DEFAULT)))
     pre = preprocessor_config("qwen2_5_vl")
-    pre.update(REAL_PIXELS, size={"shortest_edge": REAL_PIXELS["min_pixels"], "longest_edge": REAL_PIXELS["max_pixels"]})
+    pre.update(
+        REAL_PIXELS, size={"shortest_edge": REAL_PIXELS["min_pixels"], "longest_edge": REAL_PIXELS["max_pixels"]}
+    )
     (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
     return out
 
@@ -157,10 +209,15 @@ def model_config(name: str, tokenizer: Any) -> Any:
     vision = base.vision_config.to_dict()
     vision.update(spec["vision"], out_hidden_size=spec["text"]["hidden_size"], embed_dim=spec["vision"]["hidden_size"])
     return transformers.Qwen2_5_VLConfig(
-        text_config=text, vision_config=vision, image_token_id=base.image_token_id,
-        video_token_id=base.video_token_id, vision_start_token_id=base.vision_start_token_id,
-        vision_end_token_id=base.vision_end_token_id, tie_word_embeddings=spec["text"]["tie_word_embeddings"],
-        eos_token_id=base.text_config.eos_token_id, pad_token_id=base.text_config.pad_token_id,
+        text_config=text,
+        vision_config=vision,
+        image_token_id=base.image_token_id,
+        video_token_id=base.video_token_id,
+        vision_start_token_id=base.vision_start_token_id,
+        vision_end_token_id=base.vision_end_token_id,
+        tie_word_embeddings=spec["text"]["tie_word_embeddings"],
+        eos_token_id=base.text_config.eos_token_id,
+        pad_token_id=base.text_config.pad_token_id,
     )
 
 
@@ -186,18 +243,21 @@ class Baseline:
     pad_token: str = "<|image_pad|>"
 
     @classmethod
-    def from_vlm(cls, vlm: Any) -> "Baseline":
+    def from_vlm(cls, vlm: Any) -> Baseline:
         """Reuse the engine's loaded model, tokenizer and chat template; build the family's image processor."""
         if vlm.family.name not in QWEN_FAMILIES:
-            raise SystemExit(f"the baseline is the Qwen-VL processor path; {vlm.family.name} checkpoints are not supported")
+            raise SystemExit(
+                f"the baseline is the Qwen-VL processor path; {vlm.family.name} checkpoints are not supported"
+            )
         processor = image_processor(Path(vlm.path))
         yes_id = vlm.tokenizer.encode(ANSWER, add_special_tokens=False)[0]
         return cls(vlm.model, vlm.tokenizer, vlm.chat_template, processor, int(yes_id))
 
     def inputs(self, images: list[PILImage.Image], messages: list[dict]) -> dict[str, Any]:
         """Model inputs of one chat (images in order of appearance), as the Qwen2.5-VL processor builds them."""
-        text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
-                                                  add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+        )
         vision = self.processor(images=images, return_tensors="pt")
         merge = int(getattr(self.processor, "merge_size", 2))
         parts = text.split(self.pad_token)
@@ -215,16 +275,24 @@ class Baseline:
 
     def pointwise_messages(self, prompt: str) -> list[dict]:
         """The VQAScore chat: the image, then the question."""
-        return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION.format(prompt=prompt)}]}]
+        return [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION.format(prompt=prompt)}]}
+        ]
 
     def score_one(self, images: list[PILImage.Image], messages: list[dict]) -> float:
         """P("Yes") for one chat: greedy generate of one token, softmax over its scores."""
         inputs = self.inputs(images, messages)
         # repetition_penalty=1.0: real Qwen checkpoints ship 1.05, which would bend `scores` away from the logits.
         with torch.inference_mode():
-            out = self.model.generate(**inputs, max_new_tokens=1, output_scores=True, return_dict_in_generate=True,
-                                      do_sample=False, repetition_penalty=1.0,
-                                      pad_token_id=self.tokenizer.pad_token_id)
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=1,
+                output_scores=True,
+                return_dict_in_generate=True,
+                do_sample=False,
+                repetition_penalty=1.0,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
         probs = torch.softmax(out.scores[0].float(), dim=-1)
         return float(probs[0, self.yes_id])
 
@@ -232,8 +300,13 @@ class Baseline:
         """Pointwise scores of all images, one generate() call each."""
         return [self.score_one([image], self.pointwise_messages(prompt)) for image in images]
 
-    def compare(self, candidates: list[PILImage.Image], reference: PILImage.Image, prompt: str,
-                messages_for: Callable[[PILImage.Image, PILImage.Image], list[dict]]) -> list[float]:
+    def compare(
+        self,
+        candidates: list[PILImage.Image],
+        reference: PILImage.Image,
+        prompt: str,
+        messages_for: Callable[[PILImage.Image, PILImage.Image], list[dict]],
+    ) -> list[float]:
         """Pairwise scores (reference = image 1), one generate() call per candidate."""
         return [self.score_one([reference, c], messages_for(reference, c)) for c in candidates]
 
@@ -276,8 +349,10 @@ def check_agreement(baseline: list[float], engine: list[float], dtype: torch.dty
     fp32 = dtype == torch.float32
     tolerance = FP32_TOLERANCE if fp32 else LOW_PRECISION_TOLERANCE
     print(f"scores: min {min(engine):.4g}  max {max(engine):.4g}  mean {sum(engine) / len(engine):.4g}")
-    print(f"max |baseline - engine| = {diff:.3g} (tolerance {tolerance:g}); max |log ratio| = {log_diff:.3g}"
-          + (f" (tolerance {FP32_LOG_TOLERANCE:g})" if fp32 else ""))
+    print(
+        f"max |baseline - engine| = {diff:.3g} (tolerance {tolerance:g}); max |log ratio| = {log_diff:.3g}"
+        + (f" (tolerance {FP32_LOG_TOLERANCE:g})" if fp32 else "")
+    )
     ok = diff <= tolerance and (not fp32 or log_diff <= FP32_LOG_TOLERANCE)
     if not ok:
         print("FAIL: baseline and engine scores disagree", file=sys.stderr)
@@ -290,17 +365,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CPU run of a few minutes: --config small, fp32")
     parser.add_argument("--model", help="an existing Qwen2.5-VL / Qwen2-VL checkpoint directory")
-    parser.add_argument("--config", choices=["tiny", "small", "3b", "7b"], default=None,
-                        help="build a random-weight Qwen2.5-VL of this size in a temp dir (default: small)")
+    parser.add_argument(
+        "--config",
+        choices=["tiny", "small", "3b", "7b"],
+        default=None,
+        help="build a random-weight Qwen2.5-VL of this size in a temp dir (default: small)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
-                        help="default: fp32 on CPU, bf16 on GPU")
+    parser.add_argument(
+        "--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="default: fp32 on CPU, bf16 on GPU"
+    )
     parser.add_argument("--size", type=int, default=448, help="square image side in pixels")
     parser.add_argument("--n", type=int, default=64, help="number of candidate images")
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="engine token budget per forward")
     parser.add_argument("--prompt", default=PROMPT)
-    parser.add_argument("--mode", choices=["pointwise", "pairwise"], default="pointwise",
-                        help="pairwise: every candidate against one reference image (the shared prefix is reused)")
+    parser.add_argument(
+        "--mode",
+        choices=["pointwise", "pairwise"],
+        default="pointwise",
+        help="pairwise: every candidate against one reference image (the shared prefix is reused)",
+    )
     args = parser.parse_args(argv)
     if args.model and args.config:
         parser.error("pass either --model or --config, not both")
@@ -342,8 +426,10 @@ def describe(model: Any) -> str:
     cfg = model.config
     text, vision = cfg.text_config, cfg.vision_config
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    return (f"text hidden {text.hidden_size} x {text.num_hidden_layers} layers, vocab {text.vocab_size}; "
-            f"vision hidden {vision.hidden_size} x {vision.depth} layers; {params:.0f}M params")
+    return (
+        f"text hidden {text.hidden_size} x {text.num_hidden_layers} layers, vocab {text.vocab_size}; "
+        f"vision hidden {vision.hidden_size} x {vision.depth} layers; {params:.0f}M params"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,8 +447,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config: {args.model or args.config}  N={args.n}  size={args.size}x{args.size}  dtype={args.dtype}")
         model_dir = args.model or str(write_checkpoint(args.config, workdir / args.config, args.device, dtype))
         question = QUESTION if args.mode == "pointwise" else None  # pairwise: the project's pairwise wording
-        rm = RewardModel.from_pretrained(model_dir, dtype=args.dtype, device=args.device, question=question,
-                                         normalize="vocab", answer=ANSWER, max_batch_tokens=args.max_batch_tokens)
+        rm = RewardModel.from_pretrained(
+            model_dir,
+            dtype=args.dtype,
+            device=args.device,
+            question=question,
+            normalize="vocab",
+            answer=ANSWER,
+            max_batch_tokens=args.max_batch_tokens,
+        )
         print(f"model: {describe(rm.vlm.model)}  mode: {args.mode}")
         baseline = Baseline.from_vlm(rm.vlm)
         images = make_images(args.n + 1, args.size)
@@ -375,12 +468,14 @@ def main(argv: list[str] | None = None) -> int:
             return pairwise_query(Image(pil=ref), Image(pil=cand), args.prompt, rm.config).messages
 
         if args.mode == "pairwise":
+
             def engine(batch: list[PILImage.Image]) -> list[float]:
                 return rm.compare(batch, reference, args.prompt).scores
 
             def base(batch: list[PILImage.Image]) -> list[float]:
                 return baseline.compare(batch, reference, args.prompt, pair_messages)
         else:
+
             def engine(batch: list[PILImage.Image]) -> list[float]:
                 return rm.score(batch, args.prompt).scores
 
@@ -398,11 +493,15 @@ def main(argv: list[str] | None = None) -> int:
         on_cpu = not args.device.startswith("cuda")
         base_note, engine_note = (f", CPU use {base_use:.0%}", f", CPU use {engine_use:.0%}") if on_cpu else ("", "")
         print(f"baseline: {base_rate:.2f} images/s  ({base_s:.2f} s{base_note})")
-        print(f"engine: {engine_rate:.2f} images/s  ({engine_s:.2f} s{engine_note}; "
-              f"forwards={rm.scorer.stats['forwards']}, prefix forwards={rm.scorer.stats['prefix_forwards']})")
+        print(
+            f"engine: {engine_rate:.2f} images/s  ({engine_s:.2f} s{engine_note}; "
+            f"forwards={rm.scorer.stats['forwards']}, prefix forwards={rm.scorer.stats['prefix_forwards']})"
+        )
         if on_cpu and min(base_use, engine_use) < 0.75:
-            print(f"warning: this process got {min(base_use, engine_use):.0%} of {torch.get_num_threads()} threads' "
-                  "time while timed; other processes share the CPU and the timings are noisy")
+            print(
+                f"warning: this process got {min(base_use, engine_use):.0%} of {torch.get_num_threads()} threads' "
+                "time while timed; other processes share the CPU and the timings are noisy"
+            )
         print(f"speedup={engine_rate / base_rate:.2f}")
         return 0 if agree else 1
     finally:

@@ -45,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
     gen = train_tiny_flow(steps=args.train_steps, size=args.size)
-    print(f"tiny flow generator trained in {time.perf_counter() - started:.1f} s ({args.train_steps} steps, "
-          f"{args.size}x{args.size} RGB); {args.steps} sampling steps; budget {args.budget} denoiser calls; "
-          f"{args.seeds} seeds; reward: {args.reward}")
+    print(
+        f"tiny flow generator trained in {time.perf_counter() - started:.1f} s ({args.train_steps} steps, "
+        f"{args.size}x{args.size} RGB); {args.steps} sampling steps; budget {args.budget} denoiser calls; "
+        f"{args.seeds} seeds; reward: {args.reward}"
+    )
     if args.reward == "vlm":
         import tempfile
 
@@ -55,12 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         from rewarddance.backend.vlm.tiny import write_tiny_checkpoint
 
         tmp = tempfile.mkdtemp()
-        rm = RewardModel.from_pretrained(str(write_tiny_checkpoint("qwen2_5_vl", f"{tmp}/rm")), dtype="fp32", device="cpu")
+        rm = RewardModel.from_pretrained(
+            str(write_tiny_checkpoint("qwen2_5_vl", f"{tmp}/rm")), dtype="fp32", device="cpu"
+        )
         reward = ModelReward(rm, "a red image")
     else:
         reward = ColourReward(channel=0)
     with torch.no_grad():
-        first = [float(reward(gen.decode(sample(gen, seeded_noise(gen, 1, s), args.steps)))[0]) for s in range(args.seeds)]
+        first = [
+            float(reward(gen.decode(sample(gen, seeded_noise(gen, 1, s), args.steps)))[0]) for s in range(args.seeds)
+        ]
     mean_first = statistics.mean(first)
     rows = {}
     for name, fn in ALGORITHMS.items():
@@ -75,13 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = (statistics.mean(scores), statistics.mean(calls), overhead / total if total else 0.0, total)
     bon = rows["best_of_n"][0]
     print(f"first sample: mean reward {mean_first:.4f}")
-    print(f"{'algorithm':>18} {'reward':>8} {'vs first':>9} {'vs best-of-N':>13} {'gain/100 calls':>15} "
-          f"{'calls':>6} {'overhead':>9} {'time s':>7}")
+    print(
+        f"{'algorithm':>18} {'reward':>8} {'vs first':>9} {'vs best-of-N':>13} {'gain/100 calls':>15} "
+        f"{'calls':>6} {'overhead':>9} {'time s':>7}"
+    )
     gains = {}
     for name, (mean, mean_calls, overhead, total) in rows.items():
         gains[name] = (mean - mean_first) / abs(mean_first)
-        print(f"{name:>18} {mean:>8.4f} {gains[name]:>+9.1%} {(mean - bon) / abs(bon):>+13.1%} "
-              f"{100 * (mean - mean_first) / mean_calls:>15.4f} {mean_calls:>6.0f} {overhead:>9.1%} {total:>7.2f}")
+        print(
+            f"{name:>18} {mean:>8.4f} {gains[name]:>+9.1%} {(mean - bon) / abs(bon):>+13.1%} "
+            f"{100 * (mean - mean_first) / mean_calls:>15.4f} {mean_calls:>6.0f} {overhead:>9.1%} {total:>7.2f}"
+        )
     worst = max(r[2] for r in rows.values())
     print(f"max machinery overhead: {worst:.1%} of search time")
     print(f"min_gain={min(gains.values()):.4f}")

@@ -68,8 +68,9 @@ def offline(ckpt: Path, args: argparse.Namespace, pngs: list[bytes]) -> tuple[li
     from rewarddance.backend import RewardModel
     from rewarddance.backend.media import load_image_bytes
 
-    rm = RewardModel.from_pretrained(str(ckpt), dtype=args.dtype, device=args.device,
-                                     max_batch_tokens=args.max_batch_tokens)
+    rm = RewardModel.from_pretrained(
+        str(ckpt), dtype=args.dtype, device=args.device, max_batch_tokens=args.max_batch_tokens
+    )
     rm.score([load_image_bytes(pngs[0])], PROMPT)  # warm-up
     best, scores = float("inf"), []
     for _ in range(2):
@@ -84,13 +85,30 @@ def offline(ckpt: Path, args: argparse.Namespace, pngs: list[bytes]) -> tuple[li
 
 def start_server(ckpt: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     """`rewarddance serve` in its own process on a free port; returns it and its URL."""
-    cmd = [sys.executable, "-m", "rewarddance", "serve", "--model", f"bench={ckpt}", "--port", "0", "--preload",
-           "--device", args.device, "--dtype", args.dtype, "--max-delay-ms", str(args.max_delay_ms),
-           "--max-queue", "100000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rewarddance",
+        "serve",
+        "--model",
+        f"bench={ckpt}",
+        "--port",
+        "0",
+        "--preload",
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--max-delay-ms",
+        str(args.max_delay_ms),
+        "--max-queue",
+        "100000",
+    ]
     if args.max_batch_tokens:
         cmd += ["--max-batch-tokens", str(args.max_batch_tokens)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     line = proc.stdout.readline()
     if "serving on" not in line:
         proc.kill()
@@ -126,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = write_checkpoint(args.config, Path(tmp) / args.config, args.device, dtype)
         pngs = [encode_png(img) for img in make_images(args.requests, args.size)]
         bodies = [f'{{"prompt": "{PROMPT}", "images": ["{base64.b64encode(b).decode()}"]}}'.encode() for b in pngs]
-        print(f"device: {device_name(args.device)}; config {args.config}, {args.dtype}, {args.size}px, "
-              f"{args.requests} requests of one image per level")
+        print(
+            f"device: {device_name(args.device)}; config {args.config}, {args.dtype}, {args.size}px, "
+            f"{args.requests} requests of one image per level"
+        )
         reference, offline_rate = offline(ckpt, args, pngs)
         print(f"offline engine: {offline_rate:.2f} img/s")
         proc, url = start_server(ckpt, args)
@@ -144,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(60)
     print(f"{'clients':>8} {'img/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'vs offline':>11} {'max |diff|':>11}")
     for clients, rate, p50, p99, diff in rows:
-        print(f"{clients:>8} {rate:>8.2f} {p50 * 1000:>9.1f} {p99 * 1000:>9.1f} {rate / offline_rate:>11.2f} {diff:>11.2g}")
+        print(
+            f"{clients:>8} {rate:>8.2f} {p50 * 1000:>9.1f} {p99 * 1000:>9.1f} {rate / offline_rate:>11.2f} {diff:>11.2g}"
+        )
     if not ok:
         print("FAIL: server scores differ from offline scores by more than 1e-4", file=sys.stderr)
         return 1

@@ -7,7 +7,16 @@ from pathlib import Path
 
 from PIL import Image
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry", "motorcycle_left", "hubble_deep_field")
+PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "cat",
+    "immunohistochemistry",
+    "motorcycle_left",
+    "hubble_deep_field",
+)
 
 
 def main(out: str) -> None:

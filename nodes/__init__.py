@@ -17,8 +17,18 @@ from .selection import BestOfN, Tournament
 
 folder_paths.add_model_folder_path("reward_models", os.path.join(folder_paths.models_dir, "reward_models"))
 
-NODES: list[type[io.ComfyNode]] = [RewardModelLoader, RemoteRewardModel, RewardCriteria, ScoreImages, ScoreVideo,
-                                   CompareToReference, BestOfN, Tournament, RewardNoiseSearch, RewardLoraTrainer]
+NODES: list[type[io.ComfyNode]] = [
+    RewardModelLoader,
+    RemoteRewardModel,
+    RewardCriteria,
+    ScoreImages,
+    ScoreVideo,
+    CompareToReference,
+    BestOfN,
+    Tournament,
+    RewardNoiseSearch,
+    RewardLoraTrainer,
+]
 
 
 class RewardDanceExtension(ComfyExtension):

@@ -48,32 +48,59 @@ class RewardModelLoader(io.ComfyNode):
             node_id="RewardDanceModelLoader",
             display_name="Reward Model Loader",
             category=CATEGORY,
-            description="Load a Qwen2/2.5/3-VL or InternVL chat model as a generative reward model (P(\"yes\")). "
-                        "Put checkpoint folders in models/reward_models/ or type a hub id. 'Unload models' frees it.",
+            description='Load a Qwen2/2.5/3-VL or InternVL chat model as a generative reward model (P("yes")). '
+            "Put checkpoint folders in models/reward_models/ or type a hub id. 'Unload models' frees it.",
             inputs=[
-                io.Combo.Input("model", options=local_checkpoints() + [HUB_CHOICE],
-                               tooltip="a checkpoint folder in models/reward_models/, or the hub id typed below"),
-                io.String.Input("hub_id", default=DEFAULT_HUB_ID, tooltip="hub id or path, used when model is '(hub id below)'"),
-                io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
-                               tooltip="auto: bf16 on GPUs that support it, else fp32"),
+                io.Combo.Input(
+                    "model",
+                    options=local_checkpoints() + [HUB_CHOICE],
+                    tooltip="a checkpoint folder in models/reward_models/, or the hub id typed below",
+                ),
+                io.String.Input(
+                    "hub_id", default=DEFAULT_HUB_ID, tooltip="hub id or path, used when model is '(hub id below)'"
+                ),
+                io.Combo.Input(
+                    "dtype",
+                    options=["auto", "bf16", "fp16", "fp32"],
+                    default="auto",
+                    tooltip="auto: bf16 on GPUs that support it, else fp32",
+                ),
                 io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto"),
                 io.Combo.Input("attention", options=["sdpa", "eager", "flash_attention_2"], default="sdpa"),
-                io.Int.Input("max_pixels", default=0, min=0, max=16384 * 28 * 28, step=28 * 28,
-                             tooltip="pixel budget per image (0 = the checkpoint's own); the main speed knob"),
-                io.Boolean.Input("keep_loaded", default=True,
-                                 tooltip="off: unload the reward model from the GPU after every scoring node "
-                                         "(frees memory for the generator; reloads each time)"),
+                io.Int.Input(
+                    "max_pixels",
+                    default=0,
+                    min=0,
+                    max=16384 * 28 * 28,
+                    step=28 * 28,
+                    tooltip="pixel budget per image (0 = the checkpoint's own); the main speed knob",
+                ),
+                io.Boolean.Input(
+                    "keep_loaded",
+                    default=True,
+                    tooltip="off: unload the reward model from the GPU after every scoring node "
+                    "(frees memory for the generator; reloads each time)",
+                ),
             ],
             outputs=[RewardModelType.Output(display_name="reward_model")],
         )
 
     @classmethod
-    def execute(cls, model: str, hub_id: str, dtype: str, device: str, attention: str, max_pixels: int,
-                keep_loaded: bool = True) -> io.NodeOutput:
+    def execute(
+        cls, model: str, hub_id: str, dtype: str, device: str, attention: str, max_pixels: int, keep_loaded: bool = True
+    ) -> io.NodeOutput:
         path = checkpoint_path(model, hub_id)
         name = service.model_name(path)
-        rm = load_managed(path, dtype, device, attention, max_pixels or None, keep_loaded,
-                          on_use=lambda m: service.share(name, m), on_detach=service.forget)
+        rm = load_managed(
+            path,
+            dtype,
+            device,
+            attention,
+            max_pixels or None,
+            keep_loaded,
+            on_use=lambda m: service.share(name, m),
+            on_detach=service.forget,
+        )
         service.share(name, rm)
         return io.NodeOutput(rm)
 
@@ -90,9 +117,12 @@ class RemoteRewardModel(io.ComfyNode):
             description="A reward model served by `rewarddance serve`; every scoring node works with it unchanged.",
             inputs=[
                 io.String.Input("url", default="http://127.0.0.1:8765"),
-                io.String.Input("token", default="",
-                                tooltip="bearer token; prefer leaving this empty and setting $REWARDDANCE_TOKEN for "
-                                        "ComfyUI, because widget values are saved in workflows and image metadata"),
+                io.String.Input(
+                    "token",
+                    default="",
+                    tooltip="bearer token; prefer leaving this empty and setting $REWARDDANCE_TOKEN for "
+                    "ComfyUI, because widget values are saved in workflows and image metadata",
+                ),
                 io.String.Input("model_name", default="", tooltip="a model the server configured (empty: its default)"),
                 io.Int.Input("timeout_s", default=600, min=1, max=86400),
             ],
@@ -103,6 +133,8 @@ class RemoteRewardModel(io.ComfyNode):
     def execute(cls, url: str, token: str, model_name: str, timeout_s: int) -> io.NodeOutput:
         from ..backend.client import RewardClient
 
-        client = RewardClient(url.strip(), token=token.strip() or None, model=model_name.strip() or None, timeout=timeout_s)
+        client = RewardClient(
+            url.strip(), token=token.strip() or None, model=model_name.strip() or None, timeout=timeout_s
+        )
         client.health()  # fail here, with the URL in the message, rather than in a scoring node
         return io.NodeOutput(client)

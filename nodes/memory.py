@@ -14,13 +14,12 @@ import threading
 import weakref
 from typing import Any
 
-import torch
-
 import comfy.model_management as mm
 import comfy.model_patcher
+import torch
 from comfy.patcher_extension import CallbacksMP
 
-_CACHE: "weakref.WeakValueDictionary[tuple, Any]" = weakref.WeakValueDictionary()
+_CACHE: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
 
 
@@ -42,8 +41,16 @@ def devices(device: str) -> tuple[torch.device, torch.device]:
     return torch.device(device), mm.unet_offload_device()
 
 
-def load_managed(path: str, dtype: str, device: str, attn: str | None, max_pixels: int | None,
-                 keep_loaded: bool = True, on_use: Any = None, on_detach: Any = None) -> Any:
+def load_managed(
+    path: str,
+    dtype: str,
+    device: str,
+    attn: str | None,
+    max_pixels: int | None,
+    keep_loaded: bool = True,
+    on_use: Any = None,
+    on_detach: Any = None,
+) -> Any:
     """A RewardModel whose weights ComfyUI's model management moves between GPU and CPU (cached weakly).
 
     `on_use(model)` runs after ComfyUI has loaded it for an operation; `on_detach(model)` when ComfyUI
@@ -61,8 +68,13 @@ def load_managed(path: str, dtype: str, device: str, attn: str | None, max_pixel
             cached.after_use = None if keep_loaded else (lambda: unload(cached))
             return cached
         with torch.inference_mode(False):  # ordinary weights, so rewards can be differentiated (ReFL, gradient search)
-            rm = RewardModel.from_pretrained(path, dtype=resolve_dtype(dtype, str(load_device)), device=str(offload_device),
-                                             attn_implementation=attn, max_pixels=max_pixels)
+            rm = RewardModel.from_pretrained(
+                path,
+                dtype=resolve_dtype(dtype, str(load_device)),
+                device=str(offload_device),
+                attn_implementation=attn,
+                max_pixels=max_pixels,
+            )
         holder = VLMHolder(rm.vlm.model, offload_device)
         patcher = comfy.model_patcher.ModelPatcher(holder, load_device=load_device, offload_device=offload_device)
         rm_ref = weakref.ref(rm)

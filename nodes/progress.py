@@ -4,7 +4,8 @@ reward model for a whole node run."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import comfy.model_management as mm
 import comfy.utils

@@ -16,10 +16,9 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import Any
 
 import comfy.lora
 import comfy.model_management as mm
@@ -27,6 +26,7 @@ import comfy.model_sampling
 import comfy.samplers
 import comfy.utils
 import folder_paths
+import torch
 from comfy_api.latest import io
 
 from ..backend.media import pil_to_tensor
@@ -42,8 +42,13 @@ from .progress import holding
 from .search import ComfyDenoiser
 from .types import CATEGORY, CriteriaType, RewardModelType
 
-LOADED_STATE = {"model_loaded_weight_memory": 0, "lowvram_patch_counter": 0, "model_lowvram": False,
-                "current_weight_patches_uuid": None, "model_offload_buffer_memory": 0}
+LOADED_STATE = {
+    "model_loaded_weight_memory": 0,
+    "lowvram_patch_counter": 0,
+    "model_lowvram": False,
+    "current_weight_patches_uuid": None,
+    "model_offload_buffer_memory": 0,
+}
 
 
 def trainable_copy(model: Any) -> Any:
@@ -54,7 +59,11 @@ def trainable_copy(model: Any) -> Any:
         source = model.model
         base = copy.copy(source)
         base.__dict__ = dict(source.__dict__)
-        base._modules, base._parameters, base._buffers = dict(source._modules), dict(source._parameters), dict(source._buffers)
+        base._modules, base._parameters, base._buffers = (
+            dict(source._modules),
+            dict(source._parameters),
+            dict(source._buffers),
+        )
         base.diffusion_model = copy.deepcopy(source.diffusion_model)
         base.__dict__.update(LOADED_STATE, device=model.offload_device)
         for key, patches in model.patches.items():
@@ -86,8 +95,18 @@ class PromptDenoiser(ComfyDenoiser):
     """The generator protocol for one training prompt: CFG between its conditioning and the negative, at any
     number of steps of the chosen scheduler."""
 
-    def __init__(self, model_wrap: Any, key: str, extra_args: dict, sigmas: torch.Tensor, latent_image: torch.Tensor,
-                 max_denoise: bool, vae: Any, scheduler: str, decoder: Callable | None):
+    def __init__(
+        self,
+        model_wrap: Any,
+        key: str,
+        extra_args: dict,
+        sigmas: torch.Tensor,
+        latent_image: torch.Tensor,
+        max_denoise: bool,
+        vae: Any,
+        scheduler: str,
+        decoder: Callable | None,
+    ):
         super().__init__(model_wrap, None, extra_args, sigmas, latent_image, max_denoise, vae)
         self.guider, self.key, self.scheduler, self.decoder = model_wrap, key, scheduler, decoder
 
@@ -96,9 +115,16 @@ class PromptDenoiser(ComfyDenoiser):
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         conds = self.guider.conds
-        return comfy.samplers.sampling_function(self.inner, x, sigma * x.new_ones([x.shape[0]]), conds.get("negative"),
-                                                conds[self.key], self.guider.cfg,
-                                                model_options=self.extra_args["model_options"], seed=self.extra_args.get("seed"))
+        return comfy.samplers.sampling_function(
+            self.inner,
+            x,
+            sigma * x.new_ones([x.shape[0]]),
+            conds.get("negative"),
+            conds[self.key],
+            self.guider.cfg,
+            model_options=self.extra_args["model_options"],
+            seed=self.extra_args.get("seed"),
+        )
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         if self.decoder is not None:
@@ -109,17 +135,28 @@ class PromptDenoiser(ComfyDenoiser):
 class TrainingSampler(comfy.samplers.Sampler):
     """A ComfyUI sampler whose `sample` runs the whole RL run (the conditioning of every prompt is processed)."""
 
-    def __init__(self, prompts: list[str], run: Callable[[Callable[[str], Any]], dict], vae: Any, scheduler: str,
-                 decoder: Callable | None):
+    def __init__(
+        self,
+        prompts: list[str],
+        run: Callable[[Callable[[str], Any]], dict],
+        vae: Any,
+        scheduler: str,
+        decoder: Callable | None,
+    ):
         self.keys = {p: f"positive_{i}" for i, p in enumerate(prompts)}
         self.run, self.vae, self.scheduler, self.decoder = run, vae, scheduler, decoder
         self.summary: dict = {}
 
-    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
-               disable_pbar=False):
+    def sample(
+        self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False
+    ):
         max_denoise = self.max_denoise(model_wrap, sigmas)
-        generators = {p: PromptDenoiser(model_wrap, key, extra_args, sigmas, latent_image, max_denoise, self.vae,
-                                        self.scheduler, self.decoder) for p, key in self.keys.items()}
+        generators = {
+            p: PromptDenoiser(
+                model_wrap, key, extra_args, sigmas, latent_image, max_denoise, self.vae, self.scheduler, self.decoder
+            )
+            for p, key in self.keys.items()
+        }
         self.summary = self.run(generators.__getitem__)
         return latent_image
 
@@ -133,8 +170,9 @@ def image_tensor(path: Path) -> torch.Tensor:
     return pil_to_tensor(PILImage.open(path))[None]
 
 
-def live_progress(steps: int, run_dir: Path, final: Path, network: torch.nn.Module, family: str, save_every: int,
-                  node_id: str | None) -> Callable[[int, int, dict], None]:
+def live_progress(
+    steps: int, run_dir: Path, final: Path, network: torch.nn.Module, family: str, save_every: int, node_id: str | None
+) -> Callable[[int, int, dict], None]:
     """After each step: the progress bar with the reward chart as its preview, the step's reward as text on the
     node, and a ComfyUI LoRA file at every `save_every` steps."""
     from PIL import Image as PILImage
@@ -149,7 +187,9 @@ def live_progress(steps: int, run_dir: Path, final: Path, network: torch.nn.Modu
         send_text(text, node_id)
         chart = write_rl_chart(run_dir / "log.jsonl", run_dir / "chart.png")
         preview = ("PNG", PILImage.open(chart).convert("RGB"), 768) if chart else None
-        bar.update_absolute(step, total, preview)  # raises ComfyUI's interrupt after a Cancel (checkpointed by train_rl)
+        bar.update_absolute(
+            step, total, preview
+        )  # raises ComfyUI's interrupt after a Cancel (checkpointed by train_rl)
 
     return update
 
@@ -179,36 +219,63 @@ class RewardLoraTrainer(io.ComfyNode):
             display_name="Reward LoRA Trainer",
             category=CATEGORY,
             description="RL fine-tuning of a LoRA so the model's images score higher with the reward model. raft: best "
-                        "of each group, then the usual diffusion loss on it (any model). grpo: Flow-GRPO with SDE "
-                        "sampling and group-relative advantages (flow models: SD3, Flux, Wan...). refl: the reward's "
-                        "gradient through the last sampling step (needs a local reward model). Files go to "
-                        "output/<filename_prefix>.safetensors (ComfyUI LoRA), a LoRA every save_every steps, and "
-                        "<filename_prefix>_run/ (checkpoint, log.jsonl, chart.png). Cancel saves a checkpoint; queue "
-                        "again with the same settings to resume. Watch the window std in the chart: when it collapses "
-                        "the model is exploiting the reward (reward hacking).",
+            "of each group, then the usual diffusion loss on it (any model). grpo: Flow-GRPO with SDE "
+            "sampling and group-relative advantages (flow models: SD3, Flux, Wan...). refl: the reward's "
+            "gradient through the last sampling step (needs a local reward model). Files go to "
+            "output/<filename_prefix>.safetensors (ComfyUI LoRA), a LoRA every save_every steps, and "
+            "<filename_prefix>_run/ (checkpoint, log.jsonl, chart.png). Cancel saves a checkpoint; queue "
+            "again with the same settings to resume. Watch the window std in the chart: when it collapses "
+            "the model is exploiting the reward (reward hacking).",
             inputs=[
-                io.Model.Input("model", tooltip="the model to train a LoRA for (it is copied: this MODEL is not changed)"),
+                io.Model.Input(
+                    "model", tooltip="the model to train a LoRA for (it is copied: this MODEL is not changed)"
+                ),
                 io.Clip.Input("clip", tooltip="encodes the prompts and the negative"),
                 io.Vae.Input("vae", tooltip="decodes samples for the reward model"),
-                io.Latent.Input("latent_image", tooltip="an empty latent of batch 1: the size (and frames) to train at"),
+                io.Latent.Input(
+                    "latent_image", tooltip="an empty latent of batch 1: the size (and frames) to train at"
+                ),
                 RewardModelType.Input("reward_model"),
-                io.String.Input("prompts", multiline=True, default="",
-                                placeholder="one prompt per line, or the path of a .txt file with one per line"),
+                io.String.Input(
+                    "prompts",
+                    multiline=True,
+                    default="",
+                    placeholder="one prompt per line, or the path of a .txt file with one per line",
+                ),
                 io.String.Input("negative", multiline=True, default="", tooltip="negative prompt (used when cfg > 1)"),
                 io.Combo.Input("algorithm", options=list(NODE_ALGORITHMS), default="raft"),
                 io.Int.Input("steps", default=100, min=1, max=100000, tooltip="training steps (one prompt per step)"),
                 io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=0.1, step=1e-5),
                 io.Int.Input("rank", default=16, min=1, max=256),
-                io.Float.Input("alpha", default=16.0, min=0.1, max=512.0, step=0.1,
-                               tooltip="LoRA scale alpha / rank (written into the file, so strength 1 is as trained)"),
+                io.Float.Input(
+                    "alpha",
+                    default=16.0,
+                    min=0.1,
+                    max=512.0,
+                    step=0.1,
+                    tooltip="LoRA scale alpha / rank (written into the file, so strength 1 is as trained)",
+                ),
                 io.Int.Input("group_size", default=4, min=1, max=64, tooltip="images sampled per prompt per step"),
                 io.Int.Input("sampler_steps", default=20, min=2, max=200, tooltip="sampling steps while training"),
-                io.Float.Input("cfg", default=4.5, min=0.0, max=30.0, step=0.1, tooltip="1.0 for distilled models (Flux dev)"),
+                io.Float.Input(
+                    "cfg", default=4.5, min=0.0, max=30.0, step=0.1, tooltip="1.0 for distilled models (Flux dev)"
+                ),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="simple"),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
-                             tooltip="fixed, so queueing again resumes the same run (a new seed needs a new filename_prefix)"),
-                io.Int.Input("save_every", default=25, min=0, max=100000,
-                             tooltip="checkpoint and LoRA file every N steps (0: only at the end and on Cancel)"),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=False,
+                    tooltip="fixed, so queueing again resumes the same run (a new seed needs a new filename_prefix)",
+                ),
+                io.Int.Input(
+                    "save_every",
+                    default=25,
+                    min=0,
+                    max=100000,
+                    tooltip="checkpoint and LoRA file every N steps (0: only at the end and on Cancel)",
+                ),
                 io.String.Input("filename_prefix", default="loras/rewarddance_lora"),
                 CriteriaType.Input("criteria", optional=True),
             ],
@@ -223,18 +290,43 @@ class RewardLoraTrainer(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, latent_image: dict, reward_model, prompts: str, negative: str, algorithm: str,
-                steps: int, learning_rate: float, rank: int, alpha: float, group_size: int, sampler_steps: int,
-                cfg: float, scheduler: str, seed: int, save_every: int, filename_prefix: str,
-                criteria=None) -> io.NodeOutput:
+    def execute(
+        cls,
+        model,
+        clip,
+        vae,
+        latent_image: dict,
+        reward_model,
+        prompts: str,
+        negative: str,
+        algorithm: str,
+        steps: int,
+        learning_rate: float,
+        rank: int,
+        alpha: float,
+        group_size: int,
+        sampler_steps: int,
+        cfg: float,
+        scheduler: str,
+        seed: int,
+        save_every: int,
+        filename_prefix: str,
+        criteria=None,
+    ) -> io.NodeOutput:
         prompt_list = list(dict.fromkeys(prompt_lines(prompts)))
         samples = latent_image["samples"]
         if samples.shape[0] != 1:
-            raise ValueError(f"latent_image: give an empty latent of batch 1 (the training size), got batch {samples.shape[0]}")
-        training = NodeTraining(algorithm, steps, learning_rate, rank, alpha, group_size, sampler_steps, seed, save_every).validate()
+            raise ValueError(
+                f"latent_image: give an empty latent of batch 1 (the training size), got batch {samples.shape[0]}"
+            )
+        training = NodeTraining(
+            algorithm, steps, learning_rate, rank, alpha, group_size, sampler_steps, seed, save_every
+        ).validate()
         if algorithm == "refl" and not hasattr(reward_model, "reward"):
-            raise ValueError("algorithm: refl needs the reward's gradient, which a remote reward model cannot give; "
-                             "use raft or grpo with it, or load the reward model locally")
+            raise ValueError(
+                "algorithm: refl needs the reward's gradient, which a remote reward model cannot give; "
+                "use raft or grpo with it, or load the reward model locally"
+            )
         run_dir, final = output_paths(folder_paths.get_output_directory(), filename_prefix)
         config = training.config(prompt_list, run_dir)
         options = (criteria or RewardCriteria()).reward_options()
@@ -244,20 +336,37 @@ class RewardLoraTrainer(io.ComfyNode):
         family = network_family(network)
         with torch.inference_mode(False):
             params = add_lora(network, LoraSpec(rank, alpha), seed=seed)
-        if algorithm == "grpo" and not isinstance(trainable.get_model_object("model_sampling"), comfy.model_sampling.CONST):
-            raise ValueError("algorithm: grpo's SDE is for flow models (SD3, Flux, Wan...); use raft or refl for SD1.x/SDXL")
-        rewards = {p: ModelReward(reward_model, p, options=options, differentiable=algorithm == "refl") for p in prompt_list}
+        if algorithm == "grpo" and not isinstance(
+            trainable.get_model_object("model_sampling"), comfy.model_sampling.CONST
+        ):
+            raise ValueError(
+                "algorithm: grpo's SDE is for flow models (SD3, Flux, Wan...); use raft or refl for SD1.x/SDXL"
+            )
+        rewards = {
+            p: ModelReward(reward_model, p, options=options, differentiable=algorithm == "refl") for p in prompt_list
+        }
         policy = Policy(None, rewards.__getitem__, network, params, family=family)
-        progress = live_progress(steps, run_dir, final, network, family, save_every, getattr(cls.hidden, "unique_id", None))
+        progress = live_progress(
+            steps, run_dir, final, network, family, save_every, getattr(cls.hidden, "unique_id", None)
+        )
 
         def run(generator_for: Callable[[str], Any]) -> dict:
             policy.generator_for = generator_for
-            return train_rl(config, policy, progress=progress, should_stop=mm.processing_interrupted,
-                            interrupts=(KeyboardInterrupt, mm.InterruptProcessingException))
+            return train_rl(
+                config,
+                policy,
+                progress=progress,
+                should_stop=mm.processing_interrupted,
+                interrupts=(KeyboardInterrupt, mm.InterruptProcessingException),
+            )
 
         guider = comfy.samplers.CFGGuider(trainable)
-        guider.inner_set_conds({"negative": encode(clip, negative), **{f"positive_{i}": encode(clip, p)
-                                                                       for i, p in enumerate(prompt_list)}})
+        guider.inner_set_conds(
+            {
+                "negative": encode(clip, negative),
+                **{f"positive_{i}": encode(clip, p) for i, p in enumerate(prompt_list)},
+            }
+        )
         guider.set_cfg(cfg)
         decoder = differentiable_decoder(vae) if algorithm == "refl" else None
         sampler = TrainingSampler(prompt_list, run, vae, scheduler, decoder)
@@ -269,11 +378,17 @@ class RewardLoraTrainer(io.ComfyNode):
         network.requires_grad_(False)
         if summary.get("interrupted"):
             path = save_comfyui_lora(network, step_lora_path(final, summary["step"]), family, {"step": summary["step"]})
-            logging.warning("RewardDance LoRA trainer: cancelled at step %d; checkpoint in %s, LoRA %s. Queue again with the "
-                            "same settings to resume.", summary["step"], summary["checkpoint"], path)
+            logging.warning(
+                "RewardDance LoRA trainer: cancelled at step %d; checkpoint in %s, LoRA %s. Queue again with the "
+                "same settings to resume.",
+                summary["step"],
+                summary["checkpoint"],
+                path,
+            )
             raise mm.InterruptProcessingException()
-        save_comfyui_lora(network, final, family, {"algorithm": algorithm, "steps": summary["step"],
-                                                   "prompts": len(prompt_list)})
+        save_comfyui_lora(
+            network, final, family, {"algorithm": algorithm, "steps": summary["step"], "prompts": len(prompt_list)}
+        )
         text = describe(summary, final)
         chart = image_tensor(run_dir / "chart.png")
         return io.NodeOutput(trainable, comfyui_state_dict(network, family), chart, text)
@@ -282,9 +397,12 @@ class RewardLoraTrainer(io.ComfyNode):
 def describe(summary: dict, final: Path) -> str:
     """The summary STRING: reward before and after on held-out seeds, speed, files."""
     before, after = summary.get("reward_before"), summary.get("reward_after")
-    lines = [f"{summary['algorithm']}: {summary['step']} steps" + (" (resumed)" if summary.get("resumed") else ""),
-             f"held-out reward {before:.4f} -> {after:.4f}" if before is not None else f"held-out reward after: {after:.4f}",
-             f"skipped updates (non-finite): {summary.get('skipped_updates', 0)}", f"LoRA: {final}"]
+    lines = [
+        f"{summary['algorithm']}: {summary['step']} steps" + (" (resumed)" if summary.get("resumed") else ""),
+        f"held-out reward {before:.4f} -> {after:.4f}" if before is not None else f"held-out reward after: {after:.4f}",
+        f"skipped updates (non-finite): {summary.get('skipped_updates', 0)}",
+        f"LoRA: {final}",
+    ]
     if summary.get("steps_per_second"):
         lines.insert(2, f"{summary['steps_per_second']:.3f} steps/s")
     return "\n".join(lines)

@@ -16,8 +16,9 @@ PRESET_CHOICES = ["none", *CRITERIA_PRESETS]
 def score_ui(cls: type, scored: nl.Scored) -> dict:
     """Preview images plus the per-item scores the web extension draws on the node."""
     ranks = nl.ranks_of(scored.scores)
-    return preview_ui(cls, scored.preview, [{"index": i, "score": s, "rank": r}
-                                            for i, (s, r) in enumerate(zip(scored.scores, ranks))])
+    return preview_ui(
+        cls, scored.preview, [{"index": i, "score": s, "rank": r} for i, (s, r) in enumerate(zip(scored.scores, ranks))]
+    )
 
 
 def common_inputs() -> list:
@@ -25,7 +26,9 @@ def common_inputs() -> list:
     return [
         RewardModelType.Input("reward_model"),
         prompt_input(),
-        CriteriaType.Input("criteria", optional=True, tooltip="from a Reward Criteria node (default: prompt alignment)"),
+        CriteriaType.Input(
+            "criteria", optional=True, tooltip="from a Reward Criteria node (default: prompt alignment)"
+        ),
     ]
 
 
@@ -39,7 +42,7 @@ class RewardCriteria(io.ComfyNode):
             display_name="Reward Criteria",
             category=CATEGORY,
             description="Criteria for the scoring nodes: up to three presets plus free text; optional example "
-                        "images with yes/no verdicts (few-shot) and a chain-of-thought mode.",
+            "images with yes/no verdicts (few-shot) and a chain-of-thought mode.",
             inputs=[
                 io.Combo.Input("preset", options=PRESET_CHOICES, default="alignment"),
                 io.Combo.Input("preset_2", options=PRESET_CHOICES, default="none"),
@@ -48,14 +51,25 @@ class RewardCriteria(io.ComfyNode):
                 io.Combo.Input("chain_of_thought", options=["none", "answer_first", "reasoning_first"], default="none"),
                 io.Image.Input("examples", optional=True, tooltip="few-shot example images"),
                 io.String.Input("verdicts", default="", tooltip="one yes/no per example image, comma-separated"),
-                io.String.Input("example_text", default="", tooltip="the prompt of the examples (default: the scored prompt)"),
+                io.String.Input(
+                    "example_text", default="", tooltip="the prompt of the examples (default: the scored prompt)"
+                ),
             ],
             outputs=[CriteriaType.Output(display_name="criteria")],
         )
 
     @classmethod
-    def execute(cls, preset: str, preset_2: str, preset_3: str, custom: str, chain_of_thought: str,
-                verdicts: str, example_text: str, examples=None) -> io.NodeOutput:
+    def execute(
+        cls,
+        preset: str,
+        preset_2: str,
+        preset_3: str,
+        custom: str,
+        chain_of_thought: str,
+        verdicts: str,
+        example_text: str,
+        examples=None,
+    ) -> io.NodeOutput:
         presets = list(dict.fromkeys(p for p in (preset, preset_2, preset_3) if p != "none"))
         return io.NodeOutput(nl.build_criteria(presets, custom, chain_of_thought, examples, verdicts, example_text))
 
@@ -73,9 +87,13 @@ class ScoreImages(io.ComfyNode):
             inputs=[
                 *common_inputs(),
                 io.Image.Input("images"),
-                io.Combo.Input("preprocess", options=["exact", "fast"], default="exact",
-                               tooltip="exact: 8-bit PIL like the checkpoint's processor (same scores as files); "
-                                       "fast: batched tensor ops on the GPU"),
+                io.Combo.Input(
+                    "preprocess",
+                    options=["exact", "fast"],
+                    default="exact",
+                    tooltip="exact: 8-bit PIL like the checkpoint's processor (same scores as files); "
+                    "fast: batched tensor ops on the GPU",
+                ),
                 io.Boolean.Input("reasons", default=False, tooltip="also generate the model's explanation"),
             ],
             outputs=[*scored_outputs(), io.String.Output(display_name="reasons")],
@@ -85,10 +103,12 @@ class ScoreImages(io.ComfyNode):
     @classmethod
     def execute(cls, reward_model, text: str, images, preprocess: str, reasons: bool, criteria=None) -> io.NodeOutput:
         with holding(reward_model):
-            scored = nl.score_images(reward_model, images, text, criteria, preprocess == "exact", reasons,
-                                     progress_for(images.shape[0]))
-        return io.NodeOutput(scored.scores, scored.summary, scored.preview, "\n\n".join(scored.reasons or []),
-                             ui=score_ui(cls, scored))
+            scored = nl.score_images(
+                reward_model, images, text, criteria, preprocess == "exact", reasons, progress_for(images.shape[0])
+            )
+        return io.NodeOutput(
+            scored.scores, scored.summary, scored.preview, "\n\n".join(scored.reasons or []), ui=score_ui(cls, scored)
+        )
 
 
 class ScoreVideo(io.ComfyNode):
@@ -101,23 +121,39 @@ class ScoreVideo(io.ComfyNode):
             display_name="Score Video",
             category=CATEGORY,
             description="Score videos: connect frames (an IMAGE batch) with their fps, or a VIDEO. Several videos of "
-                        "equal length can be stacked: set frames_per_video.",
+            "equal length can be stacked: set frames_per_video.",
             inputs=[
                 *common_inputs(),
                 io.Image.Input("frames", optional=True),
                 io.Video.Input("video", optional=True),
                 io.Float.Input("fps", default=16.0, min=0.1, max=240.0, tooltip="frame rate of the frames input"),
-                io.Int.Input("frames_per_video", default=0, min=0, max=100000,
-                             tooltip="frames per video when several are stacked (0: all frames are one video)"),
-                io.Int.Input("max_frames", default=32, min=1, max=1024, tooltip="frames sampled per video (frame budget)"),
+                io.Int.Input(
+                    "frames_per_video",
+                    default=0,
+                    min=0,
+                    max=100000,
+                    tooltip="frames per video when several are stacked (0: all frames are one video)",
+                ),
+                io.Int.Input(
+                    "max_frames", default=32, min=1, max=1024, tooltip="frames sampled per video (frame budget)"
+                ),
             ],
             outputs=scored_outputs(),
             is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, reward_model, text: str, fps: float, frames_per_video: int, max_frames: int,
-                criteria=None, frames=None, video=None) -> io.NodeOutput:
+    def execute(
+        cls,
+        reward_model,
+        text: str,
+        fps: float,
+        frames_per_video: int,
+        max_frames: int,
+        criteria=None,
+        frames=None,
+        video=None,
+    ) -> io.NodeOutput:
         if video is not None:
             components = video.get_components()
             frames, fps = components.images, float(components.frame_rate)
@@ -126,8 +162,15 @@ class ScoreVideo(io.ComfyNode):
         per_video = frames_per_video or frames.shape[0]
         frames, fps, per_video = nl.limit_frames(frames, fps, per_video, max_frames)
         with holding(reward_model):
-            scored = nl.score_videos(reward_model, frames, fps, per_video, text, criteria,
-                                     progress=progress_for(frames.shape[0] // per_video))
+            scored = nl.score_videos(
+                reward_model,
+                frames,
+                fps,
+                per_video,
+                text,
+                criteria,
+                progress=progress_for(frames.shape[0] // per_video),
+            )
         return io.NodeOutput(scored.scores, scored.summary, scored.preview, ui=score_ui(cls, scored))
 
 
@@ -141,7 +184,7 @@ class CompareToReference(io.ComfyNode):
             display_name="Compare to Reference",
             category=CATEGORY,
             description="Pairwise reward: image 1 = the reference, image 2 = each candidate; the score is "
-                        "P(candidate is better).",
+            "P(candidate is better).",
             inputs=[
                 *common_inputs(),
                 io.Image.Input("candidates"),
@@ -155,6 +198,13 @@ class CompareToReference(io.ComfyNode):
     @classmethod
     def execute(cls, reward_model, text: str, candidates, reference, preprocess: str, criteria=None) -> io.NodeOutput:
         with holding(reward_model):
-            scored = nl.compare_to_reference(reward_model, candidates, reference, text, criteria, preprocess == "exact",
-                                             progress=progress_for(candidates.shape[0]))
+            scored = nl.compare_to_reference(
+                reward_model,
+                candidates,
+                reference,
+                text,
+                criteria,
+                preprocess == "exact",
+                progress=progress_for(candidates.shape[0]),
+            )
         return io.NodeOutput(scored.scores, scored.summary, scored.preview, ui=score_ui(cls, scored))

@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
-
 import comfy.model_management as mm
 import comfy.model_sampling
 import comfy.samplers
 import comfy.utils
+import torch
 from comfy_api.latest import io
 
 from ..backend import node_logic as nl
@@ -21,7 +20,6 @@ from .common import preview_ui, prompt_input
 from .progress import holding
 from .types import CATEGORY, CriteriaType, RewardModelType
 
-
 # ReNO-style gradient search needs weights created outside inference mode; ComfyUI loads models inside it.
 NODE_ALGORITHMS = [a for a in ALGORITHMS if a != "noise_gradient"]
 
@@ -29,8 +27,16 @@ NODE_ALGORITHMS = [a for a in ALGORITHMS if a != "noise_gradient"]
 class ComfyDenoiser:
     """The generator protocol over one ComfyUI sampling call: the guider's CFG denoiser at the given sigmas."""
 
-    def __init__(self, model_wrap: Any, model_k: Any, extra_args: dict, sigmas: torch.Tensor, latent_image: torch.Tensor,
-                 max_denoise: bool, vae: Any):
+    def __init__(
+        self,
+        model_wrap: Any,
+        model_k: Any,
+        extra_args: dict,
+        sigmas: torch.Tensor,
+        latent_image: torch.Tensor,
+        max_denoise: bool,
+        vae: Any,
+    ):
         self.model_k, self.extra_args, self._sigmas, self.vae = model_k, extra_args, sigmas, vae
         self.inner = model_wrap.inner_model
         self.model_sampling = self.inner.model_sampling
@@ -77,17 +83,26 @@ class SearchSampler(comfy.samplers.Sampler):
         self.best = best
         self.progress(spent, total, best)
 
-    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
-               disable_pbar=False):
+    def sample(
+        self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False
+    ):
         extra_args["denoise_mask"] = denoise_mask
         model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
         model_k.latent_image = latent_image
         model_k.noise = noise
-        self.denoiser = ComfyDenoiser(model_wrap, model_k, extra_args, sigmas, latent_image,
-                                      self.max_denoise(model_wrap, sigmas), self.vae)
+        self.denoiser = ComfyDenoiser(
+            model_wrap, model_k, extra_args, sigmas, latent_image, self.max_denoise(model_wrap, sigmas), self.vae
+        )
         try:
-            self.result = ALGORITHMS[self.algorithm](self.denoiser, self.reward, len(sigmas) - 1, self.budget,
-                                                     seed=self.seed, progress=self.track, should_stop=self.should_stop)
+            self.result = ALGORITHMS[self.algorithm](
+                self.denoiser,
+                self.reward,
+                len(sigmas) - 1,
+                self.budget,
+                seed=self.seed,
+                progress=self.track,
+                should_stop=self.should_stop,
+            )
         except mm.InterruptProcessingException:
             if self.best is None:
                 raise  # cancelled before anything was scored
@@ -112,11 +127,15 @@ class FoundNoise:
     def generate_noise(self, input_latent: dict) -> torch.Tensor:
         shape = tuple(input_latent["samples"].shape)
         if tuple(self.noise.shape) != shape:
-            raise ValueError(f"noise: the searched noise has shape {tuple(self.noise.shape)} but the latent is {shape}; "
-                             "use the same empty latent (batch 1) the search used")
+            raise ValueError(
+                f"noise: the searched noise has shape {tuple(self.noise.shape)} but the latent is {shape}; "
+                "use the same empty latent (batch 1) the search used"
+            )
         if not self.replays:
-            logging.warning("RewardDance: this NOISE is the root noise of the best search_over_paths trajectory; "
-                            "sampling from it alone does not reproduce the searched latent (use the LATENT output)")
+            logging.warning(
+                "RewardDance: this NOISE is the root noise of the best search_over_paths trajectory; "
+                "sampling from it alone does not reproduce the searched latent (use the LATENT output)"
+            )
         return self.noise.clone()
 
 
@@ -155,21 +174,28 @@ class RewardNoiseSearch(io.ComfyNode):
             display_name="Reward Noise Search",
             category=CATEGORY,
             description="Inference-time scaling: spend `budget` denoiser calls searching for the initial noise (or the "
-                        "paths) the reward model scores highest. For best_of_n, random_search and zero_order the NOISE "
-                        "output replays the best result in SamplerCustomAdvanced with the same guider, sigmas and the "
-                        "euler sampler. Cancel returns the best found so far.",
+            "paths) the reward model scores highest. For best_of_n, random_search and zero_order the NOISE "
+            "output replays the best result in SamplerCustomAdvanced with the same guider, sigmas and the "
+            "euler sampler. Cancel returns the best found so far.",
             inputs=[
                 io.Guider.Input("guider"),
                 io.Sigmas.Input("sigmas"),
-                io.Latent.Input("latent_image", tooltip="an empty latent of batch 1 (image, or video: the reward then "
-                                                         "scores the decoded clip as a video)"),
+                io.Latent.Input(
+                    "latent_image",
+                    tooltip="an empty latent of batch 1 (image, or video: the reward then "
+                    "scores the decoded clip as a video)",
+                ),
                 io.Vae.Input("vae"),
                 RewardModelType.Input("reward_model"),
                 prompt_input("the prompt the image should show"),
-                io.Combo.Input("algorithm", options=NODE_ALGORITHMS, default="search_over_paths",
-                               tooltip="search_over_paths branches and prunes trajectories (RewardDance's choice); its "
-                                       "result is the LATENT output (the NOISE output replays only the seed-based "
-                                       "algorithms)"),
+                io.Combo.Input(
+                    "algorithm",
+                    options=NODE_ALGORITHMS,
+                    default="search_over_paths",
+                    tooltip="search_over_paths branches and prunes trajectories (RewardDance's choice); its "
+                    "result is the LATENT output (the NOISE output replays only the seed-based "
+                    "algorithms)",
+                ),
                 io.Int.Input("budget", default=64, min=1, max=100000, tooltip="denoiser calls to spend"),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
                 CriteriaType.Input("criteria", optional=True),
@@ -184,16 +210,38 @@ class RewardNoiseSearch(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, guider, sigmas, latent_image: dict, vae, reward_model, text: str, algorithm: str, budget: int,
-                seed: int, criteria=None) -> io.NodeOutput:
+    def execute(
+        cls,
+        guider,
+        sigmas,
+        latent_image: dict,
+        vae,
+        reward_model,
+        text: str,
+        algorithm: str,
+        budget: int,
+        seed: int,
+        criteria=None,
+    ) -> io.NodeOutput:
         nl.check_prompt(text)
         samples = latent_image["samples"]
         if samples.shape[0] != 1:
             raise ValueError(f"latent_image: the search makes one image; pass a batch of 1, got {samples.shape[0]}")
-        reward = ModelReward(reward_model, text, options=(criteria or nl.RewardCriteria()).reward_options(),
-                             differentiable=hasattr(reward_model, "reward"))
-        sampler = SearchSampler(algorithm, reward, budget, seed, vae, progress=preview_progress(budget),
-                                should_stop=mm.processing_interrupted)
+        reward = ModelReward(
+            reward_model,
+            text,
+            options=(criteria or nl.RewardCriteria()).reward_options(),
+            differentiable=hasattr(reward_model, "reward"),
+        )
+        sampler = SearchSampler(
+            algorithm,
+            reward,
+            budget,
+            seed,
+            vae,
+            progress=preview_progress(budget),
+            should_stop=mm.processing_interrupted,
+        )
         with holding(reward_model), torch.inference_mode(False), torch.enable_grad():
             latent = guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, seed=seed)
         result = sampler.result
@@ -202,9 +250,11 @@ class RewardNoiseSearch(io.ComfyNode):
         out = dict(latent_image)
         out["samples"] = latent.detach().to(mm.intermediate_device())
         scores = [c.score for c in result.history]
-        summary = (f"{algorithm}: best score {result.score:.6f} of {len(scores)} candidates; "
-                   f"{result.denoiser_calls} denoiser calls, {result.scorer_calls} scorer calls"
-                   + (" (stopped early: best so far)" if sampler.stopped_early else ""))
+        summary = (
+            f"{algorithm}: best score {result.score:.6f} of {len(scores)} candidates; "
+            f"{result.denoiser_calls} denoiser calls, {result.scorer_calls} scorer calls"
+            + (" (stopped early: best so far)" if sampler.stopped_early else "")
+        )
         data = preview_ui(cls, image.detach().float().cpu(), [{"index": 0, "score": result.score, "rank": 1}])
         noise = FoundNoise(result.noise, seed, replays=algorithm != "search_over_paths")
         return io.NodeOutput(out, image.detach().float().cpu(), noise, summary, ui=data)

@@ -13,10 +13,10 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from comfy_inprocess_search import load_pack, tiny_sd15  # noqa: E402  (also puts ComfyUI on sys.path, CPU mode)
-
 import comfy.model_management  # noqa: E402
 import folder_paths  # noqa: E402
+from comfy_inprocess_search import load_pack, tiny_sd15  # noqa: E402  (also puts ComfyUI on sys.path, CPU mode)
+
 import nodes  # noqa: E402
 
 
@@ -36,15 +36,39 @@ def tiny_comfy_networks() -> dict:
 
     ops = comfy.ops.disable_weight_init
     return {
-        "flux": Flux(in_channels=4, out_channels=4, vec_in_dim=8, context_in_dim=8, hidden_size=32, mlp_ratio=2.0,
-                     num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 6, 6], theta=10000, patch_size=2,
-                     qkv_bias=True, guidance_embed=True, txt_ids_dims=[], operations=ops),
-        "sd3": OpenAISignatureMMDITWrapper(input_size=None, patch_size=2, in_channels=4, depth=2, adm_in_channels=8,
-                                           context_embedder_config={"target": "torch.nn.Linear",
-                                                                    "params": {"in_features": 8, "out_features": 128}},
-                                           pos_embed_max_size=16, num_patches=256, out_channels=4, operations=ops),
-        "wan": WanModel(dim=32, ffn_dim=64, freq_dim=32, text_dim=8, num_heads=2, num_layers=1, in_dim=4, out_dim=4,
-                        operations=ops),
+        "flux": Flux(
+            in_channels=4,
+            out_channels=4,
+            vec_in_dim=8,
+            context_in_dim=8,
+            hidden_size=32,
+            mlp_ratio=2.0,
+            num_heads=2,
+            depth=1,
+            depth_single_blocks=1,
+            axes_dim=[4, 6, 6],
+            theta=10000,
+            patch_size=2,
+            qkv_bias=True,
+            guidance_embed=True,
+            txt_ids_dims=[],
+            operations=ops,
+        ),
+        "sd3": OpenAISignatureMMDITWrapper(
+            input_size=None,
+            patch_size=2,
+            in_channels=4,
+            depth=2,
+            adm_in_channels=8,
+            context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 8, "out_features": 128}},
+            pos_embed_max_size=16,
+            num_patches=256,
+            out_channels=4,
+            operations=ops,
+        ),
+        "wan": WanModel(
+            dim=32, ffn_dim=64, freq_dim=32, text_dim=8, num_heads=2, num_layers=1, in_dim=4, out_dim=4, operations=ops
+        ),
     }
 
 
@@ -55,7 +79,7 @@ def families(pack_dir: str) -> None:
     export = importlib.import_module("rewarddance_pack.backend.rl.export")
     out = {}
     for name, net in tiny_comfy_networks().items():
-        weights = {k[:-len(".weight")] for k in net.state_dict() if k.endswith(".weight")}
+        weights = {k[: -len(".weight")] for k in net.state_dict() if k.endswith(".weight")}
         family = lora.network_family(net)
         lora.add_lora(net, lora.LoraSpec(rank=2, alpha=2.0))
         keys = export.comfyui_state_dict(net, family)
@@ -82,7 +106,9 @@ def main() -> None:
         with torch.no_grad():
             for p in params:
                 p.add_(0.1 * torch.randn_like(p))  # as if trained: lora_B is no longer zero
-    path = export.save_comfyui_lora(trained.model.diffusion_model, os.path.join(loras_dir, "rd_test.safetensors"), "comfy_unet")
+    path = export.save_comfyui_lora(
+        trained.model.diffusion_model, os.path.join(loras_dir, "rd_test.safetensors"), "comfy_unet"
+    )
     keys = len(export.comfyui_state_dict(trained.model.diffusion_model, "comfy_unet"))
     with torch.inference_mode(False), torch.no_grad():
         for name, p in trained.model.diffusion_model.named_parameters():
@@ -94,9 +120,16 @@ def main() -> None:
     fresh = tiny_sd15()
     patched = nodes.LoraLoaderModelOnly().load_lora_model_only(fresh, os.path.basename(path), strength)[0]
     loaded = outputs(patched, x, sigma, ctx)
-    print(json.dumps({"keys": keys, "patches": len(patched.patches),
-                      "lora_changes_output": float((in_memory - base_out).abs().max()),
-                      "max_diff": float((loaded - in_memory).abs().max())}))
+    print(
+        json.dumps(
+            {
+                "keys": keys,
+                "patches": len(patched.patches),
+                "lora_changes_output": float((in_memory - base_out).abs().max()),
+                "max_diff": float((loaded - in_memory).abs().max()),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

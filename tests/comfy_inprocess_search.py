@@ -23,11 +23,28 @@ import comfy.sd  # noqa: E402
 import comfy.supported_models  # noqa: E402
 from comfy.taesd.taesd import TAESD  # noqa: E402
 
-TINY_UNET = {"context_dim": 32, "model_channels": 32, "use_linear_in_transformer": False, "adm_in_channels": None,
-             "use_temporal_attention": False, "in_channels": 4, "out_channels": 4, "num_res_blocks": [1, 1],
-             "channel_mult": [1, 2], "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1],
-             "transformer_depth_middle": 1, "use_spatial_transformer": True, "legacy": False, "num_heads": 2,
-             "num_head_channels": -1, "image_size": 32, "use_checkpoint": False, "num_classes": None, "dims": 2}
+TINY_UNET = {
+    "context_dim": 32,
+    "model_channels": 32,
+    "use_linear_in_transformer": False,
+    "adm_in_channels": None,
+    "use_temporal_attention": False,
+    "in_channels": 4,
+    "out_channels": 4,
+    "num_res_blocks": [1, 1],
+    "channel_mult": [1, 2],
+    "transformer_depth": [1, 1],
+    "transformer_depth_output": [1, 1, 1, 1],
+    "transformer_depth_middle": 1,
+    "use_spatial_transformer": True,
+    "legacy": False,
+    "num_heads": 2,
+    "num_head_channels": -1,
+    "image_size": 32,
+    "use_checkpoint": False,
+    "num_classes": None,
+    "dims": 2,
+}
 
 
 def tiny_sd15() -> comfy.model_patcher.ModelPatcher:
@@ -54,12 +71,15 @@ def tiny_taesd() -> comfy.sd.VAE:
 
 
 def load_pack(path: str):
-    spec = importlib.util.spec_from_file_location("rewarddance_pack", os.path.join(path, "__init__.py"),
-                                                  submodule_search_locations=[path])
+    spec = importlib.util.spec_from_file_location(
+        "rewarddance_pack", os.path.join(path, "__init__.py"), submodule_search_locations=[path]
+    )
     pack = importlib.util.module_from_spec(spec)
     sys.modules["rewarddance_pack"] = pack
     spec.loader.exec_module(pack)
-    return importlib.import_module("rewarddance_pack.nodes.search"), importlib.import_module("rewarddance_pack.backend.reward_model")
+    return importlib.import_module("rewarddance_pack.nodes.search"), importlib.import_module(
+        "rewarddance_pack.backend.reward_model"
+    )
 
 
 def bad_inputs(pack_dir: str, rm_dir: str) -> None:
@@ -72,10 +92,12 @@ def bad_inputs(pack_dir: str, rm_dir: str) -> None:
     guider = comfy.samplers.CFGGuider(patcher)
     sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "normal", 2)
     calls = {
-        "search_batch": lambda: search.RewardNoiseSearch.execute(guider, sigmas, {"samples": torch.zeros(2, 4, 8, 8)},
-                                                                 tiny_taesd(), rm, "x", "best_of_n", 4, 0),
-        "search_prompt": lambda: search.RewardNoiseSearch.execute(guider, sigmas, {"samples": torch.zeros(1, 4, 8, 8)},
-                                                                  tiny_taesd(), rm, "  ", "best_of_n", 4, 0),
+        "search_batch": lambda: search.RewardNoiseSearch.execute(
+            guider, sigmas, {"samples": torch.zeros(2, 4, 8, 8)}, tiny_taesd(), rm, "x", "best_of_n", 4, 0
+        ),
+        "search_prompt": lambda: search.RewardNoiseSearch.execute(
+            guider, sigmas, {"samples": torch.zeros(1, 4, 8, 8)}, tiny_taesd(), rm, "  ", "best_of_n", 4, 0
+        ),
         "video_missing": lambda: scoring.ScoreVideo.execute(rm, "x", 8.0, 0, 8),
         "hub_id_empty": lambda: loaders.checkpoint_path(loaders.HUB_CHOICE, " "),
         "score_prompt": lambda: scoring.ScoreImages.execute(rm, "", torch.rand(1, 16, 16, 3), "exact", False),
@@ -122,19 +144,24 @@ def main() -> None:
     best_latent, image, noise, summary = out.args
     interrupt["on"] = False
     mm.interrupt_current_processing(False)  # ComfyUI clears it before the next prompt
-    replay = guider.sample(noise.generate_noise(latent), latent["samples"], comfy.samplers.sampler_object("euler"), sigmas,
-                           seed=3)
+    replay = guider.sample(
+        noise.generate_noise(latent), latent["samples"], comfy.samplers.sampler_object("euler"), sigmas, seed=3
+    )
     first_noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
-    print(json.dumps({
-        "summary": summary,
-        "latent_shape": list(best_latent["samples"].shape),
-        "image_shape": list(image.shape),
-        "replay_max_diff": float((replay - best_latent["samples"]).abs().max()),
-        "image_std": float(image.std()),
-        "score": float(rm.score(image, "a red fox").scores[0]),
-        "first_noise_differs": bool(not torch.equal(noise.noise, first_noise)),
-        "previews": len(previews),
-    }))
+    print(
+        json.dumps(
+            {
+                "summary": summary,
+                "latent_shape": list(best_latent["samples"].shape),
+                "image_shape": list(image.shape),
+                "replay_max_diff": float((replay - best_latent["samples"]).abs().max()),
+                "image_std": float(image.std()),
+                "score": float(rm.score(image, "a red fox").scores[0]),
+                "first_noise_differs": bool(not torch.equal(noise.noise, first_noise)),
+                "previews": len(previews),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from comfy_inprocess_search import load_pack, tiny_sd15, tiny_taesd  # noqa: E402  (puts ComfyUI on sys.path, CPU mode)
-
 import comfy.model_management as mm  # noqa: E402
 import comfy.samplers  # noqa: E402
 import comfy.sd  # noqa: E402
@@ -28,28 +26,49 @@ import comfy.sd1_clip  # noqa: E402
 import comfy.supported_models_base  # noqa: E402
 import comfy.utils  # noqa: E402
 import folder_paths  # noqa: E402
-import nodes  # noqa: E402
 from comfy_extras.nodes_model_advanced import ModelSamplingSD3  # noqa: E402
+from comfy_inprocess_search import load_pack, tiny_sd15, tiny_taesd  # noqa: E402  (puts ComfyUI on sys.path, CPU mode)
 
-TINY_CLIP = {"architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0,
-             "eos_token_id": 49407, "hidden_act": "quick_gelu", "hidden_size": 32, "initializer_factor": 1.0,
-             "initializer_range": 0.02, "intermediate_size": 64, "layer_norm_eps": 1e-05, "max_position_embeddings": 77,
-             "model_type": "clip_text_model", "num_attention_heads": 2, "num_hidden_layers": 2, "pad_token_id": 1,
-             "projection_dim": 32, "torch_dtype": "float32", "vocab_size": 49408}
+import nodes  # noqa: E402
+
+TINY_CLIP = {
+    "architectures": ["CLIPTextModel"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "dropout": 0.0,
+    "eos_token_id": 49407,
+    "hidden_act": "quick_gelu",
+    "hidden_size": 32,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 64,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "model_type": "clip_text_model",
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "pad_token_id": 1,
+    "projection_dim": 32,
+    "torch_dtype": "float32",
+    "vocab_size": 49408,
+}
 PROMPTS = "a red apple\na blue sky\na green field"
 
 
 class TinyClipText(comfy.sd1_clip.SDClipModel):
     """ComfyUI's SD1 CLIP text model at a tiny size (context dim 32, as the tiny UNet expects)."""
 
-    def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
-        super().__init__(device=device, dtype=dtype, textmodel_json_config=dict(TINY_CLIP), model_options=model_options)
+    def __init__(self, device="cpu", dtype=None, model_options=None, **kwargs):
+        super().__init__(
+            device=device, dtype=dtype, textmodel_json_config=dict(TINY_CLIP), model_options=model_options or {}
+        )
 
 
 def tiny_clip() -> comfy.sd.CLIP:
     """A real ComfyUI CLIP (SD1 tokenizer bundled with ComfyUI) with small random weights."""
-    target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer,
-                                                    functools.partial(comfy.sd1_clip.SD1ClipModel, clip_model=TinyClipText))
+    target = comfy.supported_models_base.ClipTarget(
+        comfy.sd1_clip.SD1Tokenizer, functools.partial(comfy.sd1_clip.SD1ClipModel, clip_model=TinyClipText)
+    )
     clip = comfy.sd.CLIP(target=target)
     torch.manual_seed(2)
     with torch.no_grad():
@@ -79,24 +98,47 @@ def setup(pack_dir: str, rm_dir: str, out_dir: str, flow: bool):
 
 
 def run_node(training, model, vae, clip, rm, algorithm: str, steps: int, **overrides):
-    args = dict(model=model, clip=clip, vae=vae, latent_image={"samples": torch.zeros(1, 4, 8, 8)}, reward_model=rm,
-                prompts=PROMPTS, negative="blurry", algorithm=algorithm, steps=steps, learning_rate=0.05, rank=4,
-                alpha=4.0, group_size=3, sampler_steps=3, cfg=2.0, scheduler="simple", seed=7, save_every=2,
-                filename_prefix=f"loras/test_{algorithm}")
+    args = dict(
+        model=model,
+        clip=clip,
+        vae=vae,
+        latent_image={"samples": torch.zeros(1, 4, 8, 8)},
+        reward_model=rm,
+        prompts=PROMPTS,
+        negative="blurry",
+        algorithm=algorithm,
+        steps=steps,
+        learning_rate=0.05,
+        rank=4,
+        alpha=4.0,
+        group_size=3,
+        sampler_steps=3,
+        cfg=2.0,
+        scheduler="simple",
+        seed=7,
+        save_every=2,
+        filename_prefix=f"loras/test_{algorithm}",
+    )
     args.update(overrides)
     return training.RewardLoraTrainer.execute(**args)
 
 
 def train(pack_dir: str, rm_dir: str, out_dir: str, algorithm: str) -> None:
     previews = []
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: previews.append(preview is not None))
+    comfy.utils.set_progress_bar_global_hook(
+        lambda value, total, preview, node_id=None: previews.append(preview is not None)
+    )
     with torch.inference_mode():
         training, model, vae, clip, rm = setup(pack_dir, rm_dir, out_dir, flow=algorithm == "grpo")
         if algorithm == "grpo":  # the tiny random VLM gives every image of a group the same score (zero std: grpo
             # rightly skips such groups), so grpo's plumbing is checked with a score that sees the image: its redness
             rm.score = lambda images, prompt, **kw: SimpleNamespace(scores=[float(i[..., 0].mean()) for i in images])
         torch.manual_seed(5)
-        x, sigma, ctx = torch.randn(2, 4, 8, 8), torch.tensor([0.6, 0.6]) if algorithm == "grpo" else torch.tensor([3.0, 3.0]), torch.randn(2, 77, 32)
+        x, sigma, ctx = (
+            torch.randn(2, 4, 8, 8),
+            torch.tensor([0.6, 0.6]) if algorithm == "grpo" else torch.tensor([3.0, 3.0]),
+            torch.randn(2, 77, 32),
+        )
         user_before = prediction(model, x, sigma, ctx)
         out = run_node(training, model, vae, clip, rm, algorithm, steps=4)
         trained, lora, chart, summary = out.args
@@ -106,20 +148,30 @@ def train(pack_dir: str, rm_dir: str, out_dir: str, algorithm: str) -> None:
         folder_paths.add_model_folder_path("loras", str(final.parent))
         loaded = nodes.LoraLoaderModelOnly().load_lora_model_only(model, final.name, 1.0)[0]
         loaded_out = prediction(loaded, x, sigma, ctx)
-        from_lora_model = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0]  # ComfyUI's "Load LoRA Model" path
+        from_lora_model = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[
+            0
+        ]  # ComfyUI's "Load LoRA Model" path
         lora_model_out = prediction(from_lora_model, x, sigma, ctx)
     run_dir = Path(out_dir) / "loras" / f"test_{algorithm}_run"
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    print(json.dumps({
-        "summary": summary, "chart_shape": list(chart.shape), "lora_keys": len(lora),
-        "user_model_changed": float((user_after - user_before).abs().max()),
-        "lora_effect": float((trained_out - user_before).abs().max()),
-        "file_vs_trained": float((loaded_out - trained_out).abs().max()),
-        "lora_model_vs_trained": float((lora_model_out - trained_out).abs().max()),
-        "log_steps": [r["step"] for r in log], "files": sorted(p.name for p in final.parent.iterdir()),
-        "previews": sum(previews), "trained_requires_grad": any(p.requires_grad for p in trained.model.parameters()),
-        "lora_up_max": max(float(v.abs().max()) for k, v in lora.items() if "lora_up" in k),
-    }))
+    print(
+        json.dumps(
+            {
+                "summary": summary,
+                "chart_shape": list(chart.shape),
+                "lora_keys": len(lora),
+                "user_model_changed": float((user_after - user_before).abs().max()),
+                "lora_effect": float((trained_out - user_before).abs().max()),
+                "file_vs_trained": float((loaded_out - trained_out).abs().max()),
+                "lora_model_vs_trained": float((lora_model_out - trained_out).abs().max()),
+                "log_steps": [r["step"] for r in log],
+                "files": sorted(p.name for p in final.parent.iterdir()),
+                "previews": sum(previews),
+                "trained_requires_grad": any(p.requires_grad for p in trained.model.parameters()),
+                "lora_up_max": max(float(v.abs().max()) for k, v in lora.items() if "lora_up" in k),
+            }
+        )
+    )
 
 
 def cancel(pack_dir: str, rm_dir: str, out_dir: str) -> None:

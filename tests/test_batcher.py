@@ -173,8 +173,9 @@ def test_timed_out_and_disconnected_requests_cost_no_compute():
 def test_a_failing_request_does_not_fail_the_others():
     async def main():
         batcher, scorer = make(max_delay_ms=50)
-        tasks = [asyncio.create_task(batcher.submit(q, ScoringConfig()))
-                 for q in ([1.0], [float("nan")], [-1.0], [4.0, 5.0])]
+        tasks = [
+            asyncio.create_task(batcher.submit(q, ScoringConfig())) for q in ([1.0], [float("nan")], [-1.0], [4.0, 5.0])
+        ]
         out = await asyncio.gather(*tasks, return_exceptions=True)
         await batcher.close()
         return out
@@ -189,9 +190,11 @@ def test_generating_requests_run_alone_and_close_drains_the_queue():
     async def main():
         batcher, scorer = make()
         scorer.gate.clear()
-        tasks = [asyncio.create_task(batcher.submit([1.0], ScoringConfig())),
-                 asyncio.create_task(batcher.submit([2.0], ScoringConfig(), reasons=True)),
-                 asyncio.create_task(batcher.submit([3.0], ScoringConfig()))]
+        tasks = [
+            asyncio.create_task(batcher.submit([1.0], ScoringConfig())),
+            asyncio.create_task(batcher.submit([2.0], ScoringConfig(), reasons=True)),
+            asyncio.create_task(batcher.submit([3.0], ScoringConfig())),
+        ]
         await asyncio.sleep(0.02)
         closing = asyncio.create_task(batcher.close())
         await asyncio.sleep(0.02)
@@ -210,6 +213,7 @@ def test_generating_requests_run_alone_and_close_drains_the_queue():
 
 def test_a_cancelled_close_still_drains_and_marks_closed():
     """An unload whose HTTP client disconnects must not kill the worker or leave `closed` unset."""
+
     async def main():
         batcher, scorer = make()
         scorer.gate.clear()

@@ -37,8 +37,21 @@ def test_score_json_in_input_order(tiny_dirs, photo_paths, capsys):
 
 
 def test_score_with_reasons(tiny_dirs, photo_paths, capsys):
-    code, out, _ = run(["score", photo_paths[0], "--prompt", "a cat", "--model", tiny_dirs["qwen2_vl"], "--json",
-                        "--reasons", "--cot", "answer_first"], capsys)
+    code, out, _ = run(
+        [
+            "score",
+            photo_paths[0],
+            "--prompt",
+            "a cat",
+            "--model",
+            tiny_dirs["qwen2_vl"],
+            "--json",
+            "--reasons",
+            "--cot",
+            "answer_first",
+        ],
+        capsys,
+    )
     assert code == 0 and isinstance(json.loads(out)[0]["reasons"], str)
 
 
@@ -46,8 +59,21 @@ def test_rerank_writes_ranks_sheet_and_resumes(tiny_dirs, gen_dir, tmp_path, cap
     out = tmp_path / "results.jsonl"
     sheet = tmp_path / "best.png"
     (gen_dir / "broken.png").write_bytes(b"garbage")
-    args = ["rerank", gen_dir, "--prompt", "a cat", "--model", tiny_dirs["qwen2_5_vl"], "--top-k", 2,
-            "--out", out, "--sheet", sheet, "--quiet"]
+    args = [
+        "rerank",
+        gen_dir,
+        "--prompt",
+        "a cat",
+        "--model",
+        tiny_dirs["qwen2_5_vl"],
+        "--top-k",
+        2,
+        "--out",
+        out,
+        "--sheet",
+        sheet,
+        "--quiet",
+    ]
     code, stdout, err = run(args, capsys)
     assert code == 0
     assert "broken.png" in err and "skipped" in err
@@ -65,15 +91,35 @@ def test_rerank_writes_ranks_sheet_and_resumes(tiny_dirs, gen_dir, tmp_path, cap
     rows2 = [json.loads(line) for line in out.read_text().splitlines()]
     assert code == 0 and len(rows2) == 5 and rows2[:4] == rows
     assert rows2[4]["path"].endswith("coffee2.png")
-    assert rows2[4]["score"] == pytest.approx(next(r["score"] for r in rows if r["path"].endswith("coffee.png")), abs=1e-5)
+    assert rows2[4]["score"] == pytest.approx(
+        next(r["score"] for r in rows if r["path"].endswith("coffee.png")), abs=1e-5
+    )
 
 
 def test_rerank_csv_prompts_file_and_pairwise(tiny_dirs, gen_dir, tmp_path, photo_paths, capsys):
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("\n".join(json.dumps({"file": p.name, "prompt": f"photo of {p.stem}"}) for p in gen_dir.iterdir()))
+    prompts.write_text(
+        "\n".join(json.dumps({"file": p.name, "prompt": f"photo of {p.stem}"}) for p in gen_dir.iterdir())
+    )
     out = tmp_path / "r.csv"
-    code, _, _ = run(["rerank", gen_dir, "--prompts", prompts, "--model", tiny_dirs["qwen2_5_vl"], "--out", out,
-                      "--mode", "pairwise", "--reference", photo_paths[4], "--quiet"], capsys)
+    code, _, _ = run(
+        [
+            "rerank",
+            gen_dir,
+            "--prompts",
+            prompts,
+            "--model",
+            tiny_dirs["qwen2_5_vl"],
+            "--out",
+            out,
+            "--mode",
+            "pairwise",
+            "--reference",
+            photo_paths[4],
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0
     with out.open() as fh:
         rows = list(csv.DictReader(fh))
@@ -99,7 +145,9 @@ def test_rerank_exits_nonzero_only_when_nothing_scored(tiny_dirs, tmp_path, caps
     ],
 )
 def test_rerank_bad_arguments(tiny_dirs, gen_dir, capsys, extra, message):
-    code, _, err = run(["rerank", gen_dir, "--prompt", "x", "--model", tiny_dirs["qwen2_5_vl"], "--quiet", *extra], capsys)
+    code, _, err = run(
+        ["rerank", gen_dir, "--prompt", "x", "--model", tiny_dirs["qwen2_5_vl"], "--quiet", *extra], capsys
+    )
     assert code == 2 and message in err
 
 
@@ -113,7 +161,13 @@ def test_rerank_missing_prompt_and_directory(tiny_dirs, gen_dir, tmp_path, capsy
 def test_tiny_model_command(tmp_path, capsys):
     code, out, _ = run(["tiny-model", "--family", "qwen3_vl", "--out", tmp_path / "t"], capsys)
     assert code == 0
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "preprocessor_config.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "preprocessor_config.json",
+    ):
         assert (tmp_path / "t" / name).is_file()
     assert json.loads((tmp_path / "t" / "config.json").read_text())["model_type"] == "qwen3_vl"
 
@@ -143,8 +197,22 @@ def test_score_bad_model_and_files(tmp_path, photo_paths, tiny_dirs, capsys):
     (tmp_path / "bad.png").write_bytes(b"no")
     code, _, err = run(["score", tmp_path / "bad.png", "--prompt", "x", "--model", tiny_dirs["qwen2_5_vl"]], capsys)
     assert code == 2 and "not a readable image" in err
-    code, _, err = run(["rerank", photo_paths[0].parent, "--prompt", "x", "--model", tiny_dirs["qwen2_5_vl"],
-                        "--mode", "pairwise", "--reference", tmp_path / "bad.png", "--quiet"], capsys)
+    code, _, err = run(
+        [
+            "rerank",
+            photo_paths[0].parent,
+            "--prompt",
+            "x",
+            "--model",
+            tiny_dirs["qwen2_5_vl"],
+            "--mode",
+            "pairwise",
+            "--reference",
+            tmp_path / "bad.png",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 2 and "not a readable image" in err
     with pytest.raises(SystemExit):
         main(["score", str(photo_paths[0]), "--prompt", "x", "--cot", "sometimes"])

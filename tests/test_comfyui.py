@@ -38,8 +38,12 @@ def free_port() -> int:
 
 def request(url: str, body=None, method: str | None = None):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method or ("POST" if body is not None else "GET"),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method or ("POST" if body is not None else "GET"),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
             raw = resp.read()
@@ -61,15 +65,34 @@ def comfy(tmp_path_factory, tiny_dirs):
         random_image(96, 128, seed=60 + i).save(inputs / f"cand_{i}.png")
     random_image(96, 128, seed=59).save(inputs / "example.png")
     config = root / "extra_paths.yaml"
-    config.write_text(f"rewarddance_test:\n  base_path: {root}\n  custom_nodes: custom_nodes\n"
-                      "  reward_models: models/reward_models\n")
+    config.write_text(
+        f"rewarddance_test:\n  base_path: {root}\n  custom_nodes: custom_nodes\n  reward_models: models/reward_models\n"
+    )
     port = free_port()
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     log = open(root / "comfyui.log", "w")
-    proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                             "--extra-model-paths-config", str(config), "--input-directory", str(inputs),
-                             "--output-directory", str(root / "output"), "--temp-directory", str(root / "temp")],
-                            cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            python,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--extra-model-paths-config",
+            str(config),
+            "--input-directory",
+            str(inputs),
+            "--output-directory",
+            str(root / "output"),
+            "--temp-directory",
+            str(root / "temp"),
+        ],
+        cwd=COMFYUI_PATH,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -123,8 +146,16 @@ def test_object_info_lists_the_nodes_with_their_inputs(comfy):
     ours = {k: v for k, v in info.items() if k.startswith("RewardDance")}
     assert len(ours) >= 6
     assert "RewardDanceNoiseSearch" in ours
-    assert {"RewardDanceModelLoader", "RewardDanceScoreImages", "RewardDanceBestOfN", "RewardDanceTournament",
-            "RewardDanceCompareToReference", "RewardDanceCriteria", "RewardDanceScoreVideo", "RewardDanceRemoteModel"} <= set(ours)
+    assert {
+        "RewardDanceModelLoader",
+        "RewardDanceScoreImages",
+        "RewardDanceBestOfN",
+        "RewardDanceTournament",
+        "RewardDanceCompareToReference",
+        "RewardDanceCriteria",
+        "RewardDanceScoreVideo",
+        "RewardDanceRemoteModel",
+    } <= set(ours)
     score = ours["RewardDanceScoreImages"]
     assert set(score["input"]["required"]) >= {"reward_model", "text", "images"}
     assert score["output_name"][:3] == ["scores", "summary", "preview"] and score["output_is_list"][0] is True
@@ -168,8 +199,9 @@ def test_api_twins_pass_validation_except_missing_model_files(comfy):
             continue
         for node_id, node_errors in body["node_errors"].items():
             for err in node_errors["errors"]:
-                assert err["type"] == "value_not_in_list" and err["extra_info"]["input_name"] in MODEL_FILE_INPUTS, \
+                assert err["type"] == "value_not_in_list" and err["extra_info"]["input_name"] in MODEL_FILE_INPUTS, (
                     f"{path.name} node {node_id}: {err}"
+                )
 
 
 def test_score_images_twin_equals_rewarddance_score(comfy, capsys):
@@ -179,9 +211,24 @@ def test_score_images_twin_equals_rewarddance_score(comfy, capsys):
     prompt["2"]["inputs"]["image"] = "cand_1.png"
     outputs = run_prompt(comfy, prompt)["outputs"]
     node_scores = [row["score"] for row in outputs["4"]["rewarddance_scores"]]
-    assert main(["score", str(comfy["inputs"] / "cand_1.png"), "--prompt", prompt["4"]["inputs"]["text"], "--json",
-                 "--model", str(comfy["root"] / "models" / "reward_models" / "tiny-qwen"), "--dtype", "fp32",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(comfy["inputs"] / "cand_1.png"),
+                "--prompt",
+                prompt["4"]["inputs"]["text"],
+                "--json",
+                "--model",
+                str(comfy["root"] / "models" / "reward_models" / "tiny-qwen"),
+                "--dtype",
+                "fp32",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     cli = [row["score"] for row in json.loads(capsys.readouterr().out)]
     assert node_scores == pytest.approx(cli, abs=1e-5)
     assert outputs["4"]["images"][0]["type"] == "temp"
@@ -199,9 +246,25 @@ def test_tournament_twin_runs(comfy):
 
 def test_remote_backend_twin(comfy, tiny_dirs):
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "rewarddance", "serve", "--model", f"judge={tiny_dirs['qwen2_5_vl']}",
-                               "--port", str(port), "--device", "cpu", "--dtype", "fp32"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rewarddance",
+            "serve",
+            "--model",
+            f"judge={tiny_dirs['qwen2_5_vl']}",
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--dtype",
+            "fp32",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert "serving on" in server.stdout.readline()
         prompt = twin("remote_backend_scoring")
@@ -247,12 +310,30 @@ def test_score_video_and_best_of_n_nodes_run(comfy):
         "3": {"class_type": "LoadImage", "inputs": {"image": "cand_1.png"}},
         "4": {"class_type": "ImageBatch", "inputs": {"image1": ["2", 0], "image2": ["3", 0]}},
         "5": {"class_type": "ImageBatch", "inputs": {"image1": ["4", 0], "image2": ["4", 0]}},
-        "6": {"class_type": "RewardDanceScoreVideo", "inputs": {"reward_model": ["1", 0], "text": "a fox running",
-                                                                 "frames": ["5", 0], "fps": 2.0, "frames_per_video": 2,
-                                                                 "max_frames": 8}},
+        "6": {
+            "class_type": "RewardDanceScoreVideo",
+            "inputs": {
+                "reward_model": ["1", 0],
+                "text": "a fox running",
+                "frames": ["5", 0],
+                "fps": 2.0,
+                "frames_per_video": 2,
+                "max_frames": 8,
+            },
+        },
         "7": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 3, "color": 0}},
-        "8": {"class_type": "RewardDanceBestOfN", "inputs": {"images": ["7", 0], "text": "x", "top_k": 2, "threshold": 0.0,
-                                                              "scores": "0.2, 0.9, 0.5", "frames_per_video": 1, "fps": 16.0}},
+        "8": {
+            "class_type": "RewardDanceBestOfN",
+            "inputs": {
+                "images": ["7", 0],
+                "text": "x",
+                "top_k": 2,
+                "threshold": 0.0,
+                "scores": "0.2, 0.9, 0.5",
+                "frames_per_video": 1,
+                "fps": 16.0,
+            },
+        },
     }
     outputs = run_prompt(comfy, prompt)["outputs"]
     video_scores = outputs["6"]["rewarddance_scores"]
@@ -294,8 +375,10 @@ def test_score_badge_appears_in_headless_chromium(comfy):
         try:
             show(page, workflow)
             page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
-            page.wait_for_function("(() => { const n = window.app.graph.getNodeById(4); return n && n.rewarddanceScores; })()",
-                                   timeout=120000)
+            page.wait_for_function(
+                "(() => { const n = window.app.graph.getNodeById(4); return n && n.rewarddanceScores; })()",
+                timeout=120000,
+            )
             rows = page.evaluate("window.app.graph.getNodeById(4).rewarddanceScores")
             time.sleep(1)
             page.screenshot(path=str(artifacts / "score_badge.png"))
@@ -310,13 +393,17 @@ def test_score_badge_appears_in_headless_chromium(comfy):
     assert badge_green > 200  # the badge was drawn on the canvas
 
 
-
 @pytest.mark.parametrize("algorithm", ["best_of_n", "random_search", "zero_order", "search_over_paths"])
 def test_noise_search_node_on_a_tiny_sd15_model(algorithm, tiny_dirs):
     """The node in-process on a tiny SD1.5-shaped model + TAESD; its NOISE replays the latent through euler."""
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    out = subprocess.run([python, str(REPO / "tests" / "comfy_inprocess_search.py"), str(REPO), str(tiny_dirs["qwen2_5_vl"]),
-                          algorithm], capture_output=True, text=True, timeout=300, env={**os.environ})
+    out = subprocess.run(
+        [python, str(REPO / "tests" / "comfy_inprocess_search.py"), str(REPO), str(tiny_dirs["qwen2_5_vl"]), algorithm],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert out.returncode == 0 and lines, out.stderr[-3000:]
     result = json.loads(lines[-1])
@@ -328,14 +415,21 @@ def test_noise_search_node_on_a_tiny_sd15_model(algorithm, tiny_dirs):
         assert result["replay_max_diff"] <= 1e-6 * scale
 
 
-
 def test_noise_search_node_previews_and_cancel_return_the_best_so_far(tiny_dirs):
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     script = str(REPO / "tests" / "comfy_inprocess_search.py")
-    full = subprocess.run([python, script, str(REPO), str(tiny_dirs["qwen2_5_vl"]), "random_search"],
-                          capture_output=True, text=True, timeout=300)
-    cancelled = subprocess.run([python, script, str(REPO), str(tiny_dirs["qwen2_5_vl"]), "random_search", "interrupt"],
-                               capture_output=True, text=True, timeout=300)
+    full = subprocess.run(
+        [python, script, str(REPO), str(tiny_dirs["qwen2_5_vl"]), "random_search"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    cancelled = subprocess.run(
+        [python, script, str(REPO), str(tiny_dirs["qwen2_5_vl"]), "random_search", "interrupt"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     results = []
     for out in (full, cancelled):
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -347,11 +441,20 @@ def test_noise_search_node_previews_and_cancel_return_the_best_so_far(tiny_dirs)
     assert calls[1] < calls[0] and results[1]["latent_shape"] == [1, 4, 8, 8]
 
 
-
 def test_node_inputs_refuse_bad_values_with_the_input_named(tiny_dirs):
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    out = subprocess.run([python, str(REPO / "tests" / "comfy_inprocess_search.py"), str(REPO), str(tiny_dirs["qwen2_5_vl"]),
-                          "bad_inputs"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            python,
+            str(REPO / "tests" / "comfy_inprocess_search.py"),
+            str(REPO),
+            str(tiny_dirs["qwen2_5_vl"]),
+            "bad_inputs",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert out.returncode == 0 and lines, out.stderr[-3000:]
     errors = json.loads(lines[-1])
@@ -368,8 +471,13 @@ def test_exported_lora_loads_through_lora_loader_model_only_and_matches(strength
     (at strength 0.5 as the in-memory LoRA with its delta halved: the alpha key sets the scale)."""
     pytest.importorskip("peft")
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    out = subprocess.run([python, str(REPO / "tests" / "comfy_inprocess_lora.py"), str(REPO), str(tmp_path), str(strength)],
-                         capture_output=True, text=True, timeout=300, env={**os.environ})
+    out = subprocess.run(
+        [python, str(REPO / "tests" / "comfy_inprocess_lora.py"), str(REPO), str(tmp_path), str(strength)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert out.returncode == 0 and lines, out.stderr[-3000:]
     result = json.loads(lines[-1])
@@ -381,8 +489,20 @@ def test_exported_lora_loads_through_lora_loader_model_only_and_matches(strength
 def run_training_script(tiny_dirs, out_dir, mode: str) -> dict:
     """tests/comfy_inprocess_training.py in ComfyUI's Python; its JSON line."""
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    out = subprocess.run([python, str(REPO / "tests" / "comfy_inprocess_training.py"), str(REPO), str(tiny_dirs["qwen2_5_vl"]),
-                          str(out_dir), mode], capture_output=True, text=True, timeout=600, env={**os.environ})
+    out = subprocess.run(
+        [
+            python,
+            str(REPO / "tests" / "comfy_inprocess_training.py"),
+            str(REPO),
+            str(tiny_dirs["qwen2_5_vl"]),
+            str(out_dir),
+            mode,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ},
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert out.returncode == 0 and lines, out.stderr[-3000:]
     return json.loads(lines[-1])
@@ -397,8 +517,12 @@ def test_reward_lora_trainer_node_trains_exports_and_leaves_the_model_alone(algo
     result = run_training_script(tiny_dirs, tmp_path, algorithm)
     assert result["summary"].startswith(f"{algorithm}: 4 steps") and "held-out reward" in result["summary"]
     assert result["log_steps"] == [1, 2, 3, 4]
-    assert result["files"] == [f"test_{algorithm}.safetensors", f"test_{algorithm}_run",
-                               f"test_{algorithm}_step00002.safetensors", f"test_{algorithm}_step00004.safetensors"]
+    assert result["files"] == [
+        f"test_{algorithm}.safetensors",
+        f"test_{algorithm}_run",
+        f"test_{algorithm}_step00002.safetensors",
+        f"test_{algorithm}_step00004.safetensors",
+    ]
     assert result["user_model_changed"] == 0.0
     assert result["lora_up_max"] > 0  # trained: lora_up starts at zero
     assert result["file_vs_trained"] <= 1e-6 and result["lora_model_vs_trained"] <= 1e-6
@@ -423,8 +547,14 @@ def test_reward_lora_trainer_cancel_checkpoints_and_queueing_again_resumes(tiny_
 def test_reward_lora_trainer_refuses_bad_inputs_naming_them(tiny_dirs, tmp_path):
     pytest.importorskip("peft")
     errors = run_training_script(tiny_dirs, tmp_path, "bad_inputs")
-    expected = {"empty_prompts": "prompts:", "batch": "latent_image:", "grpo_on_eps": "algorithm:", "grpo_group": "group_size:",
-                "prefix": "filename_prefix:", "learning_rate": "learning_rate"}
+    expected = {
+        "empty_prompts": "prompts:",
+        "batch": "latent_image:",
+        "grpo_on_eps": "algorithm:",
+        "grpo_group": "group_size:",
+        "prefix": "filename_prefix:",
+        "learning_rate": "learning_rate",
+    }
     for case, start in expected.items():
         assert errors[case].startswith(start), (case, errors[case])
 
@@ -434,11 +564,20 @@ def test_default_lora_targets_fit_comfyui_flux_sd3_and_wan_networks():
     MLP projections, and every exported key names a weight ComfyUI's LoRA key map knows (diffusion_model.<module>)."""
     pytest.importorskip("peft")
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    out = subprocess.run([python, str(REPO / "tests" / "comfy_inprocess_lora.py"), str(REPO), "families"],
-                         capture_output=True, text=True, timeout=300, env={**os.environ})
+    out = subprocess.run(
+        [python, str(REPO / "tests" / "comfy_inprocess_lora.py"), str(REPO), "families"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert out.returncode == 0 and lines, out.stderr[-3000:]
     result = json.loads(lines[-1])
-    assert {k: v["family"] for k, v in result.items()} == {"flux": "comfy_flux", "sd3": "comfy_mmdit", "wan": "comfy_wan"}
+    assert {k: v["family"] for k, v in result.items()} == {
+        "flux": "comfy_flux",
+        "sd3": "comfy_mmdit",
+        "wan": "comfy_wan",
+    }
     assert result["flux"]["adapted"] == 10 and result["wan"]["adapted"] == 10 and result["sd3"]["adapted"] == 7
     assert all(v["unknown"] == [] for v in result.values())

@@ -18,7 +18,9 @@ def load_like_comfyui(paths) -> torch.Tensor:
     """What ComfyUI's LoadImage gives for files of one size: float32 [B, H, W, 3] = uint8 / 255."""
     from PIL import Image
 
-    return torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).astype(np.float32) / 255.0) for p in paths])
+    return torch.stack(
+        [torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).astype(np.float32) / 255.0) for p in paths]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +39,24 @@ def test_score_images_equals_cli_score(same_size_files, tiny_dirs, reward_models
 
     rm = reward_models("qwen2_5_vl")
     scored = nl.score_images(rm, load_like_comfyui(same_size_files), "a red fox")
-    assert main(["score", *map(str, same_size_files), "--prompt", "a red fox", "--json", "--model",
-                 str(tiny_dirs["qwen2_5_vl"]), "--dtype", "fp32", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                *map(str, same_size_files),
+                "--prompt",
+                "a red fox",
+                "--json",
+                "--model",
+                str(tiny_dirs["qwen2_5_vl"]),
+                "--dtype",
+                "fp32",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     cli = [row["score"] for row in json.loads(capsys.readouterr().out)]
     assert scored.scores == pytest.approx(cli, abs=1e-5)
     assert scored.preview.shape == (5, 96, 128, 3)
@@ -73,8 +91,10 @@ def test_an_interrupt_stops_between_chunks(same_size_files, reward_models, monke
 def test_best_of_n_keeps_the_top_k_with_their_latents(same_size_files, reward_models):
     rm = reward_models("qwen2_5_vl")
     images = load_like_comfyui(same_size_files)
-    latent = {"samples": torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 4, 12, 16).clone(),
-              "batch_index": [10, 11, 12, 13, 14]}
+    latent = {
+        "samples": torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 4, 12, 16).clone(),
+        "batch_index": [10, 11, 12, 13, 14],
+    }
     result = nl.best_of_n(rm, images, "a red fox", top_k=2, latent=latent)
     order = sorted(range(5), key=lambda i: -result.all_scores[i])
     assert result.indices == order[:2]
@@ -97,7 +117,9 @@ def test_best_of_n_with_precomputed_scores_threshold_and_videos():
 
 def test_score_videos_and_compare_match_the_engine(reward_models):
     rm = reward_models("qwen2_5_vl")
-    frames = torch.stack([torch.from_numpy(np.asarray(random_image(56, 56, seed=s), dtype=np.float32) / 255) for s in range(6)])
+    frames = torch.stack(
+        [torch.from_numpy(np.asarray(random_image(56, 56, seed=s), dtype=np.float32) / 255) for s in range(6)]
+    )
     scored = nl.score_videos(rm, frames, 4.0, 3, "a dog running")
     expected = rm.score([nl.video_from_frames(frames[:3], 4.0), nl.video_from_frames(frames[3:], 4.0)], "a dog running")
     assert scored.scores == pytest.approx(expected.scores, abs=1e-6) and scored.preview.shape[0] == 2
@@ -121,18 +143,25 @@ def test_criteria_from_presets_text_and_examples(reward_models):
     assert c.criteria == ("alignment", "no watermark") and c.cot == "answer_first"
     assert [s.verdict for s in c.few_shot] == [True, False] and c.few_shot[0].prompt == "a fox"
     assert c.overrides() == {"cot": "answer_first", "criteria": ["alignment", "no watermark"]}
-    scored = nl.score_images(reward_models("qwen2_5_vl"), torch.rand(1, 32, 32, 3), "a fox",
-                             nl.build_criteria(["alignment"], examples=examples, verdicts="yes,no"))
+    scored = nl.score_images(
+        reward_models("qwen2_5_vl"),
+        torch.rand(1, 32, 32, 3),
+        "a fox",
+        nl.build_criteria(["alignment"], examples=examples, verdicts="yes,no"),
+    )
     assert len(scored.scores) == 1
 
 
-@pytest.mark.parametrize("kwargs,word", [
-    (dict(presets=["beauty"]), "unknown preset"),
-    (dict(presets=[], cot="sometimes"), "cot"),
-    (dict(presets=[], examples=torch.rand(2, 8, 8, 3), verdicts="yes"), "1 verdicts for 2"),
-    (dict(presets=[], examples=torch.rand(1, 8, 8, 3), verdicts="maybe"), "'maybe'"),
-    (dict(presets=[], verdicts="yes"), "connect the example images"),
-])
+@pytest.mark.parametrize(
+    "kwargs,word",
+    [
+        (dict(presets=["beauty"]), "unknown preset"),
+        (dict(presets=[], cot="sometimes"), "cot"),
+        (dict(presets=[], examples=torch.rand(2, 8, 8, 3), verdicts="yes"), "1 verdicts for 2"),
+        (dict(presets=[], examples=torch.rand(1, 8, 8, 3), verdicts="maybe"), "'maybe'"),
+        (dict(presets=[], verdicts="yes"), "connect the example images"),
+    ],
+)
 def test_bad_criteria(kwargs, word):
     with pytest.raises(ValueError, match=word):
         nl.build_criteria(**kwargs)

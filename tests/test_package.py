@@ -5,7 +5,9 @@ import sys
 
 
 def test_root_import_does_not_import_torch():
-    code = "import sys, rewarddance; assert 'torch' not in sys.modules, 'torch imported'; print(rewarddance.__version__)"
+    code = (
+        "import sys, rewarddance; assert 'torch' not in sys.modules, 'torch imported'; print(rewarddance.__version__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0.1.0"
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
+from helpers import pil_image_processor, random_image
 from PIL import Image as PILImage
 
 from rewarddance.backend.media import Image, MediaError, image_from_tensor, load_image_file, pil_to_tensor
 from rewarddance.backend.vlm.loading import load_vlm
 from rewarddance.backend.vlm.resize import resize_pil, resize_tensor
-
-from helpers import pil_image_processor, random_image
 
 # (height, width): exact multiples, rounding, strong aspect ratios, up-scaling below min_pixels, down-scaling.
 SIZES = [(224, 224), (300, 500), (97, 413), (40, 60), (1000, 300), (513, 257)]
@@ -37,8 +35,10 @@ def test_qwen_pil_path_matches_processor(families, tiny_dirs, family, size):
     import transformers
 
     if family == "qwen3_vl" and transformers.__version__.startswith("4."):
-        pytest.skip("transformers 4.5x's slow Qwen2VLImageProcessor ignores size['longest_edge'], which Qwen3-VL "
-                    "configs use; real Qwen3-VL runs its fast processor there")
+        pytest.skip(
+            "transformers 4.5x's slow Qwen2VLImageProcessor ignores size['longest_edge'], which Qwen3-VL "
+            "configs use; real Qwen3-VL runs its fast processor there"
+        )
     img = random_image(*size, seed=size[0])
     ref = hf_qwen_processor(tiny_dirs[family])(images=[img], return_tensors="pt")
     ours = families[family].encode_images([Image(pil=img)])[0]
@@ -100,8 +100,9 @@ def test_tensor_batch_is_resized_together_and_matches_single(families):
 def test_pixel_budget_options_change_grid(tiny_dirs):
     from rewarddance.backend.vlm.base import VisualOptions
 
-    small = load_vlm(str(tiny_dirs["qwen2_5_vl"]), dtype="fp32", device="cpu",
-                     options=VisualOptions(max_pixels=56 * 56 * 4)).family
+    small = load_vlm(
+        str(tiny_dirs["qwen2_5_vl"]), dtype="fp32", device="cpu", options=VisualOptions(max_pixels=56 * 56 * 4)
+    ).family
     enc = small.encode_images([Image(pil=random_image(400, 400))])[0]
     h, w = enc.grid_thw[0, 1:].tolist()
     assert h * w * 14 * 14 <= 56 * 56 * 4
@@ -118,7 +119,7 @@ def test_resize_functions_agree_on_downscale():
 def test_file_modes_are_converted(tmp_path, mode):
     rgb = random_image(32, 48)
     if mode == "I;16":
-        arr = (np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+        arr = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257
         img = PILImage.fromarray(arr)
         assert img.mode.startswith("I;16")
     else:
@@ -177,12 +178,12 @@ def test_exif_orientation_and_trns_transparency(tmp_path):
     assert np.asarray(load_image_file(tmp_path / "trns.png").pil)[0, 0].tolist() == [255, 255, 255]
 
 
-@pytest.mark.parametrize("frames, height, width", [(32, 720, 1280), (8, 720, 1280), (32, 128, 128), (4, 20, 300),
-                                                   (16, 1080, 1920)])
+@pytest.mark.parametrize(
+    "frames, height, width", [(32, 720, 1280), (8, 720, 1280), (32, 128, 128), (4, 20, 300), (16, 1080, 1920)]
+)
 def test_qwen3_video_budget_counts_all_frames_like_transformers(families, frames, height, width):
-    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize as hf_video_smart_resize
-
     import transformers
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize as hf_video_smart_resize
 
     if min(height, width) < 32 and transformers.__version__.startswith("4."):
         pytest.skip("transformers 4.5x refuses frames smaller than one 32 px patch; 5.x (which we follow) upscales")

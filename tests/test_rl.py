@@ -19,15 +19,24 @@ from rewarddance.backend.generators.sampling import sample  # noqa: E402
 from rewarddance.backend.generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet, train_tiny_flow  # noqa: E402
 from rewarddance.backend.rl.config import RLConfig, load_rl_config  # noqa: E402
 from rewarddance.backend.rl.export import comfyui_state_dict, load_peft_adapter, save_peft_adapter  # noqa: E402
-from rewarddance.backend.rl.lora import LoraSpec, add_lora, adapters_disabled  # noqa: E402
+from rewarddance.backend.rl.lora import LoraSpec, adapters_disabled, add_lora  # noqa: E402
 from rewarddance.backend.rl.run import train_rl  # noqa: E402
 from rewarddance.backend.rl.trainers import (  # noqa: E402
-    Optimizing, Policy, TrainerConfig, group_advantages, grpo_step, sample_trajectory, seeded)
+    Optimizing,
+    Policy,
+    TrainerConfig,
+    group_advantages,
+    grpo_step,
+    sample_trajectory,
+    seeded,
+)
 from rewarddance.backend.search.rewards import ColourReward, Transformed  # noqa: E402
 
-TRAINERS = {"raft": ({"group_size": 8, "sample_steps": 6, "raft_updates": 4}, 1e-3),
-            "refl": ({"group_size": 4, "sample_steps": 6, "grad_steps": 2}, 3e-3),
-            "grpo": ({"group_size": 8, "sample_steps": 6, "clip_range": 0.2}, 3e-3)}
+TRAINERS = {
+    "raft": ({"group_size": 8, "sample_steps": 6, "raft_updates": 4}, 1e-3),
+    "refl": ({"group_size": 4, "sample_steps": 6, "grad_steps": 2}, 3e-3),
+    "grpo": ({"group_size": 8, "sample_steps": 6, "clip_range": 0.2}, 3e-3),
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +52,20 @@ def base_flow(tmp_path_factory) -> Path:
 
 def config(tmp_path: Path, base: Path, algorithm: str, steps: int, **extra) -> RLConfig:
     trainer, lr = TRAINERS[algorithm]
-    return RLConfig(algorithm=algorithm, out=str(tmp_path / algorithm), prompts=["a red picture"], steps=steps, lr=lr, rank=4,
-                    alpha=8, eval_seeds=8, save_every=0, generator={"kind": "tiny", "path": str(base)}, trainer=dict(trainer),
-                    **extra)
+    return RLConfig(
+        algorithm=algorithm,
+        out=str(tmp_path / algorithm),
+        prompts=["a red picture"],
+        steps=steps,
+        lr=lr,
+        rank=4,
+        alpha=8,
+        eval_seeds=8,
+        save_every=0,
+        generator={"kind": "tiny", "path": str(base)},
+        trainer=dict(trainer),
+        **extra,
+    )
 
 
 def load_base(base: Path) -> TinyFlowGenerator:
@@ -81,8 +101,14 @@ def test_grpo_ratio_is_exactly_one_before_the_lora_moves_and_sde_at_noise_zero_i
     cfg = TrainerConfig(group_size=4, sample_steps=5, minibatches=1, clip_range=0.2)
     ratios: list[torch.Tensor] = []
     steps_taken = []
-    grpo_step(policy, cfg, ["a"], seed=3, opt=Optimizing(lambda loss: loss.backward(), lambda: steps_taken.append(1) or True),
-              ratio_probe=ratios)
+    grpo_step(
+        policy,
+        cfg,
+        ["a"],
+        seed=3,
+        opt=Optimizing(lambda loss: loss.backward(), lambda: steps_taken.append(1) or True),
+        ratio_probe=ratios,
+    )
     assert len(ratios) == 4 and steps_taken == [1]  # all SDE steps but the last, one update
     assert all(torch.equal(r, torch.ones_like(r)) for r in ratios)
     noise = seeded(gen, 3, 9)
@@ -98,7 +124,9 @@ def test_group_advantages_drop_zero_std_groups_and_clip():
     assert keep == [True, False]
     global_std = torch.tensor([1.0, 0.0, 0.5, 0.5]).std(unbiased=False)
     assert torch.allclose(adv[0], torch.tensor([0.5, -0.5]) / (global_std + 1e-4))
-    adv, _ = group_advantages([torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])], per_group_std=True, clip=2.0)
+    adv, _ = group_advantages(
+        [torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])], per_group_std=True, clip=2.0
+    )
     assert float(adv[0].max()) == 2.0
 
 
@@ -146,7 +174,8 @@ def test_bad_settings_name_the_input(base_flow, tmp_path):
         cfg.validate()
     with pytest.raises(ValueError, match="prompts: .* is not a file"):
         config(tmp_path, base_flow, "raft", 2, eval_prompts=None).__class__(
-            algorithm="raft", out="x", prompts=str(tmp_path / "missing.txt")).validate()
+            algorithm="raft", out="x", prompts=str(tmp_path / "missing.txt")
+        ).validate()
     with pytest.raises(ValueError, match="needs `model`"):
         RLConfig(algorithm="raft", out="x", prompts=["a"], rewards=[{"kind": "pointwise"}]).validate()
     with pytest.raises(ValueError, match="reward transform must be one of"):
@@ -237,14 +266,20 @@ def test_train_command_line_reports_bad_configs(tmp_path, capsys):
 def test_comfyui_key_names_per_family():
     from rewarddance.backend.rl.export import comfyui_key
 
-    assert comfyui_key("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", "unet") == \
-        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    assert (
+        comfyui_key("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", "unet")
+        == "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    )
     assert comfyui_key("transformer_blocks.0.attn.to_q", "flux") == "transformer.transformer_blocks.0.attn.to_q"
-    assert comfyui_key("transformer_blocks.3.attn.add_k_proj", "sd3") == "transformer.transformer_blocks.3.attn.add_k_proj"
+    assert (
+        comfyui_key("transformer_blocks.3.attn.add_k_proj", "sd3") == "transformer.transformer_blocks.3.attn.add_k_proj"
+    )
     assert comfyui_key("blocks.2.attn2.to_out.0", "wan") == "diffusion_model.blocks.2.cross_attn.o"
     assert comfyui_key("blocks.0.ffn.net.0.proj", "wan") == "diffusion_model.blocks.0.ffn.0"
-    assert comfyui_key("input_blocks.1.1.transformer_blocks.0.attn1.to_q", "comfy_unet") == \
-        "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q"
+    assert (
+        comfyui_key("input_blocks.1.1.transformer_blocks.0.attn1.to_q", "comfy_unet")
+        == "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q"
+    )
     with pytest.raises(ValueError, match="no original"):
         comfyui_key("blocks.0.norm2", "wan")
 
@@ -269,7 +304,11 @@ def test_an_interrupt_mid_step_checkpoints_the_last_finished_step_and_resume_fin
     cfg = config(tmp_path, base_flow, "raft", 4)
     rl_run.RLRun.optimizer_step = cancelling_step
     try:
-        summary = train_rl(cfg, policy=policy, progress=lambda s, n, row: after_step.__setitem__(s, [p.detach().clone() for p in policy.params]))
+        summary = train_rl(
+            cfg,
+            policy=policy,
+            progress=lambda s, n, row: after_step.__setitem__(s, [p.detach().clone() for p in policy.params]),
+        )
     finally:
         rl_run.RLRun.optimizer_step = original
     assert summary["interrupted"] and summary["step"] == 2
@@ -304,7 +343,10 @@ def test_trainer_node_settings_prompts_paths_and_bad_values(tmp_path):
     listing.write_text("one\n\ntwo\nthree\n", encoding="utf-8")
     assert prompt_lines(str(listing)) == ["one", "two", "three"]
     (tmp_path / "empty.txt").write_text("\n \n")
-    for bad, message in [("  \n", "prompts: enter the training prompts"), (str(tmp_path / "empty.txt"), "has no prompts")]:
+    for bad, message in [
+        ("  \n", "prompts: enter the training prompts"),
+        (str(tmp_path / "empty.txt"), "has no prompts"),
+    ]:
         with pytest.raises(ValueError, match=message):
             prompt_lines(bad)
     run_dir, final = output_paths(tmp_path, "loras/my_lora")
@@ -315,11 +357,29 @@ def test_trainer_node_settings_prompts_paths_and_bad_values(tmp_path):
             output_paths(tmp_path, bad)
     ok = NodeTraining("grpo", 10, 1e-4, 8, 8.0, 4, 10, 0, 5).validate()
     cfg = ok.config(["p1", "p2", "p3", "p4", "p5"], run_dir)
-    assert cfg.prompts_per_step == 1 and cfg.eval_prompts == ["p1", "p2", "p3", "p4"] and cfg.trainer_config().group_size == 4
-    for fields, message in [(dict(algorithm="ppo"), "algorithm must be one of"), (dict(group_size=1), "group_size: grpo"),
-                            (dict(learning_rate=2.0), "learning_rate must be in"), (dict(sampler_steps=1), "sampler_steps")]:
-        values = {"algorithm": "grpo", "steps": 10, "learning_rate": 1e-4, "rank": 8, "alpha": 8.0, "group_size": 4,
-                  "sampler_steps": 10, "seed": 0, "save_every": 5, **fields}
+    assert (
+        cfg.prompts_per_step == 1
+        and cfg.eval_prompts == ["p1", "p2", "p3", "p4"]
+        and cfg.trainer_config().group_size == 4
+    )
+    for fields, message in [
+        (dict(algorithm="ppo"), "algorithm must be one of"),
+        (dict(group_size=1), "group_size: grpo"),
+        (dict(learning_rate=2.0), "learning_rate must be in"),
+        (dict(sampler_steps=1), "sampler_steps"),
+    ]:
+        values = {
+            "algorithm": "grpo",
+            "steps": 10,
+            "learning_rate": 1e-4,
+            "rank": 8,
+            "alpha": 8.0,
+            "group_size": 4,
+            "sampler_steps": 10,
+            "seed": 0,
+            "save_every": 5,
+            **fields,
+        }
         with pytest.raises(ValueError, match=message):
             NodeTraining(**values).validate()
     with pytest.raises(ValueError, match="'comfyui' is for the ComfyUI Reward LoRA Trainer node"):
@@ -341,15 +401,32 @@ def test_pairwise_reward_against_the_tournament_winner_trains_end_to_end(base_fl
         return result
 
     monkeypatch.setattr(RewardModel, "tournament", recording)
-    cfg = RLConfig(algorithm="raft", out=str(tmp_path / "pairwise"), prompts=["a red picture"], steps=2, lr=1e-3, rank=4,
-                   alpha=8, eval_seeds=2, save_every=0, generator={"kind": "tiny", "path": str(base_flow)},
-                   rewards=[{"kind": "pairwise", "model": str(tiny_dirs["qwen2_5_vl"]), "dtype": "fp32", "device": "cpu",
-                             "reference_candidates": 4}],
-                   trainer={"group_size": 2, "sample_steps": 3, "raft_updates": 1})
+    cfg = RLConfig(
+        algorithm="raft",
+        out=str(tmp_path / "pairwise"),
+        prompts=["a red picture"],
+        steps=2,
+        lr=1e-3,
+        rank=4,
+        alpha=8,
+        eval_seeds=2,
+        save_every=0,
+        generator={"kind": "tiny", "path": str(base_flow)},
+        rewards=[
+            {
+                "kind": "pairwise",
+                "model": str(tiny_dirs["qwen2_5_vl"]),
+                "dtype": "fp32",
+                "device": "cpu",
+                "reference_candidates": 4,
+            }
+        ],
+        trainer={"group_size": 2, "sample_steps": 3, "raft_updates": 1},
+    )
     policy, _ = build_policy(cfg.validate())
     reward = policy.reward_for("a red picture")
     images, ranking = tournaments[-1]
-    assert images.shape[0] == 4 and torch.equal(reward.reference, images[ranking[0]:ranking[0] + 1])
+    assert images.shape[0] == 4 and torch.equal(reward.reference, images[ranking[0] : ranking[0] + 1])
     candidates = torch.rand(2, 16, 16, 3, generator=torch.Generator().manual_seed(0))
     expected = reward.model.compare(candidates, reward.reference, "a red picture").scores
     assert torch.allclose(reward(candidates), torch.tensor(expected))
@@ -370,18 +447,33 @@ def test_remote_reward_through_the_scoring_backend_trains_end_to_end(base_flow, 
     from rewarddance.backend.server.app import create_app
     from rewarddance.backend.server.settings import ModelSpec, ServerSettings
 
-    settings = ServerSettings(models={"judge": ModelSpec("judge", str(tiny_dirs["qwen2_5_vl"]), dtype="fp32", device="cpu")})
+    settings = ServerSettings(
+        models={"judge": ModelSpec("judge", str(tiny_dirs["qwen2_5_vl"]), dtype="fp32", device="cpu")}
+    )
     with ServerThread(create_app(settings)) as server:
-        cfg = RLConfig(algorithm="grpo", out=str(tmp_path / "remote"), prompts=["a red picture", "a blue picture"], steps=2,
-                       lr=1e-3, rank=4, alpha=8, eval_seeds=2, save_every=1, prompts_per_step=2,
-                       generator={"kind": "tiny", "path": str(base_flow)}, rewards=[{"kind": "pointwise", "url": server.url}],
-                       trainer={"group_size": 3, "sample_steps": 3})
+        cfg = RLConfig(
+            algorithm="grpo",
+            out=str(tmp_path / "remote"),
+            prompts=["a red picture", "a blue picture"],
+            steps=2,
+            lr=1e-3,
+            rank=4,
+            alpha=8,
+            eval_seeds=2,
+            save_every=1,
+            prompts_per_step=2,
+            generator={"kind": "tiny", "path": str(base_flow)},
+            rewards=[{"kind": "pointwise", "url": server.url}],
+            trainer={"group_size": 3, "sample_steps": 3},
+        )
         policy, _ = build_policy(cfg.validate())
         images = torch.rand(3, 16, 16, 3, generator=torch.Generator().manual_seed(1))
         remote = policy.reward_for("a red picture")
         local = RewardModel.from_pretrained(str(tiny_dirs["qwen2_5_vl"]), dtype="fp32", device="cpu")
         assert not remote.differentiable
-        assert torch.allclose(remote.submit(images).result(), torch.tensor(local.score(images, "a red picture").scores), atol=1e-5)
+        assert torch.allclose(
+            remote.submit(images).result(), torch.tensor(local.score(images, "a red picture").scores), atol=1e-5
+        )
         summary = train_rl(cfg, policy=policy)
     rows = [json.loads(line) for line in (tmp_path / "remote" / "log.jsonl").read_text().splitlines()]
     assert summary["step"] == 2 and [r["step"] for r in rows] == [1, 2]

@@ -20,8 +20,20 @@ def synthetic(tmp_path_factory):
 
 
 def config(tiny_dirs, pairs, out, **kw) -> RMTrainConfig:
-    base = dict(model=str(tiny_dirs["qwen2_5_vl"]), pairs=str(pairs), out=str(out), lora=False, freeze_vision=False,
-                learning_rate=1e-3, steps=4, batch_size=4, save_every=0, eval_fraction=0.2, dtype="fp32", device="cpu")
+    base = dict(
+        model=str(tiny_dirs["qwen2_5_vl"]),
+        pairs=str(pairs),
+        out=str(out),
+        lora=False,
+        freeze_vision=False,
+        learning_rate=1e-3,
+        steps=4,
+        batch_size=4,
+        save_every=0,
+        eval_fraction=0.2,
+        dtype="fp32",
+        device="cpu",
+    )
     return RMTrainConfig(**{**base, **kw})
 
 
@@ -34,17 +46,20 @@ def two_images(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("line,word", [
-    ("{not json", "not valid JSON"),
-    ('["a"]', "JSON object"),
-    ('{"prompt": "x", "chosen": "a.png"}', "'rejected' is required"),
-    ('{"prompt": "", "chosen": "a.png", "rejected": "b.png"}', "'prompt' is required"),
-    ('{"prompt": "x", "chosen": "a.png", "rejected": "missing.png"}', "does not exist"),
-    ('{"prompt": "x", "chosen": "a.png", "rejected": "a.png"}', "same file"),
-    ('{"prompt": "x", "chosen": "a.png", "rejected": "b.png", "winner": 1}', "unknown field"),
-    ('{"prompt": "x", "chosen": "a.png", "rejected": "b.png", "tie": "no"}', "'tie' must be"),
-    ('{"prompt": "x", "chosen": "a.png", "rejected": "pairs.jsonl"}', "not an image or video"),
-])
+@pytest.mark.parametrize(
+    "line,word",
+    [
+        ("{not json", "not valid JSON"),
+        ('["a"]', "JSON object"),
+        ('{"prompt": "x", "chosen": "a.png"}', "'rejected' is required"),
+        ('{"prompt": "", "chosen": "a.png", "rejected": "b.png"}', "'prompt' is required"),
+        ('{"prompt": "x", "chosen": "a.png", "rejected": "missing.png"}', "does not exist"),
+        ('{"prompt": "x", "chosen": "a.png", "rejected": "a.png"}', "same file"),
+        ('{"prompt": "x", "chosen": "a.png", "rejected": "b.png", "winner": 1}', "unknown field"),
+        ('{"prompt": "x", "chosen": "a.png", "rejected": "b.png", "tie": "no"}', "'tie' must be"),
+        ('{"prompt": "x", "chosen": "a.png", "rejected": "pairs.jsonl"}', "not an image or video"),
+    ],
+)
 def test_bad_rows_name_the_line(two_images, line, word):
     path = two_images / "pairs.jsonl"
     path.write_text('{"prompt": "ok", "chosen": "a.png", "rejected": "b.png"}\n' + line + "\n")
@@ -85,7 +100,10 @@ def test_pairwise_examples_are_the_scorers_queries_plus_the_verdict(synthetic, r
     examples = pairwise_examples(pair, rm.config, load)
     prepared = tokenised(rm.scorer, examples)
     tokens = AnswerTokens.from_config(rm.vlm.tokenizer, rm.config)
-    expected = [(load(pair.rejected), load(pair.chosen), tokens.yes_ids[0]), (load(pair.chosen), load(pair.rejected), tokens.no_ids[0])]
+    expected = [
+        (load(pair.rejected), load(pair.chosen), tokens.yes_ids[0]),
+        (load(pair.chosen), load(pair.rejected), tokens.no_ids[0]),
+    ]
     for e, p, (ref, cand, target) in zip(examples, prepared, expected):
         assert e.targets == 1 and int(p.input_ids[-1]) == target
         scoring = rm.scorer.prepare([pairwise_query(ref, cand, pair.prompt, rm.config)])[0]
@@ -107,12 +125,38 @@ def test_pairwise_training_learns_on_a_fixed_seed(synthetic, tiny_dirs, tmp_path
 def test_exported_checkpoint_scores_like_the_trained_model(synthetic, tiny_dirs, tmp_path, capsys, lora):
     from rewarddance.backend.cli import main
 
-    result = train_reward_model(config(tiny_dirs, synthetic, tmp_path / "run", steps=3, lora=lora, lora_rank=4,
-                                       lora_alpha=8, lora_targets=["q_proj", "v_proj"]))
+    result = train_reward_model(
+        config(
+            tiny_dirs,
+            synthetic,
+            tmp_path / "run",
+            steps=3,
+            lora=lora,
+            lora_rank=4,
+            lora_alpha=8,
+            lora_targets=["q_proj", "v_proj"],
+        )
+    )
     files = [p.chosen for p in load_pairs(synthetic)[:3]]
     in_memory = result["reward_model"].score(files, "a clean, natural photograph").scores
-    assert main(["score", *files, "--prompt", "a clean, natural photograph", "--json", "--model", result["model"],
-                 "--dtype", "fp32", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                *files,
+                "--prompt",
+                "a clean, natural photograph",
+                "--json",
+                "--model",
+                result["model"],
+                "--dtype",
+                "fp32",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     loaded = [row["score"] for row in json.loads(capsys.readouterr().out)]
     assert loaded == pytest.approx(in_memory, abs=1e-5)
 
@@ -127,15 +171,19 @@ def test_interrupt_then_resume_reaches_the_same_final_step_and_weights(synthetic
         calls["n"] += 1
         return calls["n"] == 3
 
-    first = train_reward_model(config(tiny_dirs, synthetic, tmp_path / "resumed", steps=6, save_every=2),
-                               should_stop=stop_after_three)
+    first = train_reward_model(
+        config(tiny_dirs, synthetic, tmp_path / "resumed", steps=6, save_every=2), should_stop=stop_after_three
+    )
     assert first["interrupted"] and first["step"] == 3 and first["checkpoint"].endswith("step-0000003")
     with (tmp_path / "resumed" / "log.jsonl").open("a") as fh:  # as if a crash came after logging step 4
         fh.write(json.dumps({"step": 4, "loss": 9.9}) + "\n")
     second = train_reward_model(config(tiny_dirs, synthetic, tmp_path / "resumed", steps=6, save_every=2))
     assert second["resumed"] and second["step"] == 6 and not second["interrupted"]
-    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
-             if "loss" in json.loads(line)]
+    steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
     assert steps == [1, 2, 3, 4, 5, 6]
     a = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
@@ -145,8 +193,10 @@ def test_interrupt_then_resume_reaches_the_same_final_step_and_weights(synthetic
 
 def test_pointwise_objective_trains(synthetic, tiny_dirs, tmp_path):
     seen = []
-    result = train_reward_model(config(tiny_dirs, synthetic, tmp_path / "run", steps=3, objective="pointwise"),
-                                progress=lambda s, n, m: seen.append(m))
+    result = train_reward_model(
+        config(tiny_dirs, synthetic, tmp_path / "run", steps=3, objective="pointwise"),
+        progress=lambda s, n, m: seen.append(m),
+    )
     assert result["step"] == 3 and set(seen[0]) >= {"loss", "bt", "ce", "pair_accuracy"}
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in seen)
 
@@ -158,9 +208,11 @@ def test_train_and_eval_from_the_command_line(tiny_dirs, tmp_path, capsys):
     assert main(["make-pairs", "--out", str(tmp_path / "data"), "--n", "12", "--size", "48"]) == 0
     capsys.readouterr()
     cfg = tmp_path / "rm.toml"
-    cfg.write_text(f'model = "{tiny_dirs["qwen2_5_vl"]}"\npairs = "data/pairs.jsonl"\nout = "run"\nlora = false\n'
-                   'freeze_vision = false\nsteps = 2\nbatch_size = 2\ndtype = "fp32"\ndevice = "cpu"\n'
-                   'learning_rate = 0.001\n[scoring]\ncriteria = ["overall"]\n')
+    cfg.write_text(
+        f'model = "{tiny_dirs["qwen2_5_vl"]}"\npairs = "data/pairs.jsonl"\nout = "run"\nlora = false\n'
+        'freeze_vision = false\nsteps = 2\nbatch_size = 2\ndtype = "fp32"\ndevice = "cpu"\n'
+        'learning_rate = 0.001\n[scoring]\ncriteria = ["overall"]\n'
+    )
     assert main(["train-rm", "--config", str(cfg), "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["step"] == 2 and summary["model"].endswith("run/model")
@@ -170,20 +222,42 @@ def test_train_and_eval_from_the_command_line(tiny_dirs, tmp_path, capsys):
 
     loaded = RewardModel.from_pretrained(summary["model"], dtype="fp32", device="cpu")
     assert loaded.config.criteria == ("overall",)  # scored the way it was trained, with no extra flags
-    assert RewardModel.from_pretrained(summary["model"], dtype="fp32", device="cpu", criteria="text").config.criteria == ("text",)
-    assert main(["eval-rm", "--model", summary["model"], "--pairs", str(tmp_path / "data" / "pairs.jsonl"),
-                 "--ood-pairs", str(tmp_path / "data" / "pairs.jsonl"), "--dtype", "fp32", "--device", "cpu", "--json"]) == 0
+    assert RewardModel.from_pretrained(
+        summary["model"], dtype="fp32", device="cpu", criteria="text"
+    ).config.criteria == ("text",)
+    assert (
+        main(
+            [
+                "eval-rm",
+                "--model",
+                summary["model"],
+                "--pairs",
+                str(tmp_path / "data" / "pairs.jsonl"),
+                "--ood-pairs",
+                str(tmp_path / "data" / "pairs.jsonl"),
+                "--dtype",
+                "fp32",
+                "--device",
+                "cpu",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {"in_domain", "out_of_domain"} and report["in_domain"]["pairs"] == 12
     assert 0 <= report["in_domain"]["pairwise_accuracy"] <= 1 and report["in_domain"]["reliability"]
 
 
-@pytest.mark.parametrize("text,word", [
-    ('model = "m"\npairs = "p.jsonl"\n', "missing required key"),
-    ('model = "m"\npairs = "p.jsonl"\nout = "o"\nobjective = "regression"\n', "objective"),
-    ('model = "m"\npairs = "p.jsonl"\nout = "o"\nstep = 3\n', "unknown key"),
-    ('model = "m"\npairs = "p.jsonl"\nout = "o"\n[scoring]\nnormalize = "softmax"\n', "scoring"),
-])
+@pytest.mark.parametrize(
+    "text,word",
+    [
+        ('model = "m"\npairs = "p.jsonl"\n', "missing required key"),
+        ('model = "m"\npairs = "p.jsonl"\nout = "o"\nobjective = "regression"\n', "objective"),
+        ('model = "m"\npairs = "p.jsonl"\nout = "o"\nstep = 3\n', "unknown key"),
+        ('model = "m"\npairs = "p.jsonl"\nout = "o"\n[scoring]\nnormalize = "softmax"\n', "scoring"),
+    ],
+)
 def test_bad_training_configs(tmp_path, text, word):
     path = tmp_path / "rm.toml"
     path.write_text(text)
@@ -201,7 +275,9 @@ def test_chain_of_thought_targets_include_the_reason(synthetic, reward_models, c
     cfg = rm.config.with_overrides(cot=cot)
     examples = pairwise_examples(pair, cfg, VisualCache())
     text = examples[0].query.continuation
-    assert pair.reason in text and (text.startswith("Yes") if cot == "answer_first" else text.endswith("Final answer: yes"))
+    assert pair.reason in text and (
+        text.startswith("Yes") if cot == "answer_first" else text.endswith("Final answer: yes")
+    )
     tokenised(rm.scorer, examples)
     assert all(e.targets > 5 for e in examples)
     loss, _ = pairwise_loss(rm.scorer, examples)

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conftest import FAMILIES
 from PIL import Image as PILImage
 
 from rewarddance.backend import FewShotExample, Video
@@ -15,22 +16,23 @@ from rewarddance.backend.scoring.answer import AnswerTokens, yes_probability
 from rewarddance.backend.scoring.config import ScoringConfig
 from rewarddance.backend.scoring.prompts import VERDICT_MARKER, pointwise_query
 
-from conftest import FAMILIES
-
 QUESTION = 'Does this image show "{prompt}"?'
 
 
 def transformers_reference(ckpt, image_path, prompt: str) -> float:
     """A plain transformers computation: processor pixels, chat template, one forward, vocab softmax of 'Yes'."""
-    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
     from helpers import pil_image_processor
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
     tok = AutoTokenizer.from_pretrained(ckpt)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(ckpt, torch_dtype=torch.float32).eval()
     images = pil_image_processor("qwen", ckpt)(images=[PILImage.open(image_path).convert("RGB")], return_tensors="pt")
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION.replace("{prompt}", prompt)}]}]
-    text = tok.apply_chat_template(messages, chat_template=(ckpt / "chat_template.jinja").read_text(), tokenize=False,
-                                   add_generation_prompt=True)
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION.replace("{prompt}", prompt)}]}
+    ]
+    text = tok.apply_chat_template(
+        messages, chat_template=(ckpt / "chat_template.jinja").read_text(), tokenize=False, add_generation_prompt=True
+    )
     n = int(images["image_grid_thw"][0].prod()) // 4
     inputs = tok(text.replace("<|image_pad|>", "<|image_pad|>" * n), return_tensors="pt")
     extra = {}
@@ -46,8 +48,26 @@ def transformers_reference(ckpt, image_path, prompt: str) -> float:
 def test_cli_score_equals_plain_transformers(tiny_dirs, photo_paths):
     ckpt = tiny_dirs["qwen2_5_vl"]
     files = [str(p) for p in photo_paths[:3]]
-    cmd = [sys.executable, "-m", "rewarddance", "score", "--model", str(ckpt), "--prompt", "a red fox",
-           "--question", QUESTION, "--normalize", "vocab", "--answer", "Yes", "--dtype", "float32", "--json", *files]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rewarddance",
+        "score",
+        "--model",
+        str(ckpt),
+        "--prompt",
+        "a red fox",
+        "--question",
+        QUESTION,
+        "--normalize",
+        "vocab",
+        "--answer",
+        "Yes",
+        "--dtype",
+        "float32",
+        "--json",
+        *files,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     rows = json.loads(out.stdout)
     assert [r["path"] for r in rows] == files
@@ -94,10 +114,12 @@ def test_prefix_reuse_equals_unshared_path(reward_models, family, photo_paths):
 def test_prefix_reuse_with_padding_and_small_batches(reward_models, photo_paths):
     rm = reward_models("qwen2_5_vl")
     candidates = [str(p) for p in photo_paths[1:]] + [torch.rand(40, 200, 3)]
-    shared = rm.compare(candidates, photo_paths[0], ["a cat", "a dog with a longer prompt here", "x", "y z", "w"],
-                        max_batch_tokens=900).scores
-    plain = rm.compare(candidates, photo_paths[0], ["a cat", "a dog with a longer prompt here", "x", "y z", "w"],
-                       prefix_reuse=False).scores
+    shared = rm.compare(
+        candidates, photo_paths[0], ["a cat", "a dog with a longer prompt here", "x", "y z", "w"], max_batch_tokens=900
+    ).scores
+    plain = rm.compare(
+        candidates, photo_paths[0], ["a cat", "a dog with a longer prompt here", "x", "y z", "w"], prefix_reuse=False
+    ).scores
     assert shared == pytest.approx(plain, abs=1e-4)
 
 
@@ -138,13 +160,17 @@ def test_yes_probability_function():
 
 def test_custom_question_system_and_criteria_change_the_prompt(reward_models, photo_paths):
     rm = reward_models("qwen2_5_vl")
-    q = pointwise_query(rm_visual(photo_paths[0]), "a cat", ScoringConfig(system="Judge strictly.", criteria=("aesthetics",)))
+    q = pointwise_query(
+        rm_visual(photo_paths[0]), "a cat", ScoringConfig(system="Judge strictly.", criteria=("aesthetics",))
+    )
     text = rm.scorer.render(q)
     assert "Judge strictly." in text and "You are a helpful assistant." not in text
     assert "Aesthetics:" in text and '"a cat"' in text
     default = rm.scorer.render(pointwise_query(rm_visual(photo_paths[0]), "a cat", ScoringConfig()))
     assert "You are a helpful assistant." in default
-    custom = rm.scorer.render(pointwise_query(rm_visual(photo_paths[0]), "a cat", ScoringConfig(question="Is {prompt} here?")))
+    custom = rm.scorer.render(
+        pointwise_query(rm_visual(photo_paths[0]), "a cat", ScoringConfig(question="Is {prompt} here?"))
+    )
     assert "Is a cat here?" in custom
     a = rm.score(photo_paths[:1], "a cat", criteria=["aesthetics"]).scores[0]
     b = rm.score(photo_paths[:1], "a cat", criteria=["text"]).scores[0]
@@ -321,7 +347,7 @@ def test_qwen3_video_prompt_has_one_block_per_temporal_patch(reward_models):
     prepared = rm.scorer.prepare([pq(clip, "a cat", ScoringConfig())])[0]
     text = rm.vlm.tokenizer.decode(prepared.input_ids)
     start, end = text.index("<|vision_start|>"), text.rindex("<|vision_end|>")
-    video_part = text[start - len("<0.2 seconds>") - 10:end + len("<|vision_end|>")]
+    video_part = text[start - len("<0.2 seconds>") - 10 : end + len("<|vision_end|>")]
     # 8 frames at 4 fps sampled to 2 fps -> 4 frames -> 2 temporal patches, each "<t seconds>" + one block
     assert text.count("<|vision_start|>") == 2 and text.count("<|vision_end|>") == 2
     assert "seconds><|vision_start|>" in video_part and "<|vision_start|><0" not in text

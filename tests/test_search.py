@@ -64,7 +64,9 @@ def test_protocol_and_errors(generator, reward_models):
     with pytest.raises(ValueError, match="budget"):
         best_of_n(generator, ColourReward(), STEPS, 0)
     with pytest.raises(ValueError, match="differentiable"):
-        ALGORITHMS["noise_gradient"](generator, ModelReward(None, "x", reference="ref", differentiable=False), STEPS, 16)
+        ALGORITHMS["noise_gradient"](
+            generator, ModelReward(None, "x", reference="ref", differentiable=False), STEPS, 16
+        )
     with pytest.raises(ValueError, match="steps"):
         TinyFlowGenerator().sigmas(0)
 

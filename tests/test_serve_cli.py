@@ -22,9 +22,26 @@ def settings_for(*argv: str):
 
 
 def test_flags_make_settings(tmp_path):
-    s = settings_for("--model", "judge=/m/7b", "--model", "small=/m/3b", "--port", "9000", "--max-batch-tokens", "4096",
-                     "--max-delay-ms", "5", "--pin", "judge", "--trust-remote-code", "small", "--gpu-memory", "40GB",
-                     "--dtype", "bf16")
+    s = settings_for(
+        "--model",
+        "judge=/m/7b",
+        "--model",
+        "small=/m/3b",
+        "--port",
+        "9000",
+        "--max-batch-tokens",
+        "4096",
+        "--max-delay-ms",
+        "5",
+        "--pin",
+        "judge",
+        "--trust-remote-code",
+        "small",
+        "--gpu-memory",
+        "40GB",
+        "--dtype",
+        "bf16",
+    )
     assert list(s.models) == ["judge", "small"] and s.default_model == "judge"
     assert s.models["judge"].pinned and not s.models["small"].pinned
     assert s.models["small"].trust_remote_code and not s.models["judge"].trust_remote_code
@@ -34,9 +51,11 @@ def test_flags_make_settings(tmp_path):
 
 def test_config_files_toml_and_yaml(tmp_path):
     toml = tmp_path / "rd.toml"
-    toml.write_text('port = 8800\ndefault_model = "b"\ncpu_memory = "2GiB"\n'
-                    '[models.a]\npath = "/m/a"\n[models.b]\npath = "/m/b"\npinned = true\n'
-                    '[models.b.scoring]\ncriteria = ["alignment"]\nnormalize = "yes_no"\n')
+    toml.write_text(
+        'port = 8800\ndefault_model = "b"\ncpu_memory = "2GiB"\n'
+        '[models.a]\npath = "/m/a"\n[models.b]\npath = "/m/b"\npinned = true\n'
+        '[models.b.scoring]\ncriteria = ["alignment"]\nnormalize = "yes_no"\n'
+    )
     s = settings_for("--config", str(toml), "--port", "8801")
     assert s.port == 8801 and s.default_model == "b" and s.cpu_memory == 2 * 2**30
     assert s.models["b"].pinned and s.models["b"].load_options()["normalize"] == "yes_no"
@@ -46,18 +65,21 @@ def test_config_files_toml_and_yaml(tmp_path):
     assert s.models["judge"].path == "/m/judge" and s.max_queue == 7
 
 
-@pytest.mark.parametrize("argv,word", [
-    ([], "no models configured"),
-    (["--model", "a=/m/a", "--model", "a=/m/b"], "used twice"),
-    (["--model", "../x=/m/a"], "not allowed"),
-    (["--model", "a=/m/a", "--pin", "b"], "--pin 'b'"),
-    (["--model", "a=/m/a", "--host", "0.0.0.0"], "token"),
-    (["--model", "a=/m/a", "--default-model", "z"], "default_model"),
-    (["--model", "a=/m/a", "--gpu-memory", "lots"], "--gpu-memory"),
-    (["--model", "a=/m/a", "--max-queue", "0"], "max_queue"),
-    (["--model", "a=/m/a", "--token", "short"], "8 characters"),
-    (["--config", "/nonexistent.toml"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv,word",
+    [
+        ([], "no models configured"),
+        (["--model", "a=/m/a", "--model", "a=/m/b"], "used twice"),
+        (["--model", "../x=/m/a"], "not allowed"),
+        (["--model", "a=/m/a", "--pin", "b"], "--pin 'b'"),
+        (["--model", "a=/m/a", "--host", "0.0.0.0"], "token"),
+        (["--model", "a=/m/a", "--default-model", "z"], "default_model"),
+        (["--model", "a=/m/a", "--gpu-memory", "lots"], "--gpu-memory"),
+        (["--model", "a=/m/a", "--max-queue", "0"], "max_queue"),
+        (["--model", "a=/m/a", "--token", "short"], "8 characters"),
+        (["--config", "/nonexistent.toml"], "does not exist"),
+    ],
+)
 def test_bad_serve_options_exit_2_with_a_message(argv, word, capsys):
     assert main(["serve", *argv]) == 2
     assert word in capsys.readouterr().err
@@ -76,21 +98,46 @@ def test_bad_config_contents():
         settings_from_dict({"models": {"a": {"path": "/m", "dtpye": "bf16"}}})
     with pytest.raises(SettingsError, match="scoring"):
         settings_from_dict({"models": {"a": {"path": "/m", "scoring": {"normalize": "x"}}}}).validate()
-    assert parse_bytes("512MiB", "x") == 512 * 2**20 and parse_bytes(1000, "x") == 1000 and parse_bytes("1.5 GB", "x") == 1.5e9
+    assert (
+        parse_bytes("512MiB", "x") == 512 * 2**20
+        and parse_bytes(1000, "x") == 1000
+        and parse_bytes("1.5 GB", "x") == 1.5e9
+    )
 
 
 def test_backend_flag_refuses_local_loading_options(tmp_path, capsys):
     random_image(8, 8).save(tmp_path / "a.png")
-    assert main(["score", str(tmp_path / "a.png"), "--prompt", "x", "--backend", "http://127.0.0.1:1", "--dtype", "fp16"]) == 2
+    assert (
+        main(["score", str(tmp_path / "a.png"), "--prompt", "x", "--backend", "http://127.0.0.1:1", "--dtype", "fp16"])
+        == 2
+    )
     assert "--dtype" in capsys.readouterr().err
 
 
 # --- graceful shutdown ---------------------------------------------------------------------------------------------
 def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny_dirs):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "rewarddance", "serve", "--model", f"t={tiny_dirs['qwen2_5_vl']}",
-                             "--port", "0", "--device", "cpu", "--dtype", "fp32", "--preload"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rewarddance",
+            "serve",
+            "--model",
+            f"t={tiny_dirs['qwen2_5_vl']}",
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+            "--dtype",
+            "fp32",
+            "--preload",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()
         assert "serving on" in line, proc.stderr.read()
@@ -133,8 +180,9 @@ def flaky_server():
     async def score(request):
         calls["n"] += 1
         if calls["n"] <= 2:
-            return web.json_response({"error": {"type": "queue_full", "message": "busy"}}, status=503,
-                                     headers={"Retry-After": "0"})
+            return web.json_response(
+                {"error": {"type": "queue_full", "message": "busy"}}, status=503, headers={"Retry-After": "0"}
+            )
         return web.json_response({"scores": [0.25], "model": "m", "usage": {}})
 
     app = web.Application()
@@ -182,15 +230,21 @@ def test_serve_start_failures_exit_2(tiny_dirs, tmp_path, capsys):
     assert "choose another --port" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv,word", [
-    (["search", "--pipeline", "p", "--prompt", "x", "--algorithm", "magic"], "--algorithm must be one of"),
-    (["search", "--pipeline", "p", "--prompt", "x", "--budget", "5", "--steps", "10"], "--budget (5 denoiser calls)"),
-    (["search", "--pipeline", "p", "--prompt", "x", "--out", "best.txt"], "--out must be an image"),
-    (["make-pairs", "--out", "d", "--edits", "sepia"], "unknown edit(s) sepia"),
-    (["make-pairs", "--out", "d", "--n", "1"], "--n must be at least 2"),
-    (["eval-rm", "--model", "m", "--pairs", "/nonexistent/pairs.jsonl"], "does not exist"),
-    (["train-rm", "--config", "/nonexistent/rm.toml"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv,word",
+    [
+        (["search", "--pipeline", "p", "--prompt", "x", "--algorithm", "magic"], "--algorithm must be one of"),
+        (
+            ["search", "--pipeline", "p", "--prompt", "x", "--budget", "5", "--steps", "10"],
+            "--budget (5 denoiser calls)",
+        ),
+        (["search", "--pipeline", "p", "--prompt", "x", "--out", "best.txt"], "--out must be an image"),
+        (["make-pairs", "--out", "d", "--edits", "sepia"], "unknown edit(s) sepia"),
+        (["make-pairs", "--out", "d", "--n", "1"], "--n must be at least 2"),
+        (["eval-rm", "--model", "m", "--pairs", "/nonexistent/pairs.jsonl"], "does not exist"),
+        (["train-rm", "--config", "/nonexistent/rm.toml"], "does not exist"),
+    ],
+)
 def test_new_commands_refuse_bad_input(argv, word, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2

@@ -14,8 +14,16 @@ from rewarddance.backend.client import AsyncRewardClient, BackendError, RewardCl
 from rewarddance.backend.server.app import ScoringService, create_app, mount
 from rewarddance.backend.server.settings import ModelSpec, ServerSettings
 
-PROMPTS = ["a photo of an astronaut", "a cat on a sofa", "a cup of coffee", "a rocket launch",
-           "a red fox in the snow", "microscope slide", "a city at night", "a bowl of fruit"]
+PROMPTS = [
+    "a photo of an astronaut",
+    "a cat on a sofa",
+    "a cup of coffee",
+    "a rocket launch",
+    "a red fox in the snow",
+    "microscope slide",
+    "a city at night",
+    "a bowl of fruit",
+]
 
 
 def tiny_settings(tiny_dirs, **kw) -> ServerSettings:
@@ -54,8 +62,10 @@ def test_64_concurrent_clients_get_offline_scores(served, image_files, reward_mo
     rm = reward_models("qwen2_5_vl")
     offline = {p: rm.score(image_files, p).scores for p in PROMPTS}  # what `rewarddance score` computes
     rng = random.Random(0)
-    plan = [[(rng.choice(PROMPTS), rng.sample(range(len(image_files)), rng.randint(1, 3))) for _ in range(8)]
-            for _ in range(64)]
+    plan = [
+        [(rng.choice(PROMPTS), rng.sample(range(len(image_files)), rng.randint(1, 3))) for _ in range(8)]
+        for _ in range(64)
+    ]
     encoded = {i: base64.b64encode(f.read_bytes()).decode() for i, f in enumerate(image_files)}
 
     async def client(requests):
@@ -92,8 +102,24 @@ def test_score_matches_cli_score(served, image_files, capsys):
     assert main(["score", *files, "--prompt", "a cat", "--json", "--backend", served.url]) == 0
     remote = json.loads(capsys.readouterr().out)
     service_settings = served_settings(served)
-    assert main(["score", *files, "--prompt", "a cat", "--json", "--model", service_settings.models["qwen"].path,
-                 "--dtype", "fp32", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                *files,
+                "--prompt",
+                "a cat",
+                "--json",
+                "--model",
+                service_settings.models["qwen"].path,
+                "--dtype",
+                "fp32",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     local = json.loads(capsys.readouterr().out)
     assert [r["path"] for r in remote] == files
     for got, want in zip(remote, local):
@@ -110,7 +136,9 @@ def test_compare_rank_tournament_match_the_engine(served, image_files, reward_mo
     rm = reward_models("qwen2_5_vl")
     c = RewardClient(served.url)
     files = image_files[:4]
-    assert c.compare(files[1:], files[0], "a cat").scores == pytest.approx(rm.compare(files[1:], files[0], "a cat").scores, abs=1e-5)
+    assert c.compare(files[1:], files[0], "a cat").scores == pytest.approx(
+        rm.compare(files[1:], files[0], "a cat").scores, abs=1e-5
+    )
     ranked, local = c.rank(files, "a cat", top_k=2), rm.rank(files, "a cat", top_k=2)
     assert ranked.indices == local.indices and ranked.scores == pytest.approx(local.scores, abs=1e-5)
     t, lt = c.tournament(files[:3], "a cat"), rm.tournament(files[:3], "a cat")
@@ -123,9 +151,15 @@ def test_request_options_change_the_score_like_the_engine(served, image_files, r
     rm = reward_models("qwen2_5_vl")
     c = RewardClient(served.url)
     files = image_files[:2]
-    for opts in ({"normalize": "yes_no"}, {"criteria": ["alignment", "aesthetics"]}, {"answer": "Yes", "answer_variants": True},
-                 {"question": 'Is "{prompt}" visible here?', "system": "You are a strict judge."}):
-        assert c.score(files, "a cat", **opts).scores == pytest.approx(rm.score(files, "a cat", **opts).scores, abs=1e-5)
+    for opts in (
+        {"normalize": "yes_no"},
+        {"criteria": ["alignment", "aesthetics"]},
+        {"answer": "Yes", "answer_variants": True},
+        {"question": 'Is "{prompt}" visible here?', "system": "You are a strict judge."},
+    ):
+        assert c.score(files, "a cat", **opts).scores == pytest.approx(
+            rm.score(files, "a cat", **opts).scores, abs=1e-5
+        )
     with_reasons = c.score(files[:1], "a cat", reasons=True, reason_tokens=4)
     assert len(with_reasons.reasons) == 1 and isinstance(with_reasons.reasons[0], str)
 
@@ -149,13 +183,16 @@ def test_video_and_multipart(served, tiny_dirs, reward_models):
     boundary = "XyZ"
     parts = [
         f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="a.png"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode() + buf.getvalue() + b"\r\n",
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + buf.getvalue()
+        + b"\r\n",
         f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na cat\r\n'.encode(),
         f'--{boundary}\r\nContent-Disposition: form-data; name="json"\r\n\r\n{{"normalize": "yes_no"}}\r\n'.encode(),
         f"--{boundary}--\r\n".encode(),
     ]
-    status, body, _ = http("POST", served.url + "/v1/score", b"".join(parts),
-                           {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    status, body, _ = http(
+        "POST", served.url + "/v1/score", b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
     assert status == 200, body
     assert body["scores"] == pytest.approx(rm.score([img], "a cat", normalize="yes_no").scores, abs=1e-5)
 
@@ -187,8 +224,13 @@ MALFORMED = [
     ("video without fps", "/v1/score", lambda b: {"prompt": "x", "images": [{"frames": [b]}]}, 400, "fps"),
     ("video bad fps", "/v1/score", lambda b: {"prompt": "x", "images": [{"frames": [b], "fps": -2}]}, 400, "fps"),
     ("video no frames", "/v1/score", {"prompt": "x", "images": [{"frames": [], "fps": 4}]}, 400, "frames"),
-    ("video mixed sizes", "/v1/score",
-     lambda b: {"prompt": "x", "images": [{"frames": [b, png_b64(random_image(30, 20))], "fps": 4}]}, 400, "same size"),
+    (
+        "video mixed sizes",
+        "/v1/score",
+        lambda b: {"prompt": "x", "images": [{"frames": [b, png_b64(random_image(30, 20))], "fps": 4}]},
+        400,
+        "same size",
+    ),
     ("unknown model", "/v1/score", lambda b: {"model": "nope", "prompt": "x", "images": [b]}, 404, "nope"),
     ("path-like model", "/v1/score", lambda b: {"model": "/etc/passwd", "prompt": "x", "images": [b]}, 400, "path"),
     ("dotdot model", "/v1/score", lambda b: {"model": "..", "prompt": "x", "images": [b]}, 400, "path"),
@@ -199,24 +241,57 @@ MALFORMED = [
     ("answer words clash", "/v1/score", lambda b: {"prompt": "x", "images": [b], "answer": "No"}, 400, "share"),
     ("reasons not bool", "/v1/score", lambda b: {"prompt": "x", "images": [b], "reasons": "maybe"}, 400, "reasons"),
     ("criteria wrong type", "/v1/score", lambda b: {"prompt": "x", "images": [b], "criteria": 5}, 400, "criteria"),
-    ("reason_tokens too big", "/v1/score", lambda b: {"prompt": "x", "images": [b], "reason_tokens": 10**6}, 400, "reason_tokens"),
-    ("question template bad field", "/v1/score", lambda b: {"prompt": "x", "images": [b], "question": "{nope}"}, 400, "nope"),
-    ("few_shot bad verdict", "/v1/score", lambda b: {"prompt": "x", "images": [b], "few_shot": [{"image": b, "verdict": 2}]},
-     400, "verdict"),
+    (
+        "reason_tokens too big",
+        "/v1/score",
+        lambda b: {"prompt": "x", "images": [b], "reason_tokens": 10**6},
+        400,
+        "reason_tokens",
+    ),
+    (
+        "question template bad field",
+        "/v1/score",
+        lambda b: {"prompt": "x", "images": [b], "question": "{nope}"},
+        400,
+        "nope",
+    ),
+    (
+        "few_shot bad verdict",
+        "/v1/score",
+        lambda b: {"prompt": "x", "images": [b], "few_shot": [{"image": b, "verdict": 2}]},
+        400,
+        "verdict",
+    ),
     ("top_k zero", "/v1/rank", lambda b: {"prompt": "x", "images": [b], "top_k": 0}, 400, "top_k"),
     ("top_k string", "/v1/rank", lambda b: {"prompt": "x", "images": [b], "top_k": "2"}, 400, "top_k"),
     ("compare without reference", "/v1/compare", lambda b: {"prompt": "x", "candidates": [b]}, 400, "reference"),
-    ("compare two references", "/v1/compare", lambda b: {"prompt": "x", "candidates": [b], "reference": [b, b]}, 400, "reference"),
-    ("compare image vs video", "/v1/compare",
-     lambda b: {"prompt": "x", "candidates": [{"frames": [b], "fps": 2}], "reference": b}, 400, "video"),
+    (
+        "compare two references",
+        "/v1/compare",
+        lambda b: {"prompt": "x", "candidates": [b], "reference": [b, b]},
+        400,
+        "reference",
+    ),
+    (
+        "compare image vs video",
+        "/v1/compare",
+        lambda b: {"prompt": "x", "candidates": [{"frames": [b], "fps": 2}], "reference": b},
+        400,
+        "video",
+    ),
     ("tournament one candidate", "/v1/tournament", lambda b: {"prompt": "x", "candidates": [b]}, 400, "at least 2"),
     ("tournament prompt list", "/v1/tournament", lambda b: {"prompt": ["x", "y"], "candidates": [b, b]}, 400, "prompt"),
     ("oversized body", "/v1/score", lambda b: {"prompt": "x", "images": [_big_png()] * 2}, 413, "limit"),
     ("unknown route", "/v1/scores", {"prompt": "x"}, 404, "openapi"),
     ("deeply nested json", "/v1/score", b"[" * 100000, 400, "deeply"),
     ("tournament too large", "/v1/tournament", lambda b: {"prompt": "x", "candidates": [b] * 65}, 400, "at most 64"),
-    ("too many few-shot examples", "/v1/score",
-     lambda b: {"prompt": "x", "images": [b], "few_shot": [{"image": b, "verdict": True}] * 33}, 400, "at most 32"),
+    (
+        "too many few-shot examples",
+        "/v1/score",
+        lambda b: {"prompt": "x", "images": [b], "few_shot": [{"image": b, "verdict": True}] * 33},
+        400,
+        "at most 32",
+    ),
     ("load unknown model", "/v1/models/ghost/load", b"", 404, "ghost"),
 ]
 
@@ -263,13 +338,17 @@ def test_models_ready_load_unload(tiny_dirs, b64_image):
 def test_memory_budget_evicts_least_recently_used_and_respects_pins(tiny_dirs, b64_image):
     from rewarddance.backend.server.manager import estimate_bytes
 
-    specs = {n: ModelSpec(n, str(tiny_dirs[f]), dtype="fp32", device="cpu")
-             for n, f in (("a", "qwen2_vl"), ("b", "qwen2_5_vl"), ("c", "qwen3_vl"))}
+    specs = {
+        n: ModelSpec(n, str(tiny_dirs[f]), dtype="fp32", device="cpu")
+        for n, f in (("a", "qwen2_vl"), ("b", "qwen2_5_vl"), ("c", "qwen3_vl"))
+    }
     biggest = max(estimate_bytes(s)["cpu"] for s in specs.values())
     settings = ServerSettings(models=specs, cpu_memory=int(biggest * 1.5))  # room for one model at a time
     with ServerThread(create_app(settings)) as server:
         for name in ("a", "b"):
-            assert http("POST", server.url + "/v1/score", {"model": name, "prompt": "x", "images": [b64_image]})[0] == 200
+            assert (
+                http("POST", server.url + "/v1/score", {"model": name, "prompt": "x", "images": [b64_image]})[0] == 200
+            )
         loaded = [m["name"] for m in http("GET", server.url + "/v1/models")[1]["models"] if m["loaded"]]
         assert loaded == ["b"]  # a was evicted for b
         metrics = http("GET", server.url + "/metrics")[1]
@@ -286,7 +365,16 @@ def test_memory_budget_evicts_least_recently_used_and_respects_pins(tiny_dirs, b
 def test_openapi_describes_every_route(served):
     spec = http("GET", served.url + "/openapi.json")[1]
     assert spec["openapi"].startswith("3.")
-    for path in ("/v1/score", "/v1/compare", "/v1/rank", "/v1/tournament", "/v1/models", "/health", "/ready", "/metrics"):
+    for path in (
+        "/v1/score",
+        "/v1/compare",
+        "/v1/rank",
+        "/v1/tournament",
+        "/v1/models",
+        "/health",
+        "/ready",
+        "/metrics",
+    ):
         assert path in spec["paths"]
     assert "normalize" in spec["components"]["schemas"]["ScoreRequest"]["properties"]
 
@@ -296,7 +384,9 @@ def test_bearer_token(tiny_dirs, b64_image):
     with ServerThread(create_app(settings)) as server:
         assert http("GET", server.url + "/health")[0] == 200
         assert http("GET", server.url + "/v1/models")[0] == 401
-        status, answer, headers = http("GET", server.url + "/v1/models", headers={"Authorization": "Bearer wrong-token"})
+        status, answer, headers = http(
+            "GET", server.url + "/v1/models", headers={"Authorization": "Bearer wrong-token"}
+        )
         assert status == 401 and answer["error"]["type"] == "unauthorized" and headers["WWW-Authenticate"] == "Bearer"
         assert http("GET", server.url + "/v1/models", headers={"Authorization": "Bearer s3cret-token"})[0] == 200
         assert RewardClient(server.url, token="s3cret-token").score([random_image(32, 32)], "x").scores
@@ -316,7 +406,9 @@ def test_mount_under_prefix_shares_a_loaded_model(reward_models, b64_image):
     manager = ModelManager(settings)
     service = ScoringService(settings, manager)  # a host starts the service before any model is loaded
     with ServerThread(_mounted(service)) as server:
-        status, answer, _ = http("POST", server.url + "/rewarddance/v1/score", {"prompt": "a cat", "images": [b64_image]})
+        status, answer, _ = http(
+            "POST", server.url + "/rewarddance/v1/score", {"prompt": "a cat", "images": [b64_image]}
+        )
         assert status == 404 and "no model" in answer["error"]["message"]
         assert http("GET", server.url + "/rewarddance/ready")[0] == 503
     manager.register("comfy", rm)
@@ -326,7 +418,9 @@ def test_mount_under_prefix_shares_a_loaded_model(reward_models, b64_image):
     mount(table, service, "/rd2")
     assert any(getattr(r, "path", "").startswith("/rd2/v1/score") for r in table)
     with ServerThread(host) as server:
-        status, answer, _ = http("POST", server.url + "/rewarddance/v1/score", {"prompt": "a cat", "images": [b64_image]})
+        status, answer, _ = http(
+            "POST", server.url + "/rewarddance/v1/score", {"prompt": "a cat", "images": [b64_image]}
+        )
         assert status == 200 and answer["model"] == "comfy"
         assert manager.loaded["comfy"].model is rm
         assert http("POST", server.url + "/rewarddance/v1/models/comfy/unload", b"")[0] == 409
@@ -338,9 +432,31 @@ def test_rerank_through_the_backend_writes_the_local_ranking(served, photo_dir, 
     from rewarddance.backend.cli import main
 
     remote, local = tmp_path / "remote.jsonl", tmp_path / "local.jsonl"
-    assert main(["rerank", str(photo_dir), "--prompt", "a cat", "--out", str(remote), "--quiet", "--backend", served.url]) == 0
-    assert main(["rerank", str(photo_dir), "--prompt", "a cat", "--out", str(local), "--quiet",
-                 "--model", served_settings(served).models["qwen"].path, "--dtype", "fp32", "--device", "cpu"]) == 0
+    assert (
+        main(["rerank", str(photo_dir), "--prompt", "a cat", "--out", str(remote), "--quiet", "--backend", served.url])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "rerank",
+                str(photo_dir),
+                "--prompt",
+                "a cat",
+                "--out",
+                str(local),
+                "--quiet",
+                "--model",
+                served_settings(served).models["qwen"].path,
+                "--dtype",
+                "fp32",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+
     def rows(path):
         return {r["path"]: r["score"] for r in map(json.loads, path.read_text().splitlines())}
 

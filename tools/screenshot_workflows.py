@@ -23,7 +23,9 @@ CHROMIUM = "/usr/bin/chromium"
 def open_comfyui(playwright, url: str):
     """A page with ComfyUI's frontend loaded and its start-up dialogs closed."""
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-    page = browser.new_page(viewport={"width": 2560, "height": 1440})  # fit-to-view stays above LiteGraph's low-detail zoom
+    page = browser.new_page(
+        viewport={"width": 2560, "height": 1440}
+    )  # fit-to-view stays above LiteGraph's low-detail zoom
     page.goto(url, wait_until="networkidle")
     page.wait_for_function("window.app && window.app.graph", timeout=60000)
     time.sleep(1.5)

@@ -20,13 +20,24 @@ EPS_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 FLOW_PIPELINES = ("StableDiffusion3Pipeline", "FluxPipeline", "WanPipeline")
 
 
-def generator_for(pipe: Any, prompt: str, negative_prompt: str = "", guidance: float | None = None,
-                  height: int | None = None, width: int | None = None, frames: int | None = None) -> Any:
+def generator_for(
+    pipe: Any,
+    prompt: str,
+    negative_prompt: str = "",
+    guidance: float | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    frames: int | None = None,
+) -> Any:
     """The adapter for a loaded pipeline (by its class), with the family's default guidance when none is given."""
     name = type(pipe).__name__
-    adapters = {"StableDiffusionPipeline": (DiffusersEpsGenerator, 7.5), "StableDiffusionXLPipeline": (DiffusersEpsGenerator, 5.0),
-                "StableDiffusion3Pipeline": (SD3Generator, 7.0), "FluxPipeline": (FluxGenerator, 3.5),
-                "WanPipeline": (WanGenerator, 5.0)}
+    adapters = {
+        "StableDiffusionPipeline": (DiffusersEpsGenerator, 7.5),
+        "StableDiffusionXLPipeline": (DiffusersEpsGenerator, 5.0),
+        "StableDiffusion3Pipeline": (SD3Generator, 7.0),
+        "FluxPipeline": (FluxGenerator, 3.5),
+        "WanPipeline": (WanGenerator, 5.0),
+    }
     if name not in adapters:
         raise ValueError(f"pipeline: {name} is not supported; supported: {', '.join(adapters)}")
     cls, default = adapters[name]
@@ -60,13 +71,22 @@ class DiffusersEpsGenerator:
 
     parameterization = "eps"
 
-    def __init__(self, pipe: Any, prompt: str, negative_prompt: str = "", guidance: float = 7.5,
-                 height: int | None = None, width: int | None = None):
+    def __init__(
+        self,
+        pipe: Any,
+        prompt: str,
+        negative_prompt: str = "",
+        guidance: float = 7.5,
+        height: int | None = None,
+        width: int | None = None,
+    ):
         name = type(pipe).__name__
         if name not in EPS_PIPELINES:
             raise ValueError(f"pipeline: {name} is not a UNet pipeline; use generator_for() to pick the adapter")
         if getattr(pipe.scheduler.config, "prediction_type", "epsilon") != "epsilon":
-            raise ValueError(f"prediction_type {pipe.scheduler.config.prediction_type!r} is not supported (epsilon only)")
+            raise ValueError(
+                f"prediction_type {pipe.scheduler.config.prediction_type!r} is not supported (epsilon only)"
+            )
         self.pipe, self.unet, self.vae, self.guidance = pipe, pipe.unet, pipe.vae, guidance
         self.device, self.dtype = pipe.unet.device, pipe.unet.dtype
         scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -79,9 +99,14 @@ class DiffusersEpsGenerator:
         with torch.no_grad():
             if name == "StableDiffusionXLPipeline":
                 cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
-                    prompt, device=self.device, do_classifier_free_guidance=cfg, negative_prompt=negative_prompt or None)
-                time_ids = pipe._get_add_time_ids((h, w), (0, 0), (h, w), cond.dtype, int(pooled.shape[-1])).to(self.device)
-                self.added = [{"text_embeds": p, "time_ids": time_ids} for p in ([uncond_pooled, pooled] if cfg else [pooled])]
+                    prompt, device=self.device, do_classifier_free_guidance=cfg, negative_prompt=negative_prompt or None
+                )
+                time_ids = pipe._get_add_time_ids((h, w), (0, 0), (h, w), cond.dtype, int(pooled.shape[-1])).to(
+                    self.device
+                )
+                self.added = [
+                    {"text_embeds": p, "time_ids": time_ids} for p in ([uncond_pooled, pooled] if cfg else [pooled])
+                ]
             else:
                 cond, uncond = pipe.encode_prompt(prompt, self.device, 1, cfg, negative_prompt or None)
                 self.added = [None, None] if cfg else [None]
@@ -98,12 +123,17 @@ class DiffusersEpsGenerator:
     def start(self, noise: torch.Tensor, sigma_max: torch.Tensor) -> torch.Tensor:
         """Initial latent as diffusers' Euler scheduler scales it (its `init_noise_sigma`)."""
         spacing = getattr(self.pipe.scheduler.config, "timestep_spacing", "linspace")
-        return noise * (sigma_max if spacing in ("linspace", "trailing") else (sigma_max ** 2 + 1).sqrt())
+        return noise * (sigma_max if spacing in ("linspace", "trailing") else (sigma_max**2 + 1).sqrt())
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """The (fractional) training timestep of a sigma: the inverse of the linear sigma interpolation."""
         value = sigma.float().cpu()
-        low = int(torch.searchsorted(self.train_sigmas, value.reshape(1), right=True).clamp(1, len(self.train_sigmas) - 1)) - 1
+        low = (
+            int(
+                torch.searchsorted(self.train_sigmas, value.reshape(1), right=True).clamp(1, len(self.train_sigmas) - 1)
+            )
+            - 1
+        )
         lo, hi = self.train_sigmas[low], self.train_sigmas[low + 1]
         frac = ((value - lo) / (hi - lo)).clamp(0, 1)
         return (low + frac).to(self.device)
@@ -119,7 +149,7 @@ class DiffusersEpsGenerator:
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
         t = self.timestep(sigma)
-        inp = x / (sigma ** 2 + 1).sqrt()
+        inp = x / (sigma**2 + 1).sqrt()
         eps = [self._eps(inp, t, i) for i in range(len(self.contexts))]
         eps = eps[0] + self.guidance * (eps[1] - eps[0]) if len(eps) == 2 else eps[0]
         return x - sigma * eps
@@ -181,37 +211,57 @@ def euler_flow_scheduler(scheduler: Any) -> Any:
     if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
         return scheduler
     config = scheduler.config
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=config.get("num_train_timesteps", 1000),
-                                           shift=config.get("flow_shift", config.get("shift", 1.0)) or 1.0)
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=config.get("num_train_timesteps", 1000),
+        shift=config.get("flow_shift", config.get("shift", 1.0)) or 1.0,
+    )
 
 
 class SD3Generator(FlowGenerator):
     """Stable Diffusion 3 / 3.5 (SD3Transformer2DModel) as a generator."""
 
-    def __init__(self, pipe: Any, prompt: str, negative_prompt: str = "", guidance: float = 7.0,
-                 height: int | None = None, width: int | None = None):
+    def __init__(
+        self,
+        pipe: Any,
+        prompt: str,
+        negative_prompt: str = "",
+        guidance: float = 7.0,
+        height: int | None = None,
+        width: int | None = None,
+    ):
         super().__init__(pipe, guidance)
         scale = pipe.vae_scale_factor
         h, w = image_size(pipe, height, width, scale * self.transformer.config.patch_size)
         self.noise_shape = (self.transformer.config.in_channels, h // scale, w // scale)
         with torch.no_grad():
             cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
-                prompt, None, None, device=self.device, do_classifier_free_guidance=self.uses_cfg,
-                negative_prompt=negative_prompt)
+                prompt,
+                None,
+                None,
+                device=self.device,
+                do_classifier_free_guidance=self.uses_cfg,
+                negative_prompt=negative_prompt,
+            )
         self.embeds = [(uncond, uncond_pooled), (cond, pooled)]
 
     def schedule_kwargs(self, steps: int) -> dict[str, Any]:
         if not self.scheduler.config.get("use_dynamic_shifting", False):
             return {}
-        seq = (self.noise_shape[1] // self.transformer.config.patch_size) * (self.noise_shape[2] // self.transformer.config.patch_size)
+        seq = (self.noise_shape[1] // self.transformer.config.patch_size) * (
+            self.noise_shape[2] // self.transformer.config.patch_size
+        )
         return {"mu": shift_mu(self.scheduler.config, seq, default_max=1.16)}
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, branch: int) -> torch.Tensor:
         emb, pooled = self.embeds[branch]
         n = x.shape[0]
-        return self.transformer(hidden_states=x.to(self.dtype), timestep=t.to(self.dtype), encoder_hidden_states=emb.expand(n, -1, -1),
-                                pooled_projections=pooled.expand(n, -1), return_dict=False)[0]
-
+        return self.transformer(
+            hidden_states=x.to(self.dtype),
+            timestep=t.to(self.dtype),
+            encoder_hidden_states=emb.expand(n, -1, -1),
+            pooled_projections=pooled.expand(n, -1),
+            return_dict=False,
+        )[0]
 
 
 def shift_mu(config: Any, image_seq_len: int, default_max: float) -> float:
@@ -225,8 +275,15 @@ def shift_mu(config: Any, image_seq_len: int, default_max: float) -> float:
 class FluxGenerator(FlowGenerator):
     """Flux.1 (FluxTransformer2DModel, guidance-distilled) as a generator; `guidance` is its guidance embedding."""
 
-    def __init__(self, pipe: Any, prompt: str, negative_prompt: str = "", guidance: float = 3.5,
-                 height: int | None = None, width: int | None = None):
+    def __init__(
+        self,
+        pipe: Any,
+        prompt: str,
+        negative_prompt: str = "",
+        guidance: float = 3.5,
+        height: int | None = None,
+        width: int | None = None,
+    ):
         super().__init__(pipe, guidance)
         scale = pipe.vae_scale_factor
         h, w = image_size(pipe, height, width, scale * 2)
@@ -245,7 +302,10 @@ class FluxGenerator(FlowGenerator):
         import numpy as np
 
         seq = (self.noise_shape[1] // 2) * (self.noise_shape[2] // 2)
-        return {"sigmas": np.linspace(1.0, 1 / steps, steps), "mu": shift_mu(self.scheduler.config, seq, default_max=1.15)}
+        return {
+            "sigmas": np.linspace(1.0, 1 / steps, steps),
+            "mu": shift_mu(self.scheduler.config, seq, default_max=1.15),
+        }
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, h, w] -> Flux's token sequence [B, h/2 * w/2, 4C] (2x2 patches)."""
@@ -260,24 +320,43 @@ class FluxGenerator(FlowGenerator):
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, branch: int) -> torch.Tensor:
         n = x.shape[0]
-        guidance = (torch.full((n,), self.guidance, device=x.device, dtype=torch.float32)
-                    if self.transformer.config.guidance_embeds else None)
-        out = self.transformer(hidden_states=self.pack(x).to(self.dtype), timestep=(t / 1000).to(self.dtype), guidance=guidance,
-                               pooled_projections=self.pooled.expand(n, -1), encoder_hidden_states=self.prompt_embeds.expand(n, -1, -1),
-                               txt_ids=self.text_ids, img_ids=self.img_ids, return_dict=False)[0]
+        guidance = (
+            torch.full((n,), self.guidance, device=x.device, dtype=torch.float32)
+            if self.transformer.config.guidance_embeds
+            else None
+        )
+        out = self.transformer(
+            hidden_states=self.pack(x).to(self.dtype),
+            timestep=(t / 1000).to(self.dtype),
+            guidance=guidance,
+            pooled_projections=self.pooled.expand(n, -1),
+            encoder_hidden_states=self.prompt_embeds.expand(n, -1, -1),
+            txt_ids=self.text_ids,
+            img_ids=self.img_ids,
+            return_dict=False,
+        )[0]
         return self.unpack(out)
-
 
 
 class WanGenerator(FlowGenerator):
     """Wan 2.x text-to-video (WanTransformer3DModel) as a generator; latents [C, T, h, w], decode -> [B, T, H, W, 3]."""
 
-    def __init__(self, pipe: Any, prompt: str, negative_prompt: str = "", guidance: float = 5.0,
-                 height: int | None = None, width: int | None = None, frames: int | None = None):
+    def __init__(
+        self,
+        pipe: Any,
+        prompt: str,
+        negative_prompt: str = "",
+        guidance: float = 5.0,
+        height: int | None = None,
+        width: int | None = None,
+        frames: int | None = None,
+    ):
         super().__init__(pipe, guidance)
         if getattr(pipe, "transformer_2", None) is not None:
-            raise ValueError("pipeline: Wan 2.2 two-expert (transformer_2) pipelines are not supported yet; use a "
-                             "single-transformer Wan pipeline")
+            raise ValueError(
+                "pipeline: Wan 2.2 two-expert (transformer_2) pipelines are not supported yet; use a "
+                "single-transformer Wan pipeline"
+            )
         spatial, temporal = pipe.vae_scale_factor_spatial, pipe.vae_scale_factor_temporal
         h, w, frames = height or 480, width or 832, frames or 81
         patch = self.transformer.config.patch_size
@@ -285,16 +364,26 @@ class WanGenerator(FlowGenerator):
             raise ValueError(f"height/width must be multiples of {spatial * patch[1]}, got {h}x{w}")
         if frames < 1 or (frames - 1) % temporal:
             raise ValueError(f"frames must be 1 more than a multiple of {temporal} (e.g. 81), got {frames}")
-        self.noise_shape = (self.transformer.config.in_channels, (frames - 1) // temporal + 1, h // spatial, w // spatial)
+        self.noise_shape = (
+            self.transformer.config.in_channels,
+            (frames - 1) // temporal + 1,
+            h // spatial,
+            w // spatial,
+        )
         with torch.no_grad():
-            cond, uncond = pipe.encode_prompt(prompt, negative_prompt, self.uses_cfg, device=self.device,
-                                              max_sequence_length=512)  # WanPipeline.__call__'s default
+            cond, uncond = pipe.encode_prompt(
+                prompt, negative_prompt, self.uses_cfg, device=self.device, max_sequence_length=512
+            )  # WanPipeline.__call__'s default
         self.embeds = [uncond, cond]
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, branch: int) -> torch.Tensor:
         n = x.shape[0]
-        return self.transformer(hidden_states=x.to(self.dtype), timestep=t, encoder_hidden_states=self.embeds[branch].expand(n, -1, -1),
-                                return_dict=False)[0]
+        return self.transformer(
+            hidden_states=x.to(self.dtype),
+            timestep=t,
+            encoder_hidden_states=self.embeds[branch].expand(n, -1, -1),
+            return_dict=False,
+        )[0]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         cfg = self.vae.config

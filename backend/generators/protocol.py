@@ -43,7 +43,9 @@ def noised(generator: Generator, x0: torch.Tensor, noise: torch.Tensor, sigma: f
         return (1 - sigma) * x0 + sigma * noise
     if generator.parameterization == "eps":
         return x0 + sigma * noise
-    raise ValueError(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, got {generator.parameterization!r}")
+    raise ValueError(
+        f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, got {generator.parameterization!r}"
+    )
 
 
 def initial_latent(generator: Generator, noise: torch.Tensor, sigma_max: float | torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,13 @@ class CallCounter:
     scorer: int = 0
 
 
-def euler_step(generator: Generator, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
-               counter: CallCounter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def euler_step(
+    generator: Generator,
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_next: torch.Tensor,
+    counter: CallCounter | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One Euler step from sigma to sigma_next; returns (x_next, x0_hat at sigma).
 
     Written exactly as k-diffusion's (and ComfyUI's) `sample_euler` step, x + d * dt with d = (x - x0) / sigma,
@@ -31,8 +36,15 @@ def euler_step(generator: Generator, x: torch.Tensor, sigma: torch.Tensor, sigma
     return x + d * (sigma_next - sigma), x0
 
 
-def sample(generator: Generator, noise: torch.Tensor, steps: int, counter: CallCounter | None = None,
-           start: int = 0, x: torch.Tensor | None = None, stop: int | None = None) -> torch.Tensor:
+def sample(
+    generator: Generator,
+    noise: torch.Tensor,
+    steps: int,
+    counter: CallCounter | None = None,
+    start: int = 0,
+    x: torch.Tensor | None = None,
+    stop: int | None = None,
+) -> torch.Tensor:
     """Euler-sample a batch from its initial noise (or from `x` at step `start`) down to step `stop` (default: sigma 0)."""
     sigmas = generator.sigmas(steps).to(noise.device)
     x = initial_latent(generator, noise, sigmas[0]) if x is None else x

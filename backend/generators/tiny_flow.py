@@ -70,13 +70,14 @@ def photo_crops(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
         side = int(min(p.shape[1:]) * (0.2 + 0.6 * torch.rand(1, generator=gen).item()))
         top = int(torch.randint(0, p.shape[1] - side + 1, (1,), generator=gen))
         left = int(torch.randint(0, p.shape[2] - side + 1, (1,), generator=gen))
-        crop = p[:, top:top + side, left:left + side][None]
+        crop = p[:, top : top + side, left : left + side][None]
         out.append(torch.nn.functional.interpolate(crop, size=(size, size), mode="area")[0])
     return torch.stack(out)
 
 
-def train_tiny_flow(steps: int = 300, size: int = 16, batch: int = 64, lr: float = 2e-3, seed: int = 0,
-                    data: torch.Tensor | None = None) -> TinyFlowGenerator:
+def train_tiny_flow(
+    steps: int = 300, size: int = 16, batch: int = 64, lr: float = 2e-3, seed: int = 0, data: torch.Tensor | None = None
+) -> TinyFlowGenerator:
     """Fit a TinyFlowGenerator with the rectified-flow loss |v - (eps - x0)|^2 (seconds on a CPU)."""
     torch.manual_seed(seed)
     data = photo_crops(1024, size, seed) if data is None else data

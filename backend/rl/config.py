@@ -5,9 +5,10 @@ weighted ensembles, with an optional transform)."""
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -46,25 +47,31 @@ class RLConfig:
     reward_transform: str = "none"
     trainer: dict[str, Any] = field(default_factory=dict)  # TrainerConfig fields
 
-    def validate(self) -> "RLConfig":
+    def validate(self) -> RLConfig:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
         for name in ("steps", "prompts_per_step", "eval_seeds"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not (isinstance(self.save_every, int) and self.save_every >= 0):
-            raise ValueError(f"save_every must be 0 (only at the end and on interrupt) or a positive integer, got {self.save_every!r}")
+            raise ValueError(
+                f"save_every must be 0 (only at the end and on interrupt) or a positive integer, got {self.save_every!r}"
+            )
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise ValueError(f"lr must be in (0, 1), got {self.lr!r}")
         if self.generator.get("kind") not in GENERATOR_KINDS:
-            raise ValueError(f"generator.kind must be one of {', '.join(GENERATOR_KINDS)}, got {self.generator.get('kind')!r}")
+            raise ValueError(
+                f"generator.kind must be one of {', '.join(GENERATOR_KINDS)}, got {self.generator.get('kind')!r}"
+            )
         if not self.rewards:
             raise ValueError("rewards: give at least one reward")
         for r in self.rewards:
             if r.get("kind") not in REWARD_KINDS:
                 raise ValueError(f"rewards[].kind must be one of {', '.join(REWARD_KINDS)}, got {r.get('kind')!r}")
             if r["kind"] in ("pointwise", "pairwise") and not (r.get("model") or r.get("url")):
-                raise ValueError(f"a {r['kind']} reward needs `model` (a checkpoint) or `url` (a rewarddance serve backend)")
+                raise ValueError(
+                    f"a {r['kind']} reward needs `model` (a checkpoint) or `url` (a rewarddance serve backend)"
+                )
         if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
             raise ValueError(f"reward_weights: {len(self.reward_weights)} weights for {len(self.rewards)} rewards")
         self.trainer_config()
@@ -87,7 +94,9 @@ class RLConfig:
         if isinstance(value, str):
             path = Path(value)
             if not path.is_file():
-                raise ValueError(f"{which}: {value!r} is not a file; give a list of prompts or a text file (one per line)")
+                raise ValueError(
+                    f"{which}: {value!r} is not a file; give a list of prompts or a text file (one per line)"
+                )
             return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return [str(p) for p in value]
 
@@ -121,8 +130,9 @@ def build_generator(cfg: RLConfig, out: Path) -> tuple[Callable[[str], Any], tor
     """(generator for a prompt, the denoiser network, the tiny generator or pipeline) from `cfg.generator`."""
     g = dict(cfg.generator)
     if g["kind"] == "tiny":
-        from ..generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet, train_tiny_flow
         from safetensors.torch import load_file, save_file
+
+        from ..generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet, train_tiny_flow
 
         base = Path(g["path"]) if g.get("path") else out / "base_tiny_flow.safetensors"
         if base.is_file():
@@ -135,20 +145,25 @@ def build_generator(cfg: RLConfig, out: Path) -> tuple[Callable[[str], Any], tor
             save_file({k: v.contiguous() for k, v in gen.net.state_dict().items()}, str(base))
         return (lambda prompt: gen), gen.net, gen
     if g["kind"] != "diffusers":
-        raise ValueError(f"generator.kind {g['kind']!r}: runs from a config file use 'tiny' or 'diffusers' "
-                         "('comfyui' is for the ComfyUI Reward LoRA Trainer node)")
+        raise ValueError(
+            f"generator.kind {g['kind']!r}: runs from a config file use 'tiny' or 'diffusers' "
+            "('comfyui' is for the ComfyUI Reward LoRA Trainer node)"
+        )
     from ..generators.diffusers_adapter import generator_for, load_pipeline
 
     if not g.get("path"):
         raise ValueError("generator.path: give a diffusers pipeline directory or hub id")
-    pipe = load_pipeline(g["path"], g.get("device", "cuda" if torch.cuda.is_available() else "cpu"), g.get("dtype", "fp32"))
+    pipe = load_pipeline(
+        g["path"], g.get("device", "cuda" if torch.cuda.is_available() else "cpu"), g.get("dtype", "fp32")
+    )
     network = getattr(pipe, "transformer", None) or pipe.unet
     cache: dict[str, Any] = {}
 
     def for_prompt(prompt: str) -> Any:
         if prompt not in cache:
-            cache[prompt] = generator_for(pipe, prompt, g.get("negative", ""), g.get("guidance"),
-                                          g.get("height"), g.get("width"), g.get("frames"))
+            cache[prompt] = generator_for(
+                pipe, prompt, g.get("negative", ""), g.get("guidance"), g.get("height"), g.get("width"), g.get("frames")
+            )
         return cache[prompt]
 
     return for_prompt, network, pipe
@@ -169,8 +184,9 @@ def build_rewards(cfg: RLConfig, frozen_generator_for: Callable[[str], Any], sam
             else:
                 from ..reward_model import RewardModel
 
-                loaded[i] = RewardModel.from_pretrained(spec["model"], dtype=spec.get("dtype", "auto"),
-                                                        device=spec.get("device", "auto"))
+                loaded[i] = RewardModel.from_pretrained(
+                    spec["model"], dtype=spec.get("dtype", "auto"), device=spec.get("device", "auto")
+                )
         return loaded[i]
 
     def reference(i: int, spec: dict, prompt: str) -> Any:
@@ -180,9 +196,15 @@ def build_rewards(cfg: RLConfig, frozen_generator_for: Callable[[str], Any], sam
             gen = frozen_generator_for(prompt)
             n = int(spec.get("reference_candidates", 8))
             with torch.no_grad():
-                images = gen.decode(sample(gen, seeded(gen, n, 2_000_000 + zlib.crc32(prompt.encode()) % 100_000), sample_steps)).float().cpu()
+                images = (
+                    gen.decode(
+                        sample(gen, seeded(gen, n, 2_000_000 + zlib.crc32(prompt.encode()) % 100_000), sample_steps)
+                    )
+                    .float()
+                    .cpu()
+                )
             winner = backend(i, spec).tournament(images, prompt).ranking[0]
-            references[(i, prompt)] = images[winner:winner + 1]
+            references[(i, prompt)] = images[winner : winner + 1]
         return references[(i, prompt)]
 
     def one(i: int, spec: dict, prompt: str) -> Any:

@@ -20,10 +20,18 @@ from torch import nn
 
 from .lora import LoraSpec, add_lora, load_lora_state_dict, lora_modules, lora_state_dict, network_family
 
-WAN_NAMES = [(r"\.attn1\.to_q$", ".self_attn.q"), (r"\.attn1\.to_k$", ".self_attn.k"), (r"\.attn1\.to_v$", ".self_attn.v"),
-             (r"\.attn1\.to_out\.0$", ".self_attn.o"), (r"\.attn2\.to_q$", ".cross_attn.q"), (r"\.attn2\.to_k$", ".cross_attn.k"),
-             (r"\.attn2\.to_v$", ".cross_attn.v"), (r"\.attn2\.to_out\.0$", ".cross_attn.o"),
-             (r"\.ffn\.net\.0\.proj$", ".ffn.0"), (r"\.ffn\.net\.2$", ".ffn.2")]
+WAN_NAMES = [
+    (r"\.attn1\.to_q$", ".self_attn.q"),
+    (r"\.attn1\.to_k$", ".self_attn.k"),
+    (r"\.attn1\.to_v$", ".self_attn.v"),
+    (r"\.attn1\.to_out\.0$", ".self_attn.o"),
+    (r"\.attn2\.to_q$", ".cross_attn.q"),
+    (r"\.attn2\.to_k$", ".cross_attn.k"),
+    (r"\.attn2\.to_v$", ".cross_attn.v"),
+    (r"\.attn2\.to_out\.0$", ".cross_attn.o"),
+    (r"\.ffn\.net\.0\.proj$", ".ffn.0"),
+    (r"\.ffn\.net\.2$", ".ffn.2"),
+]
 
 
 def comfyui_key(module: str, family: str) -> str:
@@ -36,7 +44,9 @@ def comfyui_key(module: str, family: str) -> str:
         for pattern, original in WAN_NAMES:
             if re.search(pattern, module):
                 return "diffusion_model." + re.sub(pattern, original, module)
-        raise ValueError(f"Wan module {module!r} has no original (ComfyUI) name here; train attention/ffn projections only")
+        raise ValueError(
+            f"Wan module {module!r} has no original (ComfyUI) name here; train attention/ffn projections only"
+        )
     if family.startswith("comfy"):
         return "diffusion_model." + module
     return module  # the tiny model: its own names
@@ -57,7 +67,9 @@ def comfyui_state_dict(net: nn.Module, family: str | None = None) -> dict[str, t
     return out
 
 
-def save_comfyui_lora(net: nn.Module, path: str | Path, family: str | None = None, metadata: dict | None = None) -> Path:
+def save_comfyui_lora(
+    net: nn.Module, path: str | Path, family: str | None = None, metadata: dict | None = None
+) -> Path:
     """Write `net`'s adapters as a ComfyUI LoRA .safetensors file."""
     from safetensors.torch import save_file
 
@@ -68,7 +80,9 @@ def save_comfyui_lora(net: nn.Module, path: str | Path, family: str | None = Non
     return path
 
 
-def save_peft_adapter(net: nn.Module, spec: LoraSpec, directory: str | Path, targets: list[str] | str | None = None) -> Path:
+def save_peft_adapter(
+    net: nn.Module, spec: LoraSpec, directory: str | Path, targets: list[str] | str | None = None
+) -> Path:
     """A PEFT adapter directory (adapter_config.json + adapter_model.safetensors), as PeftModel.save_pretrained writes."""
     from peft import LoraConfig
     from safetensors.torch import save_file
@@ -90,6 +104,9 @@ def load_peft_adapter(net: nn.Module, directory: str | Path) -> list[nn.Paramete
     directory = Path(directory)
     cfg = json.loads((directory / "adapter_config.json").read_text())
     params = add_lora(net, LoraSpec(int(cfg["r"]), float(cfg["lora_alpha"]), cfg["target_modules"]))
-    state = {k.removeprefix("base_model.model."): v for k, v in load_file(str(directory / "adapter_model.safetensors")).items()}
+    state = {
+        k.removeprefix("base_model.model."): v
+        for k, v in load_file(str(directory / "adapter_model.safetensors")).items()
+    }
     load_lora_state_dict(net, state)
     return params

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -15,16 +15,48 @@ from torch import nn
 DEFAULT_TARGETS = {
     "unet": ["to_q", "to_k", "to_v", "to_out.0"],  # SD1.x / SDXL (diffusers names)
     "sd3": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"],
-    "flux": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
-             "ff.net.0.proj", "ff.net.2", "proj_mlp", "proj_out"],
+    "flux": [
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "add_q_proj",
+        "add_k_proj",
+        "add_v_proj",
+        "to_add_out",
+        "ff.net.0.proj",
+        "ff.net.2",
+        "proj_mlp",
+        "proj_out",
+    ],
     "wan": ["to_q", "to_k", "to_v", "to_out.0"],
     "comfy_unet": ["to_q", "to_k", "to_v", "to_out.0"],  # ComfyUI's SD1.x/SDXL module names
     # ComfyUI's own transformer module names (models loaded by ComfyUI's checkpoint/UNet loaders)
     "comfy_mmdit": ["attn.qkv", "attn.proj"],  # SD3 / SD3.5 joint blocks (x_block and context_block)
-    "comfy_flux": ["img_attn.qkv", "img_attn.proj", "txt_attn.qkv", "txt_attn.proj", "img_mlp.0", "img_mlp.2",
-                   "txt_mlp.0", "txt_mlp.2", "linear1", "linear2"],
-    "comfy_wan": ["self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.k",
-                  "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2"],
+    "comfy_flux": [
+        "img_attn.qkv",
+        "img_attn.proj",
+        "txt_attn.qkv",
+        "txt_attn.proj",
+        "img_mlp.0",
+        "img_mlp.2",
+        "txt_mlp.0",
+        "txt_mlp.2",
+        "linear1",
+        "linear2",
+    ],
+    "comfy_wan": [
+        "self_attn.q",
+        "self_attn.k",
+        "self_attn.v",
+        "self_attn.o",
+        "cross_attn.q",
+        "cross_attn.k",
+        "cross_attn.v",
+        "cross_attn.o",
+        "ffn.0",
+        "ffn.2",
+    ],
     "tiny": ["inp", "blocks.0", "blocks.1", "blocks.2", "embed", "out"],
 }
 
@@ -37,7 +69,7 @@ class LoraSpec:
     alpha: float = 32.0
     targets: list[str] | str | None = None  # None: DEFAULT_TARGETS for the network's family
 
-    def validate(self) -> "LoraSpec":
+    def validate(self) -> LoraSpec:
         if not (isinstance(self.rank, int) and self.rank >= 1):
             raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
         if not (isinstance(self.alpha, (int, float)) and self.alpha > 0):
@@ -48,9 +80,17 @@ class LoraSpec:
 def network_family(net: nn.Module) -> str:
     """Which DEFAULT_TARGETS entry fits a denoiser network (by its class name)."""
     name = type(net).__name__
-    table = {"UNet2DConditionModel": "unet", "SD3Transformer2DModel": "sd3", "FluxTransformer2DModel": "flux",
-             "WanTransformer3DModel": "wan", "TinyVelocityNet": "tiny", "UNetModel": "comfy_unet",
-             "OpenAISignatureMMDITWrapper": "comfy_mmdit", "Flux": "comfy_flux", "WanModel": "comfy_wan"}
+    table = {
+        "UNet2DConditionModel": "unet",
+        "SD3Transformer2DModel": "sd3",
+        "FluxTransformer2DModel": "flux",
+        "WanTransformer3DModel": "wan",
+        "TinyVelocityNet": "tiny",
+        "UNetModel": "comfy_unet",
+        "OpenAISignatureMMDITWrapper": "comfy_mmdit",
+        "Flux": "comfy_flux",
+        "WanModel": "comfy_wan",
+    }
     if name not in table:
         raise ValueError(f"no default LoRA targets for {name}; pass targets= (module names or a regex)")
     return table[name]

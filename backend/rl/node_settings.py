@@ -17,7 +17,9 @@ EVAL_SEEDS = 2
 def prompt_lines(text: str) -> list[str]:
     """One prompt per non-empty line, or the lines of a text file when `text` is a single existing path."""
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("prompts: enter the training prompts, one per line (or the path of a .txt file with one per line)")
+        raise ValueError(
+            "prompts: enter the training prompts, one per line (or the path of a .txt file with one per line)"
+        )
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) == 1 and Path(lines[0]).expanduser().is_file():
         path = Path(lines[0]).expanduser()
@@ -44,13 +46,15 @@ class NodeTraining:
     seed: int
     save_every: int
 
-    def validate(self) -> "NodeTraining":
+    def validate(self) -> NodeTraining:
         if self.algorithm not in NODE_ALGORITHMS:
             raise ValueError(f"algorithm must be one of {', '.join(NODE_ALGORITHMS)}, got {self.algorithm!r}")
         if self.algorithm == "grpo" and self.group_size < 2:
             raise ValueError("group_size: grpo compares images of the same prompt; use 2 or more (4-8 is typical)")
         if not 0 < self.learning_rate < 1:
-            raise ValueError(f"learning_rate must be in (0, 1) (1e-4 is a good start for a LoRA), got {self.learning_rate}")
+            raise ValueError(
+                f"learning_rate must be in (0, 1) (1e-4 is a good start for a LoRA), got {self.learning_rate}"
+            )
         if self.sampler_steps < 2:
             raise ValueError(f"sampler_steps must be at least 2, got {self.sampler_steps}")
         return self
@@ -63,17 +67,32 @@ class NodeTraining:
             trainer["random_stop"] = min(2, self.sampler_steps - 1)
         if self.algorithm == "raft":
             trainer["raft_keep"] = 1
-        return RLConfig(algorithm=self.algorithm, out=str(out), prompts=prompts, steps=self.steps, lr=self.learning_rate,
-                        rank=self.rank, alpha=self.alpha, prompts_per_step=1, eval_prompts=prompts[:MAX_EVAL_PROMPTS],
-                        eval_seeds=EVAL_SEEDS, seed=self.seed, save_every=self.save_every, generator={"kind": "comfyui"},
-                        rewards=[{"kind": "pointwise", "model": "the node's reward_model"}], trainer=trainer).validate()
+        return RLConfig(
+            algorithm=self.algorithm,
+            out=str(out),
+            prompts=prompts,
+            steps=self.steps,
+            lr=self.learning_rate,
+            rank=self.rank,
+            alpha=self.alpha,
+            prompts_per_step=1,
+            eval_prompts=prompts[:MAX_EVAL_PROMPTS],
+            eval_seeds=EVAL_SEEDS,
+            seed=self.seed,
+            save_every=self.save_every,
+            generator={"kind": "comfyui"},
+            rewards=[{"kind": "pointwise", "model": "the node's reward_model"}],
+            trainer=trainer,
+        ).validate()
 
 
 def output_paths(output_dir: str | Path, filename_prefix: str) -> tuple[Path, Path]:
     """(run directory with checkpoint, log and chart; the final LoRA file) under ComfyUI's output directory."""
     prefix = filename_prefix.strip().replace("\\", "/").strip("/")
     if not prefix or ".." in prefix.split("/") or not re.fullmatch(r"[\w\-./ ]+", prefix):
-        raise ValueError(f"filename_prefix: {filename_prefix!r} is not a usable relative name; use e.g. 'loras/my_reward_lora'")
+        raise ValueError(
+            f"filename_prefix: {filename_prefix!r} is not a usable relative name; use e.g. 'loras/my_reward_lora'"
+        )
     base = Path(output_dir) / prefix
     return base.with_name(base.name + "_run"), base.with_name(base.name + ".safetensors")
 

@@ -14,8 +14,9 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -29,8 +30,12 @@ from .trainers import Optimizing, Policy, grpo_step, held_out_reward, raft_step,
 Progress = Callable[[int, int, dict], None]
 EVAL_SEED_BASE = 1_000_000  # held-out seeds start here; training seeds stay far below
 RESUME_MUST_MATCH = ("algorithm", "rank", "alpha", "targets", "seed")  # a checkpoint continues only the same run
-CHART_PANELS = [("reward", ["reward_mean", "window_std"]), ("loss", ["loss"]), ("KL / clip fraction", ["kl", "clip_frac"]),
-                ("zero-std groups", ["zero_std_ratio"])]
+CHART_PANELS = [
+    ("reward", ["reward_mean", "window_std"]),
+    ("loss", ["loss"]),
+    ("KL / clip fraction", ["kl", "clip_frac"]),
+    ("zero-std groups", ["zero_std_ratio"]),
+]
 
 
 def distributed() -> tuple[int, int]:
@@ -43,8 +48,13 @@ def distributed() -> tuple[int, int]:
 class RLRun:
     """State of one run under `cfg.out`: optimizer, step, log, checkpoints."""
 
-    def __init__(self, cfg: RLConfig, policy: Policy | None = None, base: Any = None,
-                 pretrain_data: Callable[[int], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        cfg: RLConfig,
+        policy: Policy | None = None,
+        base: Any = None,
+        pretrain_data: Callable[[int], torch.Tensor] | None = None,
+    ):
         self.cfg = cfg.validate()
         self.tcfg = cfg.trainer_config()
         self.out = Path(cfg.out)
@@ -65,8 +75,11 @@ class RLRun:
     # --- a step cut short ------------------------------------------------------------------------------------------
     def snapshot(self) -> None:
         """Remember the LoRA and optimizer state at the current step (an interrupted step is rolled back to it)."""
-        self._snapshot = (self.step, [p.detach().clone() for p in self.policy.params],
-                          copy.deepcopy(self.optimizer.state_dict()))
+        self._snapshot = (
+            self.step,
+            [p.detach().clone() for p in self.policy.params],
+            copy.deepcopy(self.optimizer.state_dict()),
+        )
 
     def roll_back_unfinished_step(self) -> None:
         """After an interrupt mid-step (some of its updates applied): back to the state of the last finished step."""
@@ -120,7 +133,7 @@ class RLRun:
         """This process's prompts for a step (round-robin over the prompt list, split across processes)."""
         n = self.cfg.prompts_per_step * self.world
         batch = [self.prompts[(step * n + i) % len(self.prompts)] for i in range(n)]
-        return batch[self.rank::self.world]
+        return batch[self.rank :: self.world]
 
     def train_step(self) -> dict:
         """One training step; returns its log row."""
@@ -138,8 +151,13 @@ class RLRun:
             metrics = grpo_step(self.policy, self.tcfg, prompts, seed, opt)
         self.policy.network.eval()
         self.step += 1
-        row = {"step": self.step, **metrics, "window_std": self.window_std(metrics), "skipped_updates": self.skipped - skipped_before,
-               "seconds": time.perf_counter() - started}
+        row = {
+            "step": self.step,
+            **metrics,
+            "window_std": self.window_std(metrics),
+            "skipped_updates": self.skipped - skipped_before,
+            "seconds": time.perf_counter() - started,
+        }
         warning = self.collapse_warning(row)
         if warning:
             row["warning"] = warning
@@ -150,21 +168,25 @@ class RLRun:
 
     def window_std(self, metrics: dict) -> float:
         """Std of all rewards in the last `std_window` steps (pooled from per-step means and stds)."""
-        recent = [r for r in self.rows if "reward_mean" in r][-(self.cfg.std_window - 1):] + [metrics]
+        recent = [r for r in self.rows if "reward_mean" in r][-(self.cfg.std_window - 1) :] + [metrics]
         mean = sum(r["reward_mean"] for r in recent) / len(recent)
         second = sum(r["reward_std"] ** 2 + r["reward_mean"] ** 2 for r in recent) / len(recent)
-        return math.sqrt(max(second - mean ** 2, 0.0))
+        return math.sqrt(max(second - mean**2, 0.0))
 
     def collapse_warning(self, row: dict) -> str | None:
         """A warning (once) when the windowed reward std falls below `collapse_ratio` of its first full-window value."""
-        full = [r["window_std"] for r in self.rows + [row] if r.get("step", 0) >= self.cfg.std_window and "window_std" in r]
+        full = [
+            r["window_std"] for r in self.rows + [row] if r.get("step", 0) >= self.cfg.std_window and "window_std" in r
+        ]
         if self.warned or len(full) < 2 or full[0] <= 0:
             return None
         if row["window_std"] < self.cfg.collapse_ratio * full[0]:
             self.warned = True
-            return (f"step {row['step']}: the windowed reward std fell to {row['window_std']:.4g} "
-                    f"(from {full[0]:.4g}): the generator may be collapsing onto what the reward likes (reward hacking); "
-                    "check the samples, lower lr, add kl_beta or an ensemble of rewards")
+            return (
+                f"step {row['step']}: the windowed reward std fell to {row['window_std']:.4g} "
+                f"(from {full[0]:.4g}): the generator may be collapsing onto what the reward likes (reward hacking); "
+                "check the samples, lower lr, add kl_beta or an ensemble of rewards"
+            )
         return None
 
     # --- files ----------------------------------------------------------------------------------------------------
@@ -187,8 +209,12 @@ class RLRun:
         tmp.mkdir(parents=True)
         save_file(lora_state_dict(self.policy.network), str(tmp / "lora.safetensors"))
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": self.step, "skipped": self.skipped, "warned": self.warned,
-                                                    "config": self.cfg.to_dict()}, indent=2))
+        (tmp / "state.json").write_text(
+            json.dumps(
+                {"step": self.step, "skipped": self.skipped, "warned": self.warned, "config": self.cfg.to_dict()},
+                indent=2,
+            )
+        )
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             final.rename(old)
@@ -210,13 +236,19 @@ class RLRun:
         ours = {k: self.cfg.to_dict()[k] for k in RESUME_MUST_MATCH}
         if saved != ours:
             diff = ", ".join(f"{k}={saved[k]!r} (now {ours[k]!r})" for k in RESUME_MUST_MATCH if saved[k] != ours[k])
-            raise ValueError(f"{ckpt}: saved by a different run ({diff}); use a new out directory / filename_prefix for a "
-                             "different run, or delete that directory to start over")
+            raise ValueError(
+                f"{ckpt}: saved by a different run ({diff}); use a new out directory / filename_prefix for a "
+                "different run, or delete that directory to start over"
+            )
         load_lora_state_dict(self.policy.network, load_file(str(ckpt / "lora.safetensors")))
         self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
         self.step, self.skipped, self.warned = state["step"], state["skipped"], state["warned"]
         log = self.out / "log.jsonl"
-        rows = truncate_after(log, self.step) if self.main else [r for r in read_rows(log) if r.get("step", 0) <= self.step]
+        rows = (
+            truncate_after(log, self.step)
+            if self.main
+            else [r for r in read_rows(log) if r.get("step", 0) <= self.step]
+        )
         self.rows = [r for r in rows if "reward_mean" in r]
         return True
 
@@ -229,8 +261,15 @@ class RLRun:
         """The LoRA as a ComfyUI file (for known families) and a PEFT directory; the chart."""
         if not self.main:
             return {}
-        files = {"peft": str(save_peft_adapter(self.policy.network, LoraSpec(self.cfg.rank, self.cfg.alpha, self.cfg.targets),
-                                               self.out / "lora_peft"))}
+        files = {
+            "peft": str(
+                save_peft_adapter(
+                    self.policy.network,
+                    LoraSpec(self.cfg.rank, self.cfg.alpha, self.cfg.targets),
+                    self.out / "lora_peft",
+                )
+            )
+        }
         family = self.policy.family
         if family is None:
             try:
@@ -238,8 +277,14 @@ class RLRun:
             except ValueError:
                 family = None
         if family is not None:
-            files["comfyui"] = str(save_comfyui_lora(self.policy.network, self.out / "lora_comfyui.safetensors", family,
-                                                     {"algorithm": self.cfg.algorithm, "steps": self.step}))
+            files["comfyui"] = str(
+                save_comfyui_lora(
+                    self.policy.network,
+                    self.out / "lora_comfyui.safetensors",
+                    family,
+                    {"algorithm": self.cfg.algorithm, "steps": self.step},
+                )
+            )
         chart = write_rl_chart(self.out / "log.jsonl", self.out / "chart.png")
         if chart:
             files["chart"] = str(chart)
@@ -251,15 +296,22 @@ def write_rl_chart(log_path: Path, out: Path) -> Path | None:
     rows = [r for r in read_rows(log_path) if "reward_mean" in r]
     if not rows:
         return None
-    panels = [(title, {k: [(r["step"], float(r[k])) for r in rows if k in r] for k in keys}) for title, keys in CHART_PANELS]
+    panels = [
+        (title, {k: [(r["step"], float(r[k])) for r in rows if k in r] for k in keys}) for title, keys in CHART_PANELS
+    ]
     panels = [(t, s) for t, s in panels if any(s.values())]
     line_panels(panels).save(out)
     return out
 
 
-def train_rl(cfg: RLConfig, policy: Policy | None = None, progress: Progress | None = None,
-             should_stop: Callable[[], bool] | None = None, pretrain_data: Callable[[int], torch.Tensor] | None = None,
-             interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,)) -> dict:
+def train_rl(
+    cfg: RLConfig,
+    policy: Policy | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    pretrain_data: Callable[[int], torch.Tensor] | None = None,
+    interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
+) -> dict:
     """Train (resuming from `cfg.out`'s checkpoint), evaluate before and after, export; returns a summary.
 
     `should_stop()` is asked after every step; it, Ctrl+C and SIGTERM-as-KeyboardInterrupt (or any of
@@ -295,18 +347,30 @@ def train_rl(cfg: RLConfig, policy: Policy | None = None, progress: Progress | N
     elapsed = time.perf_counter() - started
     if interrupted:
         run.save_checkpoint()
-        return {"interrupted": True, "step": run.step, "resumed": resumed, "checkpoint": str(run.checkpoint_dir()),
-                "reward_before": before}
+        return {
+            "interrupted": True,
+            "step": run.step,
+            "resumed": resumed,
+            "checkpoint": str(run.checkpoint_dir()),
+            "reward_before": before,
+        }
     run.save_checkpoint()
     after = run.evaluate()
     files = run.export()
-    summary = {"status": "done", "algorithm": cfg.algorithm, "step": run.step, "resumed": resumed, "reward_before": before,
-               "reward_after": after, "relative_gain": (after - before) / abs(before) if before else None,
-               "steps_per_second": (run.step - start_step) / elapsed if elapsed > 0 else None,
-               "skipped_updates": run.skipped, "files": files,
-               "max_window_std": max((r["window_std"] for r in run.rows), default=None),
-               "final_window_std": run.rows[-1]["window_std"] if run.rows else None}
+    summary = {
+        "status": "done",
+        "algorithm": cfg.algorithm,
+        "step": run.step,
+        "resumed": resumed,
+        "reward_before": before,
+        "reward_after": after,
+        "relative_gain": (after - before) / abs(before) if before else None,
+        "steps_per_second": (run.step - start_step) / elapsed if elapsed > 0 else None,
+        "skipped_updates": run.skipped,
+        "files": files,
+        "max_window_std": max((r["window_std"] for r in run.rows), default=None),
+        "final_window_std": run.rows[-1]["window_std"] if run.rows else None,
+    }
     if run.main:
         summary_path.write_text(json.dumps(summary, indent=2))
     return summary | {"interrupted": False}
-

@@ -25,30 +25,40 @@ def sde_std(sigma: torch.Tensor, sigma_cap: torch.Tensor, noise_level: float) ->
     return noise_level * torch.sqrt(s / (1 - s))
 
 
-def step_scale(sigma: torch.Tensor, sigma_next: torch.Tensor, sigma_cap: torch.Tensor, noise_level: float) -> torch.Tensor:
+def step_scale(
+    sigma: torch.Tensor, sigma_next: torch.Tensor, sigma_cap: torch.Tensor, noise_level: float
+) -> torch.Tensor:
     """The standard deviation of one SDE step's Gaussian: std * sqrt(-dt)."""
     return sde_std(sigma, sigma_cap, noise_level) * torch.sqrt(sigma - sigma_next)
 
 
-def sde_mean(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
-             std: torch.Tensor) -> torch.Tensor:
+def sde_mean(
+    x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
     """The mean of the next state; with std = 0 it is the Euler step x + d * dt bit for bit."""
     d = (x - x0) / sigma  # the velocity, computed exactly as the Euler sampler does
     eps_hat = x + (1 - sigma) * d
-    return x + (d + std ** 2 / (2 * sigma) * eps_hat) * (sigma_next - sigma)
+    return x + (d + std**2 / (2 * sigma) * eps_hat) * (sigma_next - sigma)
 
 
 def gaussian_log_prob(x_next: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Mean over a sample's dimensions of log N(x_next; mean, scale^2); one value per sample."""
     dims = tuple(range(1, x_next.ndim))
     scale = scale.clamp_min(1e-12)
-    logp = -((x_next.detach() - mean) ** 2) / (2 * scale ** 2) - torch.log(scale) - 0.5 * math.log(2 * math.pi)
+    logp = -((x_next.detach() - mean) ** 2) / (2 * scale**2) - torch.log(scale) - 0.5 * math.log(2 * math.pi)
     return logp.mean(dim=dims)
 
 
-def sde_step(generator: Generator, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor, sigma_cap: torch.Tensor,
-             noise_level: float, noise: torch.Tensor | None = None,
-             x_next: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sde_step(
+    generator: Generator,
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_next: torch.Tensor,
+    sigma_cap: torch.Tensor,
+    noise_level: float,
+    noise: torch.Tensor | None = None,
+    x_next: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One SDE step: (x_next, its log-prob [B], the mean). Given `x_next`, only scores that transition."""
     x = x.float()
     x0 = generator.denoise(x, sigma).float()

@@ -13,8 +13,9 @@ its metrics; gradients flow only into the LoRA parameters (the reward model is f
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,20 +74,30 @@ class TrainerConfig:
     window: int = 0  # 0: SDE on all steps but the last; w > 0: SDE on the first w (high-noise) steps only
     minibatches: int = 2  # optimizer updates per step (groups split into this many minibatches)
 
-    def validate(self) -> "TrainerConfig":
-        checks = [("group_size", self.group_size >= 1), ("sample_steps", self.sample_steps >= 1),
-                  ("raft_keep", 1 <= self.raft_keep <= self.group_size), ("raft_updates", self.raft_updates >= 1),
-                  ("grad_steps", 1 <= self.grad_steps <= self.sample_steps),
-                  ("random_stop", 0 <= self.random_stop <= self.sample_steps - self.grad_steps),
-                  ("noise_level", 0 <= self.noise_level <= 2), ("clip_range", self.clip_range > 0),
-                  ("kl_beta", self.kl_beta >= 0), ("adv_std", self.adv_std in ("global", "group")),
-                  ("adv_clip", self.adv_clip > 0), ("window", 0 <= self.window < self.sample_steps or self.sample_steps == 1),
-                  ("minibatches", self.minibatches >= 1), ("pretrain_weight", self.pretrain_weight >= 0)]
+    def validate(self) -> TrainerConfig:
+        checks = [
+            ("group_size", self.group_size >= 1),
+            ("sample_steps", self.sample_steps >= 1),
+            ("raft_keep", 1 <= self.raft_keep <= self.group_size),
+            ("raft_updates", self.raft_updates >= 1),
+            ("grad_steps", 1 <= self.grad_steps <= self.sample_steps),
+            ("random_stop", 0 <= self.random_stop <= self.sample_steps - self.grad_steps),
+            ("noise_level", 0 <= self.noise_level <= 2),
+            ("clip_range", self.clip_range > 0),
+            ("kl_beta", self.kl_beta >= 0),
+            ("adv_std", self.adv_std in ("global", "group")),
+            ("adv_clip", self.adv_clip > 0),
+            ("window", 0 <= self.window < self.sample_steps or self.sample_steps == 1),
+            ("minibatches", self.minibatches >= 1),
+            ("pretrain_weight", self.pretrain_weight >= 0),
+        ]
         bad = [name for name, ok in checks if not ok]
         if bad:
             values = ", ".join(f"{n}={getattr(self, n)!r}" for n in bad)
-            raise ValueError(f"invalid trainer settings: {values} (raft_keep <= group_size, grad_steps + random_stop <= "
-                             "sample_steps, window < sample_steps, adv_std 'global' or 'group')")
+            raise ValueError(
+                f"invalid trainer settings: {values} (raft_keep <= group_size, grad_steps + random_stop <= "
+                "sample_steps, window < sample_steps, adv_std 'global' or 'group')"
+            )
         return self
 
 
@@ -120,7 +131,7 @@ def raft_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int,
     for prompt, latents, future in pending:
         rewards = future.result()
         all_rewards.append(rewards)
-        keep = rewards.argsort(descending=True)[:cfg.raft_keep]
+        keep = rewards.argsort(descending=True)[: cfg.raft_keep]
         winners.append((prompt, latents[keep]))
     losses = []
     for u in range(cfg.raft_updates):
@@ -131,13 +142,21 @@ def raft_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int,
             total += float(loss.detach())
         opt.step()
         losses.append(total)
-    return reward_stats(torch.cat(all_rewards)) | {"loss": sum(losses) / len(losses),
-                                                  "winner_reward": float(torch.stack([r.max() for r in all_rewards]).mean())}
+    return reward_stats(torch.cat(all_rewards)) | {
+        "loss": sum(losses) / len(losses),
+        "winner_reward": float(torch.stack([r.max() for r in all_rewards]).mean()),
+    }
 
 
 # --- ReFL / DRaFT-K ------------------------------------------------------------------------------------------------
-def refl_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int, opt: Optimizing,
-              pretrain_data: Callable[[int], torch.Tensor] | None = None) -> dict[str, float]:
+def refl_step(
+    policy: Policy,
+    cfg: TrainerConfig,
+    prompts: list[str],
+    seed: int,
+    opt: Optimizing,
+    pretrain_data: Callable[[int], torch.Tensor] | None = None,
+) -> dict[str, float]:
     """Reward gradients through the last `grad_steps` sampling steps (stopping early at random for ReFL)."""
     rng = random.Random(seed)
     rewards_all, total = [], 0.0
@@ -145,8 +164,10 @@ def refl_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int,
         gen = policy.generator_for(prompt)
         reward = policy.reward_for(prompt)
         if not reward.differentiable:
-            raise ValueError("refl needs a differentiable reward (an in-process reward model or statistic); remote "
-                             "and pairwise-by-HTTP rewards work with raft and grpo")
+            raise ValueError(
+                "refl needs a differentiable reward (an in-process reward model or statistic); remote "
+                "and pairwise-by-HTTP rewards work with raft and grpo"
+            )
         steps = cfg.sample_steps
         end = steps - rng.randint(0, cfg.random_stop)  # the step whose x0 prediction is the final image
         start = end - cfg.grad_steps
@@ -161,7 +182,9 @@ def refl_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int,
             else:
                 x, x0 = euler_step(gen, x, sigmas[i], sigmas[i + 1])
         r = reward(gen.decode(x0))
-        loss = (torch.relu(cfg.hinge_margin - r) * cfg.hinge_weight).mean() if cfg.hinge_margin is not None else -r.mean()
+        loss = (
+            (torch.relu(cfg.hinge_margin - r) * cfg.hinge_weight).mean() if cfg.hinge_margin is not None else -r.mean()
+        )
         if cfg.pretrain_weight > 0 and pretrain_data is not None:
             loss = loss + cfg.pretrain_weight * denoising_loss(gen, pretrain_data(seed + j).to(gen.device), seed + j)
         opt.backward(loss / len(prompts))
@@ -188,12 +211,15 @@ def sde_window(cfg: TrainerConfig) -> list[int]:
     return list(range(cfg.window or max(cfg.sample_steps - 1, 1)))
 
 
-def sample_trajectory(gen: Generator, noise: torch.Tensor, cfg: TrainerConfig, seed: int,
-                      noise_level: float | None = None) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+def sample_trajectory(
+    gen: Generator, noise: torch.Tensor, cfg: TrainerConfig, seed: int, noise_level: float | None = None
+) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
     """SDE sampling on the window's steps, Euler elsewhere; returns the states and the window's log-probs."""
     if gen.parameterization != "flow":
-        raise ValueError("grpo's SDE is written for flow models (SD3, Flux, Wan, the tiny flow model); use raft or "
-                         "refl for epsilon models (SD 1.x/2.x, SDXL)")
+        raise ValueError(
+            "grpo's SDE is written for flow models (SD3, Flux, Wan, the tiny flow model); use raft or "
+            "refl for epsilon models (SD 1.x/2.x, SDXL)"
+        )
     level = cfg.noise_level if noise_level is None else noise_level
     sigmas = gen.sigmas(cfg.sample_steps).to(gen.device)
     cap = sigmas[1] if len(sigmas) > 2 else sigmas[0] * 0.5
@@ -211,7 +237,9 @@ def sample_trajectory(gen: Generator, noise: torch.Tensor, cfg: TrainerConfig, s
     return states, logps
 
 
-def group_advantages(rewards: list[torch.Tensor], per_group_std: bool, clip: float) -> tuple[list[torch.Tensor], list[bool]]:
+def group_advantages(
+    rewards: list[torch.Tensor], per_group_std: bool, clip: float
+) -> tuple[list[torch.Tensor], list[bool]]:
     """(r - group mean) / (std + 1e-4), std of the whole batch or of each group, clamped; and which groups
     carry signal (a group whose rewards are all equal is dropped)."""
     all_r = torch.cat(rewards)
@@ -224,8 +252,9 @@ def group_advantages(rewards: list[torch.Tensor], per_group_std: bool, clip: flo
     return adv, keep
 
 
-def grpo_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int, opt: Optimizing,
-              ratio_probe: list | None = None) -> dict[str, float]:
+def grpo_step(
+    policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int, opt: Optimizing, ratio_probe: list | None = None
+) -> dict[str, float]:
     """Sample groups with the SDE, score, then PPO-clip updates (minibatches of groups) over the SDE steps."""
     trajectories, futures = [], []
     with torch.no_grad():
@@ -239,10 +268,15 @@ def grpo_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int,
     advantages, keep = group_advantages([t.rewards for t in trajectories], cfg.adv_std == "group", cfg.adv_clip)
     kept = [(t, a) for t, a, k in zip(trajectories, advantages, keep) if k]
     stats = reward_stats(torch.cat([t.rewards for t in trajectories])) | {
-        "zero_std_ratio": 1 - len(kept) / len(trajectories), "loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "ratio_mean": 1.0}
+        "zero_std_ratio": 1 - len(kept) / len(trajectories),
+        "loss": 0.0,
+        "kl": 0.0,
+        "clip_frac": 0.0,
+        "ratio_mean": 1.0,
+    }
     if not kept:
         return stats
-    batches = [kept[i::cfg.minibatches] for i in range(min(cfg.minibatches, len(kept)))]
+    batches = [kept[i :: cfg.minibatches] for i in range(min(cfg.minibatches, len(kept)))]
     loss_sum, kl_sum, clipped, ratios, pieces = 0.0, 0.0, 0.0, 0.0, 0
     for batch in batches:
         n_terms = len(batch) * len(batch[0][0].sde_steps)
@@ -265,7 +299,7 @@ def grpo_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int,
                         _, _, mean_ref = sde_step(gen, x, sigmas[i], sigmas[i + 1], cap, cfg.noise_level, x_next=x_next)
                     scale = step_scale(sigmas[i], sigmas[i + 1], cap, cfg.noise_level)
                     dims = tuple(range(1, mean.ndim))
-                    kl = (((mean - mean_ref) ** 2).mean(dim=dims) / (2 * scale ** 2)).mean()
+                    kl = (((mean - mean_ref) ** 2).mean(dim=dims) / (2 * scale**2)).mean()
                     loss = loss + cfg.kl_beta * kl
                     kl_sum += float(kl.detach())
                 opt.backward(loss / n_terms)
@@ -274,8 +308,12 @@ def grpo_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int,
                 ratios += float(ratio.detach().mean())
                 pieces += 1
         opt.step()
-    return stats | {"loss": loss_sum / pieces, "kl": kl_sum / pieces, "clip_frac": clipped / pieces,
-                    "ratio_mean": ratios / pieces}
+    return stats | {
+        "loss": loss_sum / pieces,
+        "kl": kl_sum / pieces,
+        "clip_frac": clipped / pieces,
+        "ratio_mean": ratios / pieces,
+    }
 
 
 def reward_stats(rewards: torch.Tensor) -> dict[str, float]:

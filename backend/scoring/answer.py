@@ -33,7 +33,7 @@ class AnswerTokens:
     no_ids: tuple[int, ...]
 
     @classmethod
-    def from_config(cls, tokenizer: Any, config: ScoringConfig, with_space: bool = False) -> "AnswerTokens":
+    def from_config(cls, tokenizer: Any, config: ScoringConfig, with_space: bool = False) -> AnswerTokens:
         """Ids of the answer word's first token (and of its variants when `answer_variants` is on)."""
 
         def ids_for(word: str) -> tuple[int, ...]:

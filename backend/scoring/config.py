@@ -15,6 +15,8 @@ CPU_BATCH_TOKENS = 1536
 def default_batch_tokens(device_type: str) -> int:
     """Token budget of one forward when the user sets none."""
     return GPU_BATCH_TOKENS if device_type == "cuda" else CPU_BATCH_TOKENS
+
+
 COT_MODES = ("none", "answer_first", "reasoning_first")
 
 
@@ -35,7 +37,7 @@ class ScoringConfig:
     prefix_reuse: bool = True  # compute a shared prefix (instruction, reference, examples) once
     min_prefix_tokens: int = 64  # shorter shared prefixes (e.g. just the system prompt) are not worth a cache
 
-    def validate(self) -> "ScoringConfig":
+    def validate(self) -> ScoringConfig:
         """Raise ValueError naming the field and the fix when a value is unusable; return self."""
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
@@ -45,12 +47,16 @@ class ScoringConfig:
             raise ValueError("answer must be a non-empty word such as 'Yes'")
         if self.negative is not None and (not isinstance(self.negative, str) or not self.negative.strip()):
             raise ValueError("negative must be a non-empty word such as 'No' (or None to derive it)")
-        if self.max_batch_tokens is not None and (not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1):
+        if self.max_batch_tokens is not None and (
+            not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1
+        ):
             raise ValueError(f"max_batch_tokens must be a positive integer, got {self.max_batch_tokens!r}")
         if not isinstance(self.reason_tokens, int) or self.reason_tokens < 1:
             raise ValueError(f"reason_tokens must be a positive integer, got {self.reason_tokens!r}")
         if self.question is not None and (not isinstance(self.question, str) or not self.question.strip()):
-            raise ValueError("question must be a non-empty template string such as 'Does this image show \"{prompt}\"?'")
+            raise ValueError(
+                "question must be a non-empty template string such as 'Does this image show \"{prompt}\"?'"
+            )
         if self.system is not None and not isinstance(self.system, str):
             raise ValueError(f"system must be a string, got {type(self.system).__name__}")
         if not isinstance(self.criteria, tuple) or not all(isinstance(c, str) and c.strip() for c in self.criteria):
@@ -67,7 +73,7 @@ class ScoringConfig:
             return "NO"
         return "No" if word[:1].isupper() else "no"
 
-    def with_overrides(self, **overrides: Any) -> "ScoringConfig":
+    def with_overrides(self, **overrides: Any) -> ScoringConfig:
         """A copy with the given fields replaced (None values ignored), validated."""
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)

@@ -126,7 +126,9 @@ def _system_messages(config: ScoringConfig) -> list[dict]:
     return [{"role": "system", "content": [{"type": "text", "text": config.system}]}] if config.system else []
 
 
-def _example_turns(examples: list[FewShotExample], config: ScoringConfig, prompt: str, pairwise: bool) -> tuple[list, list]:
+def _example_turns(
+    examples: list[FewShotExample], config: ScoringConfig, prompt: str, pairwise: bool
+) -> tuple[list, list]:
     """Few-shot turns (user question + assistant verdict) and their visuals, in order."""
     messages, visuals = [], []
     for i, ex in enumerate(examples):
@@ -137,7 +139,9 @@ def _example_turns(examples: list[FewShotExample], config: ScoringConfig, prompt
         shown = [to_visual(ex.reference, f"few_shot[{i}].reference")] if pairwise else []
         shown.append(to_visual(ex.visual, f"few_shot[{i}].visual"))
         question = question_text(replace_cot(config), ex.prompt or prompt, _kind(shown[-1]), pairwise)
-        messages.append({"role": "user", "content": _visual_parts(shown, pairwise) + [{"type": "text", "text": question}]})
+        messages.append(
+            {"role": "user", "content": _visual_parts(shown, pairwise) + [{"type": "text", "text": question}]}
+        )
         verdict = config.answer.strip() if ex.verdict else config.negative_word
         messages.append({"role": "assistant", "content": [{"type": "text", "text": verdict}]})
         visuals.extend(shown)
@@ -166,12 +170,16 @@ def pointwise_query(visual: Visual, prompt: str, config: ScoringConfig, few_shot
     return Query(_system_messages(config) + shots + [user], shot_visuals + [visual])
 
 
-def pairwise_query(reference: Visual, candidate: Visual, prompt: str, config: ScoringConfig,
-                   few_shot: list | None = None) -> Query:
+def pairwise_query(
+    reference: Visual, candidate: Visual, prompt: str, config: ScoringConfig, few_shot: list | None = None
+) -> Query:
     """Image 1 = reference, image 2 = candidate, then prompt + criteria: "is image 2 better than image 1?"."""
     if _kind(reference) != _kind(candidate):
         raise ValueError("reference and candidate must both be images or both be videos")
     shots, shot_visuals = _example_turns(list(few_shot or []), config, prompt, pairwise=True)
     question = question_text(config, prompt, _kind(candidate), pairwise=True)
-    user = {"role": "user", "content": _visual_parts([reference, candidate], True) + [{"type": "text", "text": question}]}
+    user = {
+        "role": "user",
+        "content": _visual_parts([reference, candidate], True) + [{"type": "text", "text": question}],
+    }
     return Query(_system_messages(config) + shots + [user], shot_visuals + [reference, candidate])

@@ -15,8 +15,9 @@ from __future__ import annotations
 import copy
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -136,7 +137,9 @@ class Scorer:
         if batch:
             yield batch
 
-    def prefix_groups(self, prepared: list[PreparedQuery], min_tokens: int) -> tuple[list[tuple[int, list[int]]], list[int]]:
+    def prefix_groups(
+        self, prepared: list[PreparedQuery], min_tokens: int
+    ) -> tuple[list[tuple[int, list[int]]], list[int]]:
         """Split queries into (prefix length, members) groups that share a prefix, and the rest.
 
         The prefix of a query is everything before its last visual (the candidate in every prompt layout:
@@ -161,8 +164,9 @@ class Scorer:
         return groups, sorted(rest)
 
     # --- forward passes -------------------------------------------------------------------------------
-    def last_logits(self, prepared: list[PreparedQuery], max_tokens: int, prefix_reuse: bool = True,
-                    min_prefix_tokens: int = 64) -> torch.Tensor:
+    def last_logits(
+        self, prepared: list[PreparedQuery], max_tokens: int, prefix_reuse: bool = True, min_prefix_tokens: int = 64
+    ) -> torch.Tensor:
         """Last-position logits [N, V] (float32) for prepared queries, in input order."""
         out: list[torch.Tensor | None] = [None] * len(prepared)
         grad = torch.is_grad_enabled() and any(v.pixel_values.requires_grad for p in prepared for v in p.visuals)
@@ -199,7 +203,9 @@ class Scorer:
                 ) from exc
             self.stats["oom_splits"] += 1
             half = len(rows) // 2
-            return torch.cat([self._forward_split(rows[:half], start, cache), self._forward_split(rows[half:], start, cache)])
+            return torch.cat(
+                [self._forward_split(rows[:half], start, cache), self._forward_split(rows[half:], start, cache)]
+            )
 
     def _prefix_cache(self, query: PreparedQuery, prefix_len: int) -> Any:
         """Run the shared prefix once and return its KV cache."""
@@ -210,7 +216,9 @@ class Scorer:
             position_ids=query.positions[..., :prefix_len].unsqueeze(-2),
             use_cache=True,
             logits_to_keep=1,
-            **self.family.model_inputs([v for v, (s, _) in zip(query.visuals, query.spans) if s < prefix_len], self.vlm.dtype),
+            **self.family.model_inputs(
+                [v for v, (s, _) in zip(query.visuals, query.spans) if s < prefix_len], self.vlm.dtype
+            ),
         )
         self.stats["prefix_forwards"] += 1
         return out.past_key_values
@@ -233,9 +241,9 @@ class Scorer:
         pos_shape = rows[0].positions.shape[:-1]
         positions = torch.ones((*pos_shape, len(rows), width), dtype=torch.long, device=device)
         for b, (r, n) in enumerate(zip(rows, lengths)):
-            ids[b, width - n:] = r.input_ids[start:]
-            mask[b, width - n:] = 1
-            positions[..., b, width - n:] = r.positions[..., start:]
+            ids[b, width - n :] = r.input_ids[start:]
+            mask[b, width - n :] = 1
+            positions[..., b, width - n :] = r.positions[..., start:]
         visuals = [v for r in rows for v in r.visuals_from(start)]
         kwargs: dict[str, Any] = self.family.model_inputs(visuals, self.vlm.dtype)
         if cache is not None:
@@ -260,7 +268,11 @@ class Scorer:
             kwargs["mm_token_type_ids"] = self.family.token_types(ids)
         with torch.no_grad():
             out = self.vlm.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                do_sample=False, pad_token_id=self.tokenizer.pad_token_id, **kwargs,
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **kwargs,
             )
-        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

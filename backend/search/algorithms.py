@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -66,8 +67,14 @@ class SearchResult:
 class Tracker:
     """Counts calls and time, records candidates and keeps the best one."""
 
-    def __init__(self, generator: Generator, reward: Any, budget: int, progress: Progress | None = None,
-                 should_stop: StopCheck | None = None):
+    def __init__(
+        self,
+        generator: Generator,
+        reward: Any,
+        budget: int,
+        progress: Progress | None = None,
+        should_stop: StopCheck | None = None,
+    ):
         if budget < 1:
             raise ValueError(f"budget must be at least 1 denoiser call, got {budget}")
         self.generator, self.reward, self.budget, self.progress = generator, reward, budget, progress
@@ -102,20 +109,22 @@ class Tracker:
         self.time["scorer"] += time.perf_counter() - t
         return scores, images
 
-    def record(self, round_: int, latents: torch.Tensor, noises: torch.Tensor, scores: torch.Tensor,
-               images: torch.Tensor) -> None:
+    def record(
+        self, round_: int, latents: torch.Tensor, noises: torch.Tensor, scores: torch.Tensor, images: torch.Tensor
+    ) -> None:
         for i in range(latents.shape[0]):
             self.history.append(Candidate(round_, float(scores[i]), self.calls.denoiser, self.calls.scorer))
             if self.best is None or float(scores[i]) > self.best[0]:
-                self.best = (float(scores[i]), latents[i:i + 1], noises[i:i + 1], images[i:i + 1])
+                self.best = (float(scores[i]), latents[i : i + 1], noises[i : i + 1], images[i : i + 1])
         if self.progress is not None:
             self.progress(self.calls.denoiser, self.budget, BestSoFar(*self.best))
 
     def result(self) -> SearchResult:
         score, latent, noise, image = self.best
         seconds = dict(self.time, total=time.perf_counter() - self.started)
-        return SearchResult(latent, noise, image, score, self.history, self.calls.denoiser, self.calls.scorer, seconds,
-                            self.stopped)
+        return SearchResult(
+            latent, noise, image, score, self.history, self.calls.denoiser, self.calls.scorer, seconds, self.stopped
+        )
 
 
 def seeded_noise(generator: Generator, n: int, seed: int) -> torch.Tensor:
@@ -124,9 +133,16 @@ def seeded_noise(generator: Generator, n: int, seed: int) -> torch.Tensor:
     return torch.randn((n, *generator.noise_shape), generator=g).to(generator.device)
 
 
-def best_of_n(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0, batch: int = 8,
-              progress: Progress | None = None,
-              should_stop: StopCheck | None = None) -> SearchResult:
+def best_of_n(
+    generator: Generator,
+    reward: Any,
+    steps: int,
+    budget: int,
+    seed: int = 0,
+    batch: int = 8,
+    progress: Progress | None = None,
+    should_stop: StopCheck | None = None,
+) -> SearchResult:
     """floor(budget / steps) seeds, sampled `batch` at a time; the best by reward."""
     t = Tracker(generator, reward, budget, progress, should_stop)
     n = max(1, budget // steps)
@@ -134,15 +150,22 @@ def best_of_n(generator: Generator, reward: Any, steps: int, budget: int, seed: 
     for start in range(0, n, batch):
         if start and t.left() <= 0:
             break
-        chunk = noises[start:start + batch]
+        chunk = noises[start : start + batch]
         latents = t.sample(chunk, steps)
         t.record(0, latents, chunk, *t.score(latents))
     return t.result()
 
 
-def random_search(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0, first_pool: int = 2,
-                  progress: Progress | None = None,
-              should_stop: StopCheck | None = None) -> SearchResult:
+def random_search(
+    generator: Generator,
+    reward: Any,
+    steps: int,
+    budget: int,
+    seed: int = 0,
+    first_pool: int = 2,
+    progress: Progress | None = None,
+    should_stop: StopCheck | None = None,
+) -> SearchResult:
     """Pools of fresh seeds doubling in size (2, 4, 8, ...) while the budget lasts."""
     t = Tracker(generator, reward, budget, progress, should_stop)
     pool, round_ = first_pool, 0
@@ -155,9 +178,17 @@ def random_search(generator: Generator, reward: Any, steps: int, budget: int, se
     return t.result()
 
 
-def zero_order(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0, neighbours: int = 4,
-               correlation: float = 0.95, progress: Progress | None = None,
-              should_stop: StopCheck | None = None) -> SearchResult:
+def zero_order(
+    generator: Generator,
+    reward: Any,
+    steps: int,
+    budget: int,
+    seed: int = 0,
+    neighbours: int = 4,
+    correlation: float = 0.95,
+    progress: Progress | None = None,
+    should_stop: StopCheck | None = None,
+) -> SearchResult:
     """Start from one seed; each round samples norm-preserving neighbours of the pivot and moves to a better one."""
     t = Tracker(generator, reward, budget, progress, should_stop)
     g = torch.Generator().manual_seed(seed + 1)
@@ -172,21 +203,31 @@ def zero_order(generator: Generator, reward: Any, steps: int, budget: int, seed:
         w = torch.randn((n, u.numel()), generator=g).to(u.device)
         w = w - (w @ u)[:, None] * u[None]  # orthogonal to the pivot direction
         w = w / w.norm(dim=1, keepdim=True)
-        cand = (pivot.norm() * (correlation * u[None] + math.sqrt(1 - correlation ** 2) * w)).view(n, *generator.noise_shape)
+        cand = (pivot.norm() * (correlation * u[None] + math.sqrt(1 - correlation**2) * w)).view(
+            n, *generator.noise_shape
+        )
         latents = t.sample(cand, steps)
         scores, images = t.score(latents)
         t.record(round_, latents, cand, scores, images)
         best = int(scores.argmax())
         if float(scores[best]) > pivot_score:
-            pivot, pivot_score = cand[best:best + 1], float(scores[best])
+            pivot, pivot_score = cand[best : best + 1], float(scores[best])
         round_ += 1
     return t.result()
 
 
-def search_over_paths(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0,
-                      paths: int | None = None, children: int = 2, branch_steps: tuple[int, ...] | None = None,
-                      progress: Progress | None = None,
-              should_stop: StopCheck | None = None) -> SearchResult:
+def search_over_paths(
+    generator: Generator,
+    reward: Any,
+    steps: int,
+    budget: int,
+    seed: int = 0,
+    paths: int | None = None,
+    children: int = 2,
+    branch_steps: tuple[int, ...] | None = None,
+    progress: Progress | None = None,
+    should_stop: StopCheck | None = None,
+) -> SearchResult:
     """N trajectories; at each branch step every kept state branches into children (its predicted clean
     image re-noised at that step's sigma with fresh noise), and the best `paths` states by the verifier on
     their predicted clean images continue. `paths` defaults to as many as the budget of denoiser calls
@@ -224,13 +265,24 @@ def search_over_paths(generator: Generator, reward: Any, steps: int, budget: int
     return t.result()
 
 
-def noise_gradient(generator: Generator, reward: Any, steps: int, budget: int, seed: int = 0, lr: float = 5.0,
-                   regularizer: float = 0.01, clip: float = 0.1, progress: Progress | None = None,
-              should_stop: StopCheck | None = None) -> SearchResult:
+def noise_gradient(
+    generator: Generator,
+    reward: Any,
+    steps: int,
+    budget: int,
+    seed: int = 0,
+    lr: float = 5.0,
+    regularizer: float = 0.01,
+    clip: float = 0.1,
+    progress: Progress | None = None,
+    should_stop: StopCheck | None = None,
+) -> SearchResult:
     """ReNO-style: ascend the reward w.r.t. the initial noise through sampling and decoding (few-step models)."""
     if not getattr(reward, "differentiable", False):
-        raise ValueError("noise_gradient needs a differentiable reward (a RewardModel pointwise reward or a "
-                         "differentiable statistic); use another algorithm for pairwise or remote rewards")
+        raise ValueError(
+            "noise_gradient needs a differentiable reward (a RewardModel pointwise reward or a "
+            "differentiable statistic); use another algorithm for pairwise or remote rewards"
+        )
     t = Tracker(generator, reward, budget, progress, should_stop)
     z = seeded_noise(generator, 1, seed).requires_grad_(True)
     opt = torch.optim.SGD([z], lr=lr, momentum=0.9, nesterov=True)
@@ -248,7 +300,7 @@ def noise_gradient(generator: Generator, reward: Any, steps: int, budget: int, s
         t.record(round_, latent.detach(), z.detach().clone(), score.detach().view(1), images.detach())
         tb = time.perf_counter()
         norm = z.norm()
-        loss = -score + regularizer * (0.5 * norm ** 2 - (d - 1) * torch.log(norm)) / d
+        loss = -score + regularizer * (0.5 * norm**2 - (d - 1) * torch.log(norm)) / d
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([z], clip)

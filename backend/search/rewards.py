@@ -58,7 +58,9 @@ class RemoteReward:
     differentiable: bool = False
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        visuals = [video_from_frames(v, self.fps) for v in images] if images.ndim == 5 else images.detach().float().cpu()
+        visuals = (
+            [video_from_frames(v, self.fps) for v in images] if images.ndim == 5 else images.detach().float().cpu()
+        )
         if self.reference is not None:
             return torch.tensor(self.client.compare(visuals, self.reference, self.prompt, **self.options).scores)
         return torch.tensor(self.client.score(visuals, self.prompt, **self.options).scores)

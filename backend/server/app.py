@@ -17,7 +17,8 @@ import asyncio
 import hmac
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -99,8 +100,12 @@ class ScoringService:
         header = request.headers.get("Authorization", "")
         given = header[7:].strip() if header.lower().startswith("bearer ") else ""
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise ApiError(401, "unauthorized", "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
-                           {"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
+                {"WWW-Authenticate": "Bearer"},
+            )
 
     # --- scoring ---------------------------------------------------------------------------------------------------
     async def scoring(self, endpoint: str, request: web.Request) -> web.Response:
@@ -115,8 +120,9 @@ class ScoringService:
         except (MediaError, ValueError) as exc:
             raise bad_request(str(exc)) from exc
         alive = lambda: request.transport is not None and not request.transport.is_closing()  # noqa: E731
-        scores, reasons, usage = await entry.batcher.submit(queries, config, req.reasons, alive,
-                                                            self.settings.request_timeout_s)
+        scores, reasons, usage = await entry.batcher.submit(
+            queries, config, req.reasons, alive, self.settings.request_timeout_s
+        )
         if endpoint == "rank":
             body: dict[str, Any] = rank_result(scores, req.top_k or len(scores)).to_dict()
             body.pop("reasons")
@@ -133,8 +139,13 @@ class ScoringService:
     async def models(self, request: web.Request) -> web.Response:
         """Configured and loaded models with their memory use."""
         budget = {"gpu": self.settings.gpu_memory, "cpu": self.settings.cpu_memory}
-        return web.json_response({"models": self.manager.describe(), "default": self.settings.default_model,
-                                  "memory": {"used": self.manager.used_bytes(), "budget": budget}})
+        return web.json_response(
+            {
+                "models": self.manager.describe(),
+                "default": self.settings.default_model,
+                "memory": {"used": self.manager.used_bytes(), "budget": budget},
+            }
+        )
 
     async def load(self, request: web.Request) -> web.Response:
         """Load a configured model now."""
@@ -146,8 +157,9 @@ class ScoringService:
         name = self.manager.resolve(request.match_info["name"])
         entry = self.manager.loaded.get(name)
         if entry is not None and entry.external:
-            raise ApiError(409, "external_model", f"model {name!r} is owned by its host application (ComfyUI); "
-                                                  "unload it there")
+            raise ApiError(
+                409, "external_model", f"model {name!r} is owned by its host application (ComfyUI); unload it there"
+            )
         return web.json_response({"model": name, "unloaded": await self.manager.unload(name)})
 
     async def health(self, request: web.Request) -> web.Response:
@@ -159,8 +171,11 @@ class ScoringService:
         name = self.settings.default_model
         if name is not None and name in self.manager.loaded:
             return web.json_response({"status": "ready", "model": name})
-        raise ApiError(503, "not_ready", f"the default model {name!r} is not loaded yet; it loads on first use, "
-                                         f"or POST /v1/models/{name}/load")
+        raise ApiError(
+            503,
+            "not_ready",
+            f"the default model {name!r} is not loaded yet; it loads on first use, or POST /v1/models/{name}/load",
+        )
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         """Prometheus text exposition."""
@@ -172,7 +187,9 @@ class ScoringService:
 
     def route_defs(self, prefix: str = "") -> list[web.RouteDef]:
         """Every route, under `prefix` (e.g. '/rewarddance' when mounted on ComfyUI's server)."""
-        scoring = {name: (lambda n: (lambda r: self.scoring(n, r)))(name) for name in ("score", "compare", "rank", "tournament")}
+        scoring = {
+            name: (lambda n: lambda r: self.scoring(n, r))(name) for name in ("score", "compare", "rank", "tournament")
+        }
         table = [
             *[("POST", f"/v1/{n}", n, fn) for n, fn in scoring.items()],
             ("GET", "/v1/models", "models", self.models),
@@ -207,10 +224,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         kind = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "http_error")
-        message = {404: f"no route {request.path}; see GET /openapi.json",
-                   405: f"{request.method} is not allowed on {request.path}; see GET /openapi.json"}.get(exc.status, exc.reason)
-        return web.json_response(ApiError(exc.status, kind, message).body(), status=exc.status,
-                                 headers={k: v for k, v in exc.headers.items() if k == "Allow"})
+        message = {
+            404: f"no route {request.path}; see GET /openapi.json",
+            405: f"{request.method} is not allowed on {request.path}; see GET /openapi.json",
+        }.get(exc.status, exc.reason)
+        return web.json_response(
+            ApiError(exc.status, kind, message).body(),
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k == "Allow"},
+        )
 
 
 def create_app(settings: ServerSettings, service: ScoringService | None = None) -> web.Application:

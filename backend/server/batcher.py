@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -80,18 +81,29 @@ class Batcher:
             self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
 
-    async def submit(self, queries: list[Any], config: Any, reasons: bool = False,
-                     alive: Callable[[], bool] = lambda: True, timeout: float | None = None) -> tuple[list[float], list[str] | None, dict]:
+    async def submit(
+        self,
+        queries: list[Any],
+        config: Any,
+        reasons: bool = False,
+        alive: Callable[[], bool] = lambda: True,
+        timeout: float | None = None,
+    ) -> tuple[list[float], list[str] | None, dict]:
         """Queue queries and wait for (scores, reasons, usage); 503 when the queue is full, 504 on timeout."""
         if self.closing:
-            raise ApiError(503, "model_unloading", f"model {self.name!r} is being unloaded; retry",
-                           {"Retry-After": "1"})
+            raise ApiError(
+                503, "model_unloading", f"model {self.name!r} is being unloaded; retry", {"Retry-After": "1"}
+            )
         if self.queued >= self.settings.max_queue:
             if self.metrics is not None:
                 self.metrics.rejected.labels(self.name).inc()
-            raise ApiError(503, "queue_full", f"model {self.name!r} has {self.queued} requests queued "
-                                              f"(max_queue {self.settings.max_queue}); retry later",
-                           {"Retry-After": "1"})
+            raise ApiError(
+                503,
+                "queue_full",
+                f"model {self.name!r} has {self.queued} requests queued "
+                f"(max_queue {self.settings.max_queue}); retry later",
+                {"Retry-After": "1"},
+            )
         self._ensure_started()
         job = Job(queries, config, reasons, asyncio.get_running_loop().create_future(), alive)
         self.queued += 1
@@ -100,8 +112,12 @@ class Batcher:
         try:
             return await asyncio.wait_for(job.future, timeout)
         except asyncio.TimeoutError:
-            raise ApiError(504, "timeout", f"the request did not finish within {timeout:g} s "
-                                           "(request_timeout_s); send fewer images or raise the timeout") from None
+            raise ApiError(
+                504,
+                "timeout",
+                f"the request did not finish within {timeout:g} s "
+                "(request_timeout_s); send fewer images or raise the timeout",
+            ) from None
 
     async def close(self) -> None:
         """Finish every queued request, then stop the worker and its thread.
@@ -210,8 +226,9 @@ class Batcher:
         started = time.perf_counter()
         before = self._tokens_counted()
         try:
-            results = await self._in_thread(_score_prepared, self.model, [j.prepared for j in live],
-                                            [j.config for j in live], self.max_tokens)
+            results = await self._in_thread(
+                _score_prepared, self.model, [j.prepared for j in live], [j.config for j in live], self.max_tokens
+            )
         except Exception as exc:
             if len(live) > 1:
                 for j in live:
@@ -222,8 +239,9 @@ class Batcher:
         compute = time.perf_counter() - started
         self._record_batch(live, compute, self._tokens_counted() - before)
         for job, scores in zip(live, results):
-            job.usage.update(compute_ms=compute * 1000.0, batch_requests=len(live), queries=len(job.queries),
-                             tokens=job.tokens)
+            job.usage.update(
+                compute_ms=compute * 1000.0, batch_requests=len(live), queries=len(job.queries), tokens=job.tokens
+            )
             if not job.future.done():
                 job.future.set_result((scores, None, job.usage))
 
@@ -236,7 +254,9 @@ class Batcher:
         started = time.perf_counter()
         before = self._tokens_counted()
         try:
-            scores, texts = await self._in_thread(_run_with_generation, self.model, job.queries, job.config, job.reasons)
+            scores, texts = await self._in_thread(
+                _run_with_generation, self.model, job.queries, job.config, job.reasons
+            )
         except Exception as exc:
             _fail(job, exc)
             return
@@ -301,12 +321,14 @@ def _score_prepared(model: Any, prepared: list[list[Any]], configs: list[Any], m
         logits = model.scorer.last_logits(flat, max_tokens, base.prefix_reuse, base.min_prefix_tokens)
         out, start = [], 0
         for rows, config in zip(prepared, configs):
-            out.append(model.read_scores(logits[start:start + len(rows)], config).tolist())
+            out.append(model.read_scores(logits[start : start + len(rows)], config).tolist())
             start += len(rows)
     return out
 
 
-def _run_with_generation(model: Any, queries: list[Any], config: Any, reasons: bool) -> tuple[list[float], list[str] | None]:
+def _run_with_generation(
+    model: Any, queries: list[Any], config: Any, reasons: bool
+) -> tuple[list[float], list[str] | None]:
     with _holding(model), torch.no_grad():
         scores, texts = model.run(queries, config, reasons)
     return scores.tolist(), texts

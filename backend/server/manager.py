@@ -14,9 +14,10 @@ import asyncio
 import gc
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -89,11 +90,16 @@ class LoadedModel:
         """JSON view for GET /v1/models."""
         vlm = getattr(self.model, "vlm", None)
         return {
-            "loaded": True, "pinned": self.pinned, "external": self.external,
-            "memory_bytes": dict(self.bytes), "device": str(getattr(vlm, "device", "")),
+            "loaded": True,
+            "pinned": self.pinned,
+            "external": self.external,
+            "memory_bytes": dict(self.bytes),
+            "device": str(getattr(vlm, "device", "")),
             "dtype": str(getattr(vlm, "dtype", "")).replace("torch.", ""),
             "family": getattr(getattr(vlm, "family", None), "name", None),
-            "queued": self.batcher.queued, "loaded_at": self.loaded_at, "last_used": self.last_used,
+            "queued": self.batcher.queued,
+            "loaded_at": self.loaded_at,
+            "last_used": self.last_used,
         }
 
 
@@ -104,7 +110,7 @@ class ModelManager:
         self.settings = settings
         self.metrics = metrics
         self.loader = loader
-        self.loaded: "OrderedDict[str, LoadedModel]" = OrderedDict()  # least recently used first
+        self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
         self._load_lock = asyncio.Lock()
         self._loading: dict[str, asyncio.Task] = {}
 
@@ -116,14 +122,20 @@ class ModelManager:
                 raise ApiError(404, "unknown_model", "no model is configured or loaded yet; load a reward model first")
             return self.settings.default_model or next(iter(self.settings.models))
         if not isinstance(name, str):
-            raise ApiError(400, "invalid_request", f"model must be a string (a configured model name), got {type(name).__name__}")
+            raise ApiError(
+                400, "invalid_request", f"model must be a string (a configured model name), got {type(name).__name__}"
+            )
         if not MODEL_NAME_RE.match(name) or ".." in name or "/" in name or "\\" in name:
-            raise ApiError(400, "invalid_model_name",
-                           f"model {name!r} is not a model name; requests name a configured model "
-                           f"({', '.join(self.settings.models)}), never a path")
+            raise ApiError(
+                400,
+                "invalid_model_name",
+                f"model {name!r} is not a model name; requests name a configured model "
+                f"({', '.join(self.settings.models)}), never a path",
+            )
         if name not in self.settings.models:
-            raise ApiError(404, "unknown_model", f"model {name!r} is not configured; configured: "
-                                                 f"{', '.join(self.settings.models)}")
+            raise ApiError(
+                404, "unknown_model", f"model {name!r} is not configured; configured: {', '.join(self.settings.models)}"
+            )
         return name
 
     # --- loading -------------------------------------------------------------------------------------------
@@ -179,7 +191,9 @@ class ModelManager:
     def register(self, name: str, model: Any, pinned: bool = True) -> LoadedModel:
         """Serve a model someone else loaded (e.g. ComfyUI's loader node) under `name`; never freed here."""
         if name not in self.settings.models:
-            self.settings.models[name] = ModelSpec(name=name, path=str(getattr(getattr(model, "vlm", None), "path", name)))
+            self.settings.models[name] = ModelSpec(
+                name=name, path=str(getattr(getattr(model, "vlm", None), "path", name))
+            )
         if self.settings.default_model is None:
             self.settings.default_model = name
         return self._register(name, model, pinned=pinned, external=True)
@@ -225,10 +239,13 @@ class ModelManager:
             victims = [n for n, e in self.loaded.items() if n != keep and not e.pinned]
             if not victims:
                 used = self.used_bytes()
-                raise ApiError(507, "insufficient_memory",
-                               f"model {keep!r} does not fit the {'/'.join(over)} memory budget "
-                               f"(loaded: {used}, needed: {extra}); unload or unpin a model, or raise "
-                               f"--gpu-memory / --cpu-memory")
+                raise ApiError(
+                    507,
+                    "insufficient_memory",
+                    f"model {keep!r} does not fit the {'/'.join(over)} memory budget "
+                    f"(loaded: {used}, needed: {extra}); unload or unpin a model, or raise "
+                    f"--gpu-memory / --cpu-memory",
+                )
             await self.unload(victims[0], reason="evicted")
 
     async def unload(self, name: str, reason: str = "unloaded") -> bool:
@@ -263,8 +280,12 @@ class ModelManager:
         """Every configured model, loaded or not, for GET /v1/models."""
         out = []
         for name, spec in self.settings.models.items():
-            row: dict[str, Any] = {"name": name, "default": name == self.settings.default_model,
-                                   "pinned": spec.pinned, "loaded": False}
+            row: dict[str, Any] = {
+                "name": name,
+                "default": name == self.settings.default_model,
+                "pinned": spec.pinned,
+                "loaded": False,
+            }
             if name in self.loaded:
                 row.update(self.loaded[name].describe())
             out.append(row)

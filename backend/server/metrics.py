@@ -22,22 +22,42 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         p = "rewarddance_"
-        self.requests = Counter(p + "requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r)
+        self.requests = Counter(
+            p + "requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
         self.errors = Counter(p + "errors", "error responses by error type", ["type"], registry=r)
-        self.latency = Histogram(p + "request_latency_seconds", "end-to-end request latency", ["endpoint"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_seconds = Histogram(p + "queue_seconds", "time a request waited before its batch ran", ["model"],
-                                       buckets=LATENCY_BUCKETS, registry=r)
-        self.compute_seconds = Histogram(p + "compute_seconds", "model time per batch", ["model"],
-                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram(
+            p + "request_latency_seconds",
+            "end-to-end request latency",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            p + "queue_seconds",
+            "time a request waited before its batch ran",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compute_seconds = Histogram(
+            p + "compute_seconds", "model time per batch", ["model"], buckets=LATENCY_BUCKETS, registry=r
+        )
         self.batches = Counter(p + "batches", "batches executed", ["model"], registry=r)
-        self.batch_requests = Histogram(p + "batch_requests", "requests merged into one batch", ["model"],
-                                        buckets=BATCH_BUCKETS, registry=r)
-        self.batched_queries = Counter(p + "batched_queries", "queries (images / pairs) scored in batches", ["model"], registry=r)
+        self.batch_requests = Histogram(
+            p + "batch_requests", "requests merged into one batch", ["model"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.batched_queries = Counter(
+            p + "batched_queries", "queries (images / pairs) scored in batches", ["model"], registry=r
+        )
         self.tokens = Counter(p + "tokens", "tokens run through the model", ["model"], registry=r)
         self.queue_depth = Gauge(p + "queue_depth", "requests waiting per model", ["model"], registry=r)
-        self.rejected = Counter(p + "rejected_queue_full", "requests answered 503 because the queue was full", ["model"], registry=r)
-        self.abandoned = Counter(p + "abandoned", "requests dropped before compute (client gone or timed out)", ["model"], registry=r)
+        self.rejected = Counter(
+            p + "rejected_queue_full", "requests answered 503 because the queue was full", ["model"], registry=r
+        )
+        self.abandoned = Counter(
+            p + "abandoned", "requests dropped before compute (client gone or timed out)", ["model"], registry=r
+        )
         self.model_loads = Counter(p + "model_loads", "model loads", ["model"], registry=r)
         self.model_unloads = Counter(p + "model_unloads", "model unloads by reason", ["model", "reason"], registry=r)
         self.load_seconds = Histogram(p + "model_load_seconds", "time to load a model", ["model"], registry=r)
@@ -55,11 +75,21 @@ class _AverageBatchSize:
         self.metrics = metrics
 
     def collect(self):
-        family = GaugeMetricFamily("rewarddance_average_batch_requests", "requests per executed batch", labels=["model"])
-        counts = {s.labels["model"]: s.value for m in self.metrics.batch_requests.collect() for s in m.samples
-                  if s.name.endswith("_count")}
-        sums = {s.labels["model"]: s.value for m in self.metrics.batch_requests.collect() for s in m.samples
-                if s.name.endswith("_sum")}
+        family = GaugeMetricFamily(
+            "rewarddance_average_batch_requests", "requests per executed batch", labels=["model"]
+        )
+        counts = {
+            s.labels["model"]: s.value
+            for m in self.metrics.batch_requests.collect()
+            for s in m.samples
+            if s.name.endswith("_count")
+        }
+        sums = {
+            s.labels["model"]: s.value
+            for m in self.metrics.batch_requests.collect()
+            for s in m.samples
+            if s.name.endswith("_sum")
+        }
         for model, count in counts.items():
             family.add_metric([model], sums.get(model, 0.0) / count if count else 0.0)
         yield family

@@ -37,8 +37,17 @@ DATA_URL_RE = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=-]+)*;base64,", re.IG
 FILE_FIELDS = ("images", "candidates", "reference")
 
 # Fields every scoring endpoint accepts, with the check for each.
-SCORING_FIELDS = ("criteria", "question", "system", "normalize", "answer", "negative", "answer_variants", "cot",
-                  "reason_tokens")
+SCORING_FIELDS = (
+    "criteria",
+    "question",
+    "system",
+    "normalize",
+    "answer",
+    "negative",
+    "answer_variants",
+    "cot",
+    "reason_tokens",
+)
 ENDPOINT_FIELDS: dict[str, set[str]] = {
     "score": {"model", "prompt", "images", "reasons", "few_shot", *SCORING_FIELDS},
     "compare": {"model", "prompt", "candidates", "reference", "reasons", "few_shot", *SCORING_FIELDS},
@@ -64,15 +73,21 @@ async def read_payload(request: Any, max_bytes: int) -> dict[str, Any]:
 
 def too_large(size: int, limit: int) -> ApiError:
     """The 413 answer for a body over the limit."""
-    return ApiError(413, "body_too_large", f"the request body ({size} bytes or more) is over the limit of {limit} "
-                                           "bytes; send fewer or smaller images, or raise --max-body-mb")
+    return ApiError(
+        413,
+        "body_too_large",
+        f"the request body ({size} bytes or more) is over the limit of {limit} "
+        "bytes; send fewer or smaller images, or raise --max-body-mb",
+    )
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
     """A JSON object from the raw body."""
     if not body.strip():
-        raise bad_request("the request body is empty; send a JSON object such as "
-                          '{"prompt": "a red fox", "images": ["<base64 png>"]}', "invalid_json")
+        raise bad_request(
+            'the request body is empty; send a JSON object such as {"prompt": "a red fox", "images": ["<base64 png>"]}',
+            "invalid_json",
+        )
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -101,7 +116,9 @@ async def _read_multipart(request: Any, max_bytes: int) -> dict[str, Any]:
             break
         parts += 1
         if parts > MAX_PARTS:
-            raise ApiError(413, "body_too_large", f"more than {MAX_PARTS} multipart parts; send fewer images per request")
+            raise ApiError(
+                413, "body_too_large", f"more than {MAX_PARTS} multipart parts; send fewer images per request"
+            )
         if not hasattr(part, "read_chunk"):
             raise bad_request("nested multipart parts are not supported; send files as flat parts", "invalid_multipart")
         total += 256  # part headers count towards the limit too
@@ -144,7 +161,7 @@ class VisualDecoder:
         self.max_request_pixels = max_request_pixels or 4 * max_image_pixels
         self._budget = threading.local()  # pixels decoded so far by the request on this thread
         self.cache_bytes = cache_bytes
-        self._cache: "OrderedDict[bytes, Image]" = OrderedDict()
+        self._cache: OrderedDict[bytes, Image] = OrderedDict()
         self._cached = 0
         self._lock = threading.Lock()  # requests are decoded on worker threads
 
@@ -156,8 +173,12 @@ class VisualDecoder:
         used = getattr(self._budget, "used", 0) + img.pil.width * img.pil.height
         self._budget.used = used
         if used > self.max_request_pixels:
-            raise ApiError(413, "too_many_pixels", f"{where}: the request decodes to more than {self.max_request_pixels} "
-                                                  "pixels in all; send fewer or smaller images or frames")
+            raise ApiError(
+                413,
+                "too_many_pixels",
+                f"{where}: the request decodes to more than {self.max_request_pixels} "
+                "pixels in all; send fewer or smaller images or frames",
+            )
 
     def image(self, item: Any, where: str) -> Image:
         """One image from a base64 string (optionally a data URL) or raw bytes, counted against the request budget."""
@@ -199,15 +220,19 @@ class VisualDecoder:
             return self.image(item, where)
         if isinstance(item, dict):
             return self.video(item, where)
-        raise bad_request(f"{where}: expected a base64 image string or a video object "
-                          f'{{"frames": [<base64 image>, ...], "fps": 8}}, got {json_type(item)}')
+        raise bad_request(
+            f"{where}: expected a base64 image string or a video object "
+            f'{{"frames": [<base64 image>, ...], "fps": 8}}, got {json_type(item)}'
+        )
 
     def video(self, item: dict, where: str) -> Video:
         """A video object: base64 frames of one size plus the frame rate they were sampled at."""
         unknown = sorted(set(item) - {"frames", "fps"})
         if unknown:
-            raise bad_request(f"{where}: unknown video field(s) {', '.join(unknown)}; a video is "
-                              '{"frames": [<base64 image>, ...], "fps": 8}')
+            raise bad_request(
+                f"{where}: unknown video field(s) {', '.join(unknown)}; a video is "
+                '{"frames": [<base64 image>, ...], "fps": 8}'
+            )
         frames, fps = item.get("frames"), item.get("fps")
         if not isinstance(frames, list) or not frames:
             raise bad_request(f"{where}.frames: expected a non-empty list of base64 frames")
@@ -242,20 +267,28 @@ def decode_base64(item: Any, where: str) -> bytes:
         media = (m.group(1) or "").lower()
         if media and not media.startswith("image/"):
             raise bad_request(f"{where}: the data URL holds {media!r}; send an image/* data URL", "invalid_image")
-        text = text[m.end():]
+        text = text[m.end() :]
     if not text:
         raise bad_request(f"{where}: the base64 string is empty", "invalid_base64")
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise bad_request(f"{where}: not valid base64 ({exc}); encode the image file's bytes with base64",
-                          "invalid_base64") from exc
+        raise bad_request(
+            f"{where}: not valid base64 ({exc}); encode the image file's bytes with base64", "invalid_base64"
+        ) from exc
 
 
 def json_type(value: Any) -> str:
     """The JSON name of a value's type, for messages."""
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
-             float: "a number", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -288,8 +321,10 @@ def parse_request(endpoint: str, data: dict[str, Any], decoder: VisualDecoder) -
     allowed = ENDPOINT_FIELDS[endpoint]
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise bad_request(f"unknown field(s) {', '.join(map(repr, unknown))} for /v1/{endpoint}; "
-                          f"known: {', '.join(sorted(allowed))}", "unknown_field")
+        raise bad_request(
+            f"unknown field(s) {', '.join(map(repr, unknown))} for /v1/{endpoint}; known: {', '.join(sorted(allowed))}",
+            "unknown_field",
+        )
     req = ScoringRequest(endpoint, data.get("model"), "", scoring_overrides(data))
     if "model" in data and not isinstance(data["model"], str):
         raise bad_request(f"model: expected a configured model name (string), got {json_type(data['model'])}")
@@ -297,17 +332,22 @@ def parse_request(endpoint: str, data: dict[str, Any], decoder: VisualDecoder) -
     if visual_field not in data:
         raise bad_request(f"{visual_field}: required; send a list of base64 images", "missing_field")
     if endpoint == "tournament" and isinstance(data[visual_field], list) and len(data[visual_field]) > MAX_TOURNAMENT:
-        raise bad_request(f"candidates: a tournament takes at most {MAX_TOURNAMENT} candidates (N x (N - 1) "
-                          f"comparisons), got {len(data[visual_field])}; rank by /v1/score first")
+        raise bad_request(
+            f"candidates: a tournament takes at most {MAX_TOURNAMENT} candidates (N x (N - 1) "
+            f"comparisons), got {len(data[visual_field])}; rank by /v1/score first"
+        )
     req.images = decoder.visuals(data[visual_field], visual_field)
     req.prompt = parse_prompt(data, len(req.images), allow_list=endpoint != "tournament")
     if endpoint == "compare":
         if "reference" not in data:
-            raise bad_request("reference: required; send one base64 image (the image every candidate is compared to)",
-                              "missing_field")
+            raise bad_request(
+                "reference: required; send one base64 image (the image every candidate is compared to)", "missing_field"
+            )
         if isinstance(data["reference"], list):
-            raise bad_request(f"reference: expected one image, got a list of {len(data['reference'])}; "
-                              "compare against one reference per request")
+            raise bad_request(
+                f"reference: expected one image, got a list of {len(data['reference'])}; "
+                "compare against one reference per request"
+            )
         req.reference = decoder.visual(data["reference"], "reference")
     if "reasons" in data:
         req.reasons = parse_bool(data["reasons"], "reasons")
@@ -324,7 +364,9 @@ def parse_request(endpoint: str, data: dict[str, Any], decoder: VisualDecoder) -
 def parse_prompt(data: dict[str, Any], n: int, allow_list: bool) -> str | list[str]:
     """One non-empty prompt string, or (where allowed) one per image."""
     if "prompt" not in data:
-        raise bad_request('prompt: required; the text the images were generated from, e.g. "a red fox"', "missing_field")
+        raise bad_request(
+            'prompt: required; the text the images were generated from, e.g. "a red fox"', "missing_field"
+        )
     prompt = data["prompt"]
     if isinstance(prompt, str):
         if not prompt.strip():
@@ -374,8 +416,10 @@ def scoring_overrides(data: dict[str, Any]) -> dict[str, Any]:
     if data.get("criteria") is not None:
         crit = data["criteria"]
         if not isinstance(crit, (str, list)) or (isinstance(crit, list) and not all(isinstance(c, str) for c in crit)):
-            raise bad_request(f"criteria: expected preset names or criteria text (a string or a list of strings), "
-                              f"got {json_type(crit)}")
+            raise bad_request(
+                f"criteria: expected preset names or criteria text (a string or a list of strings), "
+                f"got {json_type(crit)}"
+            )
         out["criteria"] = normalize_criteria(crit)
     return out
 
@@ -398,7 +442,7 @@ def parse_few_shot(items: Any, decoder: VisualDecoder, pairwise: bool) -> list[F
         if isinstance(verdict, str) and verdict.lower() in ("yes", "no"):
             verdict = verdict.lower() == "yes"
         if not isinstance(verdict, bool):
-            raise bad_request(f"{where}.verdict: expected true/false or \"yes\"/\"no\", got {verdict!r}")
+            raise bad_request(f'{where}.verdict: expected true/false or "yes"/"no", got {verdict!r}')
         prompt = ex.get("prompt")
         if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
             raise bad_request(f"{where}.prompt: expected a non-empty string")

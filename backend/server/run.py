@@ -21,8 +21,7 @@ async def serve(settings: ServerSettings, ready_message: bool = True) -> None:
     service = ScoringService(settings)
     app = create_app(settings, service)
     # handler_cancellation: a client that disconnects cancels its handler, so its queued work is dropped.
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=settings.grace_period_s,
-                           access_log=None)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=settings.grace_period_s, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     stop = asyncio.Event()
@@ -37,11 +36,16 @@ async def serve(settings: ServerSettings, ready_message: bool = True) -> None:
         if ready_message:
             host, port = runner.addresses[0][:2] if runner.addresses else (settings.host, settings.port)
             models = ", ".join(f"{n}={s.path}" for n, s in settings.models.items())
-            print(f"rewarddance: serving on http://{host}:{port} (models: {models}; "
-                  f"default {settings.default_model})", flush=True)
+            print(
+                f"rewarddance: serving on http://{host}:{port} (models: {models}; default {settings.default_model})",
+                flush=True,
+            )
         await stop.wait()
-        print("rewarddance: stopping; finishing in-flight requests "
-              f"(up to {settings.grace_period_s:g} s)", file=sys.stderr, flush=True)
+        print(
+            f"rewarddance: stopping; finishing in-flight requests (up to {settings.grace_period_s:g} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     finally:
         await runner.cleanup()  # stops listening, waits for handlers, then app cleanup drains the batchers
     print("rewarddance: stopped", file=sys.stderr, flush=True)
@@ -56,7 +60,10 @@ def run(settings: ServerSettings) -> int:
         print(f"rewarddance: error: {exc.message}", file=sys.stderr)
         return 2
     except OSError as exc:  # the address is in use or cannot be bound
-        print(f"rewarddance: error: cannot listen on {settings.host}:{settings.port} ({exc.strerror or exc}); "
-              "choose another --port or stop the other server", file=sys.stderr)
+        print(
+            f"rewarddance: error: cannot listen on {settings.host}:{settings.port} ({exc.strerror or exc}); "
+            "choose another --port or stop the other server",
+            file=sys.stderr,
+        )
         return 2
     return 0

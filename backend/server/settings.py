@@ -1,17 +1,17 @@
 """What the operator configures: models by name, batching, limits and memory budgets (flags or a TOML/YAML file).
 
-    # rewarddance.toml                         rewarddance serve --config rewarddance.toml
-    port = 8765
-    default_model = "judge"
-    max_batch_tokens = 32768
-    gpu_memory = "60GB"                        # loaded models are evicted least-recently-used beyond this
-    [models.judge]
-    path = "Qwen/Qwen2.5-VL-7B-Instruct"
-    dtype = "bf16"
-    pinned = true                              # never evicted
-    preload = true                             # loaded at start (otherwise on first use)
-    [models.judge.scoring]                     # this model's default ScoringConfig fields
-    criteria = ["alignment"]
+# rewarddance.toml                         rewarddance serve --config rewarddance.toml
+port = 8765
+default_model = "judge"
+max_batch_tokens = 32768
+gpu_memory = "60GB"                        # loaded models are evicted least-recently-used beyond this
+[models.judge]
+path = "Qwen/Qwen2.5-VL-7B-Instruct"
+dtype = "bf16"
+pinned = true                              # never evicted
+preload = true                             # loaded at start (otherwise on first use)
+[models.judge.scoring]                     # this model's default ScoringConfig fields
+criteria = ["alignment"]
 """
 
 from __future__ import annotations
@@ -19,14 +19,25 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 TOKEN_ENV = "REWARDDANCE_TOKEN"
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 class SettingsError(ValueError):
@@ -81,7 +92,7 @@ class ModelSpec:
     preload: bool = False  # loaded at start instead of on first use
     scoring: dict[str, Any] = field(default_factory=dict)  # default ScoringConfig fields of this model
 
-    def validate(self) -> "ModelSpec":
+    def validate(self) -> ModelSpec:
         """Raise SettingsError naming the bad field."""
         check_model_name(self.name)
         if not isinstance(self.path, str) or not self.path.strip():
@@ -101,8 +112,18 @@ class ModelSpec:
 
     def load_options(self) -> dict[str, Any]:
         """Keyword arguments of `RewardModel.from_pretrained` (without the path)."""
-        keys = ("dtype", "device", "attn_implementation", "device_map", "min_pixels", "max_pixels",
-                "video_max_pixels", "max_frames", "fps", "trust_remote_code")
+        keys = (
+            "dtype",
+            "device",
+            "attn_implementation",
+            "device_map",
+            "min_pixels",
+            "max_pixels",
+            "video_max_pixels",
+            "max_frames",
+            "fps",
+            "trust_remote_code",
+        )
         return {k: getattr(self, k) for k in keys} | dict(self.scoring)
 
 
@@ -126,7 +147,7 @@ class ServerSettings:
     cpu_memory: int | None = None  # bytes of loaded weights allowed in CPU memory (None: no limit)
     grace_period_s: float = 25.0  # SIGTERM: how long in-flight requests may take to finish
 
-    def validate(self, require_models: bool = True) -> "ServerSettings":
+    def validate(self, require_models: bool = True) -> ServerSettings:
         """Raise SettingsError naming the bad setting and the fix; return self.
 
         `require_models=False` allows starting empty, for a host that registers its own loaded models.
@@ -140,8 +161,9 @@ class ServerSettings:
         if self.default_model is None and self.models:
             self.default_model = next(iter(self.models))
         if self.default_model is not None and self.default_model not in self.models:
-            raise SettingsError(f"default_model {self.default_model!r} is not configured; "
-                                f"configured: {', '.join(self.models)}")
+            raise SettingsError(
+                f"default_model {self.default_model!r} is not configured; configured: {', '.join(self.models)}"
+            )
         if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535:
             raise SettingsError(f"port must be an integer in 0..65535, got {self.port!r}")
         if self.token is not None and (not isinstance(self.token, str) or len(self.token) < 8):
@@ -151,14 +173,28 @@ class ServerSettings:
                 f"binding {self.host!r} exposes the server beyond this machine; set a bearer token with --token "
                 f"or the {TOKEN_ENV} environment variable (or bind 127.0.0.1)"
             )
-        positive = {"max_delay_ms": (self.max_delay_ms, True), "max_queue": (self.max_queue, False),
-                    "request_timeout_s": (self.request_timeout_s, False), "max_body_mb": (self.max_body_mb, False),
-                    "max_image_pixels": (self.max_image_pixels, False), "grace_period_s": (self.grace_period_s, True),
-                    "max_request_pixels": (self.max_request_pixels, False)}
+        positive = {
+            "max_delay_ms": (self.max_delay_ms, True),
+            "max_queue": (self.max_queue, False),
+            "request_timeout_s": (self.request_timeout_s, False),
+            "max_body_mb": (self.max_body_mb, False),
+            "max_image_pixels": (self.max_image_pixels, False),
+            "grace_period_s": (self.grace_period_s, True),
+            "max_request_pixels": (self.max_request_pixels, False),
+        }
         for name, (value, zero_ok) in positive.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not zero_ok):
-                raise SettingsError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} number, got {value!r}")
-        if self.max_batch_tokens is not None and (not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value < 0
+                or (value == 0 and not zero_ok)
+            ):
+                raise SettingsError(
+                    f"{name} must be a {'non-negative' if zero_ok else 'positive'} number, got {value!r}"
+                )
+        if self.max_batch_tokens is not None and (
+            not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1
+        ):
             raise SettingsError(f"max_batch_tokens must be a positive integer, got {self.max_batch_tokens!r}")
         return self
 
@@ -213,8 +249,9 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
             try:
                 import yaml
             except ImportError as exc:
-                raise SettingsError(f"--config {path}: reading YAML needs PyYAML (`pip install pyyaml`); "
-                                    "or write the config as TOML") from exc
+                raise SettingsError(
+                    f"--config {path}: reading YAML needs PyYAML (`pip install pyyaml`); or write the config as TOML"
+                ) from exc
             data = yaml.safe_load(text)
             if not isinstance(data, dict):
                 raise SettingsError(f"--config {path}: expected a mapping at the top level")
@@ -240,11 +277,12 @@ def settings_from_dict(data: dict[str, Any], base: ServerSettings | None = None)
                 if isinstance(table, str):
                     table = {"path": table}
                 if not isinstance(table, dict) or "path" not in table:
-                    raise SettingsError(f"models.{name}: needs at least path = \"<checkpoint dir or hub id>\"")
+                    raise SettingsError(f'models.{name}: needs at least path = "<checkpoint dir or hub id>"')
                 unknown = sorted(set(table) - spec_fields)
                 if unknown:
-                    raise SettingsError(f"models.{name}: unknown key(s) {', '.join(unknown)}; known: "
-                                        f"{', '.join(sorted(spec_fields))}")
+                    raise SettingsError(
+                        f"models.{name}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(spec_fields))}"
+                    )
                 settings.models[name] = ModelSpec(name=name, **table)
         elif key in ("gpu_memory", "cpu_memory"):
             setattr(settings, key, parse_bytes(value, key))

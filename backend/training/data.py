@@ -78,7 +78,9 @@ def _parse_row(line: str, source: Path, n: int) -> PreferencePair:
     chosen, rejected = (_resolve(row[k], source.parent, where, k) for k in ("chosen", "rejected"))
     if chosen == rejected:
         raise DataError(f"{where}: chosen and rejected are the same file")
-    return PreferencePair(row["prompt"], chosen, rejected, row.get("criteria"), row.get("reason"), row.get("tie", False))
+    return PreferencePair(
+        row["prompt"], chosen, rejected, row.get("criteria"), row.get("reason"), row.get("tie", False)
+    )
 
 
 def _resolve(path: str, base: Path, where: str, key: str) -> str:
@@ -90,20 +92,34 @@ def _resolve(path: str, base: Path, where: str, key: str) -> str:
     return str(full.resolve())
 
 
+def _find_media(folder: Path, stem: str) -> str:
+    """The one media file named `stem` in a pair folder."""
+    found = [p for p in folder.iterdir() if p.stem == stem and p.suffix.lower() in MEDIA_EXTENSIONS]
+    if len(found) != 1:
+        raise DataError(f"{folder}: expected exactly one {stem}.<png|jpg|webp|mp4...>, found {len(found)}")
+    return str(found[0].resolve())
+
+
+def _read_text(folder: Path, name: str) -> str | None:
+    """A stripped text file of a pair folder, or None when it is absent."""
+    path = folder / name
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+
+
 def _load_folder(root: Path) -> list[PreferencePair]:
     pairs = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        def find(stem: str) -> str:
-            found = [p for p in d.iterdir() if p.stem == stem and p.suffix.lower() in MEDIA_EXTENSIONS]
-            if len(found) != 1:
-                raise DataError(f"{d}: expected exactly one {stem}.<png|jpg|webp|mp4...>, found {len(found)}")
-            return str(found[0].resolve())
-
         if not (d / "prompt.txt").is_file():
             raise DataError(f"{d}: missing prompt.txt")
-        text = lambda name: (d / name).read_text(encoding="utf-8").strip() if (d / name).is_file() else None  # noqa: E731
-        pairs.append(PreferencePair(text("prompt.txt") or "", find("chosen"), find("rejected"), text("criteria.txt"),
-                                    text("reason.txt")))
+        pairs.append(
+            PreferencePair(
+                _read_text(d, "prompt.txt") or "",
+                _find_media(d, "chosen"),
+                _find_media(d, "rejected"),
+                _read_text(d, "criteria.txt"),
+                _read_text(d, "reason.txt"),
+            )
+        )
     if not pairs:
         raise DataError(f"{root}: no pair folders (each with prompt.txt, chosen.*, rejected.*)")
     return pairs
@@ -119,7 +135,9 @@ def _check_duplicates(pairs: list[PreferencePair], source: str) -> list[Preferen
     return pairs
 
 
-def split_pairs(pairs: list[PreferencePair], eval_fraction: float, seed: int = 0) -> tuple[list[PreferencePair], list[PreferencePair]]:
+def split_pairs(
+    pairs: list[PreferencePair], eval_fraction: float, seed: int = 0
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """(train, eval): a seeded shuffle; every pair lands in exactly one side."""
     if not 0 <= eval_fraction < 1:
         raise DataError(f"eval_fraction must be in [0, 1), got {eval_fraction}")

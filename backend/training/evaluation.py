@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -20,8 +21,9 @@ from .objectives import VisualCache
 CHUNK = 16
 
 
-def evaluate_pairs(rm: Any, pairs: list[PreferencePair], progress: Callable[[int, int], None] | None = None,
-                   **overrides: Any) -> dict[str, Any]:
+def evaluate_pairs(
+    rm: Any, pairs: list[PreferencePair], progress: Callable[[int, int], None] | None = None, **overrides: Any
+) -> dict[str, Any]:
     """Accuracy, calibration and spread of a local RewardModel on preference pairs (batched)."""
     if not pairs:
         raise ValueError("pairs: nothing to evaluate")
@@ -29,7 +31,7 @@ def evaluate_pairs(rm: Any, pairs: list[PreferencePair], progress: Callable[[int
     load = VisualCache()
     probs, labels, tie_margins, point_hits, point_scores = [], [], [], [], []
     for start in range(0, len(pairs), CHUNK):
-        chunk = pairs[start:start + CHUNK]
+        chunk = pairs[start : start + CHUNK]
         pair_q, point_q = [], []
         for p in chunk:
             cfg = base if p.criteria is None else base.with_overrides(criteria=p.criteria)

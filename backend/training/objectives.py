@@ -107,8 +107,8 @@ def sequence_loss(scorer: Any, prepared: list[Any], examples: list[Example]) -> 
     logits = scorer.position_logits(prepared, keep)  # [B, keep, V]
     losses, first = [], []
     for b, (p, e) in enumerate(zip(prepared, examples)):
-        pred = logits[b, keep - 1 - e.targets: keep - 1]  # positions predicting the target tokens
-        target = p.input_ids[-e.targets:]
+        pred = logits[b, keep - 1 - e.targets : keep - 1]  # positions predicting the target tokens
+        target = p.input_ids[-e.targets :]
         losses.append(F.cross_entropy(pred, target, reduction="sum"))
         first.append(pred[0])
     return torch.stack(losses).sum() / sum(e.targets for e in examples), torch.stack(first)
@@ -123,7 +123,9 @@ def pairwise_loss(scorer: Any, examples: list[Example]) -> tuple[torch.Tensor, d
     return loss, {"token_accuracy": float(correct)}
 
 
-def pointwise_loss(scorer: Any, examples: list[Example], tokens: AnswerTokens, ce_weight: float) -> tuple[torch.Tensor, dict]:
+def pointwise_loss(
+    scorer: Any, examples: list[Example], tokens: AnswerTokens, ce_weight: float
+) -> tuple[torch.Tensor, dict]:
     """Bradley-Terry on s = logit(yes) - logit(no) of chosen vs rejected, plus ce_weight x yes/no cross-entropy."""
     prepared = tokenised(scorer, examples)
     ce, first = sequence_loss(scorer, prepared, examples)
@@ -131,4 +133,8 @@ def pointwise_loss(scorer: Any, examples: list[Example], tokens: AnswerTokens, c
     no = torch.logsumexp(first[:, list(tokens.no_ids)], -1)
     s = (yes - no).view(-1, 2)  # rows: [chosen, rejected]
     bt = -F.logsigmoid(s[:, 0] - s[:, 1]).mean()
-    return bt + ce_weight * ce, {"bt": float(bt.detach()), "ce": float(ce.detach()), "pair_accuracy": float((s[:, 0] > s[:, 1]).float().mean())}
+    return bt + ce_weight * ce, {
+        "bt": float(bt.detach()),
+        "ce": float(ce.detach()),
+        "pair_accuracy": float((s[:, 0] > s[:, 1]).float().mean()),
+    }

@@ -15,8 +15,17 @@ from PIL import Image, ImageFilter
 
 from .data import PreferencePair, write_pairs
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
-          "colorwheel", "stereo_motorcycle")
+PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "colorwheel",
+    "stereo_motorcycle",
+)
 EDITS = ("colour_cast", "blur", "pasted_block")
 PROMPT = "a clean, natural photograph"
 
@@ -57,8 +66,9 @@ def edit(img: Image.Image, kind: str, rng: random.Random) -> Image.Image:
     raise ValueError(f"unknown edit {kind!r}; choose from {', '.join(EDITS)}")
 
 
-def make_synthetic_pairs(out: str | Path, n: int = 200, size: int = 112, edits: tuple[str, ...] = EDITS,
-                         seed: int = 0) -> Path:
+def make_synthetic_pairs(
+    out: str | Path, n: int = 200, size: int = 112, edits: tuple[str, ...] = EDITS, seed: int = 0
+) -> Path:
     """Write `n` pairs (PNG files + pairs.jsonl) under `out`; returns the JSONL path."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -70,13 +80,23 @@ def make_synthetic_pairs(out: str | Path, n: int = 200, size: int = 112, edits: 
         h, w = photo.shape[:2]
         side = int(min(h, w) * rng.uniform(0.4, 0.9))
         top, left = rng.randrange(h - side + 1), rng.randrange(w - side + 1)
-        crop = Image.fromarray(photo[top:top + side, left:left + side]).convert("RGB").resize((size, size), Image.BICUBIC)
+        crop = (
+            Image.fromarray(photo[top : top + side, left : left + side])
+            .convert("RGB")
+            .resize((size, size), Image.BICUBIC)
+        )
         if rng.random() < 0.5:
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
         kind = edits[i % len(edits)]
         chosen, rejected = out / "images" / f"{i:04d}_chosen.png", out / "images" / f"{i:04d}_{kind}.png"
         crop.save(chosen)
         edit(crop, kind, rng).save(rejected)
-        pairs.append(PreferencePair(PROMPT, f"images/{chosen.name}", f"images/{rejected.name}",
-                                    reason=f"The edited image has a {kind.replace('_', ' ')}."))
+        pairs.append(
+            PreferencePair(
+                PROMPT,
+                f"images/{chosen.name}",
+                f"images/{rejected.name}",
+                reason=f"The edited image has a {kind.replace('_', ' ')}.",
+            )
+        )
     return write_pairs(pairs, out / "pairs.jsonl")

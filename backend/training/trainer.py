@@ -15,9 +15,10 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -32,8 +33,13 @@ from .evaluation import evaluate_pairs
 from .objectives import VisualCache, pairwise_examples, pairwise_loss, pointwise_examples, pointwise_loss
 
 OBJECTIVES = ("pairwise", "pointwise")
-COPIED_FILES = ("chat_template.jinja", "chat_template.json", "preprocessor_config.json",
-                "video_preprocessor_config.json", "processor_config.json")
+COPIED_FILES = (
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "processor_config.json",
+)
 VISION_PREFIXES = ("visual", "vision_tower", "vision_model", "model.visual", "model.vision_tower")
 
 
@@ -66,7 +72,7 @@ class RMTrainConfig:
     pointwise_ce_weight: float = 0.1
     max_pixels: int | None = None
 
-    def validate(self) -> "RMTrainConfig":
+    def validate(self) -> RMTrainConfig:
         """Raise ValueError naming the bad key and the fix."""
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
@@ -124,7 +130,9 @@ class Run:
         if cfg.objective == "pairwise" and all(p.tie for p in self.train_pairs):
             raise ValueError(f"{cfg.pairs}: every training pair is a tie; the pairwise objective needs preferences")
         torch.manual_seed(cfg.seed)
-        self.vlm = load_vlm(cfg.model, dtype=cfg.dtype, device=cfg.device, options=VisualOptions(max_pixels=cfg.max_pixels))
+        self.vlm = load_vlm(
+            cfg.model, dtype=cfg.dtype, device=cfg.device, options=VisualOptions(max_pixels=cfg.max_pixels)
+        )
         self.peft_model = self._prepare_model()
         from ..scoring.scorer import Scorer
 
@@ -148,8 +156,16 @@ class Run:
             for p in model.parameters():
                 p.requires_grad_(False)
             targets = [n for n in self.cfg.lora_targets]
-            peft_model = get_peft_model(model, LoraConfig(r=self.cfg.lora_rank, lora_alpha=self.cfg.lora_alpha,
-                                                          target_modules=targets, lora_dropout=0.0, bias="none"))
+            peft_model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=self.cfg.lora_rank,
+                    lora_alpha=self.cfg.lora_alpha,
+                    target_modules=targets,
+                    lora_dropout=0.0,
+                    bias="none",
+                ),
+            )
             if self.cfg.freeze_vision:
                 for name, p in model.named_parameters():
                     if "lora_" in name and _in_vision_tower(name):
@@ -167,7 +183,7 @@ class Run:
         epoch, index = divmod(step, per_epoch)
         order = list(range(len(pool)))
         random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(order)
-        picked = order[index * self.cfg.batch_size:(index + 1) * self.cfg.batch_size]
+        picked = order[index * self.cfg.batch_size : (index + 1) * self.cfg.batch_size]
         return [pool[i] for i in picked]
 
     def loss(self, pairs: list[PreferencePair]) -> tuple[torch.Tensor, dict]:
@@ -190,7 +206,10 @@ class Run:
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file({n: p.detach().contiguous().cpu() for n, p in zip(self.names, self.params)}, str(tmp / "trainable.safetensors"))
+        save_file(
+            {n: p.detach().contiguous().cpu() for n, p in zip(self.names, self.params)},
+            str(tmp / "trainable.safetensors"),
+        )
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({"step": self.step, "config": asdict(self.cfg)}, indent=2))
         shutil.rmtree(final, ignore_errors=True)
@@ -199,7 +218,11 @@ class Run:
 
     def latest_checkpoint(self) -> Path | None:
         root = self.out / "checkpoints"
-        done = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")) if root.is_dir() else []
+        done = (
+            sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
+            if root.is_dir()
+            else []
+        )
         return done[-1] if done else None
 
     def resume(self) -> bool:
@@ -211,8 +234,10 @@ class Run:
             return False
         saved = load_file(str(ckpt / "trainable.safetensors"))
         if set(saved) != set(self.names):
-            raise ValueError(f"{ckpt}: its trainable weights do not match this config (LoRA / freezing changed?); "
-                             "use a new out directory")
+            raise ValueError(
+                f"{ckpt}: its trainable weights do not match this config (LoRA / freezing changed?); "
+                "use a new out directory"
+            )
         with torch.no_grad():
             for n, p in zip(self.names, self.params):
                 p.copy_(saved[n].to(p.device, p.dtype))
@@ -251,8 +276,9 @@ class Run:
             src = Path(self.vlm.path) / name
             if src.is_file():
                 shutil.copy2(src, tmp / name)
-        (tmp / TRAINING_RECORD).write_text(json.dumps(
-            {"config": asdict(self.cfg), "step": self.step, "scoring": self.cfg.scoring}, indent=2))
+        (tmp / TRAINING_RECORD).write_text(
+            json.dumps({"config": asdict(self.cfg), "step": self.step, "scoring": self.cfg.scoring}, indent=2)
+        )
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
         self.vlm.model = model
@@ -265,8 +291,11 @@ def _in_vision_tower(name: str) -> bool:
     return any(p in ("visual", "vision_tower", "vision_model") for p in parts)
 
 
-def train_reward_model(cfg: RMTrainConfig, progress: Callable[[int, int, dict], None] | None = None,
-                       should_stop: Callable[[], bool] | None = None) -> dict:
+def train_reward_model(
+    cfg: RMTrainConfig,
+    progress: Callable[[int, int, dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
     """Train (resuming from the newest checkpoint), export `<out>/model`, evaluate; returns a summary.
 
     `should_stop()` is asked after every step (a GUI's stop button); Ctrl+C works the same way: the
@@ -288,7 +317,14 @@ def train_reward_model(cfg: RMTrainConfig, progress: Callable[[int, int, dict], 
                 torch.nn.utils.clip_grad_norm_(run.params, 1.0)
                 run.optimizer.step()
                 run.optimizer.zero_grad(set_to_none=True)
-                run.log({"step": run.step + 1, "loss": float(loss.detach()), **metrics, "time_s": time.perf_counter() - started})
+                run.log(
+                    {
+                        "step": run.step + 1,
+                        "loss": float(loss.detach()),
+                        **metrics,
+                        "time_s": time.perf_counter() - started,
+                    }
+                )
             run.step += 1
             if progress is not None:
                 progress(run.step, cfg.steps, {"loss": float(loss.detach()), **metrics})
@@ -310,9 +346,16 @@ def train_reward_model(cfg: RMTrainConfig, progress: Callable[[int, int, dict], 
     write_chart(run.out / "log.jsonl", run.out / "chart.png")
     from ..reward_model import RewardModel
 
-    return {"interrupted": False, "step": run.step, "model": str(model_dir), "eval": metrics, "resumed": resumed,
-            "train_pairs": len(run.train_pairs), "eval_pairs": len(run.eval_pairs),
-            "reward_model": RewardModel(run.vlm, run.scoring)}  # the trained model, in memory
+    return {
+        "interrupted": False,
+        "step": run.step,
+        "model": str(model_dir),
+        "eval": metrics,
+        "resumed": resumed,
+        "train_pairs": len(run.train_pairs),
+        "eval_pairs": len(run.eval_pairs),
+        "reward_model": RewardModel(run.vlm, run.scoring),
+    }  # the trained model, in memory
 
 
 def _short(metrics: dict) -> dict:
@@ -325,8 +368,11 @@ def write_chart(log_path: Path, out: Path) -> Path | None:
 
     rows = read_rows(log_path)
     loss = [(r["step"], r["loss"]) for r in rows if "loss" in r and math.isfinite(r["loss"])]
-    acc = [(r["step"], (r.get("eval") or r.get("final_eval") or {}).get("pairwise_accuracy")) for r in rows
-           if (r.get("eval") or r.get("final_eval"))]
+    acc = [
+        (r["step"], (r.get("eval") or r.get("final_eval") or {}).get("pairwise_accuracy"))
+        for r in rows
+        if (r.get("eval") or r.get("final_eval"))
+    ]
     acc = [(s, a) for s, a in acc if a is not None]
     if not loss:
         return None

@@ -21,7 +21,9 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 def tile_grids(min_tiles: int, max_tiles: int) -> list[tuple[int, int]]:
     """All (columns, rows) grids with a tile count in [min_tiles, max_tiles], fewest tiles first."""
-    grids = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1) if min_tiles <= c * r <= max_tiles]
+    grids = [
+        (c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1) if min_tiles <= c * r <= max_tiles
+    ]
     return sorted(grids, key=lambda g: g[0] * g[1])
 
 
@@ -94,7 +96,9 @@ class InternVLFamily(VLMFamily):
             source = img.tensor.to(device).permute(2, 0, 1)[None]
             canvas = resize_tensor(source, rows * tile, cols * tile, self.resample)
             thumb = resize_tensor(source, tile, tile, self.resample) if cols * rows > 1 else None
-        tiles = [canvas[0, :, r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] for r in range(rows) for c in range(cols)]
+        tiles = [
+            canvas[0, :, r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] for r in range(rows) for c in range(cols)
+        ]
         if thumb is not None:
             tiles.append(thumb[0])
         pixels = normalize(torch.stack(tiles), self.mean, self.std)
@@ -114,7 +118,9 @@ class InternVLFamily(VLMFamily):
             pieces.append(("\n" if i else "") + f"Frame{i + 1}: ")
             pieces.append([start] + [ctx] * self.tokens_per_tile + [end])
         n = len(idx) * self.tokens_per_tile
-        return EncodedVisual("video", pixels, pieces, n, meta={"tiles": len(idx), "frame_indices": idx, "fps": video.fps})
+        return EncodedVisual(
+            "video", pixels, pieces, n, meta={"tiles": len(idx), "frame_indices": idx, "fps": video.fps}
+        )
 
     @property
     def mean(self) -> list[float]:

@@ -70,8 +70,9 @@ class Qwen2VLFamily(VLMFamily):
     def pixel_range(self, video: bool = False) -> tuple[int, int]:
         """(min_pixels, max_pixels) per image, or per video frame, after options override the checkpoint."""
         if video:
-            lo, hi = self._range(self.preprocessor.get("video") or {}, self.default_video_min_pixels,
-                                 self.default_video_max_pixels)
+            lo, hi = self._range(
+                self.preprocessor.get("video") or {}, self.default_video_min_pixels, self.default_video_max_pixels
+            )
             lo, hi = self.options.video_min_pixels or lo, self.options.video_max_pixels or hi
         else:
             lo, hi = self._range(self.preprocessor, self.default_min_pixels, self.default_max_pixels)

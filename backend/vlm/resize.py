@@ -69,7 +69,9 @@ def normalize(images: torch.Tensor, mean: list[float], std: list[float]) -> torc
     return (images.float() - mean_t) / std_t
 
 
-def sample_frame_indices(num_frames: int, video_fps: float, target_fps: float, max_frames: int, multiple: int) -> list[int]:
+def sample_frame_indices(
+    num_frames: int, video_fps: float, target_fps: float, max_frames: int, multiple: int
+) -> list[int]:
     """Pick frame indices that resample a clip to `target_fps`, at most `max_frames`, a multiple of `multiple`."""
     wanted = int(round(num_frames / video_fps * target_fps)) if target_fps > 0 else num_frames
     wanted = max(multiple, min(wanted, max_frames, num_frames if num_frames >= multiple else multiple))
