@@ -434,8 +434,8 @@ def describe(model: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Build or load the model, check baseline and engine agree, and report images/s and the speedup."""
+    from rewarddance.backend.devices import DTYPES
     from rewarddance.backend.reward_model import RewardModel
-    from rewarddance.backend.vlm.loading import DTYPES
 
     args = parse_args(argv)
     dtype = DTYPES[args.dtype]

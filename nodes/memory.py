@@ -57,8 +57,8 @@ def load_managed(
     takes it off its device (unload, eviction, or a reload). With `keep_loaded=False` it is unloaded after
     every operation (frees the GPU for the generator at the cost of a reload per scoring node).
     """
+    from ..backend.devices import resolve_dtype
     from ..backend.reward_model import RewardModel
-    from ..backend.vlm.loading import resolve_dtype
 
     load_device, offload_device = devices(device)
     key = (path, dtype, str(load_device), attn, max_pixels)

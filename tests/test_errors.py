@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from rewarddance.backend import FewShotExample, RewardModel, Video
+from rewarddance.backend.devices import resolve_device, resolve_dtype
 from rewarddance.backend.media import MediaError, to_visuals, video_from_frames
 from rewarddance.backend.scoring.config import ScoringConfig
 from rewarddance.backend.vlm.base import VisualOptions
-from rewarddance.backend.vlm.loading import ModelLoadError, load_vlm, resolve_device, resolve_dtype
+from rewarddance.backend.vlm.loading import ModelLoadError, load_vlm
 
 
 @pytest.mark.parametrize(
