@@ -332,15 +332,8 @@ def serve_settings(args: argparse.Namespace) -> Any:
     """ServerSettings from --config plus flags (flags win)."""
     import os
 
-    from .server.settings import (
-        TOKEN_ENV,
-        ModelSpec,
-        ServerSettings,
-        parse_bytes,
-        parse_model_flag,
-        read_config_file,
-        settings_from_dict,
-    )
+    from .config_files import TOKEN_ENV, read_config_file
+    from .server.settings import ModelSpec, ServerSettings, parse_bytes, parse_model_flag, settings_from_dict
 
     settings = settings_from_dict(read_config_file(args.config)) if args.config else ServerSettings()
     load = {

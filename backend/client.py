@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
+from .config_files import TOKEN_ENV
 from .media import (
     Image,
     MediaError,
@@ -42,7 +43,6 @@ from .media import (
     pil_to_rgb,
 )
 from .scoring.results import RankResult, ScoreResult, TournamentResult
-from .server.settings import TOKEN_ENV
 
 RAW_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 RETRY_STATUSES = (503,)

@@ -106,7 +106,7 @@ class RLConfig:
 
 def load_rl_config(path: str | Path) -> RLConfig:
     """An RLConfig from a TOML or YAML file (relative paths are relative to the file)."""
-    from ..server.settings import check_config_keys, read_config_file
+    from ..config_files import check_config_keys, read_config_file
 
     data = read_config_file(path)
     check_config_keys(data, {f.name for f in fields(RLConfig)}, ("algorithm", "out", "prompts"), path)

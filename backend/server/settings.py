@@ -17,14 +17,13 @@ criteria = ["alignment"]
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-TOKEN_ENV = "REWARDDANCE_TOKEN"
+from ..config_files import TOKEN_ENV, ConfigFileError
+
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _UNITS = {
     "": 1,
@@ -40,7 +39,7 @@ _UNITS = {
 }
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigFileError):
     """A server setting is unusable; the message names it and the fix."""
 
 
@@ -222,45 +221,6 @@ def parse_model_flag(value: str) -> tuple[str, str]:
         path = value
         name = re.sub(r"[^A-Za-z0-9._-]", "-", Path(value.rstrip("/")).name) or "model"
     return check_model_name(name.strip()), path.strip()
-
-
-def check_config_keys(data: dict[str, Any], known: set[str], required: Sequence[str], path: str | os.PathLike) -> None:
-    """Refuse unknown and missing top-level keys of a config file, naming them and the known ones."""
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise ValueError(f"{path}: missing required key(s) {', '.join(missing)}")
-
-
-def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A TOML (.toml) or YAML (.yaml/.yml) server config as a dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"--config {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".toml":
-            import tomllib
-
-            return tomllib.loads(text)
-        if path.suffix.lower() in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError as exc:
-                raise SettingsError(
-                    f"--config {path}: reading YAML needs PyYAML (`pip install pyyaml`); or write the config as TOML"
-                ) from exc
-            data = yaml.safe_load(text)
-            if not isinstance(data, dict):
-                raise SettingsError(f"--config {path}: expected a mapping at the top level")
-            return data
-    except SettingsError:
-        raise
-    except Exception as exc:
-        raise SettingsError(f"--config {path}: cannot parse it ({type(exc).__name__}: {exc})") from exc
-    raise SettingsError(f"--config {path}: use a .toml, .yaml or .yml file")
 
 
 def settings_from_dict(data: dict[str, Any], base: ServerSettings | None = None) -> ServerSettings:

@@ -101,7 +101,7 @@ class RMTrainConfig:
 
 def load_train_config(path: str | Path) -> RMTrainConfig:
     """An RMTrainConfig from a TOML or YAML file (relative paths are relative to the file)."""
-    from ..server.settings import check_config_keys, read_config_file
+    from ..config_files import check_config_keys, read_config_file
 
     data = read_config_file(path)
     check_config_keys(data, {f.name for f in fields(RMTrainConfig)}, ("model", "pairs", "out"), path)
