@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -523,19 +524,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .rl.config import load_rl_config
-    from .rl.run import distributed, train_rl
+    from .rl.run import train_rl
+    from .runs import accelerate_device, distributed
 
+    log_training_to_stderr()
     cfg = load_rl_config(args.config)
     if args.steps is not None:
         cfg.steps = args.steps
         cfg.validate()
     if args.accelerate:
-        from accelerate import PartialState
-
-        state = PartialState()  # joins the process group `accelerate launch` set up
-        cfg.generator.setdefault("device", str(state.device))  # one GPU per process
+        device = accelerate_device()  # joins the process group `accelerate launch` set up; one GPU per process
+        cfg.generator.setdefault("device", device)
         for reward in cfg.rewards:
-            reward.setdefault("device", str(state.device))
+            reward.setdefault("device", device)
     main_process = distributed()[0] == 0
     with tqdm(
         total=cfg.steps, desc=f"train {cfg.algorithm}", unit="step", disable=args.quiet or not main_process
@@ -568,13 +569,18 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
     """Train a reward model from a config file; Ctrl+C checkpoints, and the same command resumes."""
     from tqdm import tqdm
 
+    from .runs import accelerate_device, distributed
     from .training.trainer import load_train_config, train_reward_model
 
+    log_training_to_stderr()
     cfg = load_train_config(args.config)
     if args.steps is not None:
         cfg.steps = args.steps
         cfg.validate()
-    with tqdm(total=cfg.steps, desc="training", unit="step", disable=args.quiet) as bar:
+    if args.accelerate:
+        cfg.device = accelerate_device()  # joins the process group `accelerate launch` set up; one GPU per process
+    main_process = distributed()[0] == 0
+    with tqdm(total=cfg.steps, desc="training", unit="step", disable=args.quiet or not main_process) as bar:
 
         def progress(step: int, total: int, metrics: dict) -> None:
             bar.n = step
@@ -582,6 +588,8 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
             bar.refresh()
 
         result = train_reward_model(cfg, progress)
+    if not main_process:
+        return 0
     if result["interrupted"]:
         print(
             f"rewarddance: interrupted at step {result['step']}; checkpoint {result['checkpoint']}. "
@@ -720,6 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-rm", help="fine-tune a VLM into a reward model from preference pairs")
     p.add_argument("--config", required=True, help="TOML or YAML training config (see README)")
     p.add_argument("--steps", type=int, default=None, help="override the config's steps")
+    p.add_argument("--accelerate", action="store_true", help="running under `accelerate launch` (several processes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train_rm)
 
@@ -747,6 +756,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_tiny_model)
     return parser
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever sys.stderr is at the time of each message."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def log_training_to_stderr() -> None:
+    """Show the trainers' log messages (skipped updates, reward-collapse warnings) on stderr."""
+    logger = logging.getLogger("rewarddance.train")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,12 @@ from helpers import random_image
 
 from rewarddance.backend.training.data import DataError, PreferencePair, load_pairs, split_pairs, write_pairs
 from rewarddance.backend.training.synthetic import make_synthetic_pairs
-from rewarddance.backend.training.trainer import RMTrainConfig, load_train_config, train_reward_model
+from rewarddance.backend.training.trainer import (
+    RewardModelTraining,
+    RMTrainConfig,
+    load_train_config,
+    train_reward_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +131,7 @@ def test_pairwise_training_learns_on_a_fixed_seed(synthetic, tiny_dirs, tmp_path
 def test_exported_checkpoint_scores_like_the_trained_model(synthetic, tiny_dirs, tmp_path, capsys, lora):
     from rewarddance.backend.cli import main
 
-    result = train_reward_model(
+    training = RewardModelTraining(
         config(
             tiny_dirs,
             synthetic,
@@ -137,8 +143,10 @@ def test_exported_checkpoint_scores_like_the_trained_model(synthetic, tiny_dirs,
             lora_targets=["q_proj", "v_proj"],
         )
     )
+    result = training.train()
+    json.dumps(result)  # the summary is plain data
     files = [p.chosen for p in load_pairs(synthetic)[:3]]
-    in_memory = result["reward_model"].score(files, "a clean, natural photograph").scores
+    in_memory = training.reward_model().score(files, "a clean, natural photograph").scores
     assert (
         main(
             [
@@ -174,7 +182,8 @@ def test_interrupt_then_resume_reaches_the_same_final_step_and_weights(synthetic
     first = train_reward_model(
         config(tiny_dirs, synthetic, tmp_path / "resumed", steps=6, save_every=2), should_stop=stop_after_three
     )
-    assert first["interrupted"] and first["step"] == 3 and first["checkpoint"].endswith("step-0000003")
+    assert first["interrupted"] and first["step"] == 3 and first["checkpoint"].endswith("checkpoint")
+    assert json.loads((Path(first["checkpoint"]) / "state.json").read_text())["step"] == 3
     with (tmp_path / "resumed" / "log.jsonl").open("a") as fh:  # as if a crash came after logging step 4
         fh.write(json.dumps({"step": 4, "loss": 9.9}) + "\n")
     second = train_reward_model(config(tiny_dirs, synthetic, tmp_path / "resumed", steps=6, save_every=2))

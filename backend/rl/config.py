@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..runs import renamed_keys
 from ..search.rewards import ColourReward, Ensemble, ModelReward, RemoteReward, Transformed
 from .lora import LoraSpec, add_lora
 from .trainers import ALGORITHMS, Policy, TrainerConfig, seeded
 
+RENAMED_KEYS = {"lr": "learning_rate", "rank": "lora_rank", "alpha": "lora_alpha", "targets": "lora_targets"}
 GENERATOR_KINDS = ("tiny", "diffusers", "comfyui")  # comfyui: the Reward LoRA Trainer node passes its own Policy
 REWARD_KINDS = ("pointwise", "pairwise", "colour")
 
@@ -28,10 +30,10 @@ class RLConfig:
     out: str
     prompts: list[str] | str  # a list, or a text file with one prompt per line
     steps: int = 100
-    lr: float = 3e-4
-    rank: int = 16
-    alpha: float = 32.0
-    targets: list[str] | str | None = None
+    learning_rate: float = 3e-4
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_targets: list[str] | str | None = None  # module names or a regex; None: the network family's defaults
     prompts_per_step: int = 2
     eval_prompts: list[str] | str | None = None  # default: the training prompts
     eval_seeds: int = 4  # held-out seeds 1000000.. (never used in training)
@@ -46,6 +48,22 @@ class RLConfig:
     reward_weights: list[float] | None = None
     reward_transform: str = "none"
     trainer: dict[str, Any] = field(default_factory=dict)  # TrainerConfig fields
+    # Deprecated spellings (one release): lr, rank, alpha, targets.
+    lr: InitVar[float | None] = None
+    rank: InitVar[int | None] = None
+    alpha: InitVar[float | None] = None
+    targets: InitVar[list[str] | str | None] = None
+
+    def __post_init__(self, lr: Any, rank: Any, alpha: Any, targets: Any) -> None:
+        """Move values given under a deprecated name to the new field (with a deprecation warning)."""
+        given = {k: v for k, v in {"lr": lr, "rank": rank, "alpha": alpha, "targets": targets}.items() if v is not None}
+        for new, value in renamed_keys(given, RENAMED_KEYS, "RLConfig").items():
+            setattr(self, new, value)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "RLConfig") -> RLConfig:
+        """An RLConfig from plain data, accepting the deprecated key names (with a warning)."""
+        return cls(**renamed_keys(data, RENAMED_KEYS, where))
 
     def validate(self) -> RLConfig:
         if self.algorithm not in ALGORITHMS:
@@ -57,8 +75,8 @@ class RLConfig:
             raise ValueError(
                 f"save_every must be 0 (only at the end and on interrupt) or a positive integer, got {self.save_every!r}"
             )
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
-            raise ValueError(f"lr must be in (0, 1), got {self.lr!r}")
+        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
         if self.generator.get("kind") not in GENERATOR_KINDS:
             raise ValueError(
                 f"generator.kind must be one of {', '.join(GENERATOR_KINDS)}, got {self.generator.get('kind')!r}"
@@ -75,7 +93,7 @@ class RLConfig:
         if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
             raise ValueError(f"reward_weights: {len(self.reward_weights)} weights for {len(self.rewards)} rewards")
         self.trainer_config()
-        LoraSpec(self.rank, self.alpha, self.targets).validate()
+        LoraSpec(self.lora_rank, self.lora_alpha, self.lora_targets).validate()
         if not self.prompt_list():
             raise ValueError("prompts: no prompts given")
         return self
@@ -108,7 +126,7 @@ def load_rl_config(path: str | Path) -> RLConfig:
     """An RLConfig from a TOML or YAML file (relative paths are relative to the file)."""
     from ..config_files import check_config_keys, read_config_file
 
-    data = read_config_file(path)
+    data = renamed_keys(read_config_file(path), RENAMED_KEYS, str(path))
     check_config_keys(data, {f.name for f in fields(RLConfig)}, ("algorithm", "out", "prompts"), path)
     base = Path(path).resolve().parent
 
@@ -230,7 +248,7 @@ def build_policy(cfg: RLConfig) -> tuple[Policy, Any]:
 
     out = Path(cfg.out)
     generator_for, network, base = build_generator(cfg, out)
-    params = add_lora(network, LoraSpec(cfg.rank, cfg.alpha, cfg.targets), seed=cfg.seed)
+    params = add_lora(network, LoraSpec(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets), seed=cfg.seed)
     tcfg = cfg.trainer_config()
 
     def frozen_generator_for(prompt: str) -> Any:

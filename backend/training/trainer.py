@@ -4,17 +4,16 @@
 
 The result is a normal checkpoint directory (`<out>/model`, LoRA merged) with the source checkpoint's
 tokenizer, chat template and preprocessor configs, so every loader (CLI, nodes, backend) reads it as is.
-Checkpoints (`<out>/checkpoints/step-N`) hold the trainable weights, the optimiser and the step; a run
-started again with the same config continues from the newest one (after Ctrl+C or a crash).
+The loop, checkpoint (`<out>/checkpoint`: the trainable weights, the optimiser and the step), resume (a run
+started again with the same config continues, after Ctrl+C or a crash), log, chart and multi-process
+training are the shared run runtime's (`backend/runs.py`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 
 from ..reward_model import TRAINING_RECORD
-from ..run_log import append_row, read_rows, truncate_after
+from ..runs import Progress, Run, RunTask, distributed, run_task
 from ..scoring.answer import AnswerTokens
 from ..scoring.config import ScoringConfig
 from ..vlm.base import VisualOptions
@@ -40,7 +39,24 @@ COPIED_FILES = (
     "video_preprocessor_config.json",
     "processor_config.json",
 )
-VISION_PREFIXES = ("visual", "vision_tower", "vision_model", "model.visual", "model.vision_tower")
+VISION_TOWER_NAMES = ("visual", "vision_tower", "vision_model")  # a parameter under one of these is the encoder's
+RESUME_MUST_MATCH = (  # a checkpoint continues only the run these values define
+    "model",
+    "pairs",
+    "objective",
+    "scoring",
+    "lora",
+    "lora_rank",
+    "lora_alpha",
+    "lora_targets",
+    "freeze_vision",
+    "batch_size",
+    "seed",
+)
+CHART_PANELS = [
+    ("training loss", ["loss"]),
+    ("held-out pairwise accuracy", ["eval.pairwise_accuracy", "final_eval.pairwise_accuracy"]),
+]
 
 
 @dataclass
@@ -70,6 +86,7 @@ class RMTrainConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     seed: int = 0
     pointwise_ce_weight: float = 0.1
+    max_grad_norm: float = 1.0
     max_pixels: int | None = None
 
     def validate(self) -> RMTrainConfig:
@@ -86,6 +103,8 @@ class RMTrainConfig:
                 raise ValueError(f"{name} must be 0 or a positive integer, got {value!r}")
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
+        if not (isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm > 0):
+            raise ValueError(f"max_grad_norm must be a positive number, got {self.max_grad_norm!r}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
         self.scoring_config()
@@ -115,12 +134,18 @@ def load_train_config(path: str | Path) -> RMTrainConfig:
 
 
 # --- the run ------------------------------------------------------------------------------------------------------
-class Run:
-    """One training run: data, model, optimiser, checkpoints and logs under `cfg.out`."""
+class RewardModelTraining(RunTask):
+    """One reward-model training run under `cfg.out`: data, model, objective, export (on the run runtime)."""
+
+    name = "rewarddance train-rm"
+    chart_panels = CHART_PANELS
 
     def __init__(self, cfg: RMTrainConfig):
         self.cfg = cfg.validate()
-        self.out = Path(cfg.out)
+        self.out, self.steps, self.save_every = Path(cfg.out), cfg.steps, cfg.save_every
+        self.max_grad_norm = cfg.max_grad_norm
+        self.snapshot_each_step = cfg.lora  # cheap for adapters; a full fine-tune only drops the step's gradients
+        self.rank, self.world = distributed()
         self.scoring = cfg.scoring_config()
         pairs = load_pairs(cfg.pairs)
         if cfg.eval_pairs:
@@ -130,19 +155,16 @@ class Run:
         if cfg.objective == "pairwise" and all(p.tie for p in self.train_pairs):
             raise ValueError(f"{cfg.pairs}: every training pair is a tie; the pairwise objective needs preferences")
         torch.manual_seed(cfg.seed)
-        self.vlm = load_vlm(
-            cfg.model, dtype=cfg.dtype, device=cfg.device, options=VisualOptions(max_pixels=cfg.max_pixels)
-        )
+        options = VisualOptions(max_pixels=cfg.max_pixels)
+        self.vlm = load_vlm(cfg.model, dtype=cfg.dtype, device=cfg.device, options=options)
         self.peft_model = self._prepare_model()
         from ..scoring.scorer import Scorer
 
         self.scorer = Scorer(self.vlm)
         self.tokens = AnswerTokens.from_config(self.vlm.tokenizer, self.scoring)
-        self.params = [p for p in self.vlm.model.parameters() if p.requires_grad]
-        self.names = [n for n, p in self.vlm.model.named_parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.named = {n: p for n, p in self.vlm.model.named_parameters() if p.requires_grad}
         self.load = VisualCache()
-        self.step = 0
+        self.model_dir: Path | None = None
 
     def _prepare_model(self) -> Any:
         """Freeze what is not trained; add LoRA adapters in place (the scorer keeps using the same module)."""
@@ -150,34 +172,78 @@ class Run:
         model.train()
         if self.cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        if self.cfg.lora:
-            from peft import LoraConfig, get_peft_model
+        if not self.cfg.lora:
+            for name, p in model.named_parameters():
+                p.requires_grad_(not (self.cfg.freeze_vision and _in_vision_tower(name)))
+            return None
+        from peft import LoraConfig, get_peft_model
 
-            for p in model.parameters():
-                p.requires_grad_(False)
-            targets = [n for n in self.cfg.lora_targets]
-            peft_model = get_peft_model(
-                model,
-                LoraConfig(
-                    r=self.cfg.lora_rank,
-                    lora_alpha=self.cfg.lora_alpha,
-                    target_modules=targets,
-                    lora_dropout=0.0,
-                    bias="none",
-                ),
-            )
-            if self.cfg.freeze_vision:
-                for name, p in model.named_parameters():
-                    if "lora_" in name and _in_vision_tower(name):
-                        p.requires_grad_(False)
-            return peft_model
-        for name, p in model.named_parameters():
-            p.requires_grad_(not (self.cfg.freeze_vision and _in_vision_tower(name)))
-        return None
+        for p in model.parameters():
+            p.requires_grad_(False)
+        lora = LoraConfig(
+            r=self.cfg.lora_rank,
+            lora_alpha=self.cfg.lora_alpha,
+            target_modules=list(self.cfg.lora_targets),
+            lora_dropout=0.0,
+            bias="none",
+        )
+        peft_model = get_peft_model(model, lora)
+        if self.cfg.freeze_vision:
+            for name, p in model.named_parameters():
+                if "lora_" in name and _in_vision_tower(name):
+                    p.requires_grad_(False)
+        return peft_model
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over the trainable weights."""
+        return torch.optim.AdamW(
+            list(self.named.values()), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay
+        )
+
+    # --- the runtime's contract -------------------------------------------------------------------------------
+    def trainable(self) -> dict[str, torch.Tensor]:
+        """The weights being trained (LoRA adapters, or the unfrozen model weights)."""
+        return self.named
+
+    def config_record(self) -> dict[str, Any]:
+        """The config as plain data."""
+        return asdict(self.cfg)
+
+    def identity(self) -> dict[str, Any]:
+        """The config values that define the run (a checkpoint with others belongs to a different run)."""
+        ours = asdict(self.cfg)
+        return {k: ours[k] for k in RESUME_MUST_MATCH}
+
+    def train_step(self, run: Run) -> dict[str, Any]:
+        """The objective on this process's share of the step's pairs, one update."""
+        pairs = self.batch(run.step)[self.rank :: self.world]
+        loss, metrics = self.loss(pairs)
+        run.backward(loss)
+        run.optimizer_step()
+        return {"loss": float(loss.detach()), **metrics}
+
+    def after_step(self, run: Run, row: dict[str, Any]) -> None:
+        """The periodic held-out evaluation (`eval_every`), logged as its own row."""
+        if self.cfg.eval_every and run.step % self.cfg.eval_every == 0 and run.step < self.cfg.steps:
+            run.log({"step": run.step, "eval": _short(self.evaluate())})
+
+    def finish(self, run: Run) -> dict[str, Any]:
+        """Export `<out>/model`, evaluate it; plain data (the model itself: `reward_model()`)."""
+        if not run.main:
+            return {}
+        self.model_dir = self.export(run.step)
+        metrics = self.evaluate()
+        run.log({"step": run.step, "final_eval": _short(metrics)})
+        return {
+            "model": str(self.model_dir),
+            "eval": metrics,
+            "train_pairs": len(self.train_pairs),
+            "eval_pairs": len(self.eval_pairs),
+        }
 
     # --- data order: a seeded permutation per epoch, so step N always sees the same pairs ------------------------
     def batch(self, step: int) -> list[PreferencePair]:
-        """The pairs of training step `step`."""
+        """The pairs of training step `step` (all processes together)."""
         pool = [p for p in self.train_pairs if not (p.tie and self.cfg.objective == "pairwise")]
         per_epoch = max(1, len(pool) // self.cfg.batch_size)
         epoch, index = divmod(step, per_epoch)
@@ -194,76 +260,24 @@ class Run:
         examples = [e for p in pairs for e in pointwise_examples(p, self.scoring, self.load)]
         return pointwise_loss(self.scorer, examples, self.tokens, self.cfg.pointwise_ce_weight)
 
-    # --- checkpoints ---------------------------------------------------------------------------------------------
-    def checkpoint_dir(self, step: int) -> Path:
-        return self.out / "checkpoints" / f"step-{step:07d}"
+    def reward_model(self) -> Any:
+        """The model being trained as a RewardModel (in memory, with the run's scoring config)."""
+        from ..reward_model import RewardModel
 
-    def save_checkpoint(self) -> Path:
-        """Trainable weights, optimiser and step (written to a temp dir, then renamed: never half-written)."""
-        from safetensors.torch import save_file
-
-        final = self.checkpoint_dir(self.step)
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(
-            {n: p.detach().contiguous().cpu() for n, p in zip(self.names, self.params)},
-            str(tmp / "trainable.safetensors"),
-        )
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": self.step, "config": asdict(self.cfg)}, indent=2))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        return final
-
-    def latest_checkpoint(self) -> Path | None:
-        root = self.out / "checkpoints"
-        done = (
-            sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
-            if root.is_dir()
-            else []
-        )
-        return done[-1] if done else None
-
-    def resume(self) -> bool:
-        """Continue from the newest checkpoint, if any."""
-        from safetensors.torch import load_file
-
-        ckpt = self.latest_checkpoint()
-        if ckpt is None:
-            return False
-        saved = load_file(str(ckpt / "trainable.safetensors"))
-        if set(saved) != set(self.names):
-            raise ValueError(
-                f"{ckpt}: its trainable weights do not match this config (LoRA / freezing changed?); "
-                "use a new out directory"
-            )
-        with torch.no_grad():
-            for n, p in zip(self.names, self.params):
-                p.copy_(saved[n].to(p.device, p.dtype))
-        self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
-        self.step = json.loads((ckpt / "state.json").read_text())["step"]
-        truncate_after(self.out / "log.jsonl", self.step)  # rows a crashed run logged after this checkpoint
-        return True
-
-    # --- logs ---------------------------------------------------------------------------------------------------
-    def log(self, row: dict) -> None:
-        append_row(self.out / "log.jsonl", row)
+        return RewardModel(self.vlm, self.scoring)
 
     def evaluate(self) -> dict:
         """Held-out metrics of the model as it is now."""
-        from ..reward_model import RewardModel
-
         if not self.eval_pairs:
             return {}
         self.vlm.model.eval()
         try:
-            return evaluate_pairs(RewardModel(self.vlm, self.scoring), self.eval_pairs)
+            return evaluate_pairs(self.reward_model(), self.eval_pairs)
         finally:
             self.vlm.model.train()
 
     # --- the export ---------------------------------------------------------------------------------------------
-    def export(self) -> Path:
+    def export(self, step: int) -> Path:
         """`<out>/model`: a normal checkpoint directory (LoRA merged) every loader reads."""
         target = self.out / "model"
         tmp = target.with_name("model.tmp")
@@ -277,107 +291,43 @@ class Run:
             if src.is_file():
                 shutil.copy2(src, tmp / name)
         (tmp / TRAINING_RECORD).write_text(
-            json.dumps({"config": asdict(self.cfg), "step": self.step, "scoring": self.cfg.scoring}, indent=2)
+            json.dumps({"config": asdict(self.cfg), "step": step, "scoring": self.cfg.scoring}, indent=2)
         )
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
         self.vlm.model = model
         return target
 
+    def train(
+        self,
+        progress: Progress | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
+    ) -> dict:
+        """Run it on the runtime (resuming from `<out>/checkpoint`); the plain-data summary."""
+        return run_task(self, self.optimizer(), progress, should_stop, interrupts)
+
 
 def _in_vision_tower(name: str) -> bool:
     """True for parameters of the vision encoder (any family's naming)."""
-    parts = name.split(".")
-    return any(p in ("visual", "vision_tower", "vision_model") for p in parts)
+    return any(part in VISION_TOWER_NAMES for part in name.split("."))
+
+
+def _short(metrics: dict) -> dict:
+    """Metrics without the reliability table (for log rows)."""
+    return {k: v for k, v in metrics.items() if k != "reliability"}
 
 
 def train_reward_model(
     cfg: RMTrainConfig,
-    progress: Callable[[int, int, dict], None] | None = None,
+    progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
 ) -> dict:
-    """Train (resuming from the newest checkpoint), export `<out>/model`, evaluate; returns a summary.
+    """Train (resuming from the checkpoint), export `<out>/model`, evaluate; returns a plain-data summary.
 
-    `should_stop()` is asked after every step (a GUI's stop button); Ctrl+C works the same way: the
-    current step is checkpointed and the run can be started again to continue.
+    `should_stop()` is asked after every step (a GUI's stop button); Ctrl+C works the same way: the run is
+    checkpointed at its last finished step and starting it again continues it. For the trained model in memory,
+    use `RewardModelTraining(cfg)`: `.train()` then `.reward_model()`.
     """
-    run = Run(cfg)
-    resumed = run.resume()
-    started = time.perf_counter()
-    interrupted = False
-    try:
-        while run.step < cfg.steps:
-            loss, metrics = run.loss(run.batch(run.step))
-            if not torch.isfinite(loss):
-                run.optimizer.zero_grad(set_to_none=True)
-                run.log({"step": run.step + 1, "skipped": f"non-finite loss {float(loss)}"})
-                print(f"rewarddance: step {run.step + 1}: non-finite loss, step skipped")
-            else:
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(run.params, 1.0)
-                run.optimizer.step()
-                run.optimizer.zero_grad(set_to_none=True)
-                run.log(
-                    {
-                        "step": run.step + 1,
-                        "loss": float(loss.detach()),
-                        **metrics,
-                        "time_s": time.perf_counter() - started,
-                    }
-                )
-            run.step += 1
-            if progress is not None:
-                progress(run.step, cfg.steps, {"loss": float(loss.detach()), **metrics})
-            if cfg.save_every and run.step % cfg.save_every == 0:
-                run.save_checkpoint()
-            if cfg.eval_every and run.step % cfg.eval_every == 0 and run.step < cfg.steps:
-                run.log({"step": run.step, "eval": _short(run.evaluate())})
-            if should_stop is not None and should_stop():
-                interrupted = True
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-    if interrupted:
-        path = run.save_checkpoint()
-        return {"interrupted": True, "step": run.step, "checkpoint": str(path), "resumed": resumed}
-    model_dir = run.export()
-    metrics = run.evaluate()
-    run.log({"step": run.step, "final_eval": _short(metrics)})
-    write_chart(run.out / "log.jsonl", run.out / "chart.png")
-    from ..reward_model import RewardModel
-
-    return {
-        "interrupted": False,
-        "step": run.step,
-        "model": str(model_dir),
-        "eval": metrics,
-        "resumed": resumed,
-        "train_pairs": len(run.train_pairs),
-        "eval_pairs": len(run.eval_pairs),
-        "reward_model": RewardModel(run.vlm, run.scoring),
-    }  # the trained model, in memory
-
-
-def _short(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "reliability"}
-
-
-def write_chart(log_path: Path, out: Path) -> Path | None:
-    """A PNG of the training loss (and held-out pairwise accuracy when logged) over steps."""
-    from ..charts import line_panels
-
-    rows = read_rows(log_path)
-    loss = [(r["step"], r["loss"]) for r in rows if "loss" in r and math.isfinite(r["loss"])]
-    acc = [
-        (r["step"], (r.get("eval") or r.get("final_eval") or {}).get("pairwise_accuracy"))
-        for r in rows
-        if (r.get("eval") or r.get("final_eval"))
-    ]
-    acc = [(s, a) for s, a in acc if a is not None]
-    if not loss:
-        return None
-    panels = [("training loss", {"loss": loss})]
-    if acc:
-        panels.append(("held-out pairwise accuracy", {"accuracy": acc}))
-    line_panels(panels).save(out)
-    return out
+    return RewardModelTraining(cfg).train(progress, should_stop, interrupts)

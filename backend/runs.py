@@ -1,0 +1,402 @@
+"""The one run runtime every trainer uses (RL on generators, reward-model training).
+
+A trainer supplies a `RunTask`: its trainable tensors, its plain-data config, the config values a checkpoint
+must match, and a `train_step`. The runtime owns everything else:
+
+- the step loop, progress and interrupts (Ctrl+C, `should_stop()` after every step, a host's cancel exception);
+- rollback of a step cut short by an interrupt (the trainable tensors and the optimizer go back to the last
+  finished step, so a checkpoint never holds a half-applied step);
+- the non-finite policy (a non-finite loss piece or gradient skips that update, logs it and counts it);
+- one checkpoint format (`<out>/checkpoint/`: trainable.safetensors, optimizer.pt, state.json), written to a
+  temporary directory and swapped in, and one resume contract (a checkpoint of a different run is refused, rows
+  a crashed run logged after its checkpoint are dropped);
+- the JSONL log (`<out>/log.jsonl`), the chart (`<out>/chart.png`) and the summary (`<out>/summary.json`, plain
+  data);
+- several processes under `accelerate launch`: each process trains on its share of a step, gradients are
+  averaged across processes before every update, only the main process writes, and the run ends by checking
+  that every process holds the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .charts import line_panels
+from .run_log import append_row, read_rows, truncate_after
+
+log = logging.getLogger("rewarddance.train")
+
+Progress = Callable[[int, int, dict], None]
+CHECKPOINT = "checkpoint"
+ChartPanels = list[tuple[str, list[str]]]
+
+
+class RunError(ValueError):
+    """A run cannot start or continue as asked (a checkpoint of another run, replicas out of sync)."""
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size) of this process (1 process without torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def accelerate_device() -> str:
+    """This process's device under `accelerate launch` (joins the process group accelerate set up)."""
+    from accelerate import PartialState
+
+    return str(PartialState().device)
+
+
+def renamed_keys(data: dict[str, Any], renames: dict[str, str], where: str) -> dict[str, Any]:
+    """`data` with deprecated keys moved to their new names (a warning names each; both given is an error)."""
+    out = dict(data)
+    for old, new in renames.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"{where}: both {old!r} (deprecated) and {new!r} are set; keep only {new!r}")
+        log.warning("%s: %r is deprecated and will be removed in the next release; use %r", where, old, new)
+        out[new] = out.pop(old)
+    return out
+
+
+class RunTask:
+    """What a trainer supplies to the runtime; the defaults suit a trainer with one update per step."""
+
+    out: Path
+    steps: int
+    save_every: int = 0
+    max_grad_norm: float = 1.0
+    snapshot_each_step: bool = False  # True for trainers that apply several updates per step (rolled back)
+    chart_panels: ChartPanels = []
+    name: str = "rewarddance train"  # how log messages start
+
+    def trainable(self) -> dict[str, torch.Tensor]:
+        """The live trainable tensors by name (saved, restored, snapshotted and averaged across processes)."""
+        raise NotImplementedError
+
+    def config_record(self) -> dict[str, Any]:
+        """The run's config as plain data (saved with every checkpoint)."""
+        raise NotImplementedError
+
+    def identity(self) -> dict[str, Any]:
+        """The config values a checkpoint must match to be continued by this run."""
+        raise NotImplementedError
+
+    def train_step(self, run: Run) -> dict[str, Any]:
+        """One step (losses through `run.backward`, updates through `run.optimizer_step`); its log metrics."""
+        raise NotImplementedError
+
+    def begin(self) -> dict[str, Any]:
+        """Summary fields measured when the run first starts (e.g. the reward before training)."""
+        return {}
+
+    def after_step(self, run: Run, row: dict[str, Any]) -> None:
+        """Called after each logged step (e.g. a periodic evaluation that logs its own row)."""
+
+    def finish(self, run: Run) -> dict[str, Any]:
+        """Evaluate and export after the last step; summary fields (plain data)."""
+        return {}
+
+    def trainer_state(self) -> dict[str, Any]:
+        """Trainer-specific counters saved with a checkpoint (JSON)."""
+        return {}
+
+    def restore_trainer_state(self, state: dict[str, Any], rows: list[dict]) -> None:
+        """Take back `trainer_state()` and the log rows kept after a resume."""
+
+    def upgrade_saved_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's saved config in today's key names (checkpoints of the previous release)."""
+        return config
+
+
+@dataclass
+class Snapshot:
+    """The trainable tensors and optimizer state at a finished step."""
+
+    step: int
+    tensors: list[torch.Tensor]
+    optimizer: dict
+
+
+class Run:
+    """The state the runtime keeps for one task: step, optimizer, skipped updates, logged rows."""
+
+    def __init__(self, task: RunTask, optimizer: torch.optim.Optimizer):
+        self.task, self.optimizer = task, optimizer
+        self.out = Path(task.out)
+        self.rank, self.world = distributed()
+        self.step = 0
+        self.skipped = 0
+        self.rows: list[dict] = []
+        self.pending_bad: str | None = None
+        self.initial: dict[str, Any] = {}  # summary fields measured when the run first started (kept in checkpoints)
+        self._snapshot: Snapshot | None = None
+
+    @property
+    def main(self) -> bool:
+        """True in the process that writes files (the only one without accelerate)."""
+        return self.rank == 0
+
+    def params(self) -> list[torch.Tensor]:
+        """The trainable tensors in a fixed order."""
+        return list(self.task.trainable().values())
+
+    # --- gradients ----------------------------------------------------------------------------------------------
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate a loss piece's gradients (a non-finite piece marks the whole update for skipping)."""
+        if not torch.isfinite(loss.detach()).all():
+            self.pending_bad = f"non-finite loss {float(loss.detach().float().sum())}"
+            return
+        loss.backward()
+
+    def optimizer_step(self) -> bool:
+        """Average gradients across processes; skip the update if anything is non-finite, else clip and step."""
+        params = self.params()
+        if self.world > 1:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= self.world
+        if self.pending_bad is None and not all(p.grad is None or torch.isfinite(p.grad).all() for p in params):
+            self.pending_bad = "non-finite gradient"
+        if self.pending_bad is not None:
+            log.warning("%s: step %d: %s; update skipped", self.task.name, self.step + 1, self.pending_bad)
+            self.skipped += 1
+            self.pending_bad = None
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        torch.nn.utils.clip_grad_norm_(params, self.task.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    # --- a step cut short -----------------------------------------------------------------------------------------
+    def snapshot(self) -> None:
+        """Remember the trainable tensors and optimizer state of the current (finished) step."""
+        if self.task.snapshot_each_step:
+            tensors = [p.detach().clone() for p in self.params()]
+            self._snapshot = Snapshot(self.step, tensors, copy.deepcopy(self.optimizer.state_dict()))
+
+    def roll_back_unfinished_step(self) -> None:
+        """After an interrupt mid-step: back to the state of the last finished step (gradients dropped)."""
+        snap = self._snapshot
+        if snap is not None and snap.step == self.step:
+            with torch.no_grad():
+                for p, saved in zip(self.params(), snap.tensors):
+                    p.copy_(saved)
+            self.optimizer.load_state_dict(snap.optimizer)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.pending_bad = None
+
+    # --- files ----------------------------------------------------------------------------------------------------
+    def log(self, row: dict) -> None:
+        """Append a row to the JSONL log (main process only)."""
+        if self.main:
+            append_row(self.out / "log.jsonl", row)
+
+    def checkpoint_dir(self) -> Path:
+        """Where the checkpoint lives."""
+        return self.out / CHECKPOINT
+
+    def save_checkpoint(self) -> Path:
+        """Trainable tensors, optimizer and step, written to a temp dir and swapped in (never half-written)."""
+        from safetensors.torch import save_file
+
+        final = self.checkpoint_dir()
+        if not self.main:
+            return final
+        tmp, old = final.with_name(CHECKPOINT + ".tmp"), final.with_name(CHECKPOINT + ".old")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        tensors = {n: p.detach().contiguous().cpu() for n, p in self.task.trainable().items()}
+        save_file(tensors, str(tmp / "trainable.safetensors"))
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        state = {"step": self.step, "skipped": self.skipped, "config": self.task.config_record()}
+        state["initial"], state["trainer"] = self.initial, self.task.trainer_state()
+        (tmp / "state.json").write_text(json.dumps(state, indent=2))
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def resume(self) -> bool:
+        """Continue from the checkpoint, if any (refusing one of a different run); False when there is none."""
+        from safetensors.torch import load_file
+
+        ckpt = self.checkpoint_dir()
+        if not ckpt.is_dir() and ckpt.with_name(CHECKPOINT + ".old").is_dir():
+            ckpt = ckpt.with_name(CHECKPOINT + ".old")  # killed between the two renames
+        if not (ckpt / "state.json").is_file():
+            return False
+        state = json.loads((ckpt / "state.json").read_text())
+        self._check_same_run(ckpt, self.task.upgrade_saved_config(state["config"]))
+        saved = load_file(str(ckpt / "trainable.safetensors"))
+        live = self.task.trainable()
+        if set(saved) != set(live):
+            raise RunError(
+                f"{ckpt}: its trainable weights do not match this run's (LoRA targets / freezing changed?); "
+                "use a new out directory for a different run, or delete that directory to start over"
+            )
+        with torch.no_grad():
+            for name, p in live.items():
+                p.copy_(saved[name].to(p.device, p.dtype))
+        self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
+        self.step, self.skipped, self.initial = state["step"], state.get("skipped", 0), state.get("initial", {})
+        path = self.out / "log.jsonl"
+        kept = (
+            truncate_after(path, self.step)
+            if self.main
+            else [r for r in read_rows(path) if r.get("step", 0) <= self.step]
+        )
+        self.rows = kept
+        self.task.restore_trainer_state(state.get("trainer", {}), kept)
+        return True
+
+    def _check_same_run(self, ckpt: Path, saved_config: dict[str, Any]) -> None:
+        """Refuse a checkpoint whose identity (the config values that define the run) differs from ours."""
+        ours = self.task.identity()
+        saved = {k: saved_config.get(k) for k in ours}
+        if saved != ours:
+            diff = ", ".join(f"{k}={saved[k]!r} (now {ours[k]!r})" for k in ours if saved[k] != ours[k])
+            raise RunError(
+                f"{ckpt}: saved by a different run ({diff}); use a new out directory / filename_prefix for a "
+                "different run, or delete that directory to start over"
+            )
+
+    def write_chart(self) -> Path | None:
+        """The task's chart panels over its logged steps, as `<out>/chart.png`."""
+        return (
+            write_chart(self.out / "log.jsonl", self.out / "chart.png", self.task.chart_panels) if self.main else None
+        )
+
+    def replica_digests(self) -> list[str]:
+        """A digest of the trainable tensors in every process (equal when the replicas are in sync)."""
+        digest = hashlib.sha256()
+        for name, p in sorted(self.task.trainable().items()):
+            digest.update(name.encode())
+            digest.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+        mine = digest.hexdigest()[:16]
+        if self.world == 1:
+            return [mine]
+        gathered: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(gathered, mine)
+        return [str(g) for g in gathered]
+
+
+def write_chart(log_path: Path, out: Path, panels: ChartPanels) -> Path | None:
+    """A PNG with one panel per (title, log keys) over the steps that logged them; None if nothing is logged."""
+    rows = read_rows(log_path)
+    drawn = [(title, {k: _series(rows, k) for k in keys}) for title, keys in panels]
+    drawn = [(t, {k: v for k, v in s.items() if v}) for t, s in drawn]
+    drawn = [(t, s) for t, s in drawn if s]
+    if not drawn:
+        return None
+    line_panels(drawn).save(out)
+    return out
+
+
+def _series(rows: list[dict], key: str) -> list[tuple[int, float]]:
+    """(step, value) of every row with a finite number under `key` (dotted keys reach into nested rows)."""
+    points = []
+    for r in rows:
+        value: Any = r
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and value == value
+            and abs(value) != float("inf")
+        ):
+            points.append((r["step"], float(value)))
+    return points
+
+
+def _write_summary(run: Run, summary: dict[str, Any]) -> None:
+    """Write `<out>/summary.json` (main process only)."""
+    if run.main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def _loop(run: Run, progress: Progress | None, should_stop: Callable[[], bool] | None) -> bool:
+    """Steps until the last one or a stop request; True when stopped early."""
+    task = run.task
+    while run.step < task.steps:
+        run.snapshot()
+        started = time.perf_counter()
+        skipped_before = run.skipped
+        metrics = task.train_step(run)
+        run.step += 1
+        row = {"step": run.step, **metrics, "skipped_updates": run.skipped - skipped_before}
+        row["seconds"] = time.perf_counter() - started
+        run.rows.append(row)
+        run.log(row)
+        task.after_step(run, row)
+        if progress is not None:
+            progress(run.step, task.steps, row)
+        if task.save_every and run.step % task.save_every == 0:
+            run.save_checkpoint()
+        if should_stop is not None and should_stop():
+            return run.step < task.steps
+    return False
+
+
+def run_task(
+    task: RunTask,
+    optimizer: torch.optim.Optimizer,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
+) -> dict[str, Any]:
+    """Train `task` to its last step (resuming from `<out>/checkpoint`), finish it, return the plain-data summary.
+
+    `should_stop()` is asked after every step; it, Ctrl+C (and SIGTERM raised as KeyboardInterrupt) or any of
+    `interrupts` (e.g. ComfyUI's Cancel) checkpoint the run at its last finished step and return a summary with
+    "interrupted": True; starting the run again continues it.
+    """
+    run = Run(task, optimizer)
+    resumed = run.resume()
+    if not resumed:
+        run.initial = task.begin()
+    initial = run.initial
+    _write_summary(run, {**initial, "status": "training"})
+    started, start_step = time.perf_counter(), run.step
+    try:
+        interrupted = _loop(run, progress, should_stop)
+    except interrupts:
+        interrupted = True
+        run.roll_back_unfinished_step()
+    elapsed = time.perf_counter() - started
+    checkpoint = run.save_checkpoint()
+    base = {"step": run.step, "resumed": resumed, "checkpoint": str(checkpoint), **initial}
+    if interrupted:
+        return {**base, "interrupted": True}
+    digests = run.replica_digests()
+    if len(set(digests)) > 1:
+        raise RunError(f"the {run.world} processes ended with different weights ({', '.join(digests)})")
+    summary = {"status": "done", **base, **task.finish(run), "skipped_updates": run.skipped, "processes": run.world}
+    summary["replica_digests"] = digests
+    summary["steps_per_second"] = (run.step - start_step) / elapsed if elapsed > 0 else None
+    chart = run.write_chart()
+    if chart is not None:
+        summary.setdefault("files", {})["chart"] = str(chart)
+    _write_summary(run, summary)
+    return {**summary, "interrupted": False}
