@@ -100,7 +100,9 @@ class RLTask(RunTask):
         self.policy.network.train()
         opt = Optimizing(run.backward, run.optimizer_step)
         prompts = self.step_prompts(run.step)
-        seed = self.cfg.seed * 1_000_003 + 1000 * (run.step + 1)
+        # this process's prompts are the global batch's [rank * n, (rank + 1) * n): the seeds follow them, so W
+        # processes sample what one process with W times the prompts per step would
+        seed = self.cfg.seed * 1_000_003 + 1000 * (run.step + 1) + self.rank * self.cfg.prompts_per_step
         try:
             if self.cfg.algorithm == "raft":
                 metrics = raft_step(self.policy, self.tcfg, prompts, seed, opt)
@@ -133,10 +135,10 @@ class RLTask(RunTask):
 
     # --- RL specifics -----------------------------------------------------------------------------------------
     def step_prompts(self, step: int) -> list[str]:
-        """This process's prompts for a step (round-robin over the prompt list, split across processes)."""
-        n = self.cfg.prompts_per_step * self.world
-        batch = [self.prompts[(step * n + i) % len(self.prompts)] for i in range(n)]
-        return batch[self.rank :: self.world]
+        """This process's prompts for a step: its contiguous share of the round-robin global batch."""
+        n = self.cfg.prompts_per_step
+        batch = [self.prompts[(step * n * self.world + i) % len(self.prompts)] for i in range(n * self.world)]
+        return batch[self.rank * n : (self.rank + 1) * n]
 
     def window_std(self, rows: list[dict], metrics: dict) -> float:
         """Std of all rewards in the last `std_window` steps (pooled from per-step means and stds)."""
