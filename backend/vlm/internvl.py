@@ -78,11 +78,13 @@ class InternVLFamily(VLMFamily):
 
     @property
     def tile_size(self) -> int:
+        """Side of one square tile in pixels."""
         size = self.preprocessor.get("size") or {}
         return int(size.get("height", 448))
 
     @property
     def tokens_per_tile(self) -> int:
+        """`<IMG_CONTEXT>` tokens per tile (the processor's image_seq_length, else from the vision config)."""
         if "image_seq_length" in self.preprocessor:
             return int(self.preprocessor["image_seq_length"])
         vision = self.config.vision_config
@@ -92,6 +94,7 @@ class InternVLFamily(VLMFamily):
 
     @property
     def resample(self) -> int:
+        """PIL resampling filter of the resize (3: bicubic)."""
         return int(self.preprocessor.get("resample", 3))
 
     def max_tiles(self) -> int:
@@ -151,15 +154,18 @@ class InternVLFamily(VLMFamily):
 
     @property
     def mean(self) -> list[float]:
+        """Per-channel normalisation mean."""
         return list(self.preprocessor.get("image_mean", IMAGENET_MEAN))
 
     @property
     def std(self) -> list[float]:
+        """Per-channel normalisation standard deviation."""
         return list(self.preprocessor.get("image_std", IMAGENET_STD))
 
     # --- model plumbing -------------------------------------------------------------------------------
     @property
     def visual_token_ids(self) -> set[int]:
+        """`<IMG_CONTEXT>`, `<img>` and `</img>` ids."""
         return {self.token_id(self.image_placeholder), self.token_id("<img>"), self.token_id("</img>")}
 
     def model_inputs(self, visuals: list[EncodedVisual], dtype: torch.dtype) -> dict[str, Any]:

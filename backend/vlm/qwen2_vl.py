@@ -87,26 +87,32 @@ class Qwen2VLFamily(VLMFamily):
     # --- preprocessing settings (checkpoint's preprocessor_config.json, overridden by options) ---------
     @property
     def patch_size(self) -> int:
+        """Side of one vision patch in pixels."""
         return int(self.preprocessor.get("patch_size", self.default_patch_size))
 
     @property
     def merge_size(self) -> int:
+        """Patches merged per side into one language-model token."""
         return int(self.preprocessor.get("merge_size", 2))
 
     @property
     def temporal_patch_size(self) -> int:
+        """Frames per temporal patch (a still image is repeated to fill one)."""
         return int(self.preprocessor.get("temporal_patch_size", 2))
 
     @property
     def resample(self) -> int:
+        """PIL resampling filter of the resize (3: bicubic)."""
         return int(self.preprocessor.get("resample", 3))
 
     @property
     def mean(self) -> list[float]:
+        """Per-channel normalisation mean."""
         return list(self.preprocessor.get("image_mean", self.default_mean))
 
     @property
     def std(self) -> list[float]:
+        """Per-channel normalisation standard deviation."""
         return list(self.preprocessor.get("image_std", self.default_std))
 
     @staticmethod
@@ -219,6 +225,7 @@ class Qwen2VLFamily(VLMFamily):
     # --- model plumbing -------------------------------------------------------------------------------
     @property
     def visual_token_ids(self) -> set[int]:
+        """The image and video pad ids."""
         return {self.token_id(self.image_placeholder), self.token_id(self.video_placeholder)}
 
     def model_inputs(self, visuals: list[EncodedVisual], dtype: torch.dtype) -> dict[str, Any]:
@@ -241,6 +248,7 @@ class Qwen2VLFamily(VLMFamily):
 
     def position_ids(self, model: Any, input_ids: torch.Tensor, visuals: list[EncodedVisual]) -> torch.Tensor:
         """[3, L] multimodal RoPE positions from the model's own `get_rope_index`."""
+        # transformers' object layout: `get_rope_index` sits on the inner model in newer releases, else on the outer
         inner = model.model if hasattr(model, "model") and hasattr(model.model, "get_rope_index") else model
         ids = input_ids[None]
         grids = self.model_inputs(visuals, torch.float32) if visuals else {}
