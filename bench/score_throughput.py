@@ -152,13 +152,8 @@ def write_checkpoint(name: str, out: Path, device: str, dtype: torch.dtype, seed
         return write_tiny_checkpoint("qwen2_5_vl", out, seed=seed)
     import transformers
 
-    from rewarddance.backend.vlm.tiny import (
-        QWEN_SPECIAL,
-        QWEN_TEMPLATE,
-        SYSTEM_DEFAULT,
-        build_tokenizer,
-        preprocessor_config,
-    )
+    from rewarddance.backend.vlm.qwen2_vl import QWEN_SPECIAL, QWEN_TEMPLATE, SYSTEM_DEFAULT
+    from rewarddance.backend.vlm.tiny import build_tokenizer, preprocessor_config
 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(QWEN_SPECIAL)

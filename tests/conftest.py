@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from PIL import Image as PILImage
 
-from rewarddance.backend.vlm.tiny import FAMILY_NAMES, write_tiny_checkpoint
+from rewarddance.backend.vlm.registry import family_names
+from rewarddance.backend.vlm.tiny import write_tiny_checkpoint
 
-FAMILIES = list(FAMILY_NAMES)
+FAMILIES = list(family_names())
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 
 

@@ -15,7 +15,8 @@ from rewarddance.backend.search.rewards import ColourReward  # noqa: E402
 
 def tiny_tokenizer(max_length: int = 16):
     """An offline byte-level BPE tokenizer (stands in for CLIP's and T5's; the pipelines only call it)."""
-    from rewarddance.backend.vlm.tiny import QWEN_SPECIAL, build_tokenizer
+    from rewarddance.backend.vlm.qwen2_vl import QWEN_SPECIAL
+    from rewarddance.backend.vlm.tiny import build_tokenizer
 
     tokenizer = build_tokenizer(QWEN_SPECIAL)
     tokenizer.model_max_length = max_length

@@ -264,7 +264,7 @@ class Scorer:
         p = self.prepare([query])[0]
         ids = p.input_ids[None]
         kwargs: dict[str, Any] = self.family.model_inputs(p.visuals, self.vlm.dtype)
-        if hasattr(self.family, "token_types") and accepts_argument(self.vlm.model.forward, "mm_token_type_ids"):
+        if self.family.mm_token_types and accepts_argument(self.vlm.model.forward, "mm_token_type_ids"):
             kwargs["mm_token_type_ids"] = self.family.token_types(ids)
         with torch.no_grad():
             out = self.vlm.model.generate(

@@ -3,8 +3,11 @@
 A family (one file each: qwen2_vl.py, qwen2_5_vl.py, qwen3_vl.py, internvl.py) knows how to:
 - turn `Image`s / `Video`s into its pixel tensors on the model's device (differentiable for tensors),
 - say which token ids replace the chat template's image/video placeholder,
-- build the model's keyword inputs for a batch and the position ids of one sequence.
-The scorer never looks inside a family; adding a family means adding one file and registering it.
+- build the model's keyword inputs for a batch and the position ids of one sequence,
+- describe its tiny random-weight test checkpoint (config, special tokens, chat template, preprocessor files).
+Everything is declared on `VLMFamily` with a default, so callers read attributes and never probe.
+The scorer never looks inside a family; adding a family means adding one file and registering it
+(docs/adding-a-family.md).
 """
 
 from __future__ import annotations
@@ -68,6 +71,13 @@ class VLMFamily:
     model_class_name: ClassVar[str] = ""
     image_placeholder: ClassVar[str] = ""
     video_placeholder: ClassVar[str] = ""
+    # Special token -> its value in transformers' `mm_token_type_ids` (empty: the model takes none).
+    mm_token_types: ClassVar[dict[str, int]] = {}
+    # --- the tiny test checkpoint (vlm/tiny.py writes it from these) ----------------------------------
+    special_tokens: ClassVar[tuple[str, ...]] = ()  # the family's special tokens, added to the tiny tokenizer
+    tiny_chat_template: ClassVar[str] = ""  # jinja in the family's chat format; `default_system` is filled in
+    tiny_system_prompt: ClassVar[str] = ""  # system prompt the tiny template adds when none is given ("": none)
+    tiny_token_names: ClassVar[dict[str, str]] = {}  # tokenizer_config.json `extra_special_tokens` (names)
 
     def __init__(self, config: Any, tokenizer: Any, preprocessor: dict, options: VisualOptions | None = None):
         self.config = config
@@ -80,6 +90,21 @@ class VLMFamily:
     def placeholder_kinds(self) -> dict[str, str]:
         """Template text the visuals' tokens replace, and whether it stands for an image or a video."""
         return {self.image_placeholder: "image", self.video_placeholder: "video"}
+
+    @classmethod
+    def model_class_for(cls, model_type: str) -> str:
+        """Name of the transformers class that loads a checkpoint of `model_type` (one of `model_types`)."""
+        return cls.model_class_name
+
+    @classmethod
+    def tiny_config(cls, tokenizer: Any) -> Any:
+        """A tiny transformers config of the family's real architecture, special ids from `tokenizer`."""
+        raise NotImplementedError(f"the {cls.name} family declares no tiny test config")
+
+    @classmethod
+    def tiny_processor_files(cls) -> dict[str, dict]:
+        """File name -> JSON contents of the tiny checkpoint's preprocessing configs (real layouts)."""
+        raise NotImplementedError(f"the {cls.name} family declares no tiny preprocessor config")
 
     # --- visual preprocessing -------------------------------------------------------------------------
     def encode_images(self, images: list[Image], device: torch.device | str = "cpu") -> list[EncodedVisual]:
@@ -102,6 +127,13 @@ class VLMFamily:
     def visual_token_ids(self) -> set[int]:
         """Token ids that belong to a visual's expansion (the prefix cache never cuts through them)."""
         raise NotImplementedError
+
+    def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`mm_token_type_ids` for `input_ids`: 0 for text, `mm_token_types` values for special tokens."""
+        types = torch.zeros_like(input_ids, dtype=torch.int32)
+        for token, value in self.mm_token_types.items():
+            types[input_ids == self.token_id(token)] = value
+        return types
 
     # --- shared helpers -------------------------------------------------------------------------------
     def token_id(self, token: str) -> int:

@@ -14,9 +14,27 @@ import torch
 from ..media import Image, Video
 from .base import EncodedVisual, VLMFamily
 from .resize import normalize, resize_pil, resize_tensor, sample_frame_indices
+from .tiny_config import IMAGE_PROCESSING, chat_token_ids, padded_vocab, text_config
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+
+INTERNVL_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+
+# The tiny checkpoint's own template in InternVL's chat format: visuals render as the placeholder the scorer expands.
+INTERNVL_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '<IMG_CONTEXT>\\n' }}"
+    "{%- elif part['type'] == 'video' -%}{{ '<video>\\n' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
 
 
 def tile_grids(min_tiles: int, max_tiles: int) -> list[tuple[int, int]]:
@@ -48,14 +66,25 @@ class InternVLFamily(VLMFamily):
     model_class_name: ClassVar[str] = "InternVLForConditionalGeneration"
     image_placeholder: ClassVar[str] = "<IMG_CONTEXT>"
     video_placeholder: ClassVar[str] = "<video>"
+    special_tokens: ClassVar[tuple[str, ...]] = tuple(INTERNVL_SPECIAL)
+    tiny_chat_template: ClassVar[str] = INTERNVL_TEMPLATE
+    # InternVL's processor reads its image tokens by these names from tokenizer_config.json.
+    tiny_token_names: ClassVar[dict[str, str]] = {
+        "start_image_token": "<img>",
+        "end_image_token": "</img>",
+        "context_image_token": "<IMG_CONTEXT>",
+        "video_token": "<video>",
+    }
 
     @property
     def tile_size(self) -> int:
+        """Side of one square tile in pixels."""
         size = self.preprocessor.get("size") or {}
         return int(size.get("height", 448))
 
     @property
     def tokens_per_tile(self) -> int:
+        """`<IMG_CONTEXT>` tokens per tile (the processor's image_seq_length, else from the vision config)."""
         if "image_seq_length" in self.preprocessor:
             return int(self.preprocessor["image_seq_length"])
         vision = self.config.vision_config
@@ -65,6 +94,7 @@ class InternVLFamily(VLMFamily):
 
     @property
     def resample(self) -> int:
+        """PIL resampling filter of the resize (3: bicubic)."""
         return int(self.preprocessor.get("resample", 3))
 
     def max_tiles(self) -> int:
@@ -124,15 +154,18 @@ class InternVLFamily(VLMFamily):
 
     @property
     def mean(self) -> list[float]:
+        """Per-channel normalisation mean."""
         return list(self.preprocessor.get("image_mean", IMAGENET_MEAN))
 
     @property
     def std(self) -> list[float]:
+        """Per-channel normalisation standard deviation."""
         return list(self.preprocessor.get("image_std", IMAGENET_STD))
 
     # --- model plumbing -------------------------------------------------------------------------------
     @property
     def visual_token_ids(self) -> set[int]:
+        """`<IMG_CONTEXT>`, `<img>` and `</img>` ids."""
         return {self.token_id(self.image_placeholder), self.token_id("<img>"), self.token_id("</img>")}
 
     def model_inputs(self, visuals: list[EncodedVisual], dtype: torch.dtype) -> dict[str, Any]:
@@ -140,6 +173,44 @@ class InternVLFamily(VLMFamily):
         if not visuals:
             return {}
         return {"pixel_values": torch.cat([v.pixel_values for v in visuals]).to(dtype)}
+
+    # --- tiny test checkpoint -------------------------------------------------------------------------
+    @classmethod
+    def tiny_config(cls, tokenizer: Any) -> Any:
+        """InternVL's config: a 2-layer 224 px ViT (64 tokens per tile) over a 2-layer Qwen2 language model."""
+        import transformers
+
+        vision = dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=[224, 224],
+            patch_size=[14, 14],
+        )
+        text = dict(text_config(padded_vocab(tokenizer), **chat_token_ids(tokenizer)), model_type="qwen2")
+        return transformers.InternVLConfig(
+            vision_config=vision,
+            text_config=text,
+            image_token_id=tokenizer.convert_tokens_to_ids(cls.image_placeholder),
+            downsample_ratio=0.5,
+            image_seq_length=64,
+        )
+
+    @classmethod
+    def tiny_processor_files(cls) -> dict[str, dict]:
+        """The tile processor's settings (224 px tiles, up to 4 plus a thumbnail) and the tokens per tile."""
+        tiles = {
+            **IMAGE_PROCESSING,
+            "image_processor_type": "GotOcr2ImageProcessor",
+            "size": {"height": 224, "width": 224},
+            "crop_to_patches": True,
+            "min_patches": 1,
+            "max_patches": 4,
+            "image_mean": list(IMAGENET_MEAN),
+            "image_std": list(IMAGENET_STD),
+        }
+        return {"preprocessor_config.json": tiles, "processor_config.json": {"image_seq_length": 64}}
 
 
 FAMILY = InternVLFamily

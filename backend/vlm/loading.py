@@ -111,7 +111,7 @@ def model_class(family: VLMFamily, config: Any) -> Any:
     """The transformers class for the checkpoint, with a clear error on too old a transformers."""
     import transformers
 
-    name = family.model_class_for(config.model_type) if hasattr(family, "model_class_for") else family.model_class_name
+    name = family.model_class_for(config.model_type)
     cls = getattr(transformers, name, None)
     if cls is None:
         raise ModelLoadError(

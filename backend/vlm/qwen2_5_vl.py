@@ -23,5 +23,18 @@ class Qwen2_5_VLFamily(Qwen2VLFamily):
         seconds = [float(v.meta["second_per_grid"]) for v in videos]
         return {"second_per_grid_ts": torch.tensor(seconds, device=videos[0].pixel_values.device)}
 
+    @classmethod
+    def tiny_vision_config(cls) -> dict:
+        """Qwen2-VL's toy tower with Qwen2.5-VL's MLP block, windowed attention and absolute time."""
+        return dict(
+            super().tiny_vision_config(),
+            hidden_size=32,
+            intermediate_size=64,
+            out_hidden_size=64,
+            window_size=112,
+            fullatt_block_indexes=[1],
+            tokens_per_second=2,
+        )
+
 
 FAMILY = Qwen2_5_VLFamily

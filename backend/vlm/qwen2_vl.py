@@ -13,9 +13,54 @@ import torch
 from ..media import Image, Video
 from .base import EncodedVisual, VLMFamily, call_with_supported
 from .resize import normalize, resize_pil, resize_tensor, sample_frame_indices, smart_resize
+from .tiny_config import IMAGE_PROCESSING, chat_token_ids, config_class, mrope, padded_vocab, text_config
 
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+QWEN_SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|vision_pad|>",
+]
+SYSTEM_DEFAULT = "You are a helpful assistant."
+
+# The tiny checkpoint's own template in Qwen's chat format: visuals render as the placeholder the scorer expands.
+QWEN_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' and default_system -%}"
+    "{{ '<|im_start|>system\\n' + default_system + '<|im_end|>\\n' }}"
+    "{%- endif -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'video' -%}{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+
+def qwen_vision_config(patch_size: int, hidden_size: int, **extra: Any) -> dict:
+    """A 2-block Qwen vision tower: `patch_size` px patches, 2x2 merge, 2-frame temporal patches."""
+    return dict(
+        depth=2,
+        hidden_size=hidden_size,
+        num_heads=2,
+        patch_size=patch_size,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        in_channels=3,
+        **extra,
+    )
 
 
 class Qwen2VLFamily(VLMFamily):
@@ -26,6 +71,11 @@ class Qwen2VLFamily(VLMFamily):
     model_class_name: ClassVar[str] = "Qwen2VLForConditionalGeneration"
     image_placeholder: ClassVar[str] = "<|image_pad|>"
     video_placeholder: ClassVar[str] = "<|video_pad|>"
+    mm_token_types: ClassVar[dict[str, int]] = {"<|image_pad|>": 1, "<|video_pad|>": 2}
+    special_tokens: ClassVar[tuple[str, ...]] = tuple(QWEN_SPECIAL)
+    tiny_chat_template: ClassVar[str] = QWEN_TEMPLATE
+    tiny_system_prompt: ClassVar[str] = SYSTEM_DEFAULT
+    tiny_pixel_range: ClassVar[tuple[int, int]] = (56 * 56, 256 * 28 * 28)  # smaller than the real budget
     default_patch_size: ClassVar[int] = 14
     default_mean: ClassVar[list[float]] = OPENAI_CLIP_MEAN
     default_std: ClassVar[list[float]] = OPENAI_CLIP_STD
@@ -37,26 +87,32 @@ class Qwen2VLFamily(VLMFamily):
     # --- preprocessing settings (checkpoint's preprocessor_config.json, overridden by options) ---------
     @property
     def patch_size(self) -> int:
+        """Side of one vision patch in pixels."""
         return int(self.preprocessor.get("patch_size", self.default_patch_size))
 
     @property
     def merge_size(self) -> int:
+        """Patches merged per side into one language-model token."""
         return int(self.preprocessor.get("merge_size", 2))
 
     @property
     def temporal_patch_size(self) -> int:
+        """Frames per temporal patch (a still image is repeated to fill one)."""
         return int(self.preprocessor.get("temporal_patch_size", 2))
 
     @property
     def resample(self) -> int:
+        """PIL resampling filter of the resize (3: bicubic)."""
         return int(self.preprocessor.get("resample", 3))
 
     @property
     def mean(self) -> list[float]:
+        """Per-channel normalisation mean."""
         return list(self.preprocessor.get("image_mean", self.default_mean))
 
     @property
     def std(self) -> list[float]:
+        """Per-channel normalisation standard deviation."""
         return list(self.preprocessor.get("image_std", self.default_std))
 
     @staticmethod
@@ -169,6 +225,7 @@ class Qwen2VLFamily(VLMFamily):
     # --- model plumbing -------------------------------------------------------------------------------
     @property
     def visual_token_ids(self) -> set[int]:
+        """The image and video pad ids."""
         return {self.token_id(self.image_placeholder), self.token_id(self.video_placeholder)}
 
     def model_inputs(self, visuals: list[EncodedVisual], dtype: torch.dtype) -> dict[str, Any]:
@@ -189,15 +246,9 @@ class Qwen2VLFamily(VLMFamily):
         """Extra video timing inputs (none for Qwen2-VL)."""
         return {}
 
-    def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """0 for text, 1 for image tokens, 2 for video tokens (transformers 5's `mm_token_type_ids`)."""
-        types = torch.zeros_like(input_ids, dtype=torch.int32)
-        types[input_ids == self.token_id(self.image_placeholder)] = 1
-        types[input_ids == self.token_id(self.video_placeholder)] = 2
-        return types
-
     def position_ids(self, model: Any, input_ids: torch.Tensor, visuals: list[EncodedVisual]) -> torch.Tensor:
         """[3, L] multimodal RoPE positions from the model's own `get_rope_index`."""
+        # transformers' object layout: `get_rope_index` sits on the inner model in newer releases, else on the outer
         inner = model.model if hasattr(model, "model") and hasattr(model.model, "get_rope_index") else model
         ids = input_ids[None]
         grids = self.model_inputs(visuals, torch.float32) if visuals else {}
@@ -212,6 +263,54 @@ class Qwen2VLFamily(VLMFamily):
             return torch.arange(ids.shape[1], device=ids.device).expand(3, -1)
         positions, _ = call_with_supported(inner.get_rope_index, ids, **kwargs)
         return positions[:, 0]
+
+    # --- tiny test checkpoint -------------------------------------------------------------------------
+    @classmethod
+    def tiny_text_config(cls, vocab_size: int, token_ids: dict) -> dict:
+        """The tiny language model: 2 layers, multimodal RoPE over (t, h, w) = (2, 3, 3) frequency pairs."""
+        return text_config(vocab_size, **token_ids, **mrope([2, 3, 3]))
+
+    @classmethod
+    def tiny_vision_config(cls) -> dict:
+        """Qwen2-VL's vision tower at toy size (14 px patches)."""
+        return qwen_vision_config(14, 64, embed_dim=32, mlp_ratio=2, in_chans=3)
+
+    @classmethod
+    def tiny_config(cls, tokenizer: Any) -> Any:
+        """The family's config class around the tiny text and vision configs, Qwen's vision token ids set."""
+        token_ids = chat_token_ids(tokenizer)
+        return config_class(cls.model_class_name)(
+            text_config=cls.tiny_text_config(padded_vocab(tokenizer), token_ids),
+            vision_config=cls.tiny_vision_config(),
+            image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+            video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+            vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+            vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+            tie_word_embeddings=False,
+            **token_ids,
+        )
+
+    @classmethod
+    def tiny_image_processor(cls) -> dict:
+        """preprocessor_config.json in the real checkpoints' layout, with `tiny_pixel_range` as the budget."""
+        lo, hi = cls.tiny_pixel_range
+        return {
+            **IMAGE_PROCESSING,
+            "image_processor_type": "Qwen2VLImageProcessor",
+            "min_pixels": lo,
+            "max_pixels": hi,
+            "size": {"shortest_edge": lo, "longest_edge": hi},
+            "patch_size": cls.default_patch_size,
+            "temporal_patch_size": 2,
+            "merge_size": 2,
+            "image_mean": list(cls.default_mean),
+            "image_std": list(cls.default_std),
+        }
+
+    @classmethod
+    def tiny_processor_files(cls) -> dict[str, dict]:
+        """Qwen2-VL checkpoints ship one preprocessor_config.json."""
+        return {"preprocessor_config.json": cls.tiny_image_processor()}
 
 
 FAMILY = Qwen2VLFamily

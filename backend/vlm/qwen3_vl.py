@@ -9,8 +9,9 @@ import torch
 
 from ..media import Video
 from .base import EncodedVisual
-from .qwen2_vl import Qwen2VLFamily
+from .qwen2_vl import Qwen2VLFamily, qwen_vision_config
 from .resize import smart_resize
+from .tiny_config import mrope, text_config
 
 
 class Qwen3VLFamily(Qwen2VLFamily):
@@ -27,6 +28,8 @@ class Qwen3VLFamily(Qwen2VLFamily):
     default_video_min_pixels: ClassVar[int] = 128 * 32 * 32
     default_video_max_pixels: ClassVar[int] = 768 * 32 * 32
     video_template: ClassVar[str] = "<|vision_start|><|video_pad|><|vision_end|>"
+    tiny_system_prompt: ClassVar[str] = ""  # Qwen3-VL's template adds no default system prompt
+    tiny_pixel_range: ClassVar[tuple[int, int]] = (64 * 32 * 32 // 16, 256 * 32 * 32)
 
     @property
     def placeholder_kinds(self) -> dict[str, str]:
@@ -53,9 +56,10 @@ class Qwen3VLFamily(Qwen2VLFamily):
             h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
         return h, w
 
-    def model_class_for(self, model_type: str) -> str:
+    @classmethod
+    def model_class_for(cls, model_type: str) -> str:
         """The MoE variant has its own class."""
-        return "Qwen3VLMoeForConditionalGeneration" if model_type == "qwen3_vl_moe" else self.model_class_name
+        return "Qwen3VLMoeForConditionalGeneration" if model_type == "qwen3_vl_moe" else cls.model_class_name
 
     def encode_video(self, video: Video, device: torch.device | str = "cpu") -> EncodedVisual:
         """Qwen2-VL's video patches, with per-temporal-patch timestamps written into the prompt."""
@@ -72,6 +76,39 @@ class Qwen3VLFamily(Qwen2VLFamily):
             pieces.append([start] + [pad] * per_frame + [end])
         encoded.pieces = pieces
         return encoded
+
+    # --- tiny test checkpoint -------------------------------------------------------------------------
+    @classmethod
+    def tiny_text_config(cls, vocab_size: int, token_ids: dict) -> dict:
+        """The tiny language model with 16-wide heads and interleaved multimodal RoPE."""
+        return text_config(vocab_size, head_dim=16, **token_ids, **mrope([4, 2, 2], mrope_interleaved=True))
+
+    @classmethod
+    def tiny_vision_config(cls) -> dict:
+        """Qwen3-VL's vision tower at toy size (16 px patches, learned positions, one deepstack layer)."""
+        return qwen_vision_config(
+            16, 32, intermediate_size=64, out_hidden_size=64, num_position_embeddings=256, deepstack_visual_indexes=[1]
+        )
+
+    @classmethod
+    def tiny_image_processor(cls) -> dict:
+        """Qwen3-VL checkpoints state the pixel budget only as `size` edges (no min_pixels / max_pixels)."""
+        pixels = super().tiny_image_processor()
+        return {k: v for k, v in pixels.items() if k not in ("min_pixels", "max_pixels")}
+
+    @classmethod
+    def tiny_processor_files(cls) -> dict[str, dict]:
+        """Qwen3-VL checkpoints also ship a video budget counted over all frames."""
+        video = {
+            "size": {"shortest_edge": 4096, "longest_edge": 25165824},
+            "patch_size": cls.default_patch_size,
+            "temporal_patch_size": 2,
+            "merge_size": 2,
+            "fps": 2,
+            "image_mean": list(cls.default_mean),
+            "image_std": list(cls.default_std),
+        }
+        return {**super().tiny_processor_files(), "video_preprocessor_config.json": video}
 
 
 FAMILY = Qwen3VLFamily

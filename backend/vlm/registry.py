@@ -1,4 +1,7 @@
-"""Which family handles a checkpoint: decided by its config's `model_type`, never by its name."""
+"""The registered families. A checkpoint's family is decided by its config's `model_type`, never by its name.
+
+Adding a family: write its module (a `VLMFamily` subclass) and add the class to `FAMILIES` below.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +29,14 @@ def family_for_config(config: Any) -> type[VLMFamily]:
     )
 
 
-def family_by_name(name: str) -> type[VLMFamily]:
-    """The family class registered under `name` (e.g. 'qwen2_5_vl')."""
+def family_names() -> tuple[str, ...]:
+    """Names of the registered families, in registry order (CLI choices, tiny checkpoints, tests)."""
+    return tuple(family.name for family in FAMILIES)
+
+
+def family_named(name: str) -> type[VLMFamily]:
+    """The family class registered under `name` (e.g. 'qwen2_5_vl'), with a clear error for unknown names."""
     for family in FAMILIES:
         if family.name == name:
             return family
-    raise ValueError(f"unknown family {name!r}; choose one of {', '.join(f.name for f in FAMILIES)}")
+    raise ValueError(f"unknown family {name!r}; choose one of {', '.join(family_names())}")
