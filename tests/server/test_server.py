@@ -511,10 +511,30 @@ def test_request_pixel_budget(tiny_dirs, b64_image):
 
 
 def test_client_wraps_odd_error_bodies():
-    from rewarddance.backend.client import _error
+    from rewarddance.backend.client_requests import backend_error
 
-    err = _error(502, b'{"error": "bad gateway"}')
+    err = backend_error(502, b'{"error": "bad gateway"}')
     assert isinstance(err, BackendError) and err.status == 502 and "bad gateway" in err.message
+    err = backend_error(409, b'{"error": {"type": "external_model", "message": "unload it there"}}')
+    assert (err.status, err.type, err.message) == (409, "external_model", "unload it there")
+    assert str(err) == "backend error 409 external_model: unload it there"
+
+
+def test_both_clients_share_options_and_errors():
+    """The async client takes the sync client's options by keyword, plus its connection limit."""
+    sync = RewardClient("http://h:1/", token="t0k3n-abc", model="m", timeout=3, retries=2, backoff=0.5)
+    aio = AsyncRewardClient("http://h:1/", token="t0k3n-abc", model="m", timeout=3, retries=2, connections=7)
+    for c in (sync, aio):
+        assert (c.url, c.token, c.model, c.timeout, c.retries) == ("http://h:1", "t0k3n-abc", "m", 3, 2)
+        assert c.headers()["Authorization"] == "Bearer t0k3n-abc"
+        assert str(c.timed_out("/v1/score")) == (
+            "backend unreachable: http://h:1/v1/score: no answer within 3 s; "
+            "raise the client timeout or send fewer images"
+        )
+        assert c.unreachable("refused").message == "http://h:1: refused; is `rewarddance serve` running there?"
+    assert aio.connections == 7 and sync.delay(2, None) == 2.0 and sync.delay(0, "1.5") == 1.5
+    with pytest.raises(ValueError, match="http://"):
+        AsyncRewardClient("localhost:8765")
 
 
 def test_large_calls_are_split_into_requests_under_the_body_limit(served, image_files, reward_models):
