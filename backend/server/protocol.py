@@ -1,5 +1,8 @@
 """Request bodies -> engine inputs. Every malformed field gets one `ApiError` that names it and the fix.
 
+Which fields each endpoint takes, and their limits and choices, are declared in `schema` (which /openapi.json
+is generated from); the checks here read them from there.
+
 Bodies are JSON (any content type, so `curl -d` works) or multipart/form-data:
 - JSON: images are base64 strings (PNG, JPEG, WebP, ...; a `data:image/...;base64,` prefix is allowed);
   a video is `{"frames": [<base64 image>, ...], "fps": 8}`.
