@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from helpers import ServerThread, png_b64, random_image
-from server_helpers import tiny_settings
 
 from rewarddance.backend.server.app import create_app
+
+from .server_helpers import tiny_settings
 
 
 @pytest.fixture(scope="module")

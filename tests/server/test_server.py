@@ -9,11 +9,12 @@ import random
 
 import pytest
 from helpers import ServerThread, http, random_image
-from server_helpers import tiny_settings
 
 from rewarddance.backend.client import AsyncRewardClient, BackendError, RewardClient
 from rewarddance.backend.server.app import ScoringService, create_app, mount
 from rewarddance.backend.server.settings import ModelSpec, ServerSettings
+
+from .server_helpers import tiny_settings
 
 PROMPTS = [
     "a photo of an astronaut",
