@@ -29,11 +29,11 @@ from .manager import ModelManager
 from .metrics import Metrics
 from .openapi import openapi_spec
 from .protocol import VisualDecoder, parse_request, read_payload
+from .schema import ENDPOINTS, OPEN_ROUTES, ROUTES
 from .settings import ServerSettings
 
 log = logging.getLogger("rewarddance.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN_ROUTES = ("health", "ready")
 
 
 class ScoringService:
@@ -186,21 +186,18 @@ class ScoringService:
         return web.json_response(openapi_spec(self.settings, prefix))
 
     def route_defs(self, prefix: str = "") -> list[web.RouteDef]:
-        """Every route, under `prefix` (e.g. '/rewarddance' when mounted on ComfyUI's server)."""
-        scoring = {
-            name: (lambda n: lambda r: self.scoring(n, r))(name) for name in ("score", "compare", "rank", "tournament")
+        """Every route of `schema.ROUTES`, under `prefix` (e.g. '/rewarddance' when mounted on ComfyUI's server)."""
+        handlers: dict[str, Handler] = {
+            **{name: (lambda n: lambda r: self.scoring(n, r))(name) for name in ENDPOINTS},
+            "models": self.models,
+            "load": self.load,
+            "unload": self.unload,
+            "health": self.health,
+            "ready": self.ready,
+            "metrics": self.metrics_text,
+            "openapi": lambda r: self.openapi(r, prefix),
         }
-        table = [
-            *[("POST", f"/v1/{n}", n, fn) for n, fn in scoring.items()],
-            ("GET", "/v1/models", "models", self.models),
-            ("POST", "/v1/models/{name}/load", "load", self.load),
-            ("POST", "/v1/models/{name}/unload", "unload", self.unload),
-            ("GET", "/health", "health", self.health),
-            ("GET", "/ready", "ready", self.ready),
-            ("GET", "/metrics", "metrics", self.metrics_text),
-            ("GET", "/openapi.json", "openapi", lambda r: self.openapi(r, prefix)),
-        ]
-        return [web.route(method, prefix + path, self.route(name, fn)) for method, path, name, fn in table]
+        return [web.route(r.method, prefix + r.path, self.route(r.name, handlers[r.name])) for r in ROUTES]
 
 
 SERVICE_KEY = web.AppKey("rewarddance_service", ScoringService)

@@ -1,56 +1,52 @@
-"""The OpenAPI 3.1 description served at /openapi.json (kept next to the protocol it describes)."""
+"""The OpenAPI 3.1 description served at /openapi.json, generated from the field and route tables in `schema`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..scoring.config import COT_MODES, NORMALIZATIONS
+from .schema import ENDPOINTS, FILE_FIELDS, MAX_FPS, MAX_ITEMS, ROUTES, STATUSES, VIDEO_KEYS, Endpoint, Field, Route
 from .settings import ServerSettings
 
 IMAGE = {"type": "string", "description": "base64 image bytes (PNG, JPEG, WebP; a data: URL is allowed)"}
+VISUAL = {"oneOf": [IMAGE, {"$ref": "#/components/schemas/Video"}]}
 VIDEO = {
     "type": "object",
-    "required": ["frames", "fps"],
+    "required": list(VIDEO_KEYS),
     "additionalProperties": False,
     "properties": {
-        "frames": {"type": "array", "items": IMAGE, "minItems": 1},
-        "fps": {"type": "number", "exclusiveMinimum": 0, "description": "rate the frames were sampled at"},
-    },
-}
-VISUAL = {"oneOf": [IMAGE, {"$ref": "#/components/schemas/Video"}]}
-VISUALS = {"type": "array", "items": VISUAL, "minItems": 1, "maxItems": 1024}
-PROMPT = {
-    "oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string"}}],
-    "description": "the generation prompt, or one per image",
-}
-SCORING = {
-    "model": {"type": "string", "description": "a configured model name (default: the server's default model)"},
-    "criteria": {
-        "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-        "description": "preset names (alignment, aesthetics, plausibility, text, overall, motion, temporal) "
-        "or free-form criteria text",
-    },
-    "question": {"type": "string", "description": "custom question template with {prompt} / {criteria}"},
-    "system": {"type": "string"},
-    "normalize": {"enum": list(NORMALIZATIONS)},
-    "answer": {"type": "string", "description": "the word whose probability is the score (default Yes)"},
-    "negative": {"type": "string"},
-    "answer_variants": {"type": "boolean"},
-    "cot": {"enum": list(COT_MODES)},
-    "reason_tokens": {"type": "integer", "minimum": 1, "maximum": 2048},
-}
-FEW_SHOT = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "required": ["image", "verdict"],
-        "properties": {
-            "image": VISUAL,
-            "verdict": {"oneOf": [{"type": "boolean"}, {"enum": ["yes", "no"]}]},
-            "prompt": {"type": "string"},
-            "reference": VISUAL,
+        "frames": {"type": "array", "items": IMAGE, "minItems": 1, "maxItems": MAX_ITEMS},
+        "fps": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": MAX_FPS,
+            "description": "rate the frames were sampled at",
         },
     },
+}
+STRINGS = {"type": "array", "items": {"type": "string"}}
+FEW_SHOT_EXAMPLE = {
+    "type": "object",
+    "required": ["image", "verdict"],
+    "additionalProperties": False,
+    "properties": {
+        "image": VISUAL,
+        "verdict": {"oneOf": [{"type": "boolean"}, {"enum": ["yes", "no"]}]},
+        "prompt": {"type": "string", "minLength": 1},
+        "reference": VISUAL,
+    },
+}
+SHAPES: dict[str, dict[str, Any]] = {
+    "string": {"type": "string"},
+    "text": {"type": "string", "minLength": 1},
+    "boolean": {"type": "boolean"},
+    "integer": {"type": "integer"},
+    "enum": {},
+    "prompt": {"type": "string", "minLength": 1},
+    "prompts": {"oneOf": [{"type": "string", "minLength": 1}, STRINGS]},
+    "criteria": {"oneOf": [{"type": "string"}, STRINGS]},
+    "visual": VISUAL,
+    "visuals": {"type": "array", "items": VISUAL},
+    "few_shot": {"type": "array", "items": FEW_SHOT_EXAMPLE},
 }
 USAGE = {
     "type": "object",
@@ -58,163 +54,130 @@ USAGE = {
 }
 
 
-def _request(required: list[str], **props: Any) -> dict:
-    return {"type": "object", "required": required, "additionalProperties": False, "properties": {**SCORING, **props}}
+def field_schema(field: Field) -> dict[str, Any]:
+    """The JSON schema of one request field, from its declaration."""
+    out = {**SHAPES[field.kind]}
+    if field.enum:
+        out["enum"] = list(field.enum)
+    is_list = out.get("type") == "array"
+    for key, value in (("minimum", field.minimum), ("maximum", field.maximum)):
+        if value is not None:
+            out[("minItems" if key == "minimum" else "maxItems") if is_list else key] = value
+    if field.description:
+        out["description"] = field.description
+    return out
 
 
-def _op(summary: str, request: str, response: str) -> dict:
+def request_schema(endpoint: Endpoint) -> dict[str, Any]:
+    """The JSON body of a scoring endpoint."""
     return {
-        "post": {
-            "summary": summary,
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{request}"}},
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "description": "file parts images / candidates / reference; a `json` part with the other fields",
-                        }
-                    },
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": "scores",
-                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{response}"}}},
-                },
-                **ERRORS,
-            },
-        }
+        "type": "object",
+        "required": list(endpoint.required),
+        "additionalProperties": False,
+        "properties": {f.name: field_schema(f) for f in endpoint.fields},
     }
 
 
-ERRORS = {
-    str(code): {
-        "description": text,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+def responses(statuses: tuple[int, ...], ok: dict[str, Any]) -> dict[str, Any]:
+    """The 200 answer and every error status a route returns."""
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    return {"200": ok, **{str(code): {"description": STATUSES[code], "content": error} for code in statuses}}
+
+
+def scoring_operation(endpoint: Endpoint, statuses: tuple[int, ...]) -> dict[str, Any]:
+    """The POST operation of a scoring endpoint."""
+    request = f"{endpoint.name.capitalize()}Request"
+    multipart = {
+        "type": "object",
+        "description": f"file parts {' / '.join(FILE_FIELDS)}; a `json` part with the other fields",
     }
-    for code, text in (
-        (400, "a malformed or invalid field (the message names it)"),
-        (401, "missing or wrong bearer token"),
-        (404, "unknown model"),
-        (413, "body over the size limit"),
-        (503, "queue full or model unloading (see Retry-After)"),
-        (504, "request timed out"),
-    )
+    ok = {
+        "description": "scores",
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{endpoint.response}"}}},
+    }
+    return {
+        "summary": endpoint.summary,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{request}"}},
+                "multipart/form-data": {"schema": multipart},
+            },
+        },
+        "responses": responses(statuses, ok),
+    }
+
+
+def route_operation(route: Route) -> dict[str, Any]:
+    """The operation of one route."""
+    if route.name in ENDPOINTS:
+        return scoring_operation(ENDPOINTS[route.name], route.statuses)
+    content = {"text/plain": {}} if route.name == "metrics" else {"application/json": {}}
+    op: dict[str, Any] = {
+        "summary": route.summary,
+        "responses": responses(route.statuses, {"description": route.name, "content": content}),
+    }
+    if "{name}" in route.path:
+        op["parameters"] = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    if route.open:
+        op["security"] = []
+    return op
+
+
+ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "object", "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}
+    },
+}
+NUMBERS = {"type": "array", "items": {"type": "number"}}
+INTEGERS = {"type": "array", "items": {"type": "integer"}}
+RESPONSE_SCHEMAS = {
+    "ScoreResponse": {
+        "type": "object",
+        "properties": {
+            "scores": {**NUMBERS, "description": "P(yes) per input, in input order"},
+            "reasons": STRINGS,
+            "model": {"type": "string"},
+            "usage": USAGE,
+        },
+    },
+    "RankResponse": {
+        "type": "object",
+        "properties": {
+            "indices": INTEGERS,
+            "scores": NUMBERS,
+            "all_scores": NUMBERS,
+            "model": {"type": "string"},
+            "usage": USAGE,
+        },
+    },
+    "TournamentResponse": {
+        "type": "object",
+        "properties": {
+            "wins": INTEGERS,
+            "mean_win_probability": NUMBERS,
+            "ranking": INTEGERS,
+            "matrix": {
+                "type": "array",
+                "items": NUMBERS,
+                "description": "matrix[i][j] = P(candidate j beats reference i)",
+            },
+            "model": {"type": "string"},
+            "usage": USAGE,
+        },
+    },
 }
 
 
 def openapi_spec(settings: ServerSettings, prefix: str = "") -> dict[str, Any]:
-    """The OpenAPI document for this server (paths under `prefix`)."""
-    schemas = {
-        "Video": VIDEO,
-        "Error": {
-            "type": "object",
-            "properties": {
-                "error": {"type": "object", "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}
-            },
-        },
-        "ScoreRequest": _request(
-            ["prompt", "images"], prompt=PROMPT, images=VISUALS, reasons={"type": "boolean"}, few_shot=FEW_SHOT
-        ),
-        "CompareRequest": _request(
-            ["prompt", "candidates", "reference"],
-            prompt=PROMPT,
-            candidates=VISUALS,
-            reference=VISUAL,
-            reasons={"type": "boolean"},
-            few_shot=FEW_SHOT,
-        ),
-        "RankRequest": _request(
-            ["prompt", "images"],
-            prompt=PROMPT,
-            images=VISUALS,
-            top_k={"type": "integer", "minimum": 1},
-            few_shot=FEW_SHOT,
-        ),
-        "TournamentRequest": _request(
-            ["prompt", "candidates"], prompt={"type": "string"}, candidates={**VISUALS, "minItems": 2}
-        ),
-        "ScoreResponse": {
-            "type": "object",
-            "properties": {
-                "scores": {
-                    "type": "array",
-                    "items": {"type": "number"},
-                    "description": "P(yes) per input, in input order",
-                },
-                "reasons": {"type": "array", "items": {"type": "string"}},
-                "model": {"type": "string"},
-                "usage": USAGE,
-            },
-        },
-        "RankResponse": {
-            "type": "object",
-            "properties": {
-                "indices": {"type": "array", "items": {"type": "integer"}},
-                "scores": {"type": "array", "items": {"type": "number"}},
-                "all_scores": {"type": "array", "items": {"type": "number"}},
-                "model": {"type": "string"},
-                "usage": USAGE,
-            },
-        },
-        "TournamentResponse": {
-            "type": "object",
-            "properties": {
-                "wins": {"type": "array", "items": {"type": "integer"}},
-                "mean_win_probability": {"type": "array", "items": {"type": "number"}},
-                "ranking": {"type": "array", "items": {"type": "integer"}},
-                "matrix": {
-                    "type": "array",
-                    "items": {"type": "array", "items": {"type": "number"}},
-                    "description": "matrix[i][j] = P(candidate j beats reference i)",
-                },
-                "model": {"type": "string"},
-                "usage": USAGE,
-            },
-        },
-    }
-    simple = lambda summary: {"description": summary, "content": {"application/json": {}}}  # noqa: E731
-    paths = {
-        "/v1/score": _op("Pointwise P(yes) per image or video", "ScoreRequest", "ScoreResponse"),
-        "/v1/compare": _op("Pairwise P(candidate beats the reference)", "CompareRequest", "ScoreResponse"),
-        "/v1/rank": _op("Top-k by pointwise score", "RankRequest", "RankResponse"),
-        "/v1/tournament": _op("Pairwise round robin: wins per candidate", "TournamentRequest", "TournamentResponse"),
-        "/v1/models": {
-            "get": {"summary": "Configured and loaded models, memory use", "responses": {"200": simple("models")}}
-        },
-        "/v1/models/{name}/load": {
-            "post": {
-                "summary": "Load a configured model",
-                "parameters": [_name()],
-                "responses": {"200": simple("loaded"), **ERRORS},
-            }
-        },
-        "/v1/models/{name}/unload": {
-            "post": {
-                "summary": "Finish its queued requests and free a model",
-                "parameters": [_name()],
-                "responses": {"200": simple("unloaded"), **ERRORS},
-            }
-        },
-        "/health": {"get": {"summary": "The process is up", "security": [], "responses": {"200": simple("ok")}}},
-        "/ready": {
-            "get": {
-                "summary": "The default model is loaded",
-                "security": [],
-                "responses": {"200": simple("ready"), "503": simple("not ready")},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {"200": {"description": "text exposition", "content": {"text/plain": {}}}},
-            }
-        },
-    }
+    """The OpenAPI document for this server (paths under `prefix`), generated from `schema`'s tables."""
     from ... import __version__
 
+    requests = {f"{name.capitalize()}Request": request_schema(e) for name, e in ENDPOINTS.items()}
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        paths.setdefault(prefix + route.path, {})[route.method.lower()] = route_operation(route)
     spec: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -222,14 +185,10 @@ def openapi_spec(settings: ServerSettings, prefix: str = "") -> dict[str, Any]:
             "version": __version__,
             "description": 'Generative VLM reward model: P("yes") scores for images and videos.',
         },
-        "paths": {prefix + p: v for p, v in paths.items()},
-        "components": {"schemas": schemas},
+        "paths": paths,
+        "components": {"schemas": {"Video": VIDEO, "Error": ERROR, **requests, **RESPONSE_SCHEMAS}},
     }
     if settings.token:
         spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         spec["security"] = [{"bearer": []}]
     return spec
-
-
-def _name() -> dict:
-    return {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}

@@ -1,5 +1,8 @@
 """Request bodies -> engine inputs. Every malformed field gets one `ApiError` that names it and the fix.
 
+Which fields each endpoint takes, and their limits and choices, are declared in `schema` (which /openapi.json
+is generated from); the checks here read them from there.
+
 Bodies are JSON (any content type, so `curl -d` works) or multipart/form-data:
 - JSON: images are base64 strings (PNG, JPEG, WebP, ...; a `data:image/...;base64,` prefix is allowed);
   a video is `{"frames": [<base64 image>, ...], "fps": 8}`.
@@ -24,36 +27,25 @@ from typing import Any
 import torch
 
 from ..media import Image, MediaError, Video, load_image_bytes, pil_to_tensor
-from ..scoring.config import COT_MODES, NORMALIZATIONS, ScoringConfig, normalize_criteria
+from ..scoring.config import ScoringConfig, normalize_criteria
 from ..scoring.prompts import FewShotExample
 from .errors import ApiError, bad_request
-
-MAX_ITEMS = 1024  # images (or pairs) per request
-MAX_TOURNAMENT = 64  # candidates: a round robin costs N x (N - 1) comparisons
-MAX_FEW_SHOT = 32  # in-context examples per request
-MAX_PARTS = 2048  # multipart parts per request
-MAX_REASON_TOKENS = 2048
-DATA_URL_RE = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=-]+)*;base64,", re.IGNORECASE)
-FILE_FIELDS = ("images", "candidates", "reference")
-
-# Fields every scoring endpoint accepts, with the check for each.
-SCORING_FIELDS = (
-    "criteria",
-    "question",
-    "system",
-    "normalize",
-    "answer",
-    "negative",
-    "answer_variants",
-    "cot",
-    "reason_tokens",
+from .schema import (
+    ENDPOINTS,
+    ENTRANTS,
+    FEW_SHOT,
+    FEW_SHOT_KEYS,
+    FILE_FIELDS,
+    MAX_FPS,
+    MAX_ITEMS,
+    SCORING_FIELDS,
+    VIDEO_KEYS,
+    Field,
 )
-ENDPOINT_FIELDS: dict[str, set[str]] = {
-    "score": {"model", "prompt", "images", "reasons", "few_shot", *SCORING_FIELDS},
-    "compare": {"model", "prompt", "candidates", "reference", "reasons", "few_shot", *SCORING_FIELDS},
-    "rank": {"model", "prompt", "images", "top_k", "few_shot", *SCORING_FIELDS},
-    "tournament": {"model", "prompt", "candidates", *SCORING_FIELDS},
-}
+
+MAX_PARTS = 2048  # multipart parts per request
+DATA_URL_RE = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=-]+)*;base64,", re.IGNORECASE)
+ENDPOINT_FIELDS: dict[str, set[str]] = {name: e.names for name, e in ENDPOINTS.items()}
 
 
 # --- reading the body -------------------------------------------------------------------------------------------
@@ -227,7 +219,7 @@ class VisualDecoder:
 
     def video(self, item: dict, where: str) -> Video:
         """A video object: base64 frames of one size plus the frame rate they were sampled at."""
-        unknown = sorted(set(item) - {"frames", "fps"})
+        unknown = sorted(set(item) - set(VIDEO_KEYS))
         if unknown:
             raise bad_request(
                 f"{where}: unknown video field(s) {', '.join(unknown)}; a video is "
@@ -238,7 +230,7 @@ class VisualDecoder:
             raise bad_request(f"{where}.frames: expected a non-empty list of base64 frames")
         if len(frames) > MAX_ITEMS:
             raise bad_request(f"{where}.frames: {len(frames)} frames is over the limit of {MAX_ITEMS}; sample fewer")
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000:
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= MAX_FPS:
             raise bad_request(f"{where}.fps: expected the frame rate as a positive number (e.g. 8), got {fps!r}")
         images = [self.image(f, f"{where}.frames[{i}]") for i, f in enumerate(frames)]
         sizes = {im.size for im in images}
@@ -246,14 +238,14 @@ class VisualDecoder:
             raise bad_request(f"{where}.frames: every frame must have the same size, got {sorted(sizes)}")
         return Video(frames=torch.stack([pil_to_tensor(im.pil) for im in images]), fps=float(fps), source=where)
 
-    def visuals(self, items: Any, where: str) -> list[Image | Video]:
-        """A non-empty list of visuals."""
+    def visuals(self, items: Any, where: str, maximum: int = MAX_ITEMS) -> list[Image | Video]:
+        """A non-empty list of at most `maximum` visuals."""
         if not isinstance(items, list):
             raise bad_request(f"{where}: expected a list of base64 images, got {json_type(items)}")
         if not items:
             raise bad_request(f"{where}: the list is empty; send at least one image")
-        if len(items) > MAX_ITEMS:
-            raise bad_request(f"{where}: {len(items)} items is over the limit of {MAX_ITEMS} per request; split it")
+        if len(items) > maximum:
+            raise bad_request(f"{where}: {len(items)} items is over the limit of {maximum} per request; split it")
         return [self.visual(item, f"{where}[{i}]") for i, item in enumerate(items)]
 
 
@@ -318,6 +310,7 @@ class ScoringRequest:
 def parse_request(endpoint: str, data: dict[str, Any], decoder: VisualDecoder) -> ScoringRequest:
     """Validate a scoring body for `endpoint` (score, compare, rank, tournament)."""
     decoder.start_request()
+    spec = ENDPOINTS[endpoint]
     allowed = ENDPOINT_FIELDS[endpoint]
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -328,37 +321,48 @@ def parse_request(endpoint: str, data: dict[str, Any], decoder: VisualDecoder) -
     req = ScoringRequest(endpoint, data.get("model"), "", scoring_overrides(data))
     if "model" in data and not isinstance(data["model"], str):
         raise bad_request(f"model: expected a configured model name (string), got {json_type(data['model'])}")
-    visual_field = "images" if endpoint in ("score", "rank") else "candidates"
-    if visual_field not in data:
-        raise bad_request(f"{visual_field}: required; send a list of base64 images", "missing_field")
-    if endpoint == "tournament" and isinstance(data[visual_field], list) and len(data[visual_field]) > MAX_TOURNAMENT:
-        raise bad_request(
-            f"candidates: a tournament takes at most {MAX_TOURNAMENT} candidates (N x (N - 1) "
-            f"comparisons), got {len(data[visual_field])}; rank by /v1/score first"
-        )
-    req.images = decoder.visuals(data[visual_field], visual_field)
-    req.prompt = parse_prompt(data, len(req.images), allow_list=endpoint != "tournament")
-    if endpoint == "compare":
-        if "reference" not in data:
-            raise bad_request(
-                "reference: required; send one base64 image (the image every candidate is compared to)", "missing_field"
-            )
-        if isinstance(data["reference"], list):
-            raise bad_request(
-                f"reference: expected one image, got a list of {len(data['reference'])}; "
-                "compare against one reference per request"
-            )
-        req.reference = decoder.visual(data["reference"], "reference")
+    req.images = parse_visuals(data, spec.field("images" if endpoint in ("score", "rank") else "candidates"), decoder)
+    req.prompt = parse_prompt(data, len(req.images), allow_list=spec.field("prompt").kind == "prompts")
+    if "reference" in allowed:
+        req.reference = parse_reference(data, decoder)
     if "reasons" in data:
         req.reasons = parse_bool(data["reasons"], "reasons")
     if "top_k" in data and data["top_k"] is not None:
-        top_k = data["top_k"]
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise bad_request(f"top_k: expected a positive integer, got {top_k!r}")
-        req.top_k = min(top_k, len(req.images))
+        req.top_k = min(check_value(spec.field("top_k"), data["top_k"]), len(req.images))
     if "few_shot" in data:
         req.few_shot = parse_few_shot(data["few_shot"], decoder, pairwise=endpoint == "compare")
     return req
+
+
+def parse_visuals(data: dict[str, Any], field: Field, decoder: VisualDecoder) -> list[Image | Video]:
+    """The images or candidates of a request, within the field's item bounds (a tournament's are tighter)."""
+    name = field.name
+    if name not in data:
+        raise bad_request(f"{name}: required; send a list of base64 images", "missing_field")
+    items = data[name]
+    if field is ENTRANTS and isinstance(items, list) and len(items) > field.maximum:
+        raise bad_request(
+            f"{name}: a tournament takes at most {field.maximum} candidates (N x (N - 1) "
+            f"comparisons), got {len(items)}; rank by /v1/score first"
+        )
+    visuals = decoder.visuals(items, name, field.maximum)
+    if len(visuals) < field.minimum:
+        raise bad_request(f"{name}: a tournament needs at least {field.minimum} candidates, got {len(visuals)}")
+    return visuals
+
+
+def parse_reference(data: dict[str, Any], decoder: VisualDecoder) -> Image | Video:
+    """The one reference image of /v1/compare."""
+    if "reference" not in data:
+        raise bad_request(
+            "reference: required; send one base64 image (the image every candidate is compared to)", "missing_field"
+        )
+    if isinstance(data["reference"], list):
+        raise bad_request(
+            f"reference: expected one image, got a list of {len(data['reference'])}; "
+            "compare against one reference per request"
+        )
+    return decoder.visual(data["reference"], "reference")
 
 
 def parse_prompt(data: dict[str, Any], n: int, allow_list: bool) -> str | list[str]:
@@ -391,36 +395,47 @@ def parse_bool(value: Any, name: str) -> bool:
     raise bad_request(f"{name}: expected true or false, got {value!r}")
 
 
+def check_value(field: Field, value: Any) -> Any:
+    """A string, text, boolean, integer or enum field's value, checked against its declaration."""
+    name = field.name
+    if field.kind in ("string", "text"):
+        if not isinstance(value, str) or (field.kind == "text" and not value.strip()):
+            raise bad_request(f"{name}: expected a non-empty string, got {value!r}")
+    elif field.kind == "enum":
+        if value not in field.enum:
+            raise bad_request(f"{name}: expected one of {', '.join(field.enum)}, got {value!r}")
+    elif field.kind == "boolean":
+        return parse_bool(value, name)
+    elif field.kind == "integer":
+        low, high = field.minimum, field.maximum
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            wanted = f"an integer in {low}..{high}" if high is not None else _at_least(low)
+            raise bad_request(f"{name}: expected {wanted}, got {value!r}")
+    else:
+        raise TypeError(f"{name}: a {field.kind} field has its own parser")
+    return value
+
+
+def _at_least(low: int) -> str:
+    return "a positive integer" if low == 1 else f"an integer >= {low}"
+
+
+def parse_criteria(crit: Any) -> list[str]:
+    """Preset names or criteria text (a string or a list of strings), normalised."""
+    if not isinstance(crit, (str, list)) or (isinstance(crit, list) and not all(isinstance(c, str) for c in crit)):
+        raise bad_request(
+            f"criteria: expected preset names or criteria text (a string or a list of strings), got {json_type(crit)}"
+        )
+    return normalize_criteria(crit)
+
+
 def scoring_overrides(data: dict[str, Any]) -> dict[str, Any]:
     """ScoringConfig fields of a request, type-checked (values are checked again by ScoringConfig)."""
     out: dict[str, Any] = {}
-    for key in ("question", "system", "answer", "negative"):
-        if data.get(key) is not None:
-            if not isinstance(data[key], str) or (key != "system" and not data[key].strip()):
-                raise bad_request(f"{key}: expected a non-empty string, got {data[key]!r}")
-            out[key] = data[key]
-    if data.get("normalize") is not None and data["normalize"] not in NORMALIZATIONS:
-        raise bad_request(f"normalize: expected one of {', '.join(NORMALIZATIONS)}, got {data['normalize']!r}")
-    if data.get("cot") is not None and data["cot"] not in COT_MODES:
-        raise bad_request(f"cot: expected one of {', '.join(COT_MODES)}, got {data['cot']!r}")
-    for key in ("normalize", "cot"):
-        if data.get(key) is not None:
-            out[key] = data[key]
-    if data.get("answer_variants") is not None:
-        out["answer_variants"] = parse_bool(data["answer_variants"], "answer_variants")
-    if data.get("reason_tokens") is not None:
-        n = data["reason_tokens"]
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_REASON_TOKENS:
-            raise bad_request(f"reason_tokens: expected an integer in 1..{MAX_REASON_TOKENS}, got {n!r}")
-        out["reason_tokens"] = n
-    if data.get("criteria") is not None:
-        crit = data["criteria"]
-        if not isinstance(crit, (str, list)) or (isinstance(crit, list) and not all(isinstance(c, str) for c in crit)):
-            raise bad_request(
-                f"criteria: expected preset names or criteria text (a string or a list of strings), "
-                f"got {json_type(crit)}"
-            )
-        out["criteria"] = normalize_criteria(crit)
+    for field in SCORING_FIELDS:
+        value = data.get(field.name)
+        if value is not None:
+            out[field.name] = parse_criteria(value) if field.kind == "criteria" else check_value(field, value)
     return out
 
 
@@ -428,14 +443,14 @@ def parse_few_shot(items: Any, decoder: VisualDecoder, pairwise: bool) -> list[F
     """In-context examples: [{"image": b64, "verdict": true|false|"yes"|"no", "prompt"?, "reference"?}]."""
     if not isinstance(items, list):
         raise bad_request(f"few_shot: expected a list of examples, got {json_type(items)}")
-    if len(items) > MAX_FEW_SHOT:
-        raise bad_request(f"few_shot: at most {MAX_FEW_SHOT} examples, got {len(items)}")
+    if len(items) > FEW_SHOT.maximum:
+        raise bad_request(f"few_shot: at most {FEW_SHOT.maximum} examples, got {len(items)}")
     out = []
     for i, ex in enumerate(items):
         where = f"few_shot[{i}]"
         if not isinstance(ex, dict) or "image" not in ex or "verdict" not in ex:
             raise bad_request(f'{where}: expected {{"image": <base64>, "verdict": true|false, "prompt"?: ...}}')
-        unknown = sorted(set(ex) - {"image", "verdict", "prompt", "reference"})
+        unknown = sorted(set(ex) - set(FEW_SHOT_KEYS))
         if unknown:
             raise bad_request(f"{where}: unknown field(s) {', '.join(unknown)}")
         verdict = ex["verdict"]

@@ -1,4 +1,4 @@
-"""The HTTP backend end to end: concurrency vs offline scores, malformed requests, models, auth, mounting."""
+"""The HTTP backend end to end: concurrency vs offline scores, options, video and multipart, models, auth, mounting."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import json
 import random
 
 import pytest
-from helpers import ServerThread, http, png_b64, random_image
+from helpers import ServerThread, http, random_image
 
 from rewarddance.backend.client import AsyncRewardClient, BackendError, RewardClient
 from rewarddance.backend.server.app import ScoringService, create_app, mount
 from rewarddance.backend.server.settings import ModelSpec, ServerSettings
+
+from .server_helpers import tiny_settings
 
 PROMPTS = [
     "a photo of an astronaut",
@@ -26,12 +28,6 @@ PROMPTS = [
 ]
 
 
-def tiny_settings(tiny_dirs, **kw) -> ServerSettings:
-    """Server settings with the tiny Qwen2.5-VL checkpoint as `qwen` (fp32, CPU)."""
-    models = {"qwen": ModelSpec("qwen", str(tiny_dirs["qwen2_5_vl"]), dtype="fp32", device="cpu")}
-    return ServerSettings(models=models, **kw)
-
-
 @pytest.fixture(scope="module")
 def image_files(photo_paths, tmp_path_factory):
     """16 distinct image files: the sample photos plus random images of several sizes."""
@@ -42,18 +38,6 @@ def image_files(photo_paths, tmp_path_factory):
         random_image(64 + 8 * i, 160 - 6 * i, seed=100 + i).save(path)
         files.append(path)
     return files
-
-
-@pytest.fixture(scope="module")
-def served(tiny_dirs):
-    """A running server (max body 1 MB, 20 ms batching delay) on the tiny Qwen2.5-VL checkpoint."""
-    with ServerThread(create_app(tiny_settings(tiny_dirs, max_body_mb=1, max_delay_ms=20))) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def b64_image():
-    return png_b64(random_image(48, 64, seed=7))
 
 
 # --- the bar: 64 clients x 8 requests == offline scores --------------------------------------------------------
@@ -195,126 +179,6 @@ def test_video_and_multipart(served, tiny_dirs, reward_models):
     )
     assert status == 200, body
     assert body["scores"] == pytest.approx(rm.score([img], "a cat", normalize="yes_no").scores, abs=1e-5)
-
-
-# --- malformed requests ---------------------------------------------------------------------------------------------
-def _big_png() -> str:
-    return png_b64(random_image(700, 700, seed=1))
-
-
-B64_TEXT = base64.b64encode(b"this is not an image").decode()
-MALFORMED = [
-    # (name, path, body (dict, bytes or callable(b64) -> dict), expected status, word the message must contain)
-    ("invalid json", "/v1/score", b"{not json", 400, "JSON"),
-    ("empty body", "/v1/score", b"", 400, "empty"),
-    ("json array body", "/v1/score", b"[1, 2]", 400, "object"),
-    ("unknown field", "/v1/score", lambda b: {"prompt": "x", "images": [b], "imgs": []}, 400, "imgs"),
-    ("missing prompt", "/v1/score", lambda b: {"images": [b]}, 400, "prompt"),
-    ("prompt number", "/v1/score", lambda b: {"prompt": 3, "images": [b]}, 400, "prompt"),
-    ("prompt empty", "/v1/score", lambda b: {"prompt": "  ", "images": [b]}, 400, "prompt"),
-    ("prompt list mismatch", "/v1/score", lambda b: {"prompt": ["a", "b"], "images": [b]}, 400, "prompt"),
-    ("missing images", "/v1/score", {"prompt": "x"}, 400, "images"),
-    ("images not a list", "/v1/score", lambda b: {"prompt": "x", "images": b}, 400, "images"),
-    ("images empty", "/v1/score", {"prompt": "x", "images": []}, 400, "images"),
-    ("image item a number", "/v1/score", {"prompt": "x", "images": [5]}, 400, "images[0]"),
-    ("bad base64", "/v1/score", {"prompt": "x", "images": ["@@not base64@@"]}, 400, "base64"),
-    ("not an image", "/v1/score", {"prompt": "x", "images": [B64_TEXT]}, 400, "images[0]"),
-    ("data url of text", "/v1/score", {"prompt": "x", "images": ["data:text/plain;base64," + B64_TEXT]}, 400, "image/"),
-    ("empty base64", "/v1/score", {"prompt": "x", "images": [""]}, 400, "empty"),
-    ("video without fps", "/v1/score", lambda b: {"prompt": "x", "images": [{"frames": [b]}]}, 400, "fps"),
-    ("video bad fps", "/v1/score", lambda b: {"prompt": "x", "images": [{"frames": [b], "fps": -2}]}, 400, "fps"),
-    ("video no frames", "/v1/score", {"prompt": "x", "images": [{"frames": [], "fps": 4}]}, 400, "frames"),
-    (
-        "video mixed sizes",
-        "/v1/score",
-        lambda b: {"prompt": "x", "images": [{"frames": [b, png_b64(random_image(30, 20))], "fps": 4}]},
-        400,
-        "same size",
-    ),
-    ("unknown model", "/v1/score", lambda b: {"model": "nope", "prompt": "x", "images": [b]}, 404, "nope"),
-    ("path-like model", "/v1/score", lambda b: {"model": "/etc/passwd", "prompt": "x", "images": [b]}, 400, "path"),
-    ("dotdot model", "/v1/score", lambda b: {"model": "..", "prompt": "x", "images": [b]}, 400, "path"),
-    ("model not a string", "/v1/score", lambda b: {"model": ["qwen"], "prompt": "x", "images": [b]}, 400, "model"),
-    ("bad normalize", "/v1/score", lambda b: {"prompt": "x", "images": [b], "normalize": "softmax"}, 400, "normalize"),
-    ("bad cot", "/v1/score", lambda b: {"prompt": "x", "images": [b], "cot": "always"}, 400, "cot"),
-    ("empty answer", "/v1/score", lambda b: {"prompt": "x", "images": [b], "answer": ""}, 400, "answer"),
-    ("answer words clash", "/v1/score", lambda b: {"prompt": "x", "images": [b], "answer": "No"}, 400, "share"),
-    ("reasons not bool", "/v1/score", lambda b: {"prompt": "x", "images": [b], "reasons": "maybe"}, 400, "reasons"),
-    ("criteria wrong type", "/v1/score", lambda b: {"prompt": "x", "images": [b], "criteria": 5}, 400, "criteria"),
-    (
-        "reason_tokens too big",
-        "/v1/score",
-        lambda b: {"prompt": "x", "images": [b], "reason_tokens": 10**6},
-        400,
-        "reason_tokens",
-    ),
-    (
-        "question template bad field",
-        "/v1/score",
-        lambda b: {"prompt": "x", "images": [b], "question": "{nope}"},
-        400,
-        "nope",
-    ),
-    (
-        "few_shot bad verdict",
-        "/v1/score",
-        lambda b: {"prompt": "x", "images": [b], "few_shot": [{"image": b, "verdict": 2}]},
-        400,
-        "verdict",
-    ),
-    ("top_k zero", "/v1/rank", lambda b: {"prompt": "x", "images": [b], "top_k": 0}, 400, "top_k"),
-    ("top_k string", "/v1/rank", lambda b: {"prompt": "x", "images": [b], "top_k": "2"}, 400, "top_k"),
-    ("compare without reference", "/v1/compare", lambda b: {"prompt": "x", "candidates": [b]}, 400, "reference"),
-    (
-        "compare two references",
-        "/v1/compare",
-        lambda b: {"prompt": "x", "candidates": [b], "reference": [b, b]},
-        400,
-        "reference",
-    ),
-    (
-        "compare image vs video",
-        "/v1/compare",
-        lambda b: {"prompt": "x", "candidates": [{"frames": [b], "fps": 2}], "reference": b},
-        400,
-        "video",
-    ),
-    ("tournament one candidate", "/v1/tournament", lambda b: {"prompt": "x", "candidates": [b]}, 400, "at least 2"),
-    ("tournament prompt list", "/v1/tournament", lambda b: {"prompt": ["x", "y"], "candidates": [b, b]}, 400, "prompt"),
-    ("oversized body", "/v1/score", lambda b: {"prompt": "x", "images": [_big_png()] * 2}, 413, "limit"),
-    ("unknown route", "/v1/scores", {"prompt": "x"}, 404, "openapi"),
-    ("deeply nested json", "/v1/score", b"[" * 100000, 400, "deeply"),
-    ("tournament too large", "/v1/tournament", lambda b: {"prompt": "x", "candidates": [b] * 65}, 400, "at most 64"),
-    (
-        "too many few-shot examples",
-        "/v1/score",
-        lambda b: {"prompt": "x", "images": [b], "few_shot": [{"image": b, "verdict": True}] * 33},
-        400,
-        "at most 32",
-    ),
-    ("load unknown model", "/v1/models/ghost/load", b"", 404, "ghost"),
-]
-
-
-@pytest.mark.parametrize("name,path,body,status,word", MALFORMED, ids=[m[0] for m in MALFORMED])
-def test_malformed_request_gets_4xx_with_message(served, b64_image, name, path, body, status, word):
-    payload = body(b64_image) if callable(body) else body
-    got, answer, _ = http("POST", served.url + path, payload)
-    assert got == status, answer
-    assert set(answer) == {"error"} and set(answer["error"]) == {"type", "message"}
-    assert word.lower() in answer["error"]["message"].lower(), answer
-    assert "Traceback" not in answer["error"]["message"]
-
-
-def test_server_healthy_after_malformed_requests(served, b64_image):
-    assert len(MALFORMED) >= 30
-    for _, path, body, _, _ in MALFORMED[:12]:
-        http("POST", served.url + path, body(b64_image) if callable(body) else body)
-    assert http("GET", served.url + "/health")[0] == 200
-    status, answer, _ = http("POST", served.url + "/v1/score", {"prompt": "x", "images": [b64_image]})
-    assert status == 200 and len(answer["scores"]) == 1
-    status, answer, headers = http("GET", served.url + "/v1/score")
-    assert status == 405 and answer["error"]["type"] == "method_not_allowed"
 
 
 # --- models, status, docs ---------------------------------------------------------------------------------------------
@@ -511,10 +375,30 @@ def test_request_pixel_budget(tiny_dirs, b64_image):
 
 
 def test_client_wraps_odd_error_bodies():
-    from rewarddance.backend.client import _error
+    from rewarddance.backend.client_requests import backend_error
 
-    err = _error(502, b'{"error": "bad gateway"}')
+    err = backend_error(502, b'{"error": "bad gateway"}')
     assert isinstance(err, BackendError) and err.status == 502 and "bad gateway" in err.message
+    err = backend_error(409, b'{"error": {"type": "external_model", "message": "unload it there"}}')
+    assert (err.status, err.type, err.message) == (409, "external_model", "unload it there")
+    assert str(err) == "backend error 409 external_model: unload it there"
+
+
+def test_both_clients_share_options_and_errors():
+    """The async client takes the sync client's options by keyword, plus its connection limit."""
+    sync = RewardClient("http://h:1/", token="t0k3n-abc", model="m", timeout=3, retries=2, backoff=0.5)
+    aio = AsyncRewardClient("http://h:1/", token="t0k3n-abc", model="m", timeout=3, retries=2, connections=7)
+    for c in (sync, aio):
+        assert (c.url, c.token, c.model, c.timeout, c.retries) == ("http://h:1", "t0k3n-abc", "m", 3, 2)
+        assert c.headers()["Authorization"] == "Bearer t0k3n-abc"
+        assert str(c.timed_out("/v1/score")) == (
+            "backend unreachable: http://h:1/v1/score: no answer within 3 s; "
+            "raise the client timeout or send fewer images"
+        )
+        assert c.unreachable("refused").message == "http://h:1: refused; is `rewarddance serve` running there?"
+    assert aio.connections == 7 and sync.delay(2, None) == 2.0 and sync.delay(0, "1.5") == 1.5
+    with pytest.raises(ValueError, match="http://"):
+        AsyncRewardClient("localhost:8765")
 
 
 def test_large_calls_are_split_into_requests_under_the_body_limit(served, image_files, reward_models):

@@ -30,8 +30,9 @@ class FakeScorer:
     def __init__(self, tokens_per_query: int):
         self.tokens_per_query = tokens_per_query
         self.calls: list[list[float]] = []
-        self.gate = threading.Event()
+        self.gate = threading.Event()  # cleared: engine calls wait inside the model
         self.gate.set()
+        self.entered = threading.Event()  # set once an engine call has started
         self.stats = Counter()
 
     def prepare(self, queries):
@@ -40,6 +41,7 @@ class FakeScorer:
         return [FakePrepared(q, self.tokens_per_query) for q in queries]
 
     def last_logits(self, prepared, max_tokens, prefix_reuse, min_prefix):
+        self.entered.set()
         self.gate.wait(10)
         values = [p.value for p in prepared]
         self.calls.append(values)
@@ -74,14 +76,28 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def in_model(scorer: FakeScorer) -> None:
+    """Wait until a batch is inside the (gated) engine call."""
+    assert await asyncio.to_thread(scorer.entered.wait, 10), "no batch reached the model"
+
+
+async def until(condition, steps: int = 100) -> None:
+    """Let the event loop run until `condition()` holds: ordering by events, not by wall-clock sleeps."""
+    for _ in range(steps):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
 def test_requests_queued_while_busy_are_merged_and_routed_back():
     async def main():
         batcher, scorer = make()
         scorer.gate.clear()
         first = asyncio.create_task(batcher.submit([1.0], ScoringConfig()))
-        await asyncio.sleep(0.05)  # the first request is in the model now
+        await in_model(scorer)  # the first request is in the model now
         rest = [asyncio.create_task(batcher.submit([10.0 * i, 10.0 * i + 1], ScoringConfig())) for i in range(1, 6)]
-        await asyncio.sleep(0.05)
+        await until(lambda: batcher.queued == 5)
         scorer.gate.set()
         results = await asyncio.gather(first, *rest)
         await batcher.close()
@@ -115,7 +131,7 @@ def test_batches_stop_at_the_token_budget():
         batcher, scorer = make(max_batch_tokens=25, max_delay_ms=200)
         scorer.gate.clear()
         tasks = [asyncio.create_task(batcher.submit([float(i)], ScoringConfig())) for i in range(7)]
-        await asyncio.sleep(0.05)
+        await in_model(scorer)
         scorer.gate.set()
         await asyncio.gather(*tasks)
         await batcher.close()
@@ -131,9 +147,9 @@ def test_full_queue_answers_503_with_retry_after():
         batcher, scorer = make(max_queue=2)
         scorer.gate.clear()
         busy = asyncio.create_task(batcher.submit([1.0], ScoringConfig()))
-        await asyncio.sleep(0.05)
+        await in_model(scorer)
         queued = [asyncio.create_task(batcher.submit([2.0], ScoringConfig())) for _ in range(2)]
-        await asyncio.sleep(0.01)
+        await until(lambda: batcher.queued == 2)
         with pytest.raises(ApiError) as err:
             await batcher.submit([3.0], ScoringConfig())
         scorer.gate.set()
@@ -150,12 +166,12 @@ def test_timed_out_and_disconnected_requests_cost_no_compute():
         batcher, scorer = make()
         scorer.gate.clear()
         busy = asyncio.create_task(batcher.submit([1.0], ScoringConfig()))
-        await asyncio.sleep(0.05)
+        await in_model(scorer)
         with pytest.raises(ApiError) as err:
             await batcher.submit([666.0], ScoringConfig(), timeout=0.05)
         gone = asyncio.create_task(batcher.submit([777.0], ScoringConfig(), alive=lambda: False))
         kept = asyncio.create_task(batcher.submit([2.0], ScoringConfig()))
-        await asyncio.sleep(0.01)
+        await until(lambda: batcher.queued == 3)  # the timed-out request still waits in the queue
         scorer.gate.set()
         await busy
         assert (await kept)[0] == [2.0]
@@ -195,9 +211,9 @@ def test_generating_requests_run_alone_and_close_drains_the_queue():
             asyncio.create_task(batcher.submit([2.0], ScoringConfig(), reasons=True)),
             asyncio.create_task(batcher.submit([3.0], ScoringConfig())),
         ]
-        await asyncio.sleep(0.02)
+        await in_model(scorer)
         closing = asyncio.create_task(batcher.close())
-        await asyncio.sleep(0.02)
+        await until(lambda: batcher.closing)
         with pytest.raises(ApiError) as err:
             await batcher.submit([4.0], ScoringConfig())
         scorer.gate.set()
@@ -218,9 +234,9 @@ def test_a_cancelled_close_still_drains_and_marks_closed():
         batcher, scorer = make()
         scorer.gate.clear()
         job = asyncio.create_task(batcher.submit([5.0], ScoringConfig()))
-        await asyncio.sleep(0.05)
+        await in_model(scorer)
         closer = asyncio.create_task(batcher.close())
-        await asyncio.sleep(0.02)
+        await until(lambda: batcher.closing)
         closer.cancel()
         scorer.gate.set()
         result = await job
@@ -233,26 +249,30 @@ def test_a_cancelled_close_still_drains_and_marks_closed():
 
 def test_cancelled_callers_share_one_model_load():
     """Clients that give up during a cold load do not start extra loads of the same model."""
-    import threading
-    import time as _time
-
     from rewarddance.backend.server.manager import ModelManager
     from rewarddance.backend.server.settings import ModelSpec
 
     calls = []
+    started, release = threading.Event(), threading.Event()
 
     def slow_loader(spec):
         calls.append(threading.get_ident())
-        _time.sleep(0.3)
+        started.set()
+        release.wait(10)  # the load lasts until every caller has given up
         return FakeModel()
 
     async def main():
         settings = ServerSettings(models={"m": ModelSpec("m", "/nowhere")})
         manager = ModelManager(settings, loader=slow_loader)
-        for _ in range(3):
+        for i in range(3):
             task = asyncio.create_task(manager.get("m"))
-            await asyncio.sleep(0.05)
+            if i == 0:
+                assert await asyncio.to_thread(started.wait, 10)  # the load is running
+            for _ in range(3):
+                await asyncio.sleep(0)  # this caller reaches the shared load and waits on it
             task.cancel()
+        assert "m" in manager._loading and "m" not in manager.loaded  # still loading while callers gave up
+        release.set()
         entry = await manager.get("m")
         await manager.close()
         return entry

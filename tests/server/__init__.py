@@ -1,0 +1,1 @@
+"""Tests of the HTTP backend (backend/server) and its clients."""
