@@ -216,3 +216,47 @@ def test_score_bad_model_and_files(tmp_path, photo_paths, tiny_dirs, capsys):
     assert code == 2 and "not a readable image" in err
     with pytest.raises(SystemExit):
         main(["score", str(photo_paths[0]), "--prompt", "x", "--cot", "sometimes"])
+
+
+def subparsers(parser):
+    """name -> subparser of an argparse parser."""
+    return next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+
+
+def choices(parser, dest: str):
+    """The choices of one flag of a (sub)parser."""
+    return next(a.choices for a in parser._actions if a.dest == dest)
+
+
+def test_parser_is_built_from_the_registry():
+    from rewarddance.backend.cli import COMMANDS, build_parser
+
+    names = ["score", "rerank", "serve", "search", "train", "train-rm", "eval-rm", "make-pairs", "tiny-model"]
+    assert [c.name for c in COMMANDS] == names
+    sub = subparsers(build_parser())
+    assert list(sub) == names
+    for command in COMMANDS:
+        assert sub[command.name].get_default("func") is command.handler
+
+
+def test_choices_come_from_the_engine_constants():
+    from rewarddance.backend.cli import build_parser
+    from rewarddance.backend.scoring.config import COT_MODES, NORMALIZATIONS
+    from rewarddance.backend.vlm.registry import FAMILIES
+
+    sub = subparsers(build_parser())
+    for name in ("score", "rerank"):
+        assert tuple(choices(sub[name], "cot")) == COT_MODES == ("none", "answer_first", "reasoning_first")
+        assert tuple(choices(sub[name], "normalize")) == NORMALIZATIONS == ("vocab", "yes_no")
+    assert list(choices(sub["tiny-model"], "family")) == [f.name for f in FAMILIES]
+    assert set(choices(sub["tiny-model"], "family")) == {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl"}
+
+
+def test_search_resolves_device_and_dtype_with_the_loader(capsys):
+    import torch
+
+    from rewarddance.backend.cli.search import dtype_name
+
+    assert [dtype_name(d) for d in (torch.bfloat16, torch.float16, torch.float32)] == ["bf16", "fp16", "fp32"]
+    code, _, err = run(["search", "--pipeline", "p", "--prompt", "x", "--dtype", "int8"], capsys)
+    assert code == 2 and "dtype 'int8' is not one of auto, bf16, fp16, fp32" in err

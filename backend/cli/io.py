@@ -1,0 +1,122 @@
+"""Result-file formats of the command line: prompts files, result rows (JSONL / CSV, appended and re-read for
+--resume), the media a folder holds, and the image / animated-image writer. No argparse here."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import CLIError
+
+ROW_FIELDS = ["path", "score", "prompt"]  # the columns of a CSV results file
+
+
+def list_media(directory: Path) -> list[Path]:
+    """Image and video files under `directory`, sorted."""
+    from ..media import ANIMATION_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    if not directory.is_dir():
+        raise CLIError(f"{str(directory)!r} is not a directory; pass the folder of generations")
+    exts = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | ANIMATION_EXTENSIONS
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+
+
+def read_prompts_file(path: Path) -> dict[str, str]:
+    """Per-file prompts: JSONL {"file", "prompt"}, a JSON object, or a CSV/TSV with file,prompt columns."""
+    if not path.is_file():
+        raise CLIError(f"--prompts file {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            return read_json_prompts(path, text)
+        if suffix == ".jsonl":
+            return read_jsonl_prompts(path, text)
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"--prompts {path}: invalid JSON ({exc})") from exc
+    return read_table_prompts(path, text, "\t" if suffix == ".tsv" else ",")
+
+
+def read_json_prompts(path: Path, text: str) -> dict[str, str]:
+    """A .json prompts file: one object mapping file names to prompts."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise CLIError(f"--prompts {path}: a .json file must be an object mapping file names to prompts")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def read_jsonl_prompts(path: Path, text: str) -> dict[str, str]:
+    """A .jsonl prompts file: one {"file", "prompt"} object per line; blank lines are skipped."""
+    out = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            row = json.loads(line)
+            if "file" not in row or "prompt" not in row:
+                raise CLIError(f'--prompts {path}:{n}: each line needs "file" and "prompt"')
+            out[str(row["file"])] = str(row["prompt"])
+    return out
+
+
+def read_table_prompts(path: Path, text: str, delimiter: str) -> dict[str, str]:
+    """A CSV / TSV prompts file: file and prompt columns, with an optional `file,prompt` header row."""
+    out = {}
+    for n, row in enumerate(csv.reader(text.splitlines(), delimiter=delimiter), 1):
+        if not row or (n == 1 and row[:2] == ["file", "prompt"]):
+            continue
+        if len(row) < 2:
+            raise CLIError(f"--prompts {path}:{n}: expected two columns, file and prompt")
+        out[row[0]] = row[1]
+    return out
+
+
+def read_done(out: Path | None) -> list[dict]:
+    """Rows already in an output file (for --resume)."""
+    if out is None or not out.is_file():
+        return []
+    if out.suffix.lower() == ".csv":
+        with out.open(newline="", encoding="utf-8") as fh:
+            return [
+                {"path": r["path"], "score": float(r["score"]), "prompt": r.get("prompt", "")}
+                for r in csv.DictReader(fh)
+            ]
+    rows = []
+    for line in out.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interrupted run
+    return rows
+
+
+def append_rows(out: Path | None, rows: list[dict]) -> None:
+    """Append scored rows to the output (JSONL or CSV), so finished work survives an interrupt."""
+    if out is None or not rows:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        new = not out.is_file() or out.stat().st_size == 0
+        with out.open("a", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=ROW_FIELDS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+    else:
+        with out.open("a", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+
+
+def write_search_output(image: Any, out: str) -> None:
+    """Write an image [H, W, 3] or a video [T, H, W, 3] (an animated image, 8 fps) in [0, 1]."""
+    from PIL import Image as PILImage
+
+    arr = (image.detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if arr.ndim == 4:
+        frames = [PILImage.fromarray(f) for f in arr]
+        frames[0].save(out, save_all=True, append_images=frames[1:], duration=125, loop=0)
+    else:
+        PILImage.fromarray(arr).save(out)

@@ -1,0 +1,164 @@
+"""The reward-model flags shared by `score` and `rerank` (loading, prompt, score, pixel budget), and the model
+or `--backend` client they build."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..devices import ATTENTION, DTYPE_CHOICES
+from ..scoring.config import COT_MODES, NORMALIZATIONS
+from ..scoring.prompts import CRITERIA_PRESETS
+from .errors import CLIError
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+
+# Loading flags and their defaults: with --backend the server decides them, so changing one is an error.
+LOCAL_ONLY = {
+    "dtype": "auto",
+    "device": "auto",
+    "attn_implementation": None,
+    "device_map": None,
+    "min_pixels": None,
+    "max_pixels": None,
+    "video_max_pixels": None,
+    "max_frames": 32,
+    "fps": 2.0,
+    "max_batch_tokens": None,
+}
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that loads a reward model."""
+    add_loading_options(p)
+    add_prompt_options(p)
+    add_score_options(p)
+    add_pixel_options(p)
+
+
+def add_loading_options(p: argparse.ArgumentParser) -> None:
+    """Which model, where it runs (here or a --backend server) and how it is loaded."""
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        default=None,
+        help=f"checkpoint directory or hub id (default {DEFAULT_MODEL}); with --backend, a model name "
+        "the server has configured (default: its default model)",
+    )
+    g.add_argument(
+        "--backend",
+        default=None,
+        metavar="URL",
+        help="score through a running `rewarddance serve` at URL instead of loading the model here",
+    )
+    g.add_argument("--token", default=None, help="bearer token for --backend (default: $REWARDDANCE_TOKEN)")
+    g.add_argument("--dtype", default="auto", help=f"{', '.join(DTYPE_CHOICES)} (auto: bf16 on GPU, fp32 on CPU)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    g.add_argument("--attn", dest="attn_implementation", default=None, help=", ".join(ATTENTION))
+    g.add_argument("--device-map", default=None, help="'auto' to spread a large model over several GPUs")
+
+
+def add_prompt_options(p: argparse.ArgumentParser) -> None:
+    """How the question put to the model is worded."""
+    g = p.add_argument_group("prompt")
+    g.add_argument(
+        "--question", default=None, help="custom question template, e.g. 'Does this image show \"{prompt}\"?'"
+    )
+    g.add_argument("--system", default=None, help="system prompt (default: the chat template's own)")
+    g.add_argument(
+        "--criteria",
+        default=None,
+        help=f"comma-separated presets ({', '.join(CRITERIA_PRESETS)}) or a free-form criteria text",
+    )
+    g.add_argument(
+        "--cot",
+        default=None,
+        choices=COT_MODES,
+        help="chain of thought: answer_first (reasons after the verdict) or reasoning_first",
+    )
+    g.add_argument("--reasons", action="store_true", help="generate and return the model's reasons")
+
+
+def add_score_options(p: argparse.ArgumentParser) -> None:
+    """How P("yes") is read, and the token budget of one forward."""
+    g = p.add_argument_group("score")
+    g.add_argument("--normalize", default=None, choices=NORMALIZATIONS, help="softmax over vocabulary or yes/no")
+    g.add_argument("--answer", default=None, help="answer word whose probability is the score (default Yes)")
+    g.add_argument("--negative", default=None, help="the 'no' word for --normalize yes_no (default No)")
+    g.add_argument("--answer-variants", action="store_true", help="also count case/space variants of the words")
+    g.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="token budget per forward (default 16384 on GPU, 1536 on CPU)",
+    )
+
+
+def add_pixel_options(p: argparse.ArgumentParser) -> None:
+    """Image and video resolution limits (the main speed knobs)."""
+    g = p.add_argument_group("pixel budget")
+    g.add_argument("--min-pixels", type=int, default=None, help="minimum pixels per image")
+    g.add_argument("--max-pixels", type=int, default=None, help="maximum pixels per image (the main speed knob)")
+    g.add_argument("--video-max-pixels", type=int, default=None, help="maximum pixels per video frame")
+    g.add_argument("--max-frames", type=int, default=32, help="maximum frames per video (default 32)")
+    g.add_argument("--fps", type=float, default=2.0, help="video frames per second to sample (default 2)")
+
+
+def load_reward_model(args: argparse.Namespace) -> Any:
+    """A RewardModel built from the options, or a client of --backend with the same methods."""
+    if args.backend:
+        from ..client import RewardClient
+
+        changed = [k for k, default in LOCAL_ONLY.items() if getattr(args, k) != default]
+        if changed:
+            flags = ", ".join("--" + k.replace("_", "-").replace("attn-implementation", "attn") for k in changed)
+            raise CLIError(
+                f"{flags} set(s) how a model is loaded here; with --backend the server's operator sets "
+                "them (rewarddance serve / its config file)"
+            )
+        return BoundClient(RewardClient(args.backend, token=args.token, model=args.model), scoring_overrides(args))
+    from ..reward_model import RewardModel
+
+    return RewardModel.from_pretrained(
+        args.model or DEFAULT_MODEL,
+        dtype=args.dtype,
+        device=args.device,
+        attn_implementation=args.attn_implementation,
+        device_map=args.device_map,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        video_max_pixels=args.video_max_pixels,
+        max_frames=args.max_frames,
+        fps=args.fps,
+        **scoring_overrides(args),
+    )
+
+
+class BoundClient:
+    """A backend client that sends the command line's scoring options with every call (as a model keeps them)."""
+
+    def __init__(self, client: Any, overrides: dict[str, Any]):
+        self.client = client
+        self.overrides = overrides
+
+    def score(self, images: Any, prompt: Any, **kwargs: Any) -> Any:
+        """Score through the backend with the command line's scoring options."""
+        return self.client.score(images, prompt, **self.overrides, **kwargs)
+
+    def compare(self, candidates: Any, reference: Any, prompt: Any, **kwargs: Any) -> Any:
+        """Compare through the backend with the command line's scoring options."""
+        return self.client.compare(candidates, reference, prompt, **self.overrides, **kwargs)
+
+
+def scoring_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """ScoringConfig fields given on the command line."""
+    from ..scoring.config import normalize_criteria
+
+    out = {k: getattr(args, k) for k in ("question", "system", "normalize", "answer", "negative", "cot")}
+    if not getattr(args, "backend", None):
+        out["max_batch_tokens"] = args.max_batch_tokens
+    if args.criteria:
+        out["criteria"] = normalize_criteria(args.criteria)
+    if args.answer_variants:
+        out["answer_variants"] = True
+    return {k: v for k, v in out.items() if v is not None}

@@ -1,0 +1,139 @@
+"""Reward-model training commands: `train-rm` (fine-tune), `eval-rm` (measure), `make-pairs` (synthetic data)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..devices import DTYPE_CHOICES
+from .command import Command
+from .errors import CLIError
+from .training_logs import log_training_to_stderr
+
+
+def add_train_rm_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of `rewarddance train-rm`."""
+    p.add_argument("--config", required=True, help="TOML or YAML training config (see README)")
+    p.add_argument("--steps", type=int, default=None, help="override the config's steps")
+    p.add_argument("--accelerate", action="store_true", help="running under `accelerate launch` (several processes)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_train_rm(args: argparse.Namespace) -> int:
+    """Train a reward model from a config file; Ctrl+C checkpoints, and the same command resumes."""
+    from tqdm import tqdm
+
+    from ..runs import accelerate_device, distributed
+    from ..training.trainer import load_train_config, train_reward_model
+
+    log_training_to_stderr()
+    cfg = load_train_config(args.config)
+    if args.steps is not None:
+        cfg.steps = args.steps
+        cfg.validate()
+    if args.accelerate:
+        cfg.device = accelerate_device()  # joins the process group `accelerate launch` set up; one GPU per process
+    main_process = distributed()[0] == 0
+    with tqdm(total=cfg.steps, desc="training", unit="step", disable=args.quiet or not main_process) as bar:
+
+        def progress(step: int, total: int, metrics: dict) -> None:
+            bar.n = step
+            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
+            bar.refresh()
+
+        result = train_reward_model(cfg, progress)
+    if not main_process:
+        return 0
+    if result["interrupted"]:
+        print(
+            f"rewarddance: interrupted at step {result['step']}; checkpoint {result['checkpoint']}. "
+            "Run the same command to continue.",
+            file=sys.stderr,
+        )
+        return 130
+    summary = {k: v for k, v in result["eval"].items() if k != "reliability"}
+    print(json.dumps({"model": result["model"], "step": result["step"], "eval": summary}, indent=2))
+    return 0
+
+
+def add_eval_rm_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of `rewarddance eval-rm`."""
+    p.add_argument("--model", required=True, help="checkpoint directory or hub id")
+    p.add_argument("--pairs", required=True, help="in-domain pairs (.jsonl or a folder of pairs)")
+    p.add_argument("--ood-pairs", default=None, help="out-of-domain pairs, reported separately")
+    p.add_argument("--dtype", default="auto", help=f"{', '.join(DTYPE_CHOICES)} (auto: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--max-pixels", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print every metric as JSON")
+
+
+def cmd_eval_rm(args: argparse.Namespace) -> int:
+    """Pairwise / pointwise accuracy, calibration and spread on one or two (in-domain, out-of-domain) sets."""
+    from ..reward_model import RewardModel
+    from ..training.data import load_pairs
+    from ..training.evaluation import evaluate_pairs
+
+    sets = {"in_domain": load_pairs(args.pairs)}
+    if args.ood_pairs:
+        sets["out_of_domain"] = load_pairs(args.ood_pairs)
+    rm = RewardModel.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_pixels=args.max_pixels)
+    report = {name: evaluate_pairs(rm, pairs) for name, pairs in sets.items()}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for name, m in report.items():
+        print_eval_report(name, m)
+    return 0
+
+
+def print_eval_report(name: str, m: dict) -> None:
+    """Print one evaluated set's headline metrics and its reliability bins."""
+    pw = "n/a" if m["pairwise_accuracy"] is None else f"{m['pairwise_accuracy']:.4f}"
+    pt = "n/a" if m["pointwise_accuracy"] is None else f"{m['pointwise_accuracy']:.4f}"
+    ece = "n/a" if m["ece"] is None else f"{m['ece']:.4f}"
+    print(
+        f"{name}: {m['pairs']} pairs ({m['ties']} ties)  pairwise accuracy {pw}  pointwise accuracy {pt}  "
+        f"ECE {ece}  score mean {m['score_mean']:.4g} std {m['score_std']:.4g}"
+    )
+    for row in m["reliability"]:
+        print(
+            f"    P in {row['bin']}: {row['count']:>5} predictions, mean P {row['mean_p']:.3f}, "
+            f"observed {row['frequency']:.3f}"
+        )
+
+
+def add_make_pairs_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of `rewarddance make-pairs`."""
+    from ..training.synthetic import EDITS
+
+    p.add_argument("--out", required=True, help="output folder (images/ and pairs.jsonl)")
+    p.add_argument("--n", type=int, default=200, help="number of pairs")
+    p.add_argument("--size", type=int, default=112, help="image side in pixels")
+    p.add_argument("--edits", default=None, help=f"comma-separated: {', '.join(EDITS)} (default all)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_make_pairs(args: argparse.Namespace) -> int:
+    """Write the synthetic preference set (real photos vs visibly edited copies)."""
+    from ..training.synthetic import EDITS, make_synthetic_pairs
+
+    edits = tuple(e.strip() for e in args.edits.split(",")) if args.edits else EDITS
+    bad = [e for e in edits if e not in EDITS]
+    if bad:
+        raise CLIError(f"--edits: unknown edit(s) {', '.join(bad)}; choose from {', '.join(EDITS)}")
+    if args.n < 2 or args.size < 28:
+        raise CLIError("--n must be at least 2 and --size at least 28")
+    print(make_synthetic_pairs(args.out, n=args.n, size=args.size, edits=edits, seed=args.seed))
+    return 0
+
+
+COMMANDS = (
+    Command(
+        "train-rm", "fine-tune a VLM into a reward model from preference pairs", add_train_rm_arguments, cmd_train_rm
+    ),
+    Command("eval-rm", "evaluate a reward model on preference pairs", add_eval_rm_arguments, cmd_eval_rm),
+    Command(
+        "make-pairs", "write a synthetic preference set from sample photos", add_make_pairs_arguments, cmd_make_pairs
+    ),
+)

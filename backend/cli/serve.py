@@ -1,0 +1,146 @@
+"""`rewarddance serve`: the HTTP scoring backend, its settings from --config plus flags."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..devices import ATTENTION, DTYPE_CHOICES
+from .command import Command
+from .errors import CLIError
+
+# ModelSpec loading fields a flag sets for every model given with --model.
+LOADING_FIELDS = (
+    "dtype",
+    "device",
+    "attn_implementation",
+    "device_map",
+    "min_pixels",
+    "max_pixels",
+    "video_max_pixels",
+    "max_frames",
+    "fps",
+)
+
+
+def serve_settings(args: argparse.Namespace) -> Any:
+    """ServerSettings from --config plus flags (flags win)."""
+    import os
+
+    from ..config_files import TOKEN_ENV, read_config_file
+    from ..server.settings import ServerSettings, parse_bytes, settings_from_dict
+
+    settings = settings_from_dict(read_config_file(args.config)) if args.config else ServerSettings()
+    add_flag_models(settings, args)
+    if args.preload:
+        for spec in settings.models.values():
+            spec.preload = True
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "default_model": args.default_model,
+        "max_batch_tokens": args.max_batch_tokens,
+        "max_delay_ms": args.max_delay_ms,
+        "max_queue": args.max_queue,
+        "request_timeout_s": args.request_timeout,
+        "max_body_mb": args.max_body_mb,
+        "grace_period_s": args.grace_period,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            setattr(settings, key, value)
+    for key in ("gpu_memory", "cpu_memory"):
+        if getattr(args, key) is not None:
+            setattr(settings, key, parse_bytes(getattr(args, key), "--" + key.replace("_", "-")))
+    settings.token = args.token or settings.token or os.environ.get(TOKEN_ENV) or None
+    return settings.validate()
+
+
+def add_flag_models(settings: Any, args: argparse.Namespace) -> None:
+    """Add the --model NAME=PATH models (with the loading flags) and apply --pin / --trust-remote-code."""
+    from ..server.settings import ModelSpec, parse_model_flag
+
+    load = {k: getattr(args, k) for k in LOADING_FIELDS if getattr(args, k) is not None}
+    for flag in args.model or []:
+        name, path = parse_model_flag(flag)
+        if name in settings.models and not args.config:
+            raise CLIError(f"--model {flag!r}: the name {name!r} is used twice")
+        settings.models[name] = ModelSpec(name=name, path=path, preload=args.preload, **load)
+    for option, dest, attr in (
+        ("--pin", "pin", "pinned"),
+        ("--trust-remote-code", "trust_remote_code", "trust_remote_code"),
+    ):
+        for name in getattr(args, dest) or []:
+            if name not in settings.models:
+                raise CLIError(
+                    f"{option} {name!r}: no model of that name; configured: {', '.join(settings.models) or 'none'}"
+                )
+            setattr(settings.models[name], attr, True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP scoring backend until SIGTERM / Ctrl+C."""
+    from ..server.run import run
+
+    return run(serve_settings(args))
+
+
+def add_serve_options(p: argparse.ArgumentParser) -> None:
+    """Options of `rewarddance serve`."""
+    p.add_argument("--config", default=None, help="TOML or YAML file with server settings and [models.NAME] tables")
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=PATH",
+        help="serve a checkpoint directory or hub id under NAME (repeatable; the first is the default)",
+    )
+    p.add_argument("--default-model", default=None, help="model used when a request names none")
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; others need --token)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--token", default=None, help="bearer token clients must send (default: $REWARDDANCE_TOKEN)")
+    p.add_argument("--preload", action="store_true", help="load every model at start instead of on first use")
+    p.add_argument("--pin", action="append", metavar="NAME", help="never evict this model (repeatable)")
+    p.add_argument(
+        "--trust-remote-code",
+        action="append",
+        metavar="NAME",
+        help="allow this model's own Python code from its checkpoint (off by default; repeatable)",
+    )
+    add_batching_options(p)
+    add_serve_loading_options(p)
+
+
+def add_batching_options(p: argparse.ArgumentParser) -> None:
+    """The server's batching, queue, memory and shutdown limits."""
+    g = p.add_argument_group("batching and limits")
+    g.add_argument(
+        "--max-batch-tokens", type=int, default=None, help="tokens per forward (default 16384 GPU / 1536 CPU)"
+    )
+    g.add_argument("--max-delay-ms", type=float, default=None, help="how long a request waits for company (default 10)")
+    g.add_argument("--max-queue", type=int, default=None, help="queued requests per model before 503 (default 1024)")
+    g.add_argument("--request-timeout", type=float, default=None, help="seconds per request before 504 (default 300)")
+    g.add_argument("--max-body-mb", type=float, default=None, help="request body limit in MB (default 64)")
+    g.add_argument("--gpu-memory", default=None, help="GPU bytes loaded models may use, e.g. 40GB (LRU eviction)")
+    g.add_argument("--cpu-memory", default=None, help="CPU bytes loaded models may use, e.g. 16GB")
+    g.add_argument(
+        "--grace-period", type=float, default=None, help="seconds in-flight requests get at shutdown (default 25)"
+    )
+
+
+def add_serve_loading_options(p: argparse.ArgumentParser) -> None:
+    """How the models given with --model are loaded."""
+    g = p.add_argument_group("loading (models given with --model)")
+    g.add_argument("--dtype", default=None, help=", ".join(DTYPE_CHOICES))
+    g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1")
+    g.add_argument("--attn", dest="attn_implementation", default=None, help=", ".join(ATTENTION))
+    g.add_argument("--device-map", default=None, help="'auto' to spread a model over several GPUs")
+    g.add_argument("--min-pixels", type=int, default=None)
+    g.add_argument("--max-pixels", type=int, default=None)
+    g.add_argument("--video-max-pixels", type=int, default=None)
+    g.add_argument("--max-frames", type=int, default=None)
+    g.add_argument("--fps", type=float, default=None)
+
+
+COMMANDS = (
+    Command("serve", "run the HTTP scoring backend (model loading, dynamic batching)", add_serve_options, cmd_serve),
+)

@@ -1,0 +1,73 @@
+"""`rewarddance train`: LoRA RL fine-tuning of a generator with the reward (raft, refl, grpo, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .command import Command
+from .training_logs import log_training_to_stderr
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of `rewarddance train`."""
+    p.add_argument("--config", required=True, help="TOML or YAML run config (see README)")
+    p.add_argument("--steps", type=int, default=None, help="override the config's steps")
+    p.add_argument("--accelerate", action="store_true", help="running under `accelerate launch` (several processes)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """LoRA RL fine-tuning of a generator with the reward (raft, refl, grpo); Ctrl+C checkpoints, the same command resumes."""
+    from tqdm import tqdm
+
+    from ..rl.config import load_rl_config
+    from ..rl.run import train_rl
+    from ..runs import accelerate_device, distributed
+
+    log_training_to_stderr()
+    cfg = load_rl_config(args.config)
+    if args.steps is not None:
+        cfg.steps = args.steps
+        cfg.validate()
+    if args.accelerate:
+        device = accelerate_device()  # joins the process group `accelerate launch` set up; one GPU per process
+        cfg.generator.setdefault("device", device)
+        for reward in cfg.rewards:
+            reward.setdefault("device", device)
+    main_process = distributed()[0] == 0
+    with tqdm(
+        total=cfg.steps, desc=f"train {cfg.algorithm}", unit="step", disable=args.quiet or not main_process
+    ) as bar:
+
+        def progress(step: int, total: int, row: dict) -> None:
+            bar.n = step
+            bar.set_postfix({"reward": f"{row['reward_mean']:.3f}", "std": f"{row['window_std']:.3f}"}, refresh=False)
+            bar.refresh()
+
+        summary = train_rl(cfg, progress=progress)
+    if not main_process:
+        return 0
+    if summary["interrupted"]:
+        print(
+            f"interrupted at step {summary['step']}; checkpoint in {summary['checkpoint']} (run the same command to resume)"
+        )
+        return 130
+    print(
+        json.dumps(summary, indent=2)
+        if args.json
+        else f"{cfg.algorithm}: held-out reward {summary['reward_before']:.4f} -> {summary['reward_after']:.4f} after "
+        f"{summary['step']} steps; LoRA: {', '.join(summary['files'].values())}"
+    )
+    return 0
+
+
+COMMANDS = (
+    Command(
+        "train",
+        "LoRA RL fine-tuning of a generator with the reward (raft, refl, grpo)",
+        add_train_arguments,
+        cmd_train,
+    ),
+)
