@@ -450,8 +450,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     from .generators.diffusers_adapter import generator_for, load_pipeline
     from .reward_model import RewardModel
+    from .rewards import ModelReward
     from .search.algorithms import ALGORITHMS
-    from .search.rewards import ModelReward
 
     if args.algorithm not in ALGORITHMS:
         raise CLIError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {args.algorithm!r}")

@@ -31,12 +31,12 @@ from comfy_api.latest import io
 
 from ..backend.media import pil_to_tensor
 from ..backend.node_logic import RewardCriteria
+from ..backend.rewards import ModelReward
 from ..backend.rl.export import comfyui_state_dict, save_comfyui_lora
 from ..backend.rl.lora import LoraSpec, add_lora, network_family
 from ..backend.rl.node_settings import NODE_ALGORITHMS, NodeTraining, output_paths, prompt_lines, step_lora_path
 from ..backend.rl.run import train_rl, write_rl_chart
 from ..backend.rl.trainers import Policy
-from ..backend.search.rewards import ModelReward
 from .memory import unload_patcher
 from .progress import holding
 from .search import ComfyDenoiser

@@ -14,8 +14,8 @@ import torch
 from comfy_api.latest import io
 
 from ..backend import node_logic as nl
+from ..backend.rewards import ModelReward
 from ..backend.search.algorithms import ALGORITHMS, BestSoFar, SearchResult
-from ..backend.search.rewards import ModelReward
 from .common import preview_ui, prompt_input
 from .progress import holding
 from .types import CATEGORY, CriteriaType, RewardModelType

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rewarddance.backend.generators.protocol import Generator
+from rewarddance.backend.generators.protocol import Generator, seeded_noise
 from rewarddance.backend.generators.sampling import sample
 from rewarddance.backend.generators.tiny_flow import TinyFlowGenerator, train_tiny_flow
-from rewarddance.backend.search.algorithms import ALGORITHMS, best_of_n, search_over_paths, seeded_noise
-from rewarddance.backend.search.rewards import ColourReward, Ensemble, ModelReward
+from rewarddance.backend.rewards import ColourReward, Ensemble, ModelReward
+from rewarddance.backend.search.algorithms import ALGORITHMS, best_of_n, search_over_paths
 
 STEPS, BUDGET = 8, 128
 

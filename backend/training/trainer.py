@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from ..reward_model import TRAINING_RECORD
 from ..run_log import append_row, read_rows, truncate_after
 from ..scoring.answer import AnswerTokens
 from ..scoring.config import ScoringConfig
+from ..training_record import write_training_record
 from ..vlm.base import VisualOptions
 from ..vlm.loading import load_vlm
 from .data import PreferencePair, load_pairs, split_pairs
@@ -276,9 +276,7 @@ class Run:
             src = Path(self.vlm.path) / name
             if src.is_file():
                 shutil.copy2(src, tmp / name)
-        (tmp / TRAINING_RECORD).write_text(
-            json.dumps({"config": asdict(self.cfg), "step": self.step, "scoring": self.cfg.scoring}, indent=2)
-        )
+        write_training_record(tmp, {"config": asdict(self.cfg), "step": self.step, "scoring": self.cfg.scoring})
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
         self.vlm.model = model
