@@ -244,6 +244,7 @@ class RewardLoraTrainer(io.ComfyNode):
         filename_prefix: str,
         criteria=None,
     ) -> io.NodeOutput:
+        """Train the LoRA inside one ComfyUI sampling call and save it (Cancel checkpoints; queue again to resume)."""
         prompt_list = list(dict.fromkeys(prompt_lines(prompts)))
         samples = training_latent(latent_image)
         training = NodeTraining(
