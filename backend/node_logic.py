@@ -17,8 +17,10 @@ from PIL import Image as PILImage
 
 from .annotate import annotate_batch, label_for
 from .media import Image, Video, images_from_batch, video_from_frames
+from .ranking import check_tournament_size, ranking_order
 from .scoring.config import COT_MODES
-from .scoring.prompts import CRITERIA_PRESETS, FewShotExample
+from .scoring.criteria import CRITERIA_PRESETS
+from .scoring.prompts import FewShotExample
 from .selection import parse_scores, select_top_k, take_items, take_latents, video_groups
 
 Progress = Callable[[int, int], None]
@@ -131,13 +133,13 @@ class Scored:
 
 def summarize(scores: list[float], what: str = "image") -> str:
     """Ranked summary text: one '#rank  what index: score' line per item."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    order = ranking_order(scores)
     return "\n".join(f"#{r}  {what} {i}: {scores[i]:.6f}" for r, i in enumerate(order, 1))
 
 
 def ranks_of(scores: list[float]) -> list[int]:
     """1-based rank of each item (ties: lower index ranks first)."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    order = ranking_order(scores)
     ranks = [0] * len(scores)
     for r, i in enumerate(order, 1):
         ranks[i] = r
@@ -281,8 +283,7 @@ def tournament(
     check_prompt(prompt)
     criteria = criteria or RewardCriteria()
     items = to_items(images, exact)
-    if len(items) < 2:
-        raise ValueError(f"images: a tournament needs at least 2 candidates, got {len(items)}")
+    check_tournament_size(len(items), "images")
     result = rm.tournament(items, prompt, **criteria.overrides())
     ordered = images[torch.tensor(result.ranking, dtype=torch.long, device=images.device)]
     lines = [

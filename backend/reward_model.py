@@ -18,11 +18,13 @@ from typing import Any
 import torch
 
 from .media import to_visuals
+from .ranking import check_top_k, check_tournament_size, ranking_order
 from .scoring.answer import AnswerTokens, yes_probability
 from .scoring.config import ScoringConfig, default_batch_tokens
 from .scoring.prompts import VERDICT_MARKER, FewShotExample, Query, pairwise_query, pointwise_query
 from .scoring.results import RankResult, ScoreResult, TournamentResult
 from .scoring.scorer import Scorer
+from .training_record import trained_scoring
 from .vlm.base import VisualOptions
 from .vlm.loading import LoadedVLM, load_vlm
 
@@ -242,8 +244,7 @@ def tournament_queries(
     """Round-robin queries: (reference i, candidate j) for every ordered pair i != j."""
     visuals = to_visuals(candidates, "candidates")
     n = len(visuals)
-    if n < 2:
-        raise ValueError(f"candidates: a tournament needs at least 2 candidates, got {n}")
+    check_tournament_size(n, "candidates")
     if not isinstance(prompt, str):
         raise ValueError(f"prompt: a tournament takes one prompt string, got {type(prompt).__name__}")
     pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
@@ -252,7 +253,7 @@ def tournament_queries(
 
 def rank_result(scores: list[float], top_k: int, reasons: list[str] | None = None) -> RankResult:
     """Top-k indices by score (ties: lower index first) and their scores."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:top_k]
+    order = ranking_order(scores)[:top_k]
     return RankResult(order, [scores[i] for i in order], list(scores), reasons)
 
 
@@ -266,24 +267,6 @@ def tournament_result(pairs: list[tuple[int, int]], probs: list[float]) -> Tourn
     mean = [sum(matrix[i][j] for i in range(n) if i != j) / (n - 1) for j in range(n)]
     ranking = sorted(range(n), key=lambda j: (-wins[j], -mean[j], j))
     return TournamentResult(wins, mean, ranking, matrix)
-
-
-TRAINING_RECORD = "rewarddance_training.json"
-
-
-def trained_scoring(path: str) -> dict[str, Any]:
-    """The scoring settings a checkpoint was trained with by `rewarddance train-rm` (its defaults), else {}."""
-    import json
-    from pathlib import Path
-
-    record = Path(path) / TRAINING_RECORD
-    if not record.is_file():
-        return {}
-    try:
-        scoring = json.loads(record.read_text()).get("scoring") or {}
-    except (OSError, ValueError):
-        return {}
-    return scoring if isinstance(scoring, dict) else {}
 
 
 def reasoning_before_verdict(text: str) -> str:
@@ -302,15 +285,6 @@ def expand_prompts(prompt: str | Sequence[str], n: int) -> list[str]:
             raise ValueError(f"prompt: got {len(prompt)} prompts for {n} images; pass one prompt or one per image")
         return list(prompt)
     raise ValueError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
-
-
-def check_top_k(top_k: int | None, n: int) -> int:
-    """Validate top_k (None = all)."""
-    if top_k is None:
-        return n
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    return min(top_k, n)
 
 
 __all__ = ["RewardModel", "score_queries", "compare_queries", "tournament_queries", "rank_result", "tournament_result"]

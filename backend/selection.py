@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from .ranking import check_top_k, ranking_order
+
 
 @dataclass
 class Selection:
@@ -30,9 +32,8 @@ def select_top_k(scores: list[float], top_k: int, threshold: float | None = None
     """
     if not scores:
         raise ValueError("scores: nothing to select from; pass at least one image")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    top_k = check_top_k(top_k, len(scores))
+    order = ranking_order(scores)
     kept = [i for i in order if threshold is None or scores[i] >= threshold]
     below = not kept
     chosen = (kept or order[:1])[:top_k]

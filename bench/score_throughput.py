@@ -126,7 +126,7 @@ REAL_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 28 * 28 * 16384}
 # --- images ---------------------------------------------------------------------------------------------
 def make_images(n: int, size: int, seed: int = 0) -> list[PILImage.Image]:
     """N distinct size x size RGB PIL images: random crops (and flips) of the sample photos."""
-    from rewarddance.backend.training.synthetic import sample_photos
+    from rewarddance.backend.sample_photos import sample_photos
 
     rng = np.random.default_rng(seed)
     photos = sample_photos()

@@ -36,10 +36,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from rewarddance.backend.generators.protocol import seeded_noise
     from rewarddance.backend.generators.sampling import sample
     from rewarddance.backend.generators.tiny_flow import train_tiny_flow
-    from rewarddance.backend.search.algorithms import ALGORITHMS, seeded_noise
-    from rewarddance.backend.search.rewards import ColourReward, ModelReward
+    from rewarddance.backend.rewards import ColourReward, ModelReward
+    from rewarddance.backend.search.algorithms import ALGORITHMS
 
     args = parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -7,6 +7,7 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
+from ..backend.devices import ATTENTION, DTYPE_CHOICES
 from . import service
 from .memory import load_managed
 from .types import CATEGORY, RewardModelType
@@ -61,12 +62,12 @@ class RewardModelLoader(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "dtype",
-                    options=["auto", "bf16", "fp16", "fp32"],
+                    options=list(DTYPE_CHOICES),
                     default="auto",
                     tooltip="auto: bf16 on GPUs that support it, else fp32",
                 ),
                 io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto"),
-                io.Combo.Input("attention", options=["sdpa", "eager", "flash_attention_2"], default="sdpa"),
+                io.Combo.Input("attention", options=list(ATTENTION), default="sdpa"),
                 io.Int.Input(
                     "max_pixels",
                     default=0,

@@ -108,9 +108,3 @@ def unload_patcher(which: Any) -> None:
             loaded.model_unload()
             mm.current_loaded_models.remove(loaded)
     mm.soft_empty_cache()
-
-
-def is_loaded(rm: Any) -> bool:
-    """True while ComfyUI holds the model as loaded."""
-    patcher = getattr(rm, "comfy_patcher", None)
-    return any(loaded.model is patcher for loaded in mm.current_loaded_models)

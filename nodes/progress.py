@@ -1,11 +1,8 @@
-"""ComfyUI progress bar + interrupt check as the engine's `progress(done, total)` callback, and holding a
-reward model for a whole node run."""
+"""ComfyUI progress bar + interrupt check as the engine's `progress(done, total)` callback."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
-from typing import Any
 
 import comfy.model_management as mm
 import comfy.utils
@@ -21,9 +18,3 @@ def progress_for(total: int) -> Callable[[int, int], None]:
         mm.throw_exception_if_processing_interrupted()
 
     return update
-
-
-def holding(reward_model: Any) -> Any:
-    """Hold a local reward model for the whole node (loaded once, unloaded once); remote models need nothing."""
-    use = getattr(reward_model, "use", None)
-    return use() if use is not None else contextlib.nullcontext()

@@ -29,17 +29,18 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..backend.generators.protocol import Generator
 from ..backend.media import pil_to_tensor
 from ..backend.node_logic import RewardCriteria
+from ..backend.rewards import ModelReward
+from ..backend.rl.config import RLConfig
 from ..backend.rl.export import comfyui_state_dict, save_comfyui_lora
 from ..backend.rl.lora import LoraSpec, add_lora, network_family
 from ..backend.rl.node_settings import NODE_ALGORITHMS, NodeTraining, output_paths, prompt_lines, step_lora_path
 from ..backend.rl.run import train_rl, write_rl_chart
 from ..backend.rl.trainers import Policy
-from ..backend.search.rewards import ModelReward
 from .memory import unload_patcher
-from .progress import holding
-from .search import ComfyDenoiser
+from .sampler_bridge import TrainingSampler, sample_in_guider
 from .types import CATEGORY, CriteriaType, RewardModelType
 
 LOADED_STATE = {
@@ -89,76 +90,6 @@ def differentiable_decoder(vae: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         return out.movedim(1, -1)  # [B, C, H, W] -> [B, H, W, C]; video [B, C, T, H, W] -> [B, T, H, W, C]
 
     return decode
-
-
-class PromptDenoiser(ComfyDenoiser):
-    """The generator protocol for one training prompt: CFG between its conditioning and the negative, at any
-    number of steps of the chosen scheduler."""
-
-    def __init__(
-        self,
-        model_wrap: Any,
-        key: str,
-        extra_args: dict,
-        sigmas: torch.Tensor,
-        latent_image: torch.Tensor,
-        max_denoise: bool,
-        vae: Any,
-        scheduler: str,
-        decoder: Callable | None,
-    ):
-        super().__init__(model_wrap, None, extra_args, sigmas, latent_image, max_denoise, vae)
-        self.guider, self.key, self.scheduler, self.decoder = model_wrap, key, scheduler, decoder
-
-    def sigmas(self, steps: int) -> torch.Tensor:
-        return comfy.samplers.calculate_sigmas(self.model_sampling, self.scheduler, steps).to(self.device)
-
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        conds = self.guider.conds
-        return comfy.samplers.sampling_function(
-            self.inner,
-            x,
-            sigma * x.new_ones([x.shape[0]]),
-            conds.get("negative"),
-            conds[self.key],
-            self.guider.cfg,
-            model_options=self.extra_args["model_options"],
-            seed=self.extra_args.get("seed"),
-        )
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        if self.decoder is not None:
-            return self.decoder(self.inner.process_latent_out(latents))
-        return super().decode(latents)
-
-
-class TrainingSampler(comfy.samplers.Sampler):
-    """A ComfyUI sampler whose `sample` runs the whole RL run (the conditioning of every prompt is processed)."""
-
-    def __init__(
-        self,
-        prompts: list[str],
-        run: Callable[[Callable[[str], Any]], dict],
-        vae: Any,
-        scheduler: str,
-        decoder: Callable | None,
-    ):
-        self.keys = {p: f"positive_{i}" for i, p in enumerate(prompts)}
-        self.run, self.vae, self.scheduler, self.decoder = run, vae, scheduler, decoder
-        self.summary: dict = {}
-
-    def sample(
-        self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False
-    ):
-        max_denoise = self.max_denoise(model_wrap, sigmas)
-        generators = {
-            p: PromptDenoiser(
-                model_wrap, key, extra_args, sigmas, latent_image, max_denoise, self.vae, self.scheduler, self.decoder
-            )
-            for p, key in self.keys.items()
-        }
-        self.summary = self.run(generators.__getitem__)
-        return latent_image
 
 
 def image_tensor(path: Path) -> torch.Tensor:
@@ -313,85 +244,128 @@ class RewardLoraTrainer(io.ComfyNode):
         filename_prefix: str,
         criteria=None,
     ) -> io.NodeOutput:
+        """Train the LoRA inside one ComfyUI sampling call and save it (Cancel checkpoints; queue again to resume)."""
         prompt_list = list(dict.fromkeys(prompt_lines(prompts)))
-        samples = latent_image["samples"]
-        if samples.shape[0] != 1:
-            raise ValueError(
-                f"latent_image: give an empty latent of batch 1 (the training size), got batch {samples.shape[0]}"
-            )
+        samples = training_latent(latent_image)
         training = NodeTraining(
             algorithm, steps, learning_rate, rank, alpha, group_size, sampler_steps, seed, save_every
         ).validate()
-        if algorithm == "refl" and not hasattr(reward_model, "reward"):
-            raise ValueError(
-                "algorithm: refl needs the reward's gradient, which a remote reward model cannot give; "
-                "use raft or grpo with it, or load the reward model locally"
-            )
+        check_algorithm(algorithm, reward_model, model)
         run_dir, final = output_paths(folder_paths.get_output_directory(), filename_prefix)
         config = training.config(prompt_list, run_dir)
-        options = (criteria or RewardCriteria()).reward_options()
-
-        trainable = trainable_copy(model)
-        network = trainable.model.diffusion_model
-        family = network_family(network)
-        with torch.inference_mode(False):
-            params = add_lora(network, LoraSpec(rank, alpha), seed=seed)
-        if algorithm == "grpo" and not isinstance(
-            trainable.get_model_object("model_sampling"), comfy.model_sampling.CONST
-        ):
-            raise ValueError(
-                "algorithm: grpo's SDE is for flow models (SD3, Flux, Wan...); use raft or refl for SD1.x/SDXL"
-            )
-        rewards = {
-            p: ModelReward(reward_model, p, options=options, differentiable=algorithm == "refl") for p in prompt_list
-        }
-        policy = Policy(None, rewards.__getitem__, network, params, family=family)
+        trainable, policy = lora_policy(
+            model, reward_model, prompt_list, algorithm, LoraSpec(rank, alpha), seed, criteria
+        )
         progress = live_progress(
-            steps, run_dir, final, network, family, save_every, getattr(cls.hidden, "unique_id", None)
+            steps, run_dir, final, policy.network, policy.family, save_every, getattr(cls.hidden, "unique_id", None)
         )
-
-        def run(generator_for: Callable[[str], Any]) -> dict:
-            policy.generator_for = generator_for
-            return train_rl(
-                config,
-                policy,
-                progress=progress,
-                should_stop=mm.processing_interrupted,
-                interrupts=(KeyboardInterrupt, mm.InterruptProcessingException),
-            )
-
-        guider = comfy.samplers.CFGGuider(trainable)
-        guider.inner_set_conds(
-            {
-                "negative": encode(clip, negative),
-                **{f"positive_{i}": encode(clip, p) for i, p in enumerate(prompt_list)},
-            }
-        )
-        guider.set_cfg(cfg)
         decoder = differentiable_decoder(vae) if algorithm == "refl" else None
-        sampler = TrainingSampler(prompt_list, run, vae, scheduler, decoder)
+        sampler = TrainingSampler(prompt_list, training_run(config, policy, progress), vae, scheduler, decoder)
+        guider = prompts_guider(trainable, clip, prompt_list, negative, cfg)
         sigmas = comfy.samplers.calculate_sigmas(trainable.get_model_object("model_sampling"), scheduler, sampler_steps)
-        with holding(reward_model), torch.inference_mode(False), torch.enable_grad():
-            mm.load_models_gpu([trainable], force_full_load=True)
-            guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, seed=seed)
-        summary = sampler.summary
-        network.requires_grad_(False)
-        if summary.get("interrupted"):
-            path = save_comfyui_lora(network, step_lora_path(final, summary["step"]), family, {"step": summary["step"]})
-            logging.warning(
-                "RewardDance LoRA trainer: cancelled at step %d; checkpoint in %s, LoRA %s. Queue again with the "
-                "same settings to resume.",
-                summary["step"],
-                summary["checkpoint"],
-                path,
-            )
-            raise mm.InterruptProcessingException()
+        sample_in_guider(guider, sampler, samples, sigmas, seed, reward_model, preload=[trainable])
+        policy.network.requires_grad_(False)
+        raise_if_cancelled(sampler.summary, policy, final)
         save_comfyui_lora(
-            network, final, family, {"algorithm": algorithm, "steps": summary["step"], "prompts": len(prompt_list)}
+            policy.network,
+            final,
+            policy.family,
+            {"algorithm": algorithm, "steps": sampler.summary["step"], "prompts": len(prompt_list)},
         )
-        text = describe(summary, final)
         chart = image_tensor(run_dir / "chart.png")
-        return io.NodeOutput(trainable, comfyui_state_dict(network, family), chart, text)
+        state_dict = comfyui_state_dict(policy.network, policy.family)
+        return io.NodeOutput(trainable, state_dict, chart, describe(sampler.summary, final))
+
+
+def training_latent(latent_image: dict) -> torch.Tensor:
+    """The LATENT's samples: one empty latent, whose size (and frames) the LoRA is trained at."""
+    samples = latent_image["samples"]
+    if samples.shape[0] != 1:
+        raise ValueError(
+            f"latent_image: give an empty latent of batch 1 (the training size), got batch {samples.shape[0]}"
+        )
+    return samples
+
+
+def check_algorithm(algorithm: str, reward_model: Any, model: Any) -> None:
+    """refl needs a local reward model's gradient; grpo's SDE needs a flow model."""
+    if algorithm == "refl" and not hasattr(reward_model, "reward"):
+        raise ValueError(
+            "algorithm: refl needs the reward's gradient, which a remote reward model cannot give; "
+            "use raft or grpo with it, or load the reward model locally"
+        )
+    if algorithm == "grpo" and not isinstance(model.get_model_object("model_sampling"), comfy.model_sampling.CONST):
+        raise ValueError(
+            "algorithm: grpo's SDE is for flow models (SD3, Flux, Wan...); use raft or refl for SD1.x/SDXL"
+        )
+
+
+def lora_policy(
+    model: Any,
+    reward_model: Any,
+    prompts: list[str],
+    algorithm: str,
+    spec: LoraSpec,
+    seed: int,
+    criteria: RewardCriteria | None,
+) -> tuple[Any, Policy]:
+    """A trainable copy of the MODEL with a fresh LoRA, and the policy that trains it against the reward model
+    (one reward per prompt; its generators are set once ComfyUI's sampling starts)."""
+    trainable = trainable_copy(model)
+    network = trainable.model.diffusion_model
+    family = network_family(network)
+    with torch.inference_mode(False):
+        params = add_lora(network, spec, seed=seed)
+    options = (criteria or RewardCriteria()).reward_options()
+    rewards = {p: ModelReward(reward_model, p, options=options, differentiable=algorithm == "refl") for p in prompts}
+    return trainable, Policy(None, rewards.__getitem__, network, params, family=family)
+
+
+def training_run(
+    config: RLConfig, policy: Policy, progress: Callable[[int, int, dict], None]
+) -> Callable[[Callable[[str], Generator]], dict]:
+    """The whole RL run given the prompts' generators: backend/rl/run.py's loop, stopped by ComfyUI's Cancel."""
+
+    def run(generator_for: Callable[[str], Generator]) -> dict:
+        policy.generator_for = generator_for
+        return train_rl(
+            config,
+            policy,
+            progress=progress,
+            should_stop=mm.processing_interrupted,
+            interrupts=(KeyboardInterrupt, mm.InterruptProcessingException),
+        )
+
+    return run
+
+
+def prompts_guider(trainable: Any, clip: Any, prompts: list[str], negative: str, cfg: float) -> Any:
+    """One CFGGuider holding every prompt's conditioning (positive_0, positive_1, ...) and the shared negative."""
+    guider = comfy.samplers.CFGGuider(trainable)
+    guider.inner_set_conds(
+        {
+            "negative": encode(clip, negative),
+            **{f"positive_{i}": encode(clip, p) for i, p in enumerate(prompts)},
+        }
+    )
+    guider.set_cfg(cfg)
+    return guider
+
+
+def raise_if_cancelled(summary: dict, policy: Policy, final: Path) -> None:
+    """After a Cancel: save the LoRA of the last finished step, say how to resume, and stop the graph."""
+    if not summary.get("interrupted"):
+        return
+    step = summary["step"]
+    path = save_comfyui_lora(policy.network, step_lora_path(final, step), policy.family, {"step": step})
+    logging.warning(
+        "RewardDance LoRA trainer: cancelled at step %d; checkpoint in %s, LoRA %s. Queue again with the "
+        "same settings to resume.",
+        step,
+        summary["checkpoint"],
+        path,
+    )
+    raise mm.InterruptProcessingException()
 
 
 def describe(summary: dict, final: Path) -> str:

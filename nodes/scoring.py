@@ -5,9 +5,11 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..backend import node_logic as nl
-from ..backend.scoring.prompts import CRITERIA_PRESETS
+from ..backend.holding import holding
+from ..backend.scoring.config import COT_MODES
+from ..backend.scoring.criteria import CRITERIA_PRESETS
 from .common import preview_ui, prompt_input, scored_outputs
-from .progress import holding, progress_for
+from .progress import progress_for
 from .types import CATEGORY, CriteriaType, RewardModelType
 
 PRESET_CHOICES = ["none", *CRITERIA_PRESETS]
@@ -48,7 +50,7 @@ class RewardCriteria(io.ComfyNode):
                 io.Combo.Input("preset_2", options=PRESET_CHOICES, default="none"),
                 io.Combo.Input("preset_3", options=PRESET_CHOICES, default="none"),
                 io.String.Input("custom", multiline=True, default="", placeholder="free-form criteria (optional)"),
-                io.Combo.Input("chain_of_thought", options=["none", "answer_first", "reasoning_first"], default="none"),
+                io.Combo.Input("chain_of_thought", options=list(COT_MODES), default="none"),
                 io.Image.Input("examples", optional=True, tooltip="few-shot example images"),
                 io.String.Input("verdicts", default="", tooltip="one yes/no per example image, comma-separated"),
                 io.String.Input(

@@ -1,119 +1,25 @@
-"""Reward Noise Search: run a noise-search algorithm inside ComfyUI's sampling (guider + sigmas), return the
-best latent, its image, and a NOISE that replays it in SamplerCustomAdvanced with the `euler` sampler."""
+"""Reward Noise Search: run a noise-search algorithm inside ComfyUI's sampling (guider + sigmas; the sampler
+bridge is nodes/sampler_bridge.py), return the best latent, its image, and a NOISE that replays it in
+SamplerCustomAdvanced with the `euler` sampler."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import comfy.model_management as mm
-import comfy.model_sampling
-import comfy.samplers
 import comfy.utils
 import torch
 from comfy_api.latest import io
 
 from ..backend import node_logic as nl
-from ..backend.search.algorithms import ALGORITHMS, BestSoFar, SearchResult
-from ..backend.search.rewards import ModelReward
+from ..backend.rewards import ModelReward
+from ..backend.search.algorithms import ALGORITHMS, BestSoFar, Progress
 from .common import preview_ui, prompt_input
-from .progress import holding
+from .sampler_bridge import SearchSampler, sample_in_guider
 from .types import CATEGORY, CriteriaType, RewardModelType
 
 # ReNO-style gradient search needs weights created outside inference mode; ComfyUI loads models inside it.
 NODE_ALGORITHMS = [a for a in ALGORITHMS if a != "noise_gradient"]
-
-
-class ComfyDenoiser:
-    """The generator protocol over one ComfyUI sampling call: the guider's CFG denoiser at the given sigmas."""
-
-    def __init__(
-        self,
-        model_wrap: Any,
-        model_k: Any,
-        extra_args: dict,
-        sigmas: torch.Tensor,
-        latent_image: torch.Tensor,
-        max_denoise: bool,
-        vae: Any,
-    ):
-        self.model_k, self.extra_args, self._sigmas, self.vae = model_k, extra_args, sigmas, vae
-        self.inner = model_wrap.inner_model
-        self.model_sampling = self.inner.model_sampling
-        self.parameterization = "flow" if isinstance(self.model_sampling, comfy.model_sampling.CONST) else "eps"
-        self.latent_image = latent_image
-        self.max_denoise = max_denoise
-        self.noise_shape = tuple(latent_image.shape[1:])
-        self.device = latent_image.device
-
-    def sigmas(self, steps: int) -> torch.Tensor:
-        if steps != len(self._sigmas) - 1:
-            raise ValueError(f"this sampling call has {len(self._sigmas) - 1} steps, not {steps}")
-        return self._sigmas
-
-    def start(self, noise: torch.Tensor, sigma_max: torch.Tensor) -> torch.Tensor:
-        latent = self.latent_image.expand(noise.shape[0], *self.latent_image.shape[1:])
-        return self.model_sampling.noise_scaling(sigma_max, noise, latent, self.max_denoise)
-
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return self.model_k(x, sigma * x.new_ones([x.shape[0]]), **self.extra_args)
-
-    def final(self, latents: torch.Tensor) -> torch.Tensor:
-        """Sampler-space latents -> the LATENT ComfyUI nodes pass around."""
-        return self.inner.process_latent_out(self.model_sampling.inverse_noise_scaling(self._sigmas[-1], latents))
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images [B, H, W, 3], or videos [B, T, H, W, 3] for video latents (the reward then scores videos)."""
-        return self.vae.decode(self.final(latents))
-
-
-class SearchSampler(comfy.samplers.Sampler):
-    """A ComfyUI sampler whose `sample` runs a whole noise search and returns the best latent."""
-
-    def __init__(self, algorithm: str, reward: Any, budget: int, seed: int, vae: Any, progress: Any, should_stop: Any):
-        self.algorithm, self.reward, self.budget, self.seed = algorithm, reward, budget, seed
-        self.vae, self.progress, self.should_stop = vae, progress, should_stop
-        self.result: SearchResult | None = None
-        self.best: BestSoFar | None = None
-        self.stopped_early = False
-        self.denoiser: ComfyDenoiser | None = None
-
-    def track(self, spent: int, total: int, best: BestSoFar) -> None:
-        """Remember the best so far (kept if Cancel cuts the search short), then report progress."""
-        self.best = best
-        self.progress(spent, total, best)
-
-    def sample(
-        self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False
-    ):
-        extra_args["denoise_mask"] = denoise_mask
-        model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
-        model_k.latent_image = latent_image
-        model_k.noise = noise
-        self.denoiser = ComfyDenoiser(
-            model_wrap, model_k, extra_args, sigmas, latent_image, self.max_denoise(model_wrap, sigmas), self.vae
-        )
-        try:
-            self.result = ALGORITHMS[self.algorithm](
-                self.denoiser,
-                self.reward,
-                len(sigmas) - 1,
-                self.budget,
-                seed=self.seed,
-                progress=self.track,
-                should_stop=self.should_stop,
-            )
-        except mm.InterruptProcessingException:
-            if self.best is None:
-                raise  # cancelled before anything was scored
-            b = self.best  # ComfyUI's layers raise on Cancel mid-forward: return the best found so far
-            self.result = SearchResult(b.latent, b.noise, b.image, b.score, stopped=True)
-        self.stopped_early = self.result.stopped
-        return self.model_sampling_out(model_wrap, sigmas, self.result.latent)
-
-    @staticmethod
-    def model_sampling_out(model_wrap: Any, sigmas: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        return model_wrap.inner_model.model_sampling.inverse_noise_scaling(sigmas[-1], latent)
 
 
 class FoundNoise:
@@ -139,7 +45,7 @@ class FoundNoise:
         return self.noise.clone()
 
 
-def preview_progress(budget: int) -> Any:
+def preview_progress(budget: int) -> Progress:
     """Progress bar updates with a preview of the best image each time it improves.
 
     While a cancel is pending the bar is left alone (ComfyUI's progress hook would raise at once); the
@@ -242,8 +148,7 @@ class RewardNoiseSearch(io.ComfyNode):
             progress=preview_progress(budget),
             should_stop=mm.processing_interrupted,
         )
-        with holding(reward_model), torch.inference_mode(False), torch.enable_grad():
-            latent = guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, seed=seed)
+        latent = sample_in_guider(guider, sampler, samples, sigmas, seed, reward_model)
         result = sampler.result
         image = result.image.detach()  # decoded when it was scored (a pending Cancel would stop a new decode)
         image = image.reshape(-1, *image.shape[-3:])  # a video's frames as an IMAGE batch

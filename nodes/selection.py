@@ -5,8 +5,9 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..backend import node_logic as nl
+from ..backend.holding import holding
 from .common import preview_ui, prompt_input
-from .progress import holding, progress_for
+from .progress import progress_for
 from .types import CATEGORY, CriteriaType, RewardModelType
 
 

@@ -13,9 +13,11 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from comfy_inprocess_search import load_pack, tiny_sd15  # noqa: E402  (first: puts ComfyUI on sys.path, CPU mode)
+
+# isort: split
 import comfy.model_management  # noqa: E402
 import folder_paths  # noqa: E402
-from comfy_inprocess_search import load_pack, tiny_sd15  # noqa: E402  (also puts ComfyUI on sys.path, CPU mode)
 
 import nodes  # noqa: E402
 

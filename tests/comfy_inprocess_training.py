@@ -19,6 +19,9 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from comfy_inprocess_search import load_pack, tiny_sd15, tiny_taesd  # noqa: E402  (puts ComfyUI on sys.path, CPU mode)
+
+# isort: split
 import comfy.model_management as mm  # noqa: E402
 import comfy.samplers  # noqa: E402
 import comfy.sd  # noqa: E402
@@ -27,7 +30,6 @@ import comfy.supported_models_base  # noqa: E402
 import comfy.utils  # noqa: E402
 import folder_paths  # noqa: E402
 from comfy_extras.nodes_model_advanced import ModelSamplingSD3  # noqa: E402
-from comfy_inprocess_search import load_pack, tiny_sd15, tiny_taesd  # noqa: E402  (puts ComfyUI on sys.path, CPU mode)
 
 import nodes  # noqa: E402
 

@@ -8,9 +8,10 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 from rewarddance.backend.generators.diffusers_adapter import DiffusersEpsGenerator, generator_for, load_pipeline  # noqa: E402
+from rewarddance.backend.generators.protocol import seeded_noise  # noqa: E402
 from rewarddance.backend.generators.sampling import sample  # noqa: E402
-from rewarddance.backend.search.algorithms import best_of_n, seeded_noise, zero_order  # noqa: E402
-from rewarddance.backend.search.rewards import ColourReward  # noqa: E402
+from rewarddance.backend.rewards import ColourReward  # noqa: E402
+from rewarddance.backend.search.algorithms import best_of_n, zero_order  # noqa: E402
 
 
 def tiny_tokenizer(max_length: int = 16):

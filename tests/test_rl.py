@@ -11,8 +11,10 @@ import torch
 
 pytest.importorskip("peft")
 
+from rewarddance.backend.generators.protocol import seeded_noise as seeded  # noqa: E402
 from rewarddance.backend.generators.sampling import sample  # noqa: E402
 from rewarddance.backend.generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet, train_tiny_flow  # noqa: E402
+from rewarddance.backend.rewards import ColourReward, Transformed  # noqa: E402
 from rewarddance.backend.rl.config import RLConfig, load_rl_config  # noqa: E402
 from rewarddance.backend.rl.export import comfyui_state_dict, load_peft_adapter, save_peft_adapter  # noqa: E402
 from rewarddance.backend.rl.lora import LoraSpec, adapters_disabled, add_lora  # noqa: E402
@@ -24,9 +26,7 @@ from rewarddance.backend.rl.trainers import (  # noqa: E402
     group_advantages,
     grpo_step,
     sample_trajectory,
-    seeded,
 )
-from rewarddance.backend.search.rewards import ColourReward, Transformed  # noqa: E402
 
 TRAINERS = {
     "raft": ({"group_size": 8, "sample_steps": 6, "raft_updates": 4}, 1e-3),

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rewarddance.backend.generators.protocol import Generator
+from rewarddance.backend.generators.protocol import Generator, seeded_noise
 from rewarddance.backend.generators.sampling import sample
 from rewarddance.backend.generators.tiny_flow import TinyFlowGenerator, train_tiny_flow
-from rewarddance.backend.search.algorithms import ALGORITHMS, best_of_n, search_over_paths, seeded_noise
-from rewarddance.backend.search.rewards import ColourReward, Ensemble, ModelReward
+from rewarddance.backend.rewards import ColourReward, Ensemble, ModelReward, RemoteReward, Reward, Transformed
+from rewarddance.backend.search.algorithms import ALGORITHMS, best_of_n, search_over_paths
 
 STEPS, BUDGET = 8, 128
 
@@ -97,3 +97,39 @@ def test_stopping_returns_the_best_so_far(generator, name):
     assert asked["n"] >= 1 and early.denoiser_calls < full.denoiser_calls or name == "search_over_paths"
     assert early.score == max(c.score for c in early.history) and early.latent.shape == full.latent.shape
     assert early.stopped == (early.denoiser_calls < full.denoiser_calls) and not full.stopped
+
+
+def test_seeded_noise_is_the_cpu_gaussian_of_the_seed(generator):
+    """One seeded-noise function for search and RL: CPU randn of the seed, the same on every device."""
+    expected = torch.randn((3, *generator.noise_shape), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(seeded_noise(generator, 3, 5).cpu(), expected)
+    assert not torch.equal(seeded_noise(generator, 1, 6), seeded_noise(generator, 1, 5))
+
+
+def test_every_reward_submits_through_the_protocol():
+    """Local rewards inherit Reward.submit (scored at once, no graph, float32 on the CPU); a remote reward scores
+    on a background thread; a reward of rewards is differentiable only when all its parts are."""
+    import threading
+
+    images = torch.rand(2, 8, 8, 3, dtype=torch.float64, requires_grad=True)
+    for reward in (ColourReward(0), Transformed(ColourReward(1), "none"), Ensemble([ColourReward(0), ColourReward(2)])):
+        future = reward.submit(images)
+        assert Reward in type(reward).__mro__ and future.done()
+        got = future.result()
+        assert got.dtype == torch.float32 and got.device.type == "cpu" and not got.requires_grad
+        assert torch.allclose(got, reward(images).detach().float())
+
+    class Client:
+        def __init__(self):
+            self.threads = []
+
+        def score(self, visuals, prompt):
+            self.threads.append(threading.current_thread().name)
+            return type("Result", (), {"scores": [float(v.mean()) for v in visuals]})()
+
+    client = Client()
+    remote = RemoteReward(client, "a red picture")
+    assert torch.allclose(remote.submit(images).result(), images.detach().float().mean(dim=(1, 2, 3)), atol=1e-6)
+    assert client.threads[0].startswith("rewarddance-remote-reward")
+    assert not remote.differentiable and not Ensemble([remote, ColourReward()]).differentiable
+    assert Transformed(ColourReward()).differentiable and not Transformed(remote).differentiable

@@ -71,7 +71,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     from ..generators.diffusers_adapter import generator_for, load_pipeline
     from ..reward_model import RewardModel
-    from ..search.rewards import ModelReward
+    from ..rewards import ModelReward
 
     check_search_args(args)
     device, dtype = resolve_device_and_dtype(args.device, args.dtype)

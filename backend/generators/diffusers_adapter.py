@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 EPS_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
-FLOW_PIPELINES = ("StableDiffusion3Pipeline", "FluxPipeline", "WanPipeline")
 
 
 def generator_for(

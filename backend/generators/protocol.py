@@ -58,3 +58,9 @@ def initial_latent(generator: Generator, noise: torch.Tensor, sigma_max: float |
     if start is not None:
         return start(noise, sigma_max)
     return sigma_max * noise
+
+
+def seeded_noise(generator: Generator, n: int, seed: int) -> torch.Tensor:
+    """n unit Gaussian noises from a seed (CPU generator, so results match across devices)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n, *generator.noise_shape), generator=g).to(generator.device)

@@ -60,7 +60,7 @@ class TinyFlowGenerator:
 
 def photo_crops(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
     """[n, 3, size, size] crops of scikit-image's sample photos scaled to [-1, 1]."""
-    from ..training.synthetic import sample_photos
+    from ..sample_photos import sample_photos
 
     gen = torch.Generator().manual_seed(seed)
     photos = [torch.from_numpy(p).permute(2, 0, 1).float() / 127.5 - 1 for p in sample_photos()]

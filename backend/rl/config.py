@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 
+from ..generators.protocol import seeded_noise
+from ..rewards import ColourReward, Ensemble, ModelReward, RemoteReward, Reward, Transformed
 from ..runs import renamed_keys
-from ..search.rewards import ColourReward, Ensemble, ModelReward, RemoteReward, Transformed
 from .lora import LoraSpec, add_lora
-from .trainers import ALGORITHMS, Policy, TrainerConfig, seeded
+from .trainers import ALGORITHMS, Policy, TrainerConfig
 
 RENAMED_KEYS = {"lr": "learning_rate", "rank": "lora_rank", "alpha": "lora_alpha", "targets": "lora_targets"}
 GENERATOR_KINDS = ("tiny", "diffusers", "comfyui")  # comfyui: the Reward LoRA Trainer node passes its own Policy
@@ -187,7 +188,9 @@ def build_generator(cfg: RLConfig, out: Path) -> tuple[Callable[[str], Any], tor
     return for_prompt, network, pipe
 
 
-def build_rewards(cfg: RLConfig, frozen_generator_for: Callable[[str], Any], sample_steps: int) -> Callable[[str], Any]:
+def build_rewards(
+    cfg: RLConfig, frozen_generator_for: Callable[[str], Any], sample_steps: int
+) -> Callable[[str], Reward]:
     """reward for a prompt: the configured rewards (ensemble when several), transformed. Pairwise rewards pick
     each prompt's reference by a round-robin tournament over `reference_candidates` samples of the frozen model."""
     loaded: dict[int, Any] = {}
@@ -216,7 +219,9 @@ def build_rewards(cfg: RLConfig, frozen_generator_for: Callable[[str], Any], sam
             with torch.no_grad():
                 images = (
                     gen.decode(
-                        sample(gen, seeded(gen, n, 2_000_000 + zlib.crc32(prompt.encode()) % 100_000), sample_steps)
+                        sample(
+                            gen, seeded_noise(gen, n, 2_000_000 + zlib.crc32(prompt.encode()) % 100_000), sample_steps
+                        )
                     )
                     .float()
                     .cpu()
@@ -225,7 +230,7 @@ def build_rewards(cfg: RLConfig, frozen_generator_for: Callable[[str], Any], sam
             references[(i, prompt)] = images[winner : winner + 1]
         return references[(i, prompt)]
 
-    def one(i: int, spec: dict, prompt: str) -> Any:
+    def one(i: int, spec: dict, prompt: str) -> Reward:
         options = {"criteria": spec["criteria"]} if spec.get("criteria") else {}
         if spec["kind"] == "colour":
             return ColourReward(int(spec.get("channel", 0)))
@@ -234,7 +239,7 @@ def build_rewards(cfg: RLConfig, frozen_generator_for: Callable[[str], Any], sam
             return RemoteReward(backend(i, spec), prompt, reference=ref, options=options)
         return ModelReward(backend(i, spec), prompt, reference=ref, options=options)
 
-    def for_prompt(prompt: str) -> Any:
+    def for_prompt(prompt: str) -> Reward:
         parts = [one(i, spec, prompt) for i, spec in enumerate(cfg.rewards)]
         reward = parts[0] if len(parts) == 1 and not cfg.reward_weights else Ensemble(parts, cfg.reward_weights)
         return reward if cfg.reward_transform == "none" else Transformed(reward, cfg.reward_transform)

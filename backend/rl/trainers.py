@@ -15,15 +15,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..generators.protocol import Generator, initial_latent, noised
+from ..generators.protocol import Generator, initial_latent, noised, seeded_noise
 from ..generators.sampling import euler_step, sample
-from ..search.rewards import score_later
+from ..rewards.protocol import Reward
 from .lora import adapters_disabled
 from .sde import sde_step, step_scale
 
@@ -35,7 +34,7 @@ class Policy:
     """The generator being trained: a generator per prompt (all sharing `network`), a reward per prompt."""
 
     generator_for: Callable[[str], Generator]
-    reward_for: Callable[[str], Any]
+    reward_for: Callable[[str], Reward]
     network: nn.Module
     params: list[nn.Parameter]
     family: str | None = None  # the network's LoRA family (export key names); None: from its class
@@ -101,12 +100,6 @@ class TrainerConfig:
         return self
 
 
-def seeded(generator: Generator, n: int, seed: int) -> torch.Tensor:
-    """n unit noises from a seed on the CPU (the same on every device)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn((n, *generator.noise_shape), generator=g).to(generator.device)
-
-
 def denoising_loss(generator: Generator, x0: torch.Tensor, seed: int, sigma_grid: int = 100) -> torch.Tensor:
     """The ordinary training loss at one random noise level: |(x0_hat - x0) / sigma|^2 (the eps loss for eps
     models, the velocity loss for flow models)."""
@@ -125,8 +118,8 @@ def raft_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int,
     for j, prompt in enumerate(prompts):
         gen = policy.generator_for(prompt)
         with torch.no_grad():
-            latents = sample(gen, seeded(gen, cfg.group_size, seed + j), cfg.sample_steps)
-            pending.append((prompt, latents, score_later(policy.reward_for(prompt), gen.decode(latents))))
+            latents = sample(gen, seeded_noise(gen, cfg.group_size, seed + j), cfg.sample_steps)
+            pending.append((prompt, latents, policy.reward_for(prompt).submit(gen.decode(latents))))
     winners, all_rewards = [], []
     for prompt, latents, future in pending:
         rewards = future.result()
@@ -172,7 +165,7 @@ def refl_step(
         end = steps - rng.randint(0, cfg.random_stop)  # the step whose x0 prediction is the final image
         start = end - cfg.grad_steps
         sigmas = gen.sigmas(steps).to(gen.device)
-        noise = seeded(gen, cfg.group_size, seed + j)
+        noise = seeded_noise(gen, cfg.group_size, seed + j)
         with torch.no_grad():
             x = sample(gen, noise, steps, stop=start)
         x0 = None
@@ -260,9 +253,9 @@ def grpo_step(
     with torch.no_grad():
         for j, prompt in enumerate(prompts):
             gen = policy.generator_for(prompt)
-            states, logps = sample_trajectory(gen, seeded(gen, cfg.group_size, seed + j), cfg, seed * 7919 + j)
+            states, logps = sample_trajectory(gen, seeded_noise(gen, cfg.group_size, seed + j), cfg, seed * 7919 + j)
             trajectories.append(Trajectory(prompt, states, sorted(logps), logps))
-            futures.append(score_later(policy.reward_for(prompt), gen.decode(states[-1])))
+            futures.append(policy.reward_for(prompt).submit(gen.decode(states[-1])))
     for t, f in zip(trajectories, futures):
         t.rewards = f.result().float()
     advantages, keep = group_advantages([t.rewards for t in trajectories], cfg.adv_std == "group", cfg.adv_clip)
@@ -328,6 +321,6 @@ def held_out_reward(policy: Policy, prompts: list[str], seeds: list[int], steps:
     with torch.no_grad():
         for prompt in prompts:
             gen = policy.generator_for(prompt)
-            noise = torch.cat([seeded(gen, 1, s) for s in seeds])
+            noise = torch.cat([seeded_noise(gen, 1, s) for s in seeds])
             values.append(policy.reward_for(prompt)(gen.decode(sample(gen, noise, steps))).float().cpu())
     return float(torch.cat(values).mean())

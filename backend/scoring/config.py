@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .criteria import CRITERIA_PRESETS
+
 NORMALIZATIONS = ("vocab", "yes_no")
 # Default token budgets per forward: big batches fill a GPU; on CPUs a few sequences at a time stay in
 # cache (bench/score_throughput.py --quick: 1.17x at 1400 tokens vs 0.85x at 16384 on 2 cores).
@@ -90,8 +92,6 @@ def normalize_criteria(criteria: Any) -> tuple[str, ...]:
     if criteria is None:
         return ()
     if isinstance(criteria, str):
-        from .prompts import CRITERIA_PRESETS
-
         parts = [p.strip() for p in criteria.split(",")]
         if all(p in CRITERIA_PRESETS for p in parts if p):
             return tuple(p for p in parts if p)

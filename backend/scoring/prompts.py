@@ -1,4 +1,5 @@
-"""The project's prompt wording: criteria presets, pointwise and pairwise questions, few-shot, chain of thought.
+"""The project's prompt wording: pointwise and pairwise questions (with criteria.py's presets), few-shot, chain of
+thought.
 
 A `Query` is a chat conversation whose visuals are placeholders ({"type": "image"} / {"type": "video"})
 plus the visuals themselves in order of appearance; the scorer renders it with the checkpoint's own
@@ -13,23 +14,7 @@ from typing import Any
 
 from ..media import Video, Visual, to_visual
 from .config import ScoringConfig
-
-CRITERIA_PRESETS: dict[str, str] = {
-    "alignment": "Prompt alignment: every object, attribute, count, colour, position and relation the prompt "
-    "describes is present and correct, and nothing contradicts the prompt.",
-    "aesthetics": "Aesthetics: pleasing composition, lighting and colour, a clear subject, and a polished, "
-    "professional look.",
-    "plausibility": "Plausibility: no artefacts, distortions or anatomical errors (hands, faces, limbs), "
-    "physically coherent objects, lighting and perspective.",
-    "text": "Text rendering: any text the prompt asks for is spelled exactly right, legible and well placed; "
-    "no garbled letters.",
-    "overall": "Overall quality: faithful to the prompt, visually appealing and free of defects.",
-    "motion": "Motion quality: natural, smooth and physically plausible movement of the subjects and the camera "
-    "with a meaningful amount of motion.",
-    "temporal": "Temporal consistency: subjects, identities, colours and background stay consistent from frame "
-    "to frame, with no flicker, popping or morphing.",
-}
-VIDEO_ONLY_PRESETS = ("motion", "temporal")
+from .criteria import CRITERIA_PRESETS, VIDEO_ONLY_PRESETS
 
 VQA_QUESTION = 'Does this {kind} show "{prompt}"? Please answer yes or no.'
 POINTWISE_QUESTION = (

@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from ..generators.protocol import Generator, initial_latent, noised
+from ..generators.protocol import Generator, initial_latent, noised, seeded_noise
 from ..generators.sampling import CallCounter, euler_step, sample
+from ..rewards.protocol import Reward
 
 Progress = Callable[[int, int, "BestSoFar"], None]  # (denoiser calls spent, budget, the best candidate so far)
 StopCheck = Callable[[], bool]  # True: finish now and return the best so far (a user pressed stop)
@@ -70,7 +71,7 @@ class Tracker:
     def __init__(
         self,
         generator: Generator,
-        reward: Any,
+        reward: Reward,
         budget: int,
         progress: Progress | None = None,
         should_stop: StopCheck | None = None,
@@ -127,15 +128,9 @@ class Tracker:
         )
 
 
-def seeded_noise(generator: Generator, n: int, seed: int) -> torch.Tensor:
-    """n unit Gaussian noises from a seed (CPU generator, so results match across devices)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn((n, *generator.noise_shape), generator=g).to(generator.device)
-
-
 def best_of_n(
     generator: Generator,
-    reward: Any,
+    reward: Reward,
     steps: int,
     budget: int,
     seed: int = 0,
@@ -158,7 +153,7 @@ def best_of_n(
 
 def random_search(
     generator: Generator,
-    reward: Any,
+    reward: Reward,
     steps: int,
     budget: int,
     seed: int = 0,
@@ -180,7 +175,7 @@ def random_search(
 
 def zero_order(
     generator: Generator,
-    reward: Any,
+    reward: Reward,
     steps: int,
     budget: int,
     seed: int = 0,
@@ -218,7 +213,7 @@ def zero_order(
 
 def search_over_paths(
     generator: Generator,
-    reward: Any,
+    reward: Reward,
     steps: int,
     budget: int,
     seed: int = 0,
@@ -267,7 +262,7 @@ def search_over_paths(
 
 def noise_gradient(
     generator: Generator,
-    reward: Any,
+    reward: Reward,
     steps: int,
     budget: int,
     seed: int = 0,

@@ -13,39 +13,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from ..sample_photos import sample_photos
 from .data import PreferencePair, write_pairs
 
-PHOTOS = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "immunohistochemistry",
-    "hubble_deep_field",
-    "retina",
-    "colorwheel",
-    "stereo_motorcycle",
-)
 EDITS = ("colour_cast", "blur", "pasted_block")
 PROMPT = "a clean, natural photograph"
-
-
-def sample_photos() -> list[np.ndarray]:
-    """scikit-image's bundled colour photos as uint8 [H, W, 3] (those that need no download)."""
-    import skimage.data
-
-    out = []
-    for name in PHOTOS:
-        try:
-            arr = getattr(skimage.data, name)()
-        except Exception:  # a photo that needs a download (offline) is skipped
-            continue
-        arr = arr[0] if isinstance(arr, tuple) else arr
-        if arr.ndim == 3:
-            out.append(np.ascontiguousarray(arr[..., :3]))
-    if not out:
-        raise RuntimeError("no scikit-image sample photo could be loaded; install scikit-image")
-    return out
 
 
 def edit(img: Image.Image, kind: str, rng: random.Random) -> Image.Image:

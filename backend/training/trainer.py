@@ -11,7 +11,6 @@ training are the shared run runtime's (`backend/runs.py`).
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from collections.abc import Callable
@@ -21,10 +20,10 @@ from typing import Any
 
 import torch
 
-from ..reward_model import TRAINING_RECORD
 from ..runs import Progress, Run, RunTask, distributed, run_task
 from ..scoring.answer import AnswerTokens
 from ..scoring.config import ScoringConfig
+from ..training_record import write_training_record
 from ..vlm.base import VisualOptions
 from ..vlm.loading import load_vlm
 from .data import PreferencePair, load_pairs, split_pairs
@@ -290,9 +289,7 @@ class RewardModelTraining(RunTask):
             src = Path(self.vlm.path) / name
             if src.is_file():
                 shutil.copy2(src, tmp / name)
-        (tmp / TRAINING_RECORD).write_text(
-            json.dumps({"config": asdict(self.cfg), "step": step, "scoring": self.cfg.scoring}, indent=2)
-        )
+        write_training_record(tmp, {"config": asdict(self.cfg), "step": step, "scoring": self.cfg.scoring})
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
         self.vlm.model = model

@@ -1,0 +1,14 @@
+"""Reward callables typed by one protocol (`protocol.Reward`): a reward model pointwise or pairwise
+(`model.py`), a `rewarddance serve` backend (`remote.py`), an ensemble or a monotone transform of others
+(`combine.py`), and a differentiable colour statistic for tests and benchmarks (`colour.py`).
+Noise search and the RL trainers both take a `Reward`."""
+
+from __future__ import annotations
+
+from .colour import ColourReward
+from .combine import TRANSFORMS, Ensemble, Transformed
+from .model import ModelReward
+from .protocol import Reward
+from .remote import RemoteReward
+
+__all__ = ["Reward", "ModelReward", "RemoteReward", "Ensemble", "Transformed", "TRANSFORMS", "ColourReward"]

@@ -1,0 +1,36 @@
+"""A reward model as a reward: P("yes") for a prompt, or P(beats a reference) for pairwise rewards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..media import video_from_frames
+from .protocol import Reward
+
+
+@dataclass
+class ModelReward(Reward):
+    """P("yes") of a RewardModel for a prompt (pointwise), or P(beats `reference`) when one is given."""
+
+    model: Any
+    prompt: str
+    reference: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+    differentiable: bool = True
+    fps: float = 16.0  # frame rate of video candidates [B, T, H, W, 3] (the reward model samples frames by time)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Rewards [B]; differentiable when `images` requires grad and gradients are enabled."""
+        needs_grad = torch.is_grad_enabled() and images.requires_grad
+        if images.ndim == 5:
+            images = [video_from_frames(v, self.fps) for v in images]
+        if self.reference is not None and needs_grad:
+            return self.model.compare_reward(images, self.reference, self.prompt, **self.options)
+        if self.reference is not None:
+            return torch.tensor(self.model.compare(images, self.reference, self.prompt, **self.options).scores)
+        if needs_grad:
+            return self.model.reward(images, self.prompt, **self.options)
+        return torch.tensor(self.model.score(images, self.prompt, **self.options).scores)
