@@ -411,9 +411,9 @@ def test_rl_training_on_diffusers_pipelines_exports_comfyui_keys(algorithm, fami
         out=str(tmp_path / "run"),
         prompts=["a red fox"],
         steps=2,
-        lr=1e-3,
-        rank=2,
-        alpha=4,
+        learning_rate=1e-3,
+        lora_rank=2,
+        lora_alpha=4,
         prompts_per_step=1,
         eval_seeds=1,
         save_every=1,
@@ -428,8 +428,7 @@ def test_rl_training_on_diffusers_pipelines_exports_comfyui_keys(algorithm, fami
     trained = load_pipeline(str(path))
     network = getattr(trained, "transformer", None) or trained.unet
     load_peft_adapter(network, summary["files"]["peft"])
-    state = load_file(str(tmp_path / "run" / "checkpoint" / "lora.safetensors"))
-    from rewarddance.backend.rl.lora import lora_state_dict
-
-    assert set(lora_state_dict(network)) == set(state)
-    assert all(torch.equal(lora_state_dict(network)[k], state[k]) for k in state)
+    state = load_file(str(tmp_path / "run" / "checkpoint" / "trainable.safetensors"))
+    reloaded = {n: p.detach().cpu() for n, p in network.named_parameters() if "lora_" in n}
+    assert set(reloaded) == set(state)
+    assert all(torch.equal(reloaded[k], state[k]) for k in state)
