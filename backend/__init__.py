@@ -11,7 +11,7 @@ _EXPORTS = {
     "RewardModel": "reward_model",
     "ScoringConfig": "scoring.config",
     "FewShotExample": "scoring.prompts",
-    "CRITERIA_PRESETS": "scoring.prompts",
+    "CRITERIA_PRESETS": "scoring.criteria",
     "ScoreResult": "scoring.results",
     "RankResult": "scoring.results",
     "TournamentResult": "scoring.results",

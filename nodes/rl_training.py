@@ -140,6 +140,18 @@ def encode(clip: Any, text: str) -> list:
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
 
+TRAINER_DESCRIPTION = (
+    "RL fine-tuning of a LoRA so the model's images score higher with the reward model. raft: best "
+    "of each group, then the usual diffusion loss on it (any model). grpo: Flow-GRPO with SDE "
+    "sampling and group-relative advantages (flow models: SD3, Flux, Wan...). refl: the reward's "
+    "gradient through the last sampling step (needs a local reward model). Files go to "
+    "output/<filename_prefix>.safetensors (ComfyUI LoRA), a LoRA every save_every steps, and "
+    "<filename_prefix>_run/ (checkpoint, log.jsonl, chart.png). Cancel saves a checkpoint; queue "
+    "again with the same settings to resume. Watch the window std in the chart: when it collapses "
+    "the model is exploiting the reward (reward hacking)."
+)
+
+
 class RewardLoraTrainer(io.ComfyNode):
     """Fine-tune a LoRA of the MODEL with reinforcement learning against the reward model."""
 
@@ -149,14 +161,7 @@ class RewardLoraTrainer(io.ComfyNode):
             node_id="RewardDanceLoraTrainer",
             display_name="Reward LoRA Trainer",
             category=CATEGORY,
-            description="RL fine-tuning of a LoRA so the model's images score higher with the reward model. raft: best "
-            "of each group, then the usual diffusion loss on it (any model). grpo: Flow-GRPO with SDE "
-            "sampling and group-relative advantages (flow models: SD3, Flux, Wan...). refl: the reward's "
-            "gradient through the last sampling step (needs a local reward model). Files go to "
-            "output/<filename_prefix>.safetensors (ComfyUI LoRA), a LoRA every save_every steps, and "
-            "<filename_prefix>_run/ (checkpoint, log.jsonl, chart.png). Cancel saves a checkpoint; queue "
-            "again with the same settings to resume. Watch the window std in the chart: when it collapses "
-            "the model is exploiting the reward (reward hacking).",
+            description=TRAINER_DESCRIPTION,
             inputs=[
                 io.Model.Input(
                     "model", tooltip="the model to train a LoRA for (it is copied: this MODEL is not changed)"

@@ -142,7 +142,8 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny_dirs):
         line = proc.stdout.readline()
         assert "serving on" in line, proc.stderr.read()
         url = line.split("serving on ")[1].split()[0]
-        images = [png_b64(random_image(96, 96, seed=i)) for i in range(24)]
+        # enough work that the requests are surely still running 0.3 s after they start (tiny models are fast)
+        images = [png_b64(random_image(96, 96, seed=i)) for i in range(96)]
         results: dict[int, tuple] = {}
 
         def send(i: int) -> None:
@@ -166,7 +167,7 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny_dirs):
     assert code == 0, proc.stderr.read()
     assert sorted(results) == list(range(6))
     for status, body, _ in results.values():
-        assert status == 200 and len(body["scores"]) == 24
+        assert status == 200 and len(body["scores"]) == 96
 
 
 # --- client retries ---------------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ retried request by request, so one bad request never fails the others. Requests 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..holding import holding
 from .errors import ApiError
 
 
@@ -302,14 +302,8 @@ def _fail(job: Job, exc: Exception) -> None:
 
 
 # --- run on the model's thread -------------------------------------------------------------------------------
-def _holding(model: Any) -> Any:
-    """The model's own exclusive-use context (lock, host hooks), when it has one."""
-    use = getattr(model, "use", None)
-    return use() if use is not None else contextlib.nullcontext()
-
-
 def _prepare_queries(model: Any, queries: list[Any]) -> list[Any]:
-    with _holding(model), torch.no_grad():
+    with holding(model), torch.no_grad():
         return model.scorer.prepare(queries)
 
 
@@ -317,7 +311,7 @@ def _score_prepared(model: Any, prepared: list[list[Any]], configs: list[Any], m
     """One engine call over every job's prepared queries; each job's scores read with its own config."""
     flat = [p for rows in prepared for p in rows]
     base = model.config
-    with _holding(model), torch.no_grad():
+    with holding(model), torch.no_grad():
         logits = model.scorer.last_logits(flat, max_tokens, base.prefix_reuse, base.min_prefix_tokens)
         out, start = [], 0
         for rows, config in zip(prepared, configs):
@@ -329,6 +323,6 @@ def _score_prepared(model: Any, prepared: list[list[Any]], configs: list[Any], m
 def _run_with_generation(
     model: Any, queries: list[Any], config: Any, reasons: bool
 ) -> tuple[list[float], list[str] | None]:
-    with _holding(model), torch.no_grad():
+    with holding(model), torch.no_grad():
         scores, texts = model.run(queries, config, reasons)
     return scores.tolist(), texts
