@@ -81,11 +81,22 @@ def test_an_interrupt_stops_between_chunks(same_size_files, reward_models, monke
     class Interrupted(Exception):
         pass
 
+    rm = reward_models("qwen2_5_vl")
+    scored: list[int] = []
+    original = rm.score
+
+    def counting_score(images, *args, **kwargs):
+        scored.append(len(images))
+        return original(images, *args, **kwargs)
+
     def stop(done, total):
+        assert (done, total) == (2, 5)
         raise Interrupted
 
+    monkeypatch.setattr(rm, "score", counting_score)
     with pytest.raises(Interrupted):
-        nl.score_images(reward_models("qwen2_5_vl"), load_like_comfyui(same_size_files), "x", progress=stop)
+        nl.score_images(rm, load_like_comfyui(same_size_files), "x", progress=stop)
+    assert scored == [2]  # the first chunk of 2 was scored, then it stopped: the other 3 images cost nothing
 
 
 def test_best_of_n_keeps_the_top_k_with_their_latents(same_size_files, reward_models):

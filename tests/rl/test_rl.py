@@ -400,7 +400,7 @@ def test_pairwise_reward_against_the_tournament_winner_trains_end_to_end(base_fl
 def test_remote_reward_through_the_scoring_backend_trains_end_to_end(base_flow, tiny_dirs, tmp_path):
     """grpo with the reward model behind `rewarddance serve`: scores arrive from the server while sampling goes on,
     and equal the in-process model's scores."""
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1]))
     from helpers import ServerThread
 
     from rewarddance.backend.reward_model import RewardModel
