@@ -53,6 +53,13 @@ def distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def end_processes() -> None:
+    """Wait for every process, then leave the process group (so no process exits while others still talk)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def accelerate_device() -> str:
     """This process's device under `accelerate launch` (joins the process group accelerate set up)."""
     from accelerate import PartialState

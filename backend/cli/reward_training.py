@@ -24,7 +24,7 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
     """Train a reward model from a config file; Ctrl+C checkpoints, and the same command resumes."""
     from tqdm import tqdm
 
-    from ..runs import accelerate_device, distributed
+    from ..runs import accelerate_device, distributed, end_processes
     from ..training.trainer import load_train_config, train_reward_model
 
     log_training_to_stderr()
@@ -43,6 +43,7 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
             bar.refresh()
 
         result = train_reward_model(cfg, progress)
+    end_processes()  # under accelerate: every process finishes before any leaves
     if not main_process:
         return 0
     if result["interrupted"]:

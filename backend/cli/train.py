@@ -24,7 +24,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from ..rl.config import load_rl_config
     from ..rl.run import train_rl
-    from ..runs import accelerate_device, distributed
+    from ..runs import accelerate_device, distributed, end_processes
 
     log_training_to_stderr()
     cfg = load_rl_config(args.config)
@@ -47,6 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.refresh()
 
         summary = train_rl(cfg, progress=progress)
+    end_processes()  # under accelerate: every process finishes before any leaves
     if not main_process:
         return 0
     if summary["interrupted"]:
