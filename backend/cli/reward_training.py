@@ -9,7 +9,9 @@ import sys
 from ..devices import DTYPE_CHOICES
 from .command import Command
 from .errors import CLIError
-from .training_logs import log_training_to_stderr
+from .training_runs import log_training_to_stderr, process_device, run_with_progress
+
+ROW_BOOKKEEPING = ("step", "seconds", "skipped_updates")  # log-row fields the progress bar leaves out
 
 
 def add_train_rm_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,9 +24,6 @@ def add_train_rm_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_train_rm(args: argparse.Namespace) -> int:
     """Train a reward model from a config file; Ctrl+C checkpoints, and the same command resumes."""
-    from tqdm import tqdm
-
-    from ..runs import accelerate_device, distributed, end_processes
     from ..training.trainer import load_train_config, train_reward_model
 
     log_training_to_stderr()
@@ -32,19 +31,15 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
     if args.steps is not None:
         cfg.steps = args.steps
         cfg.validate()
-    if args.accelerate:
-        cfg.device = accelerate_device()  # joins the process group `accelerate launch` set up; one GPU per process
-    main_process = distributed()[0] == 0
-    with tqdm(total=cfg.steps, desc="training", unit="step", disable=args.quiet or not main_process) as bar:
-
-        def progress(step: int, total: int, metrics: dict) -> None:
-            bar.n = step
-            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
-            bar.refresh()
-
-        result = train_reward_model(cfg, progress)
-    end_processes()  # under accelerate: every process finishes before any leaves
-    if not main_process:
+    cfg.device = process_device(args.accelerate) or cfg.device  # one GPU per process
+    result = run_with_progress(
+        lambda progress: train_reward_model(cfg, progress),
+        cfg.steps,
+        "training",
+        lambda row: {k: f"{v:.3f}" for k, v in row.items() if k not in ROW_BOOKKEEPING and isinstance(v, (int, float))},
+        args.quiet,
+    )
+    if result is None:
         return 0
     if result["interrupted"]:
         print(

@@ -9,19 +9,6 @@ from ..devices import ATTENTION, DTYPE_CHOICES
 from .command import Command
 from .errors import CLIError
 
-# ModelSpec loading fields a flag sets for every model given with --model.
-LOADING_FIELDS = (
-    "dtype",
-    "device",
-    "attn_implementation",
-    "device_map",
-    "min_pixels",
-    "max_pixels",
-    "video_max_pixels",
-    "max_frames",
-    "fps",
-)
-
 
 def serve_settings(args: argparse.Namespace) -> Any:
     """ServerSettings from --config plus flags (flags win)."""
@@ -58,7 +45,7 @@ def serve_settings(args: argparse.Namespace) -> Any:
 
 def add_flag_models(settings: Any, args: argparse.Namespace) -> None:
     """Add the --model NAME=PATH models (with the loading flags) and apply --pin / --trust-remote-code."""
-    from ..server.settings import ModelSpec, parse_model_flag
+    from ..server.settings import LOADING_FIELDS, ModelSpec, parse_model_flag
 
     load = {k: getattr(args, k) for k in LOADING_FIELDS if getattr(args, k) is not None}
     for flag in args.model or []:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from .command import Command
-from .training_logs import log_training_to_stderr
+from .training_runs import log_training_to_stderr, process_device, run_with_progress
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,35 +20,27 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """LoRA RL fine-tuning of a generator with the reward (raft, refl, grpo); Ctrl+C checkpoints, the same command resumes."""
-    from tqdm import tqdm
-
     from ..rl.config import load_rl_config
     from ..rl.run import train_rl
-    from ..runs import accelerate_device, distributed, end_processes
 
     log_training_to_stderr()
     cfg = load_rl_config(args.config)
     if args.steps is not None:
         cfg.steps = args.steps
         cfg.validate()
-    if args.accelerate:
-        device = accelerate_device()  # joins the process group `accelerate launch` set up; one GPU per process
+    device = process_device(args.accelerate)  # one GPU per process
+    if device is not None:
         cfg.generator.setdefault("device", device)
         for reward in cfg.rewards:
             reward.setdefault("device", device)
-    main_process = distributed()[0] == 0
-    with tqdm(
-        total=cfg.steps, desc=f"train {cfg.algorithm}", unit="step", disable=args.quiet or not main_process
-    ) as bar:
-
-        def progress(step: int, total: int, row: dict) -> None:
-            bar.n = step
-            bar.set_postfix({"reward": f"{row['reward_mean']:.3f}", "std": f"{row['window_std']:.3f}"}, refresh=False)
-            bar.refresh()
-
-        summary = train_rl(cfg, progress=progress)
-    end_processes()  # under accelerate: every process finishes before any leaves
-    if not main_process:
+    summary = run_with_progress(
+        lambda progress: train_rl(cfg, progress=progress),
+        cfg.steps,
+        f"train {cfg.algorithm}",
+        lambda row: {"reward": f"{row['reward_mean']:.3f}", "std": f"{row['window_std']:.3f}"},
+        args.quiet,
+    )
+    if summary is None:
         return 0
     if summary["interrupted"]:
         print(

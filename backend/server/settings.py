@@ -39,6 +39,20 @@ _UNITS = {
 }
 
 
+# The ModelSpec fields that shape how a model loads (the serve flags of the same names set them for every model).
+LOADING_FIELDS = (
+    "dtype",
+    "device",
+    "attn_implementation",
+    "device_map",
+    "min_pixels",
+    "max_pixels",
+    "video_max_pixels",
+    "max_frames",
+    "fps",
+)
+
+
 class SettingsError(ConfigFileError):
     """A server setting is unusable; the message names it and the fix."""
 
@@ -111,19 +125,7 @@ class ModelSpec:
 
     def load_options(self) -> dict[str, Any]:
         """Keyword arguments of `RewardModel.from_pretrained` (without the path)."""
-        keys = (
-            "dtype",
-            "device",
-            "attn_implementation",
-            "device_map",
-            "min_pixels",
-            "max_pixels",
-            "video_max_pixels",
-            "max_frames",
-            "fps",
-            "trust_remote_code",
-        )
-        return {k: getattr(self, k) for k in keys} | dict(self.scoring)
+        return {k: getattr(self, k) for k in (*LOADING_FIELDS, "trust_remote_code")} | dict(self.scoring)
 
 
 @dataclass
