@@ -1,0 +1,71 @@
+"""The pieces every workflow spec uses: the node record `N`, the reward-model loader and note nodes, the
+shared prompts and model notes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+REWARD_MODEL_DIR = "Qwen2.5-VL-7B-Instruct"
+REWARD_MODEL_NOTE = (
+    f"Reward model: download Qwen/Qwen2.5-VL-7B-Instruct into `models/reward_models/{REWARD_MODEL_DIR}/` "
+    "(`huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct --local-dir "
+    f"models/reward_models/{REWARD_MODEL_DIR}`), or pick '(hub id below)' to download on first use."
+)
+HF = "https://huggingface.co/"
+CAT_PROMPT = "a photo of a cat"
+SEARCH_NOTE = (
+    "The NOISE output replays the best result through SamplerCustomAdvanced with the same guider "
+    "and sigmas and the euler sampler (for best_of_n, random_search and zero_order; search_over_paths "
+    "returns its result as the LATENT).\n\n" + REWARD_MODEL_NOTE
+)
+
+
+@dataclass
+class N:
+    """One node of a workflow spec: widget values by input name, links by input name -> (node id, slot)."""
+
+    id: int
+    type: str
+    pos: tuple[int, int]
+    widgets: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, tuple[int, int]] = field(default_factory=dict)
+    title: str | None = None
+    size: tuple[int, int] = (320, 160)
+    models: list[dict] | None = None  # files this node needs (properties.models)
+    text: str | None = None  # MarkdownNote body
+
+
+def loader(id: int, pos: tuple[int, int]) -> N:
+    """The Reward Model Loader as shipped: the 7B judge from models/reward_models/."""
+    return N(
+        id,
+        "RewardDanceModelLoader",
+        pos,
+        {"model": REWARD_MODEL_DIR, "dtype": "auto", "device": "auto"},
+        models=[
+            {
+                "name": REWARD_MODEL_DIR,
+                "url": "https://huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct",
+                "directory": "reward_models",
+            }
+        ],
+        size=(340, 200),
+    )
+
+
+def note(id: int, pos: tuple[int, int], text: str) -> N:
+    return N(id, "MarkdownNote", pos, text=text, size=(420, 220))
+
+
+PROMPT = "a red fox standing in fresh snow at golden hour, detailed fur, photograph"
+TRAIN_PROMPTS = [
+    "a photo of a blue fire hydrant",
+    "a photo of a pink car",
+    "a photo of two clocks",
+    "a photo of four handbags",
+    "a photo of a bench and a sports ball",
+    "a photo of a toaster and an oven",
+    "a photo of a purple wine glass and a black apple",
+    "a photo of a green bus and a purple microwave",
+]
