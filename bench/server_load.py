@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from score_throughput import device_name, make_images, quiet_progress_bars, write_checkpoint  # noqa: E402
+from judge_checkpoints import write_checkpoint  # noqa: E402
+from score_throughput import device_name, make_images, quiet_progress_bars  # noqa: E402
 
 PROMPT = "a photo of an astronaut"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
