@@ -129,6 +129,14 @@ class RunTask:
         """A checkpoint's saved config in today's key names (checkpoints of the previous release)."""
         return config
 
+    def legacy_checkpoint(self) -> tuple[Path, dict[str, torch.Tensor]] | None:
+        """A checkpoint in the previous release's layout: its directory and its tensors in `trainable()` names."""
+        return None
+
+    def legacy_initial(self) -> dict[str, Any]:
+        """The initial summary fields of a run checkpointed by the previous release (not kept in its state)."""
+        return {}
+
 
 @dataclass
 class Snapshot:
@@ -247,14 +255,17 @@ class Run:
         """Continue from the checkpoint, if any (refusing one of a different run); False when there is none."""
         from safetensors.torch import load_file
 
-        ckpt = self.checkpoint_dir()
-        if not ckpt.is_dir() and ckpt.with_name(CHECKPOINT + ".old").is_dir():
-            ckpt = ckpt.with_name(CHECKPOINT + ".old")  # killed between the two renames
-        if not (ckpt / "state.json").is_file():
-            return False
+        ckpt = self._saved_checkpoint()
+        if ckpt is not None:
+            saved = load_file(str(ckpt / "trainable.safetensors"))
+        else:
+            legacy = self.task.legacy_checkpoint()
+            if legacy is None:
+                return False
+            ckpt, saved = legacy
+            log.warning("%s: continuing from %s, written by the previous release", self.task.name, ckpt)
         state = json.loads((ckpt / "state.json").read_text())
         self._check_same_run(ckpt, self.task.upgrade_saved_config(state["config"]))
-        saved = load_file(str(ckpt / "trainable.safetensors"))
         live = self.task.trainable()
         if set(saved) != set(live):
             raise RunError(
@@ -265,7 +276,8 @@ class Run:
             for name, p in live.items():
                 p.copy_(saved[name].to(p.device, p.dtype))
         self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
-        self.step, self.skipped, self.initial = state["step"], state.get("skipped", 0), state.get("initial", {})
+        self.step, self.skipped = state["step"], state.get("skipped", 0)
+        self.initial = state["initial"] if "initial" in state else self.task.legacy_initial()
         path = self.out / "log.jsonl"
         kept = (
             truncate_after(path, self.step)
@@ -273,8 +285,15 @@ class Run:
             else [r for r in read_rows(path) if r.get("step", 0) <= self.step]
         )
         self.rows = kept
-        self.task.restore_trainer_state(state.get("trainer", {}), kept)
+        self.task.restore_trainer_state(state.get("trainer", state), kept)  # the previous release: at the top level
         return True
+
+    def _saved_checkpoint(self) -> Path | None:
+        """The checkpoint directory in today's format (or its `.old` twin after a kill mid-swap), if any."""
+        for ckpt in (self.checkpoint_dir(), self.checkpoint_dir().with_name(CHECKPOINT + ".old")):
+            if (ckpt / "state.json").is_file() and (ckpt / "trainable.safetensors").is_file():
+                return ckpt
+        return None
 
     def _check_same_run(self, ckpt: Path, saved_config: dict[str, Any]) -> None:
         """Refuse a checkpoint whose identity (the config values that define the run) differs from ours."""

@@ -182,9 +182,9 @@ class RewardLoraTrainer(io.ComfyNode):
                 io.Combo.Input("algorithm", options=list(NODE_ALGORITHMS), default="raft"),
                 io.Int.Input("steps", default=100, min=1, max=100000, tooltip="training steps (one prompt per step)"),
                 io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=0.1, step=1e-5),
-                io.Int.Input("rank", default=16, min=1, max=256),
+                io.Int.Input("lora_rank", default=16, min=1, max=256),
                 io.Float.Input(
-                    "alpha",
+                    "lora_alpha",
                     default=16.0,
                     min=0.1,
                     max=512.0,
@@ -192,7 +192,7 @@ class RewardLoraTrainer(io.ComfyNode):
                     tooltip="LoRA scale alpha / rank (written into the file, so strength 1 is as trained)",
                 ),
                 io.Int.Input("group_size", default=4, min=1, max=64, tooltip="images sampled per prompt per step"),
-                io.Int.Input("sampler_steps", default=20, min=2, max=200, tooltip="sampling steps while training"),
+                io.Int.Input("sample_steps", default=20, min=2, max=200, tooltip="sampling steps while training"),
                 io.Float.Input(
                     "cfg", default=4.5, min=0.0, max=30.0, step=0.1, tooltip="1.0 for distilled models (Flux dev)"
                 ),
@@ -238,10 +238,10 @@ class RewardLoraTrainer(io.ComfyNode):
         algorithm: str,
         steps: int,
         learning_rate: float,
-        rank: int,
-        alpha: float,
+        lora_rank: int,
+        lora_alpha: float,
         group_size: int,
-        sampler_steps: int,
+        sample_steps: int,
         cfg: float,
         scheduler: str,
         seed: int,
@@ -253,13 +253,13 @@ class RewardLoraTrainer(io.ComfyNode):
         prompt_list = list(dict.fromkeys(prompt_lines(prompts)))
         samples = training_latent(latent_image)
         training = NodeTraining(
-            algorithm, steps, learning_rate, rank, alpha, group_size, sampler_steps, seed, save_every
+            algorithm, steps, learning_rate, lora_rank, lora_alpha, group_size, sample_steps, seed, save_every
         ).validate()
         check_algorithm(algorithm, reward_model, model)
         run_dir, final = output_paths(folder_paths.get_output_directory(), filename_prefix)
         config = training.config(prompt_list, run_dir)
         trainable, policy = lora_policy(
-            model, reward_model, prompt_list, algorithm, LoraSpec(rank, alpha), seed, criteria
+            model, reward_model, prompt_list, algorithm, LoraSpec(lora_rank, lora_alpha), seed, criteria
         )
         progress = live_progress(
             steps, run_dir, final, policy.network, policy.family, save_every, getattr(cls.hidden, "unique_id", None)
@@ -267,7 +267,7 @@ class RewardLoraTrainer(io.ComfyNode):
         decoder = differentiable_decoder(vae) if algorithm == "refl" else None
         sampler = TrainingSampler(prompt_list, training_run(config, policy, progress), vae, scheduler, decoder)
         guider = prompts_guider(trainable, clip, prompt_list, negative, cfg)
-        sigmas = comfy.samplers.calculate_sigmas(trainable.get_model_object("model_sampling"), scheduler, sampler_steps)
+        sigmas = comfy.samplers.calculate_sigmas(trainable.get_model_object("model_sampling"), scheduler, sample_steps)
         sample_in_guider(guider, sampler, samples, sigmas, seed, reward_model, preload=[trainable])
         policy.network.requires_grad_(False)
         raise_if_cancelled(sampler.summary, policy, final)

@@ -1,4 +1,4 @@
-"""Run by tests/test_comfyui.py with ComfyUI's Python: a LoRA added to a tiny SD1.5-shaped ComfyUI model
+"""Run by tests/test_comfyui_inprocess.py with ComfyUI's Python: a LoRA added to a tiny SD1.5-shaped ComfyUI model
 with our peft adapters, exported in ComfyUI's format, loaded into a fresh copy of the model through the
 stock LoraLoaderModelOnly; prints one JSON line comparing the outputs.
 

@@ -1,4 +1,4 @@
-"""Run by tests/test_comfyui.py with ComfyUI's Python: the Reward Noise Search node on a tiny SD1.5-shaped
+"""Run by tests/test_comfyui_inprocess.py with ComfyUI's Python: the Reward Noise Search node on a tiny SD1.5-shaped
 model and a TAESD VAE built in-process, then replay its NOISE through SamplerCustomAdvanced's path
 (guider + euler). Prints one JSON line with the results.
 

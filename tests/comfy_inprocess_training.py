@@ -1,4 +1,4 @@
-"""Run by tests/test_comfyui.py with ComfyUI's Python: the Reward LoRA Trainer node in-process, under inference
+"""Run by tests/test_comfyui_inprocess.py with ComfyUI's Python: the Reward LoRA Trainer node in-process, under inference
 mode as ComfyUI runs nodes, on a tiny SD1.5-shaped model (made a flow model with ModelSamplingSD3 for grpo),
 a tiny real CLIP text encoder, a TAESD VAE and the tiny reward model loaded as the loader node loads it.
 Prints one JSON line.
@@ -111,10 +111,10 @@ def run_node(training, model, vae, clip, rm, algorithm: str, steps: int, **overr
         algorithm=algorithm,
         steps=steps,
         learning_rate=0.05,
-        rank=4,
-        alpha=4.0,
+        lora_rank=4,
+        lora_alpha=4.0,
         group_size=3,
-        sampler_steps=3,
+        sample_steps=3,
         cfg=2.0,
         scheduler="simple",
         seed=7,

@@ -39,7 +39,7 @@ def test_backend_exports_resolve():
 
 
 def test_node_modules_compile():
-    """nodes/ imports ComfyUI and is exercised by tests/test_comfyui.py; here at least every file compiles."""
+    """nodes/ imports ComfyUI and is exercised by tests/test_comfyui.py and tests/test_comfyui_inprocess.py; here at least every file compiles."""
     import py_compile
     from pathlib import Path
 

@@ -254,3 +254,16 @@ def test_two_processes_under_accelerate_end_with_identical_weights(trainer, work
     assert len(summary["replica_digests"]) == 2 and len(set(summary["replica_digests"])) == 1
     rows = [json.loads(line) for line in (cfg.parent / "out" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "seconds" in r] == [1, 2]  # only the main process logs
+
+
+def test_bad_lora_and_gradient_settings_name_the_key(tiny_dirs, tmp_path):
+    from rewarddance.backend.rl.config import RLConfig
+    from rewarddance.backend.training.trainer import RMTrainConfig
+
+    base = dict(algorithm="raft", out="o", prompts=["a"])
+    with pytest.raises(ValueError, match="lora_rank must be a positive integer, got 0"):
+        RLConfig(**base, lora_rank=0).validate()
+    with pytest.raises(ValueError, match="lora_alpha must be a positive number, got -1"):
+        RLConfig(**base, lora_alpha=-1).validate()
+    with pytest.raises(ValueError, match="max_grad_norm must be a positive number, got 0"):
+        RMTrainConfig(model=str(tiny_dirs["qwen2_5_vl"]), pairs="p.jsonl", out="o", max_grad_norm=0).validate()

@@ -94,7 +94,10 @@ class RLConfig:
         if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
             raise ValueError(f"reward_weights: {len(self.reward_weights)} weights for {len(self.rewards)} rewards")
         self.trainer_config()
-        LoraSpec(self.lora_rank, self.lora_alpha, self.lora_targets).validate()
+        if isinstance(self.lora_rank, bool) or not (isinstance(self.lora_rank, int) and self.lora_rank >= 1):
+            raise ValueError(f"lora_rank must be a positive integer, got {self.lora_rank!r}")
+        if isinstance(self.lora_alpha, bool) or not (isinstance(self.lora_alpha, (int, float)) and self.lora_alpha > 0):
+            raise ValueError(f"lora_alpha must be a positive number, got {self.lora_alpha!r}")
         if not self.prompt_list():
             raise ValueError("prompts: no prompts given")
         return self

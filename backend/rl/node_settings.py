@@ -39,10 +39,10 @@ class NodeTraining:
     algorithm: str
     steps: int
     learning_rate: float
-    rank: int
-    alpha: float
+    lora_rank: int
+    lora_alpha: float
     group_size: int
-    sampler_steps: int
+    sample_steps: int
     seed: int
     save_every: int
 
@@ -55,16 +55,16 @@ class NodeTraining:
             raise ValueError(
                 f"learning_rate must be in (0, 1) (1e-4 is a good start for a LoRA), got {self.learning_rate}"
             )
-        if self.sampler_steps < 2:
-            raise ValueError(f"sampler_steps must be at least 2, got {self.sampler_steps}")
+        if self.sample_steps < 2:
+            raise ValueError(f"sample_steps must be at least 2, got {self.sample_steps}")
         return self
 
     def config(self, prompts: list[str], out: Path) -> RLConfig:
         """The RLConfig of a node run (one prompt per step, round-robin; the reward model is the node's)."""
-        trainer = {"group_size": self.group_size, "sample_steps": self.sampler_steps}
+        trainer = {"group_size": self.group_size, "sample_steps": self.sample_steps}
         if self.algorithm == "refl":
             trainer["grad_steps"] = 1
-            trainer["random_stop"] = min(2, self.sampler_steps - 1)
+            trainer["random_stop"] = min(2, self.sample_steps - 1)
         if self.algorithm == "raft":
             trainer["raft_keep"] = 1
         return RLConfig(
@@ -73,8 +73,8 @@ class NodeTraining:
             prompts=prompts,
             steps=self.steps,
             learning_rate=self.learning_rate,
-            lora_rank=self.rank,
-            lora_alpha=self.alpha,
+            lora_rank=self.lora_rank,
+            lora_alpha=self.lora_alpha,
             prompts_per_step=1,
             eval_prompts=prompts[:MAX_EVAL_PROMPTS],
             eval_seeds=EVAL_SEEDS,

@@ -8,6 +8,7 @@ the runtime averages the LoRA gradients across processes and only the main proce
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -82,6 +83,25 @@ class RLTask(RunTask):
     def upgrade_saved_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """Saved configs of the previous release used lr / rank / alpha / targets."""
         return {RENAMED_KEYS.get(k, k): v for k, v in config.items()}
+
+    def legacy_checkpoint(self) -> tuple[Path, dict[str, torch.Tensor]] | None:
+        """The previous release's `checkpoint/lora.safetensors` (PEFT names, without the adapter name)."""
+        from safetensors.torch import load_file
+
+        for ckpt in (self.out / "checkpoint", self.out / "checkpoint.old"):
+            if (ckpt / "lora.safetensors").is_file() and (ckpt / "state.json").is_file():
+                peft_named = load_file(str(ckpt / "lora.safetensors"))
+                renamed = {n: peft_named.get(n.replace(".default.", ".")) for n in self.names}
+                return ckpt, {n: t for n, t in renamed.items() if t is not None}
+        return None
+
+    def legacy_initial(self) -> dict[str, Any]:
+        """The reward before training, from the summary the previous release wrote when the run started."""
+        path = self.out / "summary.json"
+        try:
+            return {"reward_before": json.loads(path.read_text()).get("reward_before")} if path.is_file() else {}
+        except ValueError:
+            return {}
 
     def trainer_state(self) -> dict[str, Any]:
         """Whether the collapse warning was given already."""

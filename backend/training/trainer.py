@@ -213,6 +213,18 @@ class RewardModelTraining(RunTask):
         ours = asdict(self.cfg)
         return {k: ours[k] for k in RESUME_MUST_MATCH}
 
+    def legacy_checkpoint(self) -> tuple[Path, dict[str, torch.Tensor]] | None:
+        """The newest `checkpoints/step-N` the previous release wrote (same tensor names as today)."""
+        from safetensors.torch import load_file
+
+        root = self.out / "checkpoints"
+        done = [p for p in root.glob("step-*") if (p / "trainable.safetensors").is_file()] if root.is_dir() else []
+        done = [p for p in done if not p.name.endswith(".tmp")]
+        if not done:
+            return None
+        newest = max(done, key=lambda p: p.name)
+        return newest, load_file(str(newest / "trainable.safetensors"))
+
     def train_step(self, run: Run) -> dict[str, Any]:
         """The objective on this process's share of the step's pairs, one update."""
         pairs = self.batch(run.step)[self.rank :: self.world]

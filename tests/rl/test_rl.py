@@ -327,16 +327,16 @@ def test_trainer_node_settings_prompts_paths_and_bad_values(tmp_path):
         (dict(algorithm="ppo"), "algorithm must be one of"),
         (dict(group_size=1), "group_size: grpo"),
         (dict(learning_rate=2.0), "learning_rate must be in"),
-        (dict(sampler_steps=1), "sampler_steps"),
+        (dict(sample_steps=1), "sample_steps"),
     ]:
         values = {
             "algorithm": "grpo",
             "steps": 10,
             "learning_rate": 1e-4,
-            "rank": 8,
-            "alpha": 8.0,
+            "lora_rank": 8,
+            "lora_alpha": 8.0,
             "group_size": 4,
-            "sampler_steps": 10,
+            "sample_steps": 10,
             "seed": 0,
             "save_every": 5,
             **fields,
@@ -439,3 +439,28 @@ def test_remote_reward_through_the_scoring_backend_trains_end_to_end(base_flow, 
     rows = [json.loads(line) for line in (tmp_path / "remote" / "log.jsonl").read_text().splitlines()]
     assert summary["step"] == 2 and [r["step"] for r in rows] == [1, 2]
     assert all(0 < r["reward_mean"] < 1 for r in rows)
+
+
+def test_a_checkpoint_of_the_previous_release_resumes_to_the_same_weights(base_flow, tmp_path, caplog):
+    """The previous release kept `checkpoint/lora.safetensors` (PEFT names) and old config keys in state.json;
+    such a run continues (with a warning) and ends where an uninterrupted run ends."""
+    from safetensors.torch import load_file, save_file
+
+    straight = train_rl(config(tmp_path / "straight", base_flow, "raft", 4), policy=tiny_policy(base_flow)[0])
+    cfg = config(tmp_path / "old", base_flow, "raft", 2)
+    train_rl(cfg, policy=tiny_policy(base_flow)[0])
+    ckpt = Path(cfg.out) / "checkpoint"
+    tensors = load_file(str(ckpt / "trainable.safetensors"))
+    save_file({k.replace(".default.", "."): v for k, v in tensors.items()}, str(ckpt / "lora.safetensors"))
+    (ckpt / "trainable.safetensors").unlink()
+    state = json.loads((ckpt / "state.json").read_text())
+    old_names = {"learning_rate": "lr", "lora_rank": "rank", "lora_alpha": "alpha", "lora_targets": "targets"}
+    old_config = {old_names.get(k, k): v for k, v in state["config"].items()}
+    old_state = {"step": 2, "skipped": 0, "warned": False, "config": old_config}
+    (ckpt / "state.json").write_text(json.dumps(old_state))
+    resumed = train_rl(config(tmp_path / "old", base_flow, "raft", 4), policy=tiny_policy(base_flow)[0])
+    assert resumed["resumed"] and resumed["step"] == 4 and "written by the previous release" in caplog.text
+    assert resumed["reward_before"] == straight["reward_before"]
+    a = load_file(str(Path(straight["checkpoint"]) / "trainable.safetensors"))
+    b = load_file(str(Path(resumed["checkpoint"]) / "trainable.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

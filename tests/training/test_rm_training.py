@@ -200,6 +200,27 @@ def test_interrupt_then_resume_reaches_the_same_final_step_and_weights(synthetic
     assert straight["step"] == 6
 
 
+def test_a_checkpoint_of_the_previous_release_resumes_to_the_same_weights(synthetic, tiny_dirs, tmp_path):
+    """The previous release kept `checkpoints/step-N/` (no `initial` in its state); such a run continues and ends
+    with the weights of an uninterrupted run."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    train_reward_model(config(tiny_dirs, synthetic, tmp_path / "straight", steps=4))
+    train_reward_model(config(tiny_dirs, synthetic, tmp_path / "old", steps=2))
+    old = tmp_path / "old" / "checkpoints" / "step-0000002"
+    old.parent.mkdir()
+    shutil.move(str(tmp_path / "old" / "checkpoint"), str(old))
+    state = json.loads((old / "state.json").read_text())
+    (old / "state.json").write_text(json.dumps({"step": state["step"], "config": state["config"]}))
+    resumed = train_reward_model(config(tiny_dirs, synthetic, tmp_path / "old", steps=4))
+    assert resumed["resumed"] and resumed["step"] == 4
+    a = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "old" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 def test_pointwise_objective_trains(synthetic, tiny_dirs, tmp_path):
     seen = []
     result = train_reward_model(

@@ -1,0 +1,145 @@
+"""The pack's nodes in-process inside ComfyUI's own Python (tiny SD1.5-shaped models, TAESD, tiny judges): the
+noise search node, node input checks, LoRA export through ComfyUI's loaders, and the Reward LoRA Trainer.
+Each test runs one of tests/comfy_inprocess_*.py with COMFYUI_PYTHON and reads the JSON line it prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH (and COMFYUI_PYTHON) to run against ComfyUI")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """tests/<script> in ComfyUI's Python with `args`."""
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    command = [python, str(REPO / "tests" / script), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ})
+
+
+def last_json(out: subprocess.CompletedProcess) -> dict:
+    """The last JSON line a script printed (after checking it succeeded)."""
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert out.returncode == 0 and lines, out.stderr[-3000:]
+    return json.loads(lines[-1])
+
+
+@pytest.mark.parametrize("algorithm", ["best_of_n", "random_search", "zero_order", "search_over_paths"])
+def test_noise_search_node_on_a_tiny_sd15_model(algorithm, tiny_dirs):
+    """The node in-process on a tiny SD1.5-shaped model + TAESD; its NOISE replays the latent through euler."""
+    result = last_json(run_script("comfy_inprocess_search.py", str(REPO), str(tiny_dirs["qwen2_5_vl"]), algorithm))
+    assert result["latent_shape"] == [1, 4, 8, 8] and result["image_shape"] == [1, 64, 64, 3]
+    assert result["summary"].startswith(algorithm) and "denoiser calls" in result["summary"]
+    assert result["image_std"] > 0.01
+    if algorithm != "search_over_paths":  # branched paths are not a function of the initial noise alone
+        scale = 100.0  # the tiny random UNet's latents reach ~60: compare relative to that scale
+        assert result["replay_max_diff"] <= 1e-6 * scale
+
+
+def test_noise_search_node_previews_and_cancel_return_the_best_so_far(tiny_dirs):
+    judge = str(tiny_dirs["qwen2_5_vl"])
+    full = run_script("comfy_inprocess_search.py", str(REPO), judge, "random_search")
+    cancelled = run_script("comfy_inprocess_search.py", str(REPO), judge, "random_search", "interrupt")
+    results = [last_json(full), last_json(cancelled)]
+    assert results[0]["previews"] >= 1  # the best image so far is previewed on the node
+    assert "stopped early" in results[1]["summary"] and "stopped early" not in results[0]["summary"]
+    calls = [int(r["summary"].split(" denoiser calls")[0].split()[-1]) for r in results]
+    assert calls[1] < calls[0] and results[1]["latent_shape"] == [1, 4, 8, 8]
+
+
+def test_node_inputs_refuse_bad_values_with_the_input_named(tiny_dirs):
+    errors = last_json(run_script("comfy_inprocess_search.py", str(REPO), str(tiny_dirs["qwen2_5_vl"]), "bad_inputs"))
+    assert errors["search_batch"].startswith("latent_image:") and "batch of 1" in errors["search_batch"]
+    assert errors["search_prompt"].startswith("text:")
+    assert errors["video_missing"].startswith("frames / video:")
+    assert errors["hub_id_empty"].startswith("hub_id:")
+    assert errors["score_prompt"].startswith("text:")
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_exported_lora_loads_through_lora_loader_model_only_and_matches(strength, tmp_path):
+    """Our ComfyUI-format LoRA changes a tiny SD1.5-shaped model's output exactly as the in-memory LoRA did
+    (at strength 0.5 as the in-memory LoRA with its delta halved: the alpha key sets the scale)."""
+    pytest.importorskip("peft")
+    result = last_json(run_script("comfy_inprocess_lora.py", str(REPO), str(tmp_path), str(strength)))
+    assert result["patches"] * 3 == result["keys"] and result["patches"] > 0  # every adapted layer was patched
+    assert result["lora_changes_output"] > 1e-4
+    assert result["max_diff"] <= 1e-3 * result["lora_changes_output"]
+
+
+def run_training_script(tiny_dirs, out_dir, mode: str) -> dict:
+    """tests/comfy_inprocess_training.py in ComfyUI's Python; its JSON line."""
+    script = "comfy_inprocess_training.py"
+    return last_json(run_script(script, str(REPO), str(tiny_dirs["qwen2_5_vl"]), str(out_dir), mode, timeout=600))
+
+
+@pytest.mark.parametrize("algorithm", ["raft", "grpo", "refl"])
+def test_reward_lora_trainer_node_trains_exports_and_leaves_the_model_alone(algorithm, tiny_dirs, tmp_path):
+    """The trainer node under inference mode on a tiny SD1.5-shaped model (flow-matching for grpo) with a real
+    tiny CLIP: the LoRA trains, the user's MODEL is unchanged, the saved file loaded by the stock
+    LoraLoaderModelOnly and the LORA_MODEL output both reproduce the trained MODEL output."""
+    pytest.importorskip("peft")
+    result = run_training_script(tiny_dirs, tmp_path, algorithm)
+    assert result["summary"].startswith(f"{algorithm}: 4 steps") and "held-out reward" in result["summary"]
+    assert result["log_steps"] == [1, 2, 3, 4]
+    assert result["files"] == [
+        f"test_{algorithm}.safetensors",
+        f"test_{algorithm}_run",
+        f"test_{algorithm}_step00002.safetensors",
+        f"test_{algorithm}_step00004.safetensors",
+    ]
+    assert result["user_model_changed"] == 0.0
+    assert result["lora_up_max"] > 0  # trained: lora_up starts at zero
+    assert result["file_vs_trained"] <= 1e-6 and result["lora_model_vs_trained"] <= 1e-6
+    if algorithm == "raft":  # the denoising loss moves the weights visibly; the tiny reward's gradients are ~1e-10
+        assert result["lora_effect"] > 100 * max(result["file_vs_trained"], 1e-7)
+    assert result["chart_shape"][0] == 1 and result["chart_shape"][3] == 3 and result["chart_shape"][1] >= 300
+    assert result["previews"] == 4  # one live chart per step on the progress bar
+    assert result["trained_requires_grad"] is False
+
+
+def test_reward_lora_trainer_cancel_checkpoints_and_queueing_again_resumes(tiny_dirs, tmp_path):
+    """Cancel in the middle of step 3: the run stops with a checkpoint at step 2 and its LoRA file; the same node
+    queued again resumes and ends at the requested 5 steps, each logged once."""
+    pytest.importorskip("peft")
+    result = run_training_script(tiny_dirs, tmp_path, "cancel")
+    assert result["first_run"] == "interrupted" and result["checkpoint_step"] == 2
+    assert result["files_after_cancel"] == ["test_raft_run", "test_raft_step00002.safetensors"]
+    assert result["summary"].startswith("raft: 5 steps (resumed)")
+    assert result["log_steps"] == [1, 2, 3, 4, 5]
+
+
+def test_reward_lora_trainer_refuses_bad_inputs_naming_them(tiny_dirs, tmp_path):
+    pytest.importorskip("peft")
+    errors = run_training_script(tiny_dirs, tmp_path, "bad_inputs")
+    expected = {
+        "empty_prompts": "prompts:",
+        "batch": "latent_image:",
+        "grpo_on_eps": "algorithm:",
+        "grpo_group": "group_size:",
+        "prefix": "filename_prefix:",
+        "learning_rate": "learning_rate",
+    }
+    for case, start in expected.items():
+        assert errors[case].startswith(start), (case, errors[case])
+
+
+def test_default_lora_targets_fit_comfyui_flux_sd3_and_wan_networks():
+    """On ComfyUI's own Flux, SD3 (MMDiT) and Wan classes (tiny sizes) the default targets find the attention and
+    MLP projections, and every exported key names a weight ComfyUI's LoRA key map knows (diffusion_model.<module>)."""
+    pytest.importorskip("peft")
+    result = last_json(run_script("comfy_inprocess_lora.py", str(REPO), "families"))
+    assert {k: v["family"] for k, v in result.items()} == {
+        "flux": "comfy_flux",
+        "sd3": "comfy_mmdit",
+        "wan": "comfy_wan",
+    }
+    assert result["flux"]["adapted"] == 10 and result["wan"]["adapted"] == 10 and result["sd3"]["adapted"] == 7
+    assert all(v["unknown"] == [] for v in result.values())
