@@ -138,11 +138,21 @@ class RewardClient(RequestBuilder):
 class AsyncRewardClient(RequestBuilder):
     """asyncio client (aiohttp); use `async with AsyncRewardClient(url) as rm:` or call `close()`.
 
-    Options as `RewardClient`'s (by keyword), plus `connections`: the most open connections at once.
+    Options as `RewardClient`'s, plus `connections`: the most open connections at once.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, *, connections: int = 64, **options: Any):
-        super().__init__(url, **options)
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        model: str | None = None,
+        timeout: float = 600.0,
+        retries: int = 5,
+        backoff: float = 0.25,
+        connections: int = 64,
+        max_request_mb: float = 48.0,
+    ):
+        super().__init__(url, token, model, timeout, retries, backoff, max_request_mb)
         self.connections = connections
         self._session: Any = None
 

@@ -24,7 +24,7 @@ from .scoring.config import ScoringConfig, default_batch_tokens
 from .scoring.prompts import VERDICT_MARKER, FewShotExample, Query, pairwise_query, pointwise_query
 from .scoring.results import RankResult, ScoreResult, TournamentResult
 from .scoring.scorer import Scorer
-from .training_record import trained_scoring
+from .training_record import TRAINING_RECORD, trained_scoring  # noqa: F401  (TRAINING_RECORD: its old home, one release)
 from .vlm.base import VisualOptions
 from .vlm.loading import LoadedVLM, load_vlm
 

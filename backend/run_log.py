@@ -1,9 +1,11 @@
-"""The JSONL log of a training run (reward-model or RL): append rows, read them, and cut rows newer than the
-checkpoint a run resumes from (a crashed run may have logged steps that the resumed run takes again)."""
+"""JSONL files written a row at a time (training logs, rerank results): append rows, read them back (a last
+line cut short by a crash is skipped), and cut a training log's rows newer than the checkpoint a run resumes
+from (a crashed run may have logged steps that the resumed run takes again)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 
@@ -15,17 +17,24 @@ def append_row(path: Path, row: dict) -> None:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """All rows of a log ([] when there is none)."""
-    return (
-        [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if path.is_file()
-        else []
-    )
+    """All complete rows of a JSONL file ([] when there is none; a line cut short by a crash is skipped)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
 
 
 def truncate_after(path: Path, step: int) -> list[dict]:
-    """Drop rows with a step after `step` (rewriting the file) and return the rows kept."""
+    """Drop rows with a step after `step` (the file is replaced atomically) and return the rows kept."""
     rows = [r for r in read_rows(path) if r.get("step", 0) <= step]
     if path.is_file():
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        os.replace(tmp, path)
     return rows

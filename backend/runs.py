@@ -54,9 +54,9 @@ def distributed() -> tuple[int, int]:
 
 
 def end_processes() -> None:
-    """Wait for every process, then leave the process group (so no process exits while others still talk)."""
+    """Leave the process group cleanly before exiting (a process that exits inside it can abort). Not a
+    barrier: the other processes need not wait while the main one exports and evaluates, however long."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
@@ -159,6 +159,7 @@ class Run:
         self.rows: list[dict] = []
         self.pending_bad: str | None = None
         self.initial: dict[str, Any] = {}  # summary fields measured when the run first started (kept in checkpoints)
+        self.saved_step: int | None = None  # the step of the checkpoint on disk, once this run wrote or read one
         self._snapshot: Snapshot | None = None
 
     @property
@@ -241,7 +242,12 @@ class Run:
         tensors = {n: p.detach().contiguous().cpu() for n, p in self.task.trainable().items()}
         save_file(tensors, str(tmp / "trainable.safetensors"))
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        state = {"step": self.step, "skipped": self.skipped, "config": self.task.config_record()}
+        state = {
+            "step": self.step,
+            "skipped": self.skipped,
+            "processes": self.world,
+            "config": self.task.config_record(),
+        }
         state["initial"], state["trainer"] = self.initial, self.task.trainer_state()
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
         shutil.rmtree(old, ignore_errors=True)
@@ -249,6 +255,7 @@ class Run:
             final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
+        self.saved_step = self.step
         return final
 
     def resume(self) -> bool:
@@ -277,6 +284,16 @@ class Run:
                 p.copy_(saved[name].to(p.device, p.dtype))
         self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
         self.step, self.skipped = state["step"], state.get("skipped", 0)
+        if state.get("processes", 1) != self.world:
+            log.warning(
+                "%s: %s was written by %d process(es), this run has %d: its steps share work differently, so it "
+                "will not match an uninterrupted run",
+                self.task.name,
+                ckpt,
+                state.get("processes", 1),
+                self.world,
+            )
+        self.saved_step = self.step if ckpt == self.checkpoint_dir() else None  # a legacy / .old one is rewritten
         self.initial = state["initial"] if "initial" in state else self.task.legacy_initial()
         path = self.out / "log.jsonl"
         kept = (
@@ -401,6 +418,8 @@ def run_task(
     run = Run(task, optimizer)
     resumed = run.resume()
     if not resumed:
+        if run.main:  # rows of an earlier attempt that never reached a checkpoint start over with the run
+            truncate_after(run.out / "log.jsonl", 0)
         run.initial = task.begin()
     initial = run.initial
     _write_summary(run, {**initial, "status": "training"})
@@ -411,9 +430,10 @@ def run_task(
         interrupted = True
         run.roll_back_unfinished_step()
     elapsed = time.perf_counter() - started
-    checkpoint = run.save_checkpoint()
+    checkpoint = run.checkpoint_dir() if run.saved_step == run.step else run.save_checkpoint()
     base = {"step": run.step, "resumed": resumed, "checkpoint": str(checkpoint), **initial}
     if interrupted:
+        _write_summary(run, {**base, "status": "interrupted"})
         return {**base, "interrupted": True}
     digests = run.replica_digests()
     if len(set(digests)) > 1:

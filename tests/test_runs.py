@@ -267,3 +267,40 @@ def test_bad_lora_and_gradient_settings_name_the_key(tiny_dirs, tmp_path):
         RLConfig(**base, lora_alpha=-1).validate()
     with pytest.raises(ValueError, match="max_grad_norm must be a positive number, got 0"):
         RMTrainConfig(model=str(tiny_dirs["qwen2_5_vl"]), pairs="p.jsonl", out="o", max_grad_norm=0).validate()
+
+
+def test_a_fresh_start_drops_rows_of_an_attempt_that_never_checkpointed(tmp_path):
+    log = tmp_path / "run" / "log.jsonl"
+    log.parent.mkdir()
+    log.write_text("".join(json.dumps({"step": s, "loss": 9.0}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "lo')
+    task = LineFit(tmp_path / "run", steps=2)
+    run_task(task, optimizer(task))
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
+
+
+def test_an_interrupted_summary_says_so_and_the_last_checkpoint_is_written_once(tmp_path, monkeypatch):
+    saves: list[int] = []
+    original = Run.save_checkpoint
+
+    def counting(self):
+        saves.append(self.step)
+        return original(self)
+
+    monkeypatch.setattr(Run, "save_checkpoint", counting)
+    task = LineFit(tmp_path / "run", steps=4)
+    task.save_every = 2
+    run_task(task, optimizer(task))
+    assert saves == [2, 4]  # the end of the run does not write step 4 again
+    cut = LineFit(tmp_path / "cut", cut=2)
+    run_task(cut, optimizer(cut))
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_run_log_skips_a_cut_line_and_rewrites_atomically(tmp_path):
+    from rewarddance.backend.run_log import read_rows, truncate_after
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
+    assert read_rows(log) == [{"step": 1}, {"step": 2}]
+    assert truncate_after(log, 1) == [{"step": 1}] and read_rows(log) == [{"step": 1}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl"]

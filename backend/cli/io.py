@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..run_log import read_rows
 from .errors import CLIError
 
 ROW_FIELDS = ["path", "score", "prompt"]  # the columns of a CSV results file
@@ -81,14 +82,7 @@ def read_done(out: Path | None) -> list[dict]:
                 {"path": r["path"], "score": float(r["score"]), "prompt": r.get("prompt", "")}
                 for r in csv.DictReader(fh)
             ]
-    rows = []
-    for line in out.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interrupted run
-    return rows
+    return read_rows(out)  # a line cut short by an interrupted run is skipped
 
 
 def append_rows(out: Path | None, rows: list[dict]) -> None:

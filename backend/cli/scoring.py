@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..ranking import ranking_order
 from .command import Command
 from .errors import CLIError
 from .io import append_rows, list_media, read_done, read_prompts_file
@@ -151,7 +152,7 @@ def score_files(
 
 def report_ranking(rows: list[dict], failed: list[str], args: argparse.Namespace) -> None:
     """Print the top-k ranks (and the skipped count), and draw the contact sheet if asked."""
-    ranked = sorted(rows, key=lambda r: -r["score"])
+    ranked = [rows[i] for i in ranking_order([r["score"] for r in rows])]
     top = ranked[: args.top_k or len(ranked)]
     for rank, row in enumerate(top, 1):
         print(f"{rank:>4}  {row['score']:.6f}  {row['path']}")

@@ -8,7 +8,16 @@ from __future__ import annotations
 from .colour import ColourReward
 from .combine import TRANSFORMS, Ensemble, Transformed
 from .model import ModelReward
-from .protocol import Reward
+from .protocol import Reward, as_reward
 from .remote import RemoteReward
 
-__all__ = ["Reward", "ModelReward", "RemoteReward", "Ensemble", "Transformed", "TRANSFORMS", "ColourReward"]
+__all__ = [
+    "Reward",
+    "as_reward",
+    "ModelReward",
+    "RemoteReward",
+    "Ensemble",
+    "Transformed",
+    "TRANSFORMS",
+    "ColourReward",
+]

@@ -24,3 +24,20 @@ class Reward(Protocol):
         with torch.no_grad():
             done.set_result(self(images).float().cpu())
         return done
+
+
+class CallableReward(Reward):
+    """A plain reward callable (images -> [B] rewards, optionally with a `differentiable` flag) as a `Reward`."""
+
+    def __init__(self, fn: object):
+        self.fn = fn
+        self.differentiable = bool(getattr(fn, "differentiable", False))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """The wrapped callable's rewards."""
+        return self.fn(images)
+
+
+def as_reward(reward: object) -> Reward:
+    """`reward` itself when it derives from `Reward`, else the callable wrapped as one (inheriting `submit`)."""
+    return reward if Reward in type(reward).__mro__ else CallableReward(reward)

@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..generators.protocol import Generator, initial_latent, noised, seeded_noise
 from ..generators.sampling import euler_step, sample
-from ..rewards.protocol import Reward
+from ..rewards.protocol import Reward, as_reward
 from .lora import adapters_disabled
 from .sde import sde_step, step_scale
 
@@ -119,7 +119,7 @@ def raft_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int,
         gen = policy.generator_for(prompt)
         with torch.no_grad():
             latents = sample(gen, seeded_noise(gen, cfg.group_size, seed + j), cfg.sample_steps)
-            pending.append((prompt, latents, policy.reward_for(prompt).submit(gen.decode(latents))))
+            pending.append((prompt, latents, as_reward(policy.reward_for(prompt)).submit(gen.decode(latents))))
     winners, all_rewards = [], []
     for prompt, latents, future in pending:
         rewards = future.result()
@@ -255,7 +255,7 @@ def grpo_step(
             gen = policy.generator_for(prompt)
             states, logps = sample_trajectory(gen, seeded_noise(gen, cfg.group_size, seed + j), cfg, seed * 7919 + j)
             trajectories.append(Trajectory(prompt, states, sorted(logps), logps))
-            futures.append(policy.reward_for(prompt).submit(gen.decode(states[-1])))
+            futures.append(as_reward(policy.reward_for(prompt)).submit(gen.decode(states[-1])))
     for t, f in zip(trajectories, futures):
         t.rewards = f.result().float()
     advantages, keep = group_advantages([t.rewards for t in trajectories], cfg.adv_std == "group", cfg.adv_clip)

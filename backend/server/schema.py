@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..ranking import MIN_TOURNAMENT
 from ..scoring.config import COT_MODES, NORMALIZATIONS
+from ..scoring.criteria import CRITERIA_PRESETS
 
 MAX_ITEMS = 1024  # images (or pairs) per request, frames per video
 MAX_TOURNAMENT = 64  # candidates: a round robin costs N x (N - 1) comparisons
@@ -41,7 +43,9 @@ PROMPTS = Field("prompt", "prompts", "the generation prompt, or one per image")
 PROMPT = Field("prompt", "prompt", "the generation prompt")
 IMAGES = Field("images", "visuals", "the images or videos to score", minimum=1, maximum=MAX_ITEMS)
 CANDIDATES = Field("candidates", "visuals", "the candidates compared to the reference", minimum=1, maximum=MAX_ITEMS)
-ENTRANTS = Field("candidates", "visuals", "the candidates of the round robin", minimum=2, maximum=MAX_TOURNAMENT)
+ENTRANTS = Field(
+    "candidates", "visuals", "the candidates of the round robin", minimum=MIN_TOURNAMENT, maximum=MAX_TOURNAMENT
+)
 REFERENCE = Field("reference", "visual", "the image every candidate is compared to")
 REASONS = Field("reasons", "boolean", "also return the model's explanation per input")
 TOP_K = Field("top_k", "integer", "how many of the best to return (default: all)", minimum=1)
@@ -60,7 +64,7 @@ SCORING_FIELDS = (
     Field(
         "criteria",
         "criteria",
-        "preset names (alignment, aesthetics, plausibility, text, overall, motion, temporal) or free-form criteria text",
+        f"preset names ({', '.join(CRITERIA_PRESETS)}) or free-form criteria text",
     ),
 )
 

@@ -464,3 +464,18 @@ def test_a_checkpoint_of_the_previous_release_resumes_to_the_same_weights(base_f
     a = load_file(str(Path(straight["checkpoint"]) / "trainable.safetensors"))
     b = load_file(str(Path(resumed["checkpoint"]) / "trainable.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.parametrize("algorithm", ["raft", "grpo"])
+def test_a_plain_reward_callable_trains_with_every_sampling_trainer(algorithm, base_flow, tmp_path):
+    """A reward needs no base class: any callable images -> [B] works (it is wrapped as a `Reward`)."""
+
+    class Red:
+        def __call__(self, images):
+            return images[..., 0].flatten(1).mean(1)
+
+    gen = load_base(base_flow)
+    params = add_lora(gen.net, LoraSpec(4, 8.0))
+    policy = Policy(lambda p: gen, lambda p: Red(), gen.net, params)
+    summary = train_rl(config(tmp_path, base_flow, algorithm, 1), policy=policy)
+    assert summary["step"] == 1 and 0 <= summary["reward_after"] <= 1

@@ -133,3 +133,15 @@ def test_every_reward_submits_through_the_protocol():
     assert client.threads[0].startswith("rewarddance-remote-reward")
     assert not remote.differentiable and not Ensemble([remote, ColourReward()]).differentiable
     assert Transformed(ColourReward()).differentiable and not Transformed(remote).differentiable
+
+
+def test_the_old_rewards_import_path_still_works_with_a_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("rewarddance.backend.search.rewards", None)
+    with pytest.warns(DeprecationWarning, match="import from rewarddance.backend.rewards"):
+        old = importlib.import_module("rewarddance.backend.search.rewards")
+    from rewarddance.backend.rewards import ModelReward
+
+    assert old.ModelReward is ModelReward

@@ -385,7 +385,7 @@ def test_client_wraps_odd_error_bodies():
 
 
 def test_both_clients_share_options_and_errors():
-    """The async client takes the sync client's options by keyword, plus its connection limit."""
+    """The async client takes the sync client's options, plus its connection limit."""
     sync = RewardClient("http://h:1/", token="t0k3n-abc", model="m", timeout=3, retries=2, backoff=0.5)
     aio = AsyncRewardClient("http://h:1/", token="t0k3n-abc", model="m", timeout=3, retries=2, connections=7)
     for c in (sync, aio):
@@ -399,6 +399,8 @@ def test_both_clients_share_options_and_errors():
     assert aio.connections == 7 and sync.delay(2, None) == 2.0 and sync.delay(0, "1.5") == 1.5
     with pytest.raises(ValueError, match="http://"):
         AsyncRewardClient("localhost:8765")
+    positional = AsyncRewardClient("http://h:1", "tok", "m", 4, 1, 0.1, 3)  # the signature of earlier releases
+    assert (positional.token, positional.model, positional.timeout, positional.connections) == ("tok", "m", 4, 3)
 
 
 def test_large_calls_are_split_into_requests_under_the_body_limit(served, image_files, reward_models):
