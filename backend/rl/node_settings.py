@@ -57,6 +57,8 @@ class NodeTraining:
             )
         if self.sample_steps < 2:
             raise ValueError(f"sample_steps must be at least 2, got {self.sample_steps}")
+        if self.lora_rank < 1 or self.lora_alpha <= 0:
+            raise ValueError(f"lora_rank must be >= 1 and lora_alpha > 0, got {self.lora_rank} and {self.lora_alpha}")
         return self
 
     def config(self, prompts: list[str], out: Path) -> RLConfig:

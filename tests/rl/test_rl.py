@@ -328,6 +328,8 @@ def test_trainer_node_settings_prompts_paths_and_bad_values(tmp_path):
         (dict(group_size=1), "group_size: grpo"),
         (dict(learning_rate=2.0), "learning_rate must be in"),
         (dict(sample_steps=1), "sample_steps"),
+        (dict(lora_rank=0), "lora_rank must be >= 1"),
+        (dict(lora_alpha=0.0), "lora_alpha > 0"),
     ]:
         values = {
             "algorithm": "grpo",
