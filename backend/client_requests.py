@@ -42,6 +42,8 @@ def backend_error(status: int, raw: bytes) -> BackendError:
 class RequestBuilder:
     """Request bodies and response parsing shared by the sync and async clients."""
 
+    differentiable = False  # scores come back as numbers: no gradient reaches the generator (unlike RewardModel)
+
     def __init__(
         self,
         url: str = DEFAULT_URL,

@@ -28,9 +28,25 @@ from .training_record import TRAINING_RECORD, trained_scoring  # noqa: F401  (TR
 from .vlm.base import VisualOptions
 from .vlm.loading import LoadedVLM, load_vlm
 
+# The keyword arguments of `RewardModel.from_pretrained` that shape how a model loads (CLI flags of the same
+# names, server model specs).
+LOADING_FIELDS = (
+    "dtype",
+    "device",
+    "attn_implementation",
+    "device_map",
+    "min_pixels",
+    "max_pixels",
+    "video_max_pixels",
+    "max_frames",
+    "fps",
+)
+
 
 class RewardModel:
     """A loaded VLM plus scoring settings; every method takes per-call overrides of `ScoringConfig` fields."""
+
+    differentiable = True  # `reward()` keeps the autograd graph (noise gradients, ReFL); a remote client cannot
 
     def __init__(self, vlm: LoadedVLM, config: ScoringConfig | None = None):
         self.vlm = vlm

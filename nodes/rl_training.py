@@ -294,7 +294,7 @@ def training_latent(latent_image: dict) -> torch.Tensor:
 
 def check_algorithm(algorithm: str, reward_model: Any, model: Any) -> None:
     """refl needs a local reward model's gradient; grpo's SDE needs a flow model."""
-    if algorithm == "refl" and not hasattr(reward_model, "reward"):
+    if algorithm == "refl" and not reward_model.differentiable:
         raise ValueError(
             "algorithm: refl needs the reward's gradient, which a remote reward model cannot give; "
             "use raft or grpo with it, or load the reward model locally"

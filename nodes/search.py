@@ -137,7 +137,7 @@ class RewardNoiseSearch(io.ComfyNode):
             reward_model,
             text,
             options=(criteria or nl.RewardCriteria()).reward_options(),
-            differentiable=hasattr(reward_model, "reward"),
+            differentiable=reward_model.differentiable,
         )
         sampler = SearchSampler(
             algorithm,

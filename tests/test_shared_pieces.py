@@ -80,3 +80,10 @@ def test_sample_photos_are_colour_uint8_arrays():
     photos = sample_photos()
     assert len(photos) >= 3
     assert all(p.dtype.name == "uint8" and p.ndim == 3 and p.shape[2] == 3 and p.flags.c_contiguous for p in photos)
+
+
+def test_local_models_are_differentiable_and_clients_are_not(reward_models):
+    from rewarddance.backend.client import AsyncRewardClient, RewardClient
+
+    assert reward_models("qwen2_5_vl").differentiable is True
+    assert RewardClient().differentiable is False and AsyncRewardClient().differentiable is False

@@ -13,19 +13,30 @@ from .errors import CLIError
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 
-# Loading flags and their defaults: with --backend the server decides them, so changing one is an error.
-LOCAL_ONLY = {
-    "dtype": "auto",
-    "device": "auto",
-    "attn_implementation": None,
-    "device_map": None,
-    "min_pixels": None,
-    "max_pixels": None,
-    "video_max_pixels": None,
-    "max_frames": 32,
-    "fps": 2.0,
-    "max_batch_tokens": None,
+# The flags of the loading fields (RewardModel.from_pretrained's LOADING_FIELDS): name -> (flag, type, help).
+LOADING_FLAGS: dict[str, tuple[str, type, str]] = {
+    "dtype": ("--dtype", str, f"{', '.join(DTYPE_CHOICES)} (auto: bf16 on GPU, fp32 on CPU)"),
+    "device": ("--device", str, "auto, cpu, cuda, cuda:1, mps"),
+    "attn_implementation": ("--attn", str, ", ".join(ATTENTION)),
+    "device_map": ("--device-map", str, "'auto' to spread a large model over several GPUs"),
+    "min_pixels": ("--min-pixels", int, "minimum pixels per image"),
+    "max_pixels": ("--max-pixels", int, "maximum pixels per image (the main speed knob)"),
+    "video_max_pixels": ("--video-max-pixels", int, "maximum pixels per video frame"),
+    "max_frames": ("--max-frames", int, "maximum frames per video"),
+    "fps": ("--fps", float, "video frames per second to sample"),
 }
+LOCAL_DEFAULTS = {"dtype": "auto", "device": "auto", "max_frames": 32, "fps": 2.0}  # loading here (score, rerank)
+# With --backend the server decides these, so changing one from its default is an error.
+LOCAL_ONLY = {**{name: LOCAL_DEFAULTS.get(name) for name in LOADING_FLAGS}, "max_batch_tokens": None}
+
+
+def add_loading_flags(group: Any, names: list[str], defaults: dict[str, Any]) -> None:
+    """Add the loading flags `names` to an argument group, with `defaults` (None where absent)."""
+    for name in names:
+        flag, kind, help_text = LOADING_FLAGS[name]
+        default = defaults.get(name)
+        shown = f" (default {default})" if default is not None and kind is not str else ""
+        group.add_argument(flag, dest=name, type=kind, default=default, help=help_text + shown)
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -52,10 +63,7 @@ def add_loading_options(p: argparse.ArgumentParser) -> None:
         help="score through a running `rewarddance serve` at URL instead of loading the model here",
     )
     g.add_argument("--token", default=None, help="bearer token for --backend (default: $REWARDDANCE_TOKEN)")
-    g.add_argument("--dtype", default="auto", help=f"{', '.join(DTYPE_CHOICES)} (auto: bf16 on GPU, fp32 on CPU)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    g.add_argument("--attn", dest="attn_implementation", default=None, help=", ".join(ATTENTION))
-    g.add_argument("--device-map", default=None, help="'auto' to spread a large model over several GPUs")
+    add_loading_flags(g, ["dtype", "device", "attn_implementation", "device_map"], LOCAL_DEFAULTS)
 
 
 def add_prompt_options(p: argparse.ArgumentParser) -> None:
@@ -97,11 +105,7 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
 def add_pixel_options(p: argparse.ArgumentParser) -> None:
     """Image and video resolution limits (the main speed knobs)."""
     g = p.add_argument_group("pixel budget")
-    g.add_argument("--min-pixels", type=int, default=None, help="minimum pixels per image")
-    g.add_argument("--max-pixels", type=int, default=None, help="maximum pixels per image (the main speed knob)")
-    g.add_argument("--video-max-pixels", type=int, default=None, help="maximum pixels per video frame")
-    g.add_argument("--max-frames", type=int, default=32, help="maximum frames per video (default 32)")
-    g.add_argument("--fps", type=float, default=2.0, help="video frames per second to sample (default 2)")
+    add_loading_flags(g, ["min_pixels", "max_pixels", "video_max_pixels", "max_frames", "fps"], LOCAL_DEFAULTS)
 
 
 def load_reward_model(args: argparse.Namespace) -> Any:
@@ -117,21 +121,10 @@ def load_reward_model(args: argparse.Namespace) -> Any:
                 "them (rewarddance serve / its config file)"
             )
         return BoundClient(RewardClient(args.backend, token=args.token, model=args.model), scoring_overrides(args))
-    from ..reward_model import RewardModel
+    from ..reward_model import LOADING_FIELDS, RewardModel
 
-    return RewardModel.from_pretrained(
-        args.model or DEFAULT_MODEL,
-        dtype=args.dtype,
-        device=args.device,
-        attn_implementation=args.attn_implementation,
-        device_map=args.device_map,
-        min_pixels=args.min_pixels,
-        max_pixels=args.max_pixels,
-        video_max_pixels=args.video_max_pixels,
-        max_frames=args.max_frames,
-        fps=args.fps,
-        **scoring_overrides(args),
-    )
+    loading = {name: getattr(args, name) for name in LOADING_FIELDS}
+    return RewardModel.from_pretrained(args.model or DEFAULT_MODEL, **loading, **scoring_overrides(args))
 
 
 class BoundClient:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..devices import ATTENTION, DTYPE_CHOICES
 from .command import Command
 from .errors import CLIError
+from .model_options import LOADING_FLAGS, add_loading_flags
 
 
 def serve_settings(args: argparse.Namespace) -> Any:
@@ -45,7 +45,8 @@ def serve_settings(args: argparse.Namespace) -> Any:
 
 def add_flag_models(settings: Any, args: argparse.Namespace) -> None:
     """Add the --model NAME=PATH models (with the loading flags) and apply --pin / --trust-remote-code."""
-    from ..server.settings import LOADING_FIELDS, ModelSpec, parse_model_flag
+    from ..reward_model import LOADING_FIELDS
+    from ..server.settings import ModelSpec, parse_model_flag
 
     load = {k: getattr(args, k) for k in LOADING_FIELDS if getattr(args, k) is not None}
     for flag in args.model or []:
@@ -117,15 +118,7 @@ def add_batching_options(p: argparse.ArgumentParser) -> None:
 def add_serve_loading_options(p: argparse.ArgumentParser) -> None:
     """How the models given with --model are loaded."""
     g = p.add_argument_group("loading (models given with --model)")
-    g.add_argument("--dtype", default=None, help=", ".join(DTYPE_CHOICES))
-    g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1")
-    g.add_argument("--attn", dest="attn_implementation", default=None, help=", ".join(ATTENTION))
-    g.add_argument("--device-map", default=None, help="'auto' to spread a model over several GPUs")
-    g.add_argument("--min-pixels", type=int, default=None)
-    g.add_argument("--max-pixels", type=int, default=None)
-    g.add_argument("--video-max-pixels", type=int, default=None)
-    g.add_argument("--max-frames", type=int, default=None)
-    g.add_argument("--fps", type=float, default=None)
+    add_loading_flags(g, list(LOADING_FLAGS), {})
 
 
 COMMANDS = (

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config_files import TOKEN_ENV, ConfigFileError
+from ..reward_model import LOADING_FIELDS
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _UNITS = {
@@ -37,20 +38,6 @@ _UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
-
-
-# The ModelSpec fields that shape how a model loads (the serve flags of the same names set them for every model).
-LOADING_FIELDS = (
-    "dtype",
-    "device",
-    "attn_implementation",
-    "device_map",
-    "min_pixels",
-    "max_pixels",
-    "video_max_pixels",
-    "max_frames",
-    "fps",
-)
 
 
 class SettingsError(ConfigFileError):
