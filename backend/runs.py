@@ -27,6 +27,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,13 @@ def distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def end_processes() -> None:
-    """Leave the process group cleanly before exiting (a process that exits inside it can abort). Not a
-    barrier: the other processes need not wait while the main one exports and evaluates, however long."""
+def end_processes(wait_hours: float = 6.0) -> None:
+    """Wait until every process is done (the main one may still be exporting and evaluating: up to
+    `wait_hours`, on a gloo group of its own so the training group's timeout does not apply), then leave the
+    process group together; a process that leaves while another still holds its connections can abort."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        waiting = torch.distributed.new_group(backend="gloo", timeout=timedelta(hours=wait_hours))
+        torch.distributed.barrier(group=waiting)
         torch.distributed.destroy_process_group()
 
 
