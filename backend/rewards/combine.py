@@ -37,12 +37,24 @@ class Transformed(Reward):
         return torch.log(p / (1 - p)) if self.transform == "logit" else torch.log(p)
 
 
+COMBINES = ("sum", "min")
+
+
 @dataclass
 class Ensemble(Reward):
-    """A weighted sum of rewards (weights default to 1)."""
+    """Several rewards as one: their weighted sum (weights default to 1; give 1/n each for the mean), or with
+    `combine="min"` the worst case, each image scored by the reward that likes it least (a conservative
+    ensemble against reward hacking: an image must fool every member)."""
 
     rewards: list[Reward]
     weights: list[float] | None = None
+    combine: str = "sum"
+
+    def __post_init__(self) -> None:
+        if self.combine not in COMBINES:
+            raise ValueError(f"reward combine must be one of {', '.join(COMBINES)}, got {self.combine!r}")
+        if self.combine == "min" and self.weights is not None:
+            raise ValueError("reward weights apply to combine='sum'; the worst-case ensemble ('min') takes none")
 
     @property
     def differentiable(self) -> bool:
@@ -50,7 +62,9 @@ class Ensemble(Reward):
         return all(r.differentiable for r in self.rewards)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """The weighted sum [B]."""
+        """The weighted sum (or the minimum) [B]."""
+        if self.combine == "min":
+            return torch.stack([r(images).to(images.device) for r in self.rewards]).min(dim=0).values
         weights = self.weights or [1.0] * len(self.rewards)
         if len(weights) != len(self.rewards):
             raise ValueError(f"weights: got {len(weights)} weights for {len(self.rewards)} rewards")

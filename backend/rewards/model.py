@@ -1,4 +1,5 @@
-"""A reward model as a reward: P("yes") for a prompt, or P(beats a reference) for pairwise rewards."""
+"""A reward model as a reward: P("yes") for a prompt, P(beats a reference) for pairwise rewards, or each image's
+win rate against the rest of its group (Pref-GRPO)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,26 @@ class ModelReward(Reward):
         if needs_grad:
             return self.model.reward(images, self.prompt, **self.options)
         return torch.tensor(self.model.score(images, self.prompt, **self.options).scores)
+
+
+@dataclass
+class GroupWinRate(Reward):
+    """Each image's mean P(beats another image of the batch) over a round-robin tournament of the batch, both
+    orders of every pair (Pref-GRPO's pairwise reward: a GRPO group judged against itself, no reference).
+
+    Relative by construction: a batch's rewards always average 0.5, so it ranks a group and cannot measure
+    progress across groups. `model` is a RewardModel or a RewardClient (both have `tournament`)."""
+
+    model: Any
+    prompt: str
+    options: dict[str, Any] = field(default_factory=dict)
+    differentiable: bool = False
+    fps: float = 16.0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Win rates [B] (0.5 for a batch of one)."""
+        if images.shape[0] < 2:
+            return torch.full((images.shape[0],), 0.5)
+        visuals = [video_from_frames(v, self.fps) for v in images] if images.ndim == 5 else images.detach().cpu()
+        result = self.model.tournament(visuals, self.prompt, **self.options)
+        return torch.tensor(result.mean_win_probability, dtype=torch.float32)

@@ -13,14 +13,26 @@ from typing import Any
 import torch
 
 from ..generators.protocol import seeded_noise
-from ..rewards import ColourReward, Ensemble, ModelReward, RemoteReward, Reward, Transformed
+from ..rewards import (
+    COMBINES,
+    ColourReward,
+    Ensemble,
+    GroupWinRate,
+    ImageStatistic,
+    ModelReward,
+    RemoteReward,
+    Reward,
+    Transformed,
+)
+from ..rewards.statistics import STATISTICS
 from ..runs import renamed_keys
 from .lora import LoraSpec, add_lora
 from .trainers import ALGORITHMS, Policy, TrainerConfig
 
 RENAMED_KEYS = {"lr": "learning_rate", "rank": "lora_rank", "alpha": "lora_alpha", "targets": "lora_targets"}
 GENERATOR_KINDS = ("tiny", "diffusers", "comfyui")  # comfyui: the Reward LoRA Trainer node passes its own Policy
-REWARD_KINDS = ("pointwise", "pairwise", "colour")
+REWARD_KINDS = ("pointwise", "pairwise", "pairwise_group", "colour", "statistic", "python")
+MODEL_KINDS = ("pointwise", "pairwise", "pairwise_group")  # kinds scored by a reward model or a server
 
 
 @dataclass
@@ -48,6 +60,9 @@ class RLConfig:
     rewards: list[dict[str, Any]] = field(default_factory=lambda: [{"kind": "colour"}])
     reward_weights: list[float] | None = None
     reward_transform: str = "none"
+    reward_combine: str = "sum"  # several rewards: "sum" (weighted by reward_weights) or "min" (the worst case)
+    monitors: list[dict[str, Any]] = field(default_factory=list)  # measured on held-out samples, never optimised
+    eval_every: int = 0  # also evaluate (reward, monitors, KL) every this many steps; 0: before and after only
     trainer: dict[str, Any] = field(default_factory=dict)  # TrainerConfig fields
     # Deprecated spellings (one release): lr, rank, alpha, targets.
     lr: InitVar[float | None] = None
@@ -84,15 +99,22 @@ class RLConfig:
             )
         if not self.rewards:
             raise ValueError("rewards: give at least one reward")
-        for r in self.rewards:
-            if r.get("kind") not in REWARD_KINDS:
-                raise ValueError(f"rewards[].kind must be one of {', '.join(REWARD_KINDS)}, got {r.get('kind')!r}")
-            if r["kind"] in ("pointwise", "pairwise") and not (r.get("model") or r.get("url")):
-                raise ValueError(
-                    f"a {r['kind']} reward needs `model` (a checkpoint) or `url` (a rewarddance serve backend)"
-                )
+        for where, specs in (("rewards", self.rewards), ("monitors", self.monitors)):
+            for r in specs:
+                check_reward_spec(r, where)
+        names = [monitor_name(m) for m in self.monitors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"monitors: two monitors measure under the same name ({names}); give each a `label`")
         if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
             raise ValueError(f"reward_weights: {len(self.reward_weights)} weights for {len(self.rewards)} rewards")
+        if self.reward_combine not in COMBINES:
+            raise ValueError(f"reward_combine must be one of {', '.join(COMBINES)}, got {self.reward_combine!r}")
+        if self.reward_combine == "min" and self.reward_weights is not None:
+            raise ValueError("reward_weights apply to reward_combine = 'sum'; the worst case ('min') takes no weights")
+        if isinstance(self.eval_every, bool) or not (isinstance(self.eval_every, int) and self.eval_every >= 0):
+            raise ValueError(
+                f"eval_every must be 0 (before and after only) or a positive integer, got {self.eval_every!r}"
+            )
         self.trainer_config()
         if isinstance(self.lora_rank, bool) or not (isinstance(self.lora_rank, int) and self.lora_rank >= 1):
             raise ValueError(f"lora_rank must be a positive integer, got {self.lora_rank!r}")
@@ -126,6 +148,27 @@ class RLConfig:
         return asdict(self)
 
 
+def check_reward_spec(spec: Any, where: str) -> None:
+    """Raise ValueError naming the bad key of one `rewards` / `monitors` entry."""
+    if not isinstance(spec, dict):
+        raise ValueError(f'{where}: each entry is a table like {{kind = "pointwise", model = "..."}}, got {spec!r}')
+    kind = spec.get("kind")
+    if kind not in REWARD_KINDS:
+        raise ValueError(f"{where}[].kind must be one of {', '.join(REWARD_KINDS)}, got {kind!r}")
+    if kind in MODEL_KINDS and not (spec.get("model") or spec.get("url")):
+        raise ValueError(
+            f"a {kind} entry of {where} needs `model` (a checkpoint) or `url` (a rewarddance serve backend)"
+        )
+    if kind == "statistic" and spec.get("name") not in STATISTICS:
+        raise ValueError(
+            f"a statistic entry of {where} needs `name`, one of {', '.join(STATISTICS)}; got {spec.get('name')!r}"
+        )
+    if kind == "python" and not (isinstance(spec.get("function"), str) and ":" in spec["function"]):
+        raise ValueError(
+            f'a python entry of {where} needs `function = "judge.py:name"` (a file or module and a function in it)'
+        )
+
+
 def load_rl_config(path: str | Path) -> RLConfig:
     """An RLConfig from a TOML or YAML file (relative paths are relative to the file)."""
     from ..config_files import check_config_keys, read_config_file
@@ -140,10 +183,15 @@ def load_rl_config(path: str | Path) -> RLConfig:
     data["out"] = str(base / data["out"])  # an absolute `out` stays as it is
     for key in ("prompts", "eval_prompts"):
         data[key] = local(data.get(key))
-    for section in [data.get("generator", {})] + list(data.get("rewards", [])):
+    for section in [data.get("generator", {})] + list(data.get("rewards", [])) + list(data.get("monitors", [])):
+        if not isinstance(section, dict):
+            continue
         for key in ("path", "model"):
             if key in section:
                 section[key] = local(section[key])
+        if isinstance(section.get("function"), str) and ":" in section["function"]:
+            file, _, name = section["function"].rpartition(":")
+            section["function"] = f"{local(file)}:{name}"
     return RLConfig(**data).validate()
 
 
@@ -191,63 +239,100 @@ def build_generator(cfg: RLConfig, out: Path) -> tuple[Callable[[str], Any], tor
     return for_prompt, network, pipe
 
 
-def build_rewards(
-    cfg: RLConfig, frozen_generator_for: Callable[[str], Any], sample_steps: int
-) -> Callable[[str], Reward]:
-    """reward for a prompt: the configured rewards (ensemble when several), transformed. Pairwise rewards pick
-    each prompt's reference by a round-robin tournament over `reference_candidates` samples of the frozen model."""
-    loaded: dict[int, Any] = {}
-    references: dict[tuple[int, str], Any] = {}
+class RewardSpecs:
+    """Rewards from their config specs (`rewards` and `monitors` entries), sharing one loaded backend per model
+    or server. Pairwise rewards pick each prompt's reference by a round-robin tournament over
+    `reference_candidates` samples of the frozen model."""
 
-    def backend(i: int, spec: dict) -> Any:
-        if i not in loaded:
+    def __init__(self, frozen_generator_for: Callable[[str], Any], sample_steps: int):
+        self.frozen_generator_for, self.sample_steps = frozen_generator_for, sample_steps
+        self.loaded: dict[tuple, Any] = {}
+        self.references: dict[tuple, Any] = {}
+
+    def backend(self, spec: dict) -> Any:
+        """The RewardModel or RewardClient of a spec (loaded once per model or URL)."""
+        key = (spec.get("url"), spec.get("model"), spec.get("dtype", "auto"), spec.get("device", "auto"))
+        if key not in self.loaded:
             if spec.get("url"):
                 from ..client import RewardClient
 
-                loaded[i] = RewardClient(spec["url"], token=spec.get("token"), model=spec.get("name"))
+                self.loaded[key] = RewardClient(spec["url"], token=spec.get("token"), model=spec.get("name"))
             else:
                 from ..reward_model import RewardModel
 
-                loaded[i] = RewardModel.from_pretrained(
+                self.loaded[key] = RewardModel.from_pretrained(
                     spec["model"], dtype=spec.get("dtype", "auto"), device=spec.get("device", "auto")
                 )
-        return loaded[i]
+        return self.loaded[key]
 
-    def reference(i: int, spec: dict, prompt: str) -> Any:
-        if (i, prompt) not in references:
+    def reference(self, spec: dict, prompt: str) -> Any:
+        """The frozen model's best sample for `prompt` by a tournament of the spec's reward model."""
+        n = int(spec.get("reference_candidates", 8))
+        key = (spec.get("url"), spec.get("model"), n, prompt)
+        if key not in self.references:
             from ..generators.sampling import sample
 
-            gen = frozen_generator_for(prompt)
-            n = int(spec.get("reference_candidates", 8))
+            gen = self.frozen_generator_for(prompt)
+            seed = 2_000_000 + zlib.crc32(prompt.encode()) % 100_000
             with torch.no_grad():
-                images = (
-                    gen.decode(
-                        sample(
-                            gen, seeded_noise(gen, n, 2_000_000 + zlib.crc32(prompt.encode()) % 100_000), sample_steps
-                        )
-                    )
-                    .float()
-                    .cpu()
-                )
-            winner = backend(i, spec).tournament(images, prompt).ranking[0]
-            references[(i, prompt)] = images[winner : winner + 1]
-        return references[(i, prompt)]
+                images = gen.decode(sample(gen, seeded_noise(gen, n, seed), self.sample_steps)).float().cpu()
+            winner = self.backend(spec).tournament(images, prompt).ranking[0]
+            self.references[key] = images[winner : winner + 1]
+        return self.references[key]
 
-    def one(i: int, spec: dict, prompt: str) -> Reward:
+    def reward(self, spec: dict, prompt: str) -> Reward:
+        """The reward one spec gives for `prompt`."""
         options = {"criteria": spec["criteria"]} if spec.get("criteria") else {}
-        if spec["kind"] == "colour":
+        kind = spec["kind"]
+        if kind == "colour":
             return ColourReward(int(spec.get("channel", 0)))
-        ref = reference(i, spec, prompt) if spec["kind"] == "pairwise" else None
+        if kind == "statistic":
+            return ImageStatistic(spec["name"])
+        if kind == "python":
+            from ..rewards.python_judge import load_judge
+
+            return load_judge(spec["function"])
+        if kind == "pairwise_group":
+            return GroupWinRate(self.backend(spec), prompt, options=options)
+        ref = self.reference(spec, prompt) if kind == "pairwise" else None
         if spec.get("url"):
-            return RemoteReward(backend(i, spec), prompt, reference=ref, options=options)
-        return ModelReward(backend(i, spec), prompt, reference=ref, options=options)
+            return RemoteReward(self.backend(spec), prompt, reference=ref, options=options)
+        return ModelReward(self.backend(spec), prompt, reference=ref, options=options)
+
+
+def build_rewards(
+    cfg: RLConfig, frozen_generator_for: Callable[[str], Any], sample_steps: int, specs: RewardSpecs | None = None
+) -> Callable[[str], Reward]:
+    """reward for a prompt: the configured rewards (an ensemble when several: weighted sum or worst case),
+    transformed."""
+    specs = specs or RewardSpecs(frozen_generator_for, sample_steps)
 
     def for_prompt(prompt: str) -> Reward:
-        parts = [one(i, spec, prompt) for i, spec in enumerate(cfg.rewards)]
-        reward = parts[0] if len(parts) == 1 and not cfg.reward_weights else Ensemble(parts, cfg.reward_weights)
+        parts = [specs.reward(spec, prompt) for spec in cfg.rewards]
+        if len(parts) == 1 and not cfg.reward_weights:
+            reward = parts[0]
+        else:
+            reward = Ensemble(parts, cfg.reward_weights, combine=cfg.reward_combine)
         return reward if cfg.reward_transform == "none" else Transformed(reward, cfg.reward_transform)
 
     return for_prompt
+
+
+def build_monitors(
+    cfg: RLConfig, frozen_generator_for: Callable[[str], Any], sample_steps: int, specs: RewardSpecs | None = None
+) -> Callable[[str], dict[str, Reward]]:
+    """{monitor name: reward} for a prompt: what the held-out evaluation measures besides the training reward."""
+    specs = specs or RewardSpecs(frozen_generator_for, sample_steps)
+    return lambda prompt: {monitor_name(spec): specs.reward(spec, prompt) for spec in cfg.monitors}
+
+
+def monitor_name(spec: dict) -> str:
+    """A monitor's column name: its `label`, else what it measures (the statistic, or kind:model folder)."""
+    if spec.get("label"):
+        return str(spec["label"])
+    if spec["kind"] == "statistic":
+        return str(spec["name"])
+    return f"{spec['kind']}:{Path(str(spec.get('model') or spec.get('url') or spec.get('function'))).name}"
 
 
 def build_policy(cfg: RLConfig) -> tuple[Policy, Any]:
@@ -262,8 +347,17 @@ def build_policy(cfg: RLConfig) -> tuple[Policy, Any]:
     def frozen_generator_for(prompt: str) -> Any:
         return _Frozen(generator_for(prompt), network, adapters_disabled)
 
-    rewards = build_rewards(cfg, frozen_generator_for, tcfg.sample_steps)
-    return Policy(generator_for, rewards, network, params), base
+    specs = RewardSpecs(frozen_generator_for, tcfg.sample_steps)
+    rewards = build_rewards(cfg, frozen_generator_for, tcfg.sample_steps, specs)
+    monitors = build_monitors(cfg, frozen_generator_for, tcfg.sample_steps, specs) if cfg.monitors else None
+    return Policy(generator_for, rewards, network, params, monitors_for=monitors), base
+
+
+def frozen_generators(policy: Policy) -> Callable[[str], Any]:
+    """The policy's generators with the LoRA switched off (the frozen model)."""
+    from .lora import adapters_disabled
+
+    return lambda prompt: _Frozen(policy.generator_for(prompt), policy.network, adapters_disabled)
 
 
 class _Frozen:

@@ -18,10 +18,11 @@ from typing import Any
 import torch
 
 from ..runs import Progress, Run, RunTask, distributed, run_task, write_chart
-from .config import RENAMED_KEYS, RLConfig, build_policy
+from .config import RENAMED_KEYS, RewardSpecs, RLConfig, build_monitors, build_policy, frozen_generators
+from .evaluation import held_out_metrics
 from .export import save_comfyui_lora, save_peft_adapter
 from .lora import LoraSpec, network_family
-from .trainers import Optimizing, Policy, grpo_step, held_out_reward, raft_step, refl_step
+from .trainers import Optimizing, Policy, grpo_step, raft_step, refl_step
 
 __all__ = ["RLTask", "distributed", "train_rl", "write_rl_chart"]
 
@@ -34,13 +35,13 @@ CHART_PANELS = [
     ("KL / clip fraction", ["kl", "clip_frac"]),
     ("zero-std groups", ["zero_std_ratio"]),
 ]
+KL_NOISE_LEVEL = 0.7  # the SDE noise level of the held-out KL when the trainer's own is 0 (or not an SDE trainer)
 
 
 class RLTask(RunTask):
     """An RL run under `cfg.out`: the policy (generator + LoRA + rewards) and the RL step."""
 
     snapshot_each_step = True  # raft and grpo apply several updates per step: a cut-short step is rolled back
-    chart_panels = CHART_PANELS
 
     def __init__(
         self,
@@ -55,7 +56,11 @@ class RLTask(RunTask):
         self.rank, self.world = distributed()
         if policy is None:
             policy, _ = build_policy(cfg)
+        if policy.monitors_for is None and cfg.monitors:
+            frozen = frozen_generators(policy)
+            policy.monitors_for = build_monitors(cfg, frozen, self.tcfg.sample_steps, RewardSpecs(frozen, 1))
         self.policy = policy
+        self.chart_panels = chart_panels(cfg)
         self.pretrain_data = pretrain_data  # clean latents for ReFL's pre-training regulariser (by seed)
         self.prompts = cfg.prompt_list()
         self.eval_prompts = cfg.prompt_list("eval_prompts")
@@ -112,8 +117,9 @@ class RLTask(RunTask):
         self.warned = bool(state.get("warned", False))
 
     def begin(self) -> dict[str, Any]:
-        """The held-out reward of the model before training."""
-        return {"reward_before": self.evaluate()}
+        """The held-out reward (and monitors, KL) of the model before training."""
+        held_out = self.evaluate()
+        return {"reward_before": held_out["reward"], "held_out_before": held_out}
 
     def train_step(self, run: Run) -> dict[str, Any]:
         """One step of the configured algorithm on this process's prompts; metrics, windowed std, warning."""
@@ -132,6 +138,8 @@ class RLTask(RunTask):
                 metrics = grpo_step(self.policy, self.tcfg, prompts, seed, opt)
         finally:
             self.policy.network.eval()
+        if self.cfg.eval_every and (run.step + 1) % self.cfg.eval_every == 0 and run.step + 1 < self.steps:
+            metrics["held_out"] = self.evaluate()
         metrics["window_std"] = self.window_std(run.rows, metrics)
         warning = self.collapse_warning(run.rows, run.step + 1, metrics["window_std"])
         if warning:
@@ -141,12 +149,15 @@ class RLTask(RunTask):
 
     def finish(self, run: Run) -> dict[str, Any]:
         """Held-out reward after training, the exported LoRA files and the reward-std summary."""
-        after = self.evaluate()
-        before = run.initial.get("reward_before")
+        held_out = self.evaluate()
+        after, before = held_out["reward"], run.initial.get("reward_before")
         rows = [r for r in run.rows if "window_std" in r]
+        warned = next((r["step"] for r in run.rows if r.get("warning")), None)
         return {
             "algorithm": self.cfg.algorithm,
             "reward_after": after,
+            "held_out_after": held_out,
+            "collapse_warning_step": warned,
             "relative_gain": (after - before) / abs(before) if before else None,
             "files": self.export(run.step) if run.main else {},
             "max_window_std": max((r["window_std"] for r in rows), default=None),
@@ -183,11 +194,12 @@ class RLTask(RunTask):
             )
         return None
 
-    def evaluate(self) -> float:
-        """Mean reward of the policy on the held-out prompts and seeds."""
+    def evaluate(self) -> dict[str, float]:
+        """The policy's mean reward, monitors and KL to the frozen model on the held-out prompts and seeds."""
         steps = self.cfg.eval_steps or self.tcfg.sample_steps
         seeds = [EVAL_SEED_BASE + i for i in range(self.cfg.eval_seeds)]
-        return held_out_reward(self.policy, self.eval_prompts, seeds, steps)
+        level = self.tcfg.noise_level or KL_NOISE_LEVEL
+        return held_out_metrics(self.policy, self.eval_prompts, seeds, steps, level, self.policy.monitors_for)
 
     def export(self, step: int) -> dict[str, str]:
         """The LoRA as a ComfyUI file (for known families) and a PEFT directory."""
@@ -215,9 +227,21 @@ def _param_names(policy: Policy) -> list[str]:
     return [by_id[id(p)] for p in policy.params]
 
 
-def write_rl_chart(log_path: Path, out: Path) -> Path | None:
-    """A PNG of reward mean and windowed std, loss, KL and clip fraction, zero-std ratio over steps."""
-    return write_chart(log_path, out, CHART_PANELS)
+def chart_panels(cfg: RLConfig) -> list[tuple[str, list[str]]]:
+    """The chart of a run: training reward and windowed std, loss, KL, zero-std groups, and with `eval_every`
+    the held-out reward, monitors and KL over steps."""
+    if not cfg.eval_every:
+        return CHART_PANELS
+    from .config import monitor_name
+
+    monitors = [f"held_out.{monitor_name(m)}" for m in cfg.monitors]
+    return CHART_PANELS + [("held-out reward / monitors", ["held_out.reward", *monitors]), ("held-out KL", ["held_out.kl"])]
+
+
+def write_rl_chart(log_path: Path, out: Path, cfg: RLConfig | None = None) -> Path | None:
+    """A PNG of reward mean and windowed std, loss, KL and clip fraction, zero-std ratio (and the held-out
+    curves of a run with `eval_every`) over steps."""
+    return write_chart(log_path, out, chart_panels(cfg) if cfg else CHART_PANELS)
 
 
 def train_rl(

@@ -38,6 +38,7 @@ class Policy:
     network: nn.Module
     params: list[nn.Parameter]
     family: str | None = None  # the network's LoRA family (export key names); None: from its class
+    monitors_for: Callable[[str], dict[str, Reward]] | None = None  # measured on held-out samples, not optimised
 
 
 @dataclass
@@ -313,14 +314,3 @@ def reward_stats(rewards: torch.Tensor) -> dict[str, float]:
     """Mean and (population) std of a step's rewards."""
     r = rewards.detach().float()
     return {"reward_mean": float(r.mean()), "reward_std": float(r.std(unbiased=False)) if r.numel() > 1 else 0.0}
-
-
-def held_out_reward(policy: Policy, prompts: list[str], seeds: list[int], steps: int) -> float:
-    """Mean reward of ODE samples for `prompts` x `seeds` (the evaluation before and after training)."""
-    values = []
-    with torch.no_grad():
-        for prompt in prompts:
-            gen = policy.generator_for(prompt)
-            noise = torch.cat([seeded_noise(gen, 1, s) for s in seeds])
-            values.append(policy.reward_for(prompt)(gen.decode(sample(gen, noise, steps))).float().cpu())
-    return float(torch.cat(values).mean())
