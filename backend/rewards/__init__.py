@@ -1,6 +1,7 @@
 """Reward callables typed by one protocol (`protocol.Reward`): a reward model pointwise or pairwise
 (`model.py`), a `rewarddance serve` backend (`remote.py`), an ensemble or a monotone transform of others
-(`combine.py`), and a differentiable colour statistic for tests and benchmarks (`colour.py`).
+(`combine.py`), a differentiable colour statistic for tests and benchmarks (`colour.py`), and a user's Python
+function as a judge (`python_judge.py`).
 Noise search and the RL trainers both take a `Reward`."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from .colour import ColourReward
 from .combine import TRANSFORMS, Ensemble, Transformed
 from .model import ModelReward
 from .protocol import Reward, as_reward
+from .python_judge import PythonJudge, load_judge
 from .remote import RemoteReward
 
 __all__ = [
@@ -20,4 +22,6 @@ __all__ = [
     "Transformed",
     "TRANSFORMS",
     "ColourReward",
+    "PythonJudge",
+    "load_judge",
 ]
