@@ -1,6 +1,6 @@
 """Command line: `rewarddance score | rerank | serve | search | train | train-rm | eval-rm | make-pairs | tiny-model`.
 
-One module per command family (scoring, serve, search, train, reward_training, tiny), each declaring its
+One module per command family (scoring, serve, search, train, reward_training, pairs, tiny), each declaring its
 `Command`s; `registry` lists them and builds the parser; `io` holds the result-file formats."""
 
 from __future__ import annotations

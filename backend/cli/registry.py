@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import reward_training, scoring, search, serve, tiny, train
+from . import pairs, reward_training, scoring, search, serve, tiny, train
 from .command import Command
 
 COMMANDS: tuple[Command, ...] = (
@@ -13,6 +13,7 @@ COMMANDS: tuple[Command, ...] = (
     *search.COMMANDS,
     *train.COMMANDS,
     *reward_training.COMMANDS,
+    *pairs.COMMANDS,
     *tiny.COMMANDS,
 )
 

@@ -1,4 +1,4 @@
-"""Reward-model training commands: `train-rm` (fine-tune), `eval-rm` (measure), `make-pairs` (synthetic data)."""
+"""Reward-model training commands: `train-rm` (fine-tune) and `eval-rm` (measure); `make-pairs` is in pairs.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import sys
 
 from ..devices import DTYPE_CHOICES
 from .command import Command
-from .errors import CLIError
 from .training_runs import log_training_to_stderr, process_device, run_with_progress
 
 ROW_BOOKKEEPING = ("step", "seconds", "skipped_updates")  # log-row fields the progress bar leaves out
@@ -99,37 +98,9 @@ def print_eval_report(name: str, m: dict) -> None:
         )
 
 
-def add_make_pairs_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of `rewarddance make-pairs`."""
-    from ..training.synthetic import EDITS
-
-    p.add_argument("--out", required=True, help="output folder (images/ and pairs.jsonl)")
-    p.add_argument("--n", type=int, default=200, help="number of pairs")
-    p.add_argument("--size", type=int, default=112, help="image side in pixels")
-    p.add_argument("--edits", default=None, help=f"comma-separated: {', '.join(EDITS)} (default all)")
-    p.add_argument("--seed", type=int, default=0)
-
-
-def cmd_make_pairs(args: argparse.Namespace) -> int:
-    """Write the synthetic preference set (real photos vs visibly edited copies)."""
-    from ..training.synthetic import EDITS, make_synthetic_pairs
-
-    edits = tuple(e.strip() for e in args.edits.split(",")) if args.edits else EDITS
-    bad = [e for e in edits if e not in EDITS]
-    if bad:
-        raise CLIError(f"--edits: unknown edit(s) {', '.join(bad)}; choose from {', '.join(EDITS)}")
-    if args.n < 2 or args.size < 28:
-        raise CLIError("--n must be at least 2 and --size at least 28")
-    print(make_synthetic_pairs(args.out, n=args.n, size=args.size, edits=edits, seed=args.seed))
-    return 0
-
-
 COMMANDS = (
     Command(
         "train-rm", "fine-tune a VLM into a reward model from preference pairs", add_train_rm_arguments, cmd_train_rm
     ),
     Command("eval-rm", "evaluate a reward model on preference pairs", add_eval_rm_arguments, cmd_eval_rm),
-    Command(
-        "make-pairs", "write a synthetic preference set from sample photos", add_make_pairs_arguments, cmd_make_pairs
-    ),
 )

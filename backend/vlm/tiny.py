@@ -4,8 +4,9 @@
 tokenizer trained on a small built-in corpus (with the family's special tokens), a chat template in the
 family's format and the preprocessing configs. Everything family-specific comes from the family class
 (`tiny_config`, `special_tokens`, `tiny_chat_template`, ...; see vlm/base.py); this module only trains
-the tokenizer, draws the weights and writes the files. Tests and the offline demo load these through
-the exact code path real checkpoints take.
+the tokenizer, draws the weights and writes the files. `size="xs"` / `"m"` changes every family's depth
+(1 / 4 text layers and vision blocks; "m" doubles the text MLP) on top of its tiny config ("s", the default).
+Tests and the offline demo load these through the exact code path real checkpoints take.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ from .registry import family_named, family_names
 from .tiny_config import EOS_TOKEN, PAD_TOKEN
 
 FAMILY_NAMES = family_names()
+
+# Model sizes of a tiny checkpoint: "s" is each family's own tiny config; the others change depth (and MLP width)
+# the same way for every family. Keys: text layers, text MLP width factor, vision-tower blocks.
+SIZES: dict[str, dict[str, int]] = {
+    "xs": {"text_layers": 1, "text_mlp": 1, "vision_depth": 1},
+    "s": {"text_layers": 2, "text_mlp": 1, "vision_depth": 2},
+    "m": {"text_layers": 4, "text_mlp": 2, "vision_depth": 4},
+}
+VISION_DEPTH_KEYS = ("depth", "num_hidden_layers")  # Qwen towers say depth, InternVL's ViT num_hidden_layers
 
 CORPUS = (
     """Yes yes YES No no NO yes. no. Yes, No, the image shows a red fox in the snow. Is image 2 better
@@ -72,11 +82,45 @@ def chat_template(family: type[VLMFamily]) -> str:
     return template.replace(" and default_system", " and false")
 
 
-def write_tiny_checkpoint(family: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random-weight checkpoint of `family` to `out_dir` and return the directory."""
+def check_size(size: str) -> dict[str, int]:
+    """The settings of a tiny model size, with a clear error for unknown sizes."""
+    if size not in SIZES:
+        raise ValueError(f"unknown tiny model size {size!r}; choose one of {', '.join(SIZES)}")
+    return SIZES[size]
+
+
+def resize_config(config: Any, size: str) -> Any:
+    """`config` (a family's tiny config) at `size`: "s" unchanged, else text and vision depth and MLP width set."""
+    settings = check_size(size)
+    if size == "s":
+        return config
+    text, vision = config.text_config, config.vision_config
+    _set_depth(text, "num_hidden_layers", settings["text_layers"])
+    text.intermediate_size *= settings["text_mlp"]
+    key = next((k for k in VISION_DEPTH_KEYS if isinstance(getattr(vision, k, None), int)), None)
+    if key is None:
+        raise ValueError(f"{type(vision).__name__} names its depth none of {', '.join(VISION_DEPTH_KEYS)}")
+    _set_depth(vision, key, settings["vision_depth"])
+    return config
+
+
+def _set_depth(config: Any, key: str, depth: int) -> None:
+    """Set a (sub)config's depth, keeping per-layer lists (`layer_types`) and block indexes (`*_indexes`) valid."""
+    setattr(config, key, depth)
+    types = getattr(config, "layer_types", None)
+    if isinstance(types, list) and types:
+        config.layer_types = [types[min(i, len(types) - 1)] for i in range(depth)]
+    for name, value in list(vars(config).items()):
+        if name.endswith("_indexes") and isinstance(value, list):
+            setattr(config, name, [i for i in value if i < depth] or [depth - 1])
+
+
+def write_tiny_checkpoint(family: str, out_dir: str | Path, seed: int = 0, size: str = "s") -> Path:
+    """Write a tiny random-weight checkpoint of `family` at `size` (xs, s, m) to `out_dir` and return it."""
     import transformers
 
     family_cls = family_named(family)
+    check_size(size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     special = list(family_cls.special_tokens)
@@ -85,7 +129,7 @@ def write_tiny_checkpoint(family: str, out_dir: str | Path, seed: int = 0) -> Pa
     tokenizer.save_pretrained(out)
     if family_cls.tiny_token_names:
         _add_token_names(out, family_cls.tiny_token_names)
-    config = family_cls.tiny_config(tokenizer)
+    config = resize_config(family_cls.tiny_config(tokenizer), size)
     torch.manual_seed(seed)
     model = getattr(transformers, family_cls.model_class_for(config.model_type))(config).eval()
     _spread_weights(model, seed)

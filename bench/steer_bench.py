@@ -1,0 +1,414 @@
+"""Does a trained judge steer? A gold-vs-proxy loop, end to end from nothing, on the real code paths.
+
+1. Generator: the tiny pixel-space flow model, fitted here to crops of scikit-image's sample photos.
+2. Gold judge: a visible pixel property (`--gold`, default warmth; see backend/rewards/statistics.py) plays
+   the hidden human taste. It labels pairs of generator samples (pairs closer than `--margin` x the gold std
+   are ties and dropped).
+3. Proxy reward models: tiny Qwen2.5-VL checkpoints of three sizes (`--sizes`), fine-tuned with the project's
+   reward-model trainer on those pairs, pointwise and pairwise. Each is scored against the gold judge on
+   fresh samples it never saw (held-out pairwise accuracy of the kind of judgement it was trained for).
+4. Steering at equal budget with the proxy RMs: every noise-search algorithm, and every RL trainer (raft,
+   refl, grpo), plus the paper's pairwise recipe (grpo rewarded by P(beats the frozen model's best-of-N
+   tournament winner)), Pref-GRPO (grpo rewarded by each image's win rate within its group) and two
+   ensembles of the pointwise RMs (mean and worst case). Search is measured on held-out seeds against each
+   seed's first sample; RL on held-out seeds before vs after, with the held-out proxy, gold and KL to the frozen
+   model every `--eval-every` steps, and the windowed reward std (the collapse warning) from the trainer.
+5. Reward hacking: for each RL run the step where gold peaked, whether the collapse warning fired before it,
+   and the final proxy - gold drift; a chart of gold and proxy against steps and against KL (`--chart`).
+
+The proxy gain is judged by the reward that was optimised; the gold gain by the judge nobody optimised. The
+last line is `gold_gain_min=<smallest relative gold gain over the first sample across every search algorithm
+and trainer with the default RM (pointwise, size s)>`.
+
+    python bench/steer_bench.py --quick                    # this CPU: about 12 minutes
+    python bench/steer_bench.py                            # the full run of bench/RESULTS.md (about 40 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PROMPT = "a photo"  # the tiny generator is unconditional; the reward models are trained for this prompt
+SEARCH_SEED_BASE = 5000  # held-out search seeds (the RM's training samples come from seeds 0 and 1)
+TRAINERS = {  # per trainer: its knobs and learning rate (the rest is shared), as in bench/rl_bench.py
+    "raft": ({"raft_updates": 4}, 1e-3),
+    "refl": ({"grad_steps": 2}, 3e-3),
+    "grpo": ({"clip_range": 0.2, "noise_level": 0.7}, 3e-3),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="the CPU configuration: fewer samples, seeds and steps")
+    p.add_argument("--gold", default="warmth", help="the gold judge: warmth, centre_brightness or symmetry")
+    p.add_argument("--sizes", default="xs,s,m", help="tiny RM sizes (comma separated); the default RM is 's'")
+    p.add_argument("--samples", type=int, default=None, help="generator samples labelled for RM training")
+    p.add_argument("--margin", type=float, default=0.3, help="gold differences under margin x gold std are ties")
+    p.add_argument("--rm-steps", type=int, default=None, help="reward-model training steps")
+    p.add_argument("--search-seeds", type=int, default=None)
+    p.add_argument("--budget", type=int, default=64, help="denoiser calls per search")
+    p.add_argument("--steps", type=int, default=8, help="sampling steps per image")
+    p.add_argument("--rl-steps", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--eval-seeds", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="keep every file here (default: a temporary directory)")
+    p.add_argument(
+        "--chart", default=None, help="the over-optimisation chart PNG (default: <out>/overoptimisation.png)"
+    )
+    args = p.parse_args(argv)
+    quick = {"samples": 1200, "rm_steps": 300, "search_seeds": 8, "rl_steps": 12, "eval_every": 3, "eval_seeds": 12}
+    full = {"samples": 3000, "rm_steps": 600, "search_seeds": 32, "rl_steps": 40, "eval_every": 4, "eval_seeds": 32}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    if "s" not in args.sizes:
+        p.error("--sizes must include 's' (the default RM)")
+    return args
+
+
+class Clock:
+    """Seconds per stage, printed as each ends."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+
+    def lap(self, what: str) -> None:
+        now = time.perf_counter()
+        print(f"[{now - self.started:6.0f} s] {what} ({now - self.last:.0f} s)", flush=True)
+        self.last = now
+
+
+# --- 1-2: generator, gold-labelled pairs -----------------------------------------------------------------------
+def samples(gen: Any, n: int, seed: int, steps: int) -> Any:
+    """n decoded ODE samples [n, H, W, 3] from one seed."""
+    import torch
+
+    from rewarddance.backend.generators.protocol import seeded_noise
+    from rewarddance.backend.generators.sampling import sample
+
+    with torch.no_grad():
+        return torch.cat(
+            [gen.decode(sample(gen, seeded_noise(gen, min(256, n - i), seed + i), steps)) for i in range(0, n, 256)]
+        )
+
+
+def gold_pairs(images: Any, gold: Any, folder: Path, margin: float, name: str) -> tuple[Path, dict]:
+    """Save images as PNG and write pairs (adjacent images, the gold-better one chosen, near-ties dropped)."""
+    import numpy as np
+    from PIL import Image
+
+    from rewarddance.backend.training.data import PreferencePair, write_pairs
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    scores = gold(images)
+    tie = margin * float(scores.std())
+    pairs = []
+    for k in range(len(images) // 2):
+        i, j = 2 * k, 2 * k + 1
+        for idx in (i, j):
+            pixels = (images[idx].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+            Image.fromarray(pixels).save(folder / "images" / f"{idx:05d}.png")
+        if abs(float(scores[i] - scores[j])) <= tie:
+            continue
+        a, b = (i, j) if scores[i] > scores[j] else (j, i)
+        pairs.append(PreferencePair(PROMPT, f"images/{a:05d}.png", f"images/{b:05d}.png"))
+    path = write_pairs(pairs, folder / f"{name}.jsonl")
+    return path, {"images": len(images), "pairs": len(pairs), "ties_dropped": len(images) // 2 - len(pairs)}
+
+
+# --- 3: proxy reward models ------------------------------------------------------------------------------------
+def train_proxy(root: Path, size: str, objective: str, pairs: Path, steps: int, seed: int) -> Path:
+    """A tiny Qwen2.5-VL of `size` fine-tuned on the gold pairs with `objective`; the trained checkpoint."""
+    from rewarddance.backend.training.trainer import RMTrainConfig, train_reward_model
+    from rewarddance.backend.vlm.tiny import write_tiny_checkpoint
+
+    extra = {"size": size} if size != "s" else {}
+    base = write_tiny_checkpoint("qwen2_5_vl", root / f"base_{size}", seed=seed, **extra)
+    cfg = RMTrainConfig(
+        model=str(base),
+        pairs=str(pairs),
+        out=str(root / f"rm_{size}_{objective}"),
+        objective=objective,
+        lora=False,
+        freeze_vision=False,
+        learning_rate=3e-4,
+        steps=steps,
+        batch_size=8,
+        save_every=0,
+        eval_fraction=0.1,
+        dtype="fp32",
+        device="cpu",
+        seed=seed,
+    )
+    return Path(train_reward_model(cfg)["model"])
+
+
+# --- 4: steering ---------------------------------------------------------------------------------------------------
+def search_row(gen: Any, reward: Any, gold: Any, algorithm: str, args: argparse.Namespace) -> dict:
+    """Mean proxy and gold of each held-out seed's first sample and of the search's pick."""
+    from rewarddance.backend.search.algorithms import ALGORITHMS
+
+    first_proxy, first_gold, best_proxy, best_gold, seconds = [], [], [], [], 0.0
+    for k in range(args.search_seeds):
+        seed = SEARCH_SEED_BASE + k
+        first = samples(gen, 1, seed, args.steps)
+        first_proxy.append(float(reward(first)[0]))
+        first_gold.append(float(gold(first)[0]))
+        result = ALGORITHMS[algorithm](gen, reward, args.steps, args.budget, seed=seed)
+        best_proxy.append(result.score)
+        best_gold.append(float(gold(result.image)[0]))
+        seconds += result.seconds["total"]
+    return gains(
+        statistics.mean(first_proxy),
+        statistics.mean(best_proxy),
+        statistics.mean(first_gold),
+        statistics.mean(best_gold),
+    ) | {"seconds": seconds}
+
+
+def gains(proxy_before: float, proxy_after: float, gold_before: float, gold_after: float) -> dict:
+    """Before/after values and relative gains of proxy and gold."""
+    return {
+        "proxy_before": proxy_before,
+        "proxy_after": proxy_after,
+        "proxy_gain": (proxy_after - proxy_before) / abs(proxy_before) if proxy_before else float("nan"),
+        "gold_before": gold_before,
+        "gold_after": gold_after,
+        "gold_gain": (gold_after - gold_before) / abs(gold_before),
+    }
+
+
+def rl_run(
+    name: str,
+    root: Path,
+    base: Path,
+    args: argparse.Namespace,
+    algorithm: str,
+    rewards: list[dict],
+    monitors: list[dict],
+    **extra: Any,
+) -> dict:
+    """One RL run with held-out gold (and proxy) monitors; its summary and curves."""
+    from rewarddance.backend.rl.config import RLConfig
+    from rewarddance.backend.rl.run import train_rl
+    from rewarddance.backend.run_log import read_rows
+
+    knobs, lr = TRAINERS[algorithm]
+    cfg = RLConfig(
+        algorithm=algorithm,
+        out=str(root / "rl" / name),
+        prompts=[PROMPT],
+        steps=args.rl_steps,
+        learning_rate=lr,
+        lora_rank=4,
+        lora_alpha=8.0,
+        prompts_per_step=2,
+        eval_seeds=args.eval_seeds,
+        eval_every=args.eval_every,
+        save_every=0,
+        std_window=4,
+        seed=args.seed,
+        generator={"kind": "tiny", "path": str(base)},
+        rewards=rewards,
+        monitors=monitors,
+        trainer={"group_size": 8, "sample_steps": args.steps, **knobs},
+        **extra,
+    )
+    started = time.perf_counter()
+    summary = train_rl(cfg)
+    rows = read_rows(Path(cfg.out) / "log.jsonl")
+    curve = [(0, summary["held_out_before"])] + [(r["step"], r["held_out"]) for r in rows if "held_out" in r]
+    curve.append((args.rl_steps, summary["held_out_after"]))
+    proxy = "proxy" if any(m.get("label") == "proxy" for m in monitors) else "reward"
+    before, after = summary["held_out_before"], summary["held_out_after"]
+    golds = [h[args.gold] for _, h in curve]
+    peak = curve[golds.index(max(golds))][0]
+    warned = summary.get("collapse_warning_step")
+    stds = [r["window_std"] for r in rows if "window_std" in r]
+    return gains(before[proxy], after[proxy], before[args.gold], after[args.gold]) | {
+        "kl": after.get("kl", float("nan")),
+        "final_std": stds[-1] if stds else float("nan"),
+        "first_std": stds[min(len(stds) - 1, 3)] if stds else float("nan"),
+        "gold_peak_step": peak,
+        "warning_step": warned,
+        "warned_before_peak": warned is not None and warned <= peak,
+        "curve": [(step, h[proxy], h[args.gold], h.get("kl", float("nan"))) for step, h in curve],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+# --- 5: the chart -----------------------------------------------------------------------------------------------
+def write_chart(runs: dict[str, dict], path: Path, gold_name: str) -> Path:
+    """Gold and proxy against steps, and gold against sqrt(KL), for every RL run."""
+    from rewarddance.backend.charts import line_panels
+
+    proxy = {name: [(s, p) for s, p, _, _ in r["curve"]] for name, r in runs.items()}
+    gold = {name: [(s, g) for s, _, g, _ in r["curve"]] for name, r in runs.items()}
+    by_kl = {name: [(math.sqrt(max(k, 0.0)), g) for _, _, g, k in r["curve"] if k == k] for name, r in runs.items()}
+    panels = [
+        ("held-out proxy reward (what was optimised) by RL step", proxy),
+        (f"held-out gold judge ({gold_name}, never optimised) by RL step", gold),
+        ("gold vs sqrt(KL to the frozen model) (Gao et al.'s over-optimisation axis)", by_kl),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line_panels(panels, width=900, panel_height=240).save(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    from safetensors.torch import save_file
+    from transformers.utils import logging
+
+    from rewarddance.backend.generators.tiny_flow import train_tiny_flow
+    from rewarddance.backend.reward_model import RewardModel
+    from rewarddance.backend.rewards import Ensemble, ImageStatistic, ModelReward
+    from rewarddance.backend.search.algorithms import ALGORITHMS
+    from rewarddance.backend.training.data import load_pairs
+    from rewarddance.backend.training.evaluation import evaluate_pairs
+
+    args = parse_args(argv)
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    clock = Clock()
+    root = Path(args.out or tempfile.mkdtemp(prefix="steer_bench_"))
+    root.mkdir(parents=True, exist_ok=True)
+    gold = ImageStatistic(args.gold)
+
+    gen = train_tiny_flow(steps=300, size=16, seed=args.seed)
+    base = root / "generator.safetensors"
+    save_file({k: v.contiguous() for k, v in gen.net.state_dict().items()}, str(base))
+    clock.lap("tiny flow generator fitted (16x16 RGB, 300 steps)")
+
+    train_pairs, labels = gold_pairs(
+        samples(gen, args.samples, args.seed, args.steps), gold, root / "data", args.margin, "train"
+    )
+    fresh_pairs, fresh = gold_pairs(samples(gen, 400, 777_000, args.steps), gold, root / "fresh", args.margin, "fresh")
+    print(
+        f"gold judge {args.gold}: {labels['images']} samples -> {labels['pairs']} training pairs "
+        f"({labels['ties_dropped']} ties dropped); {fresh['pairs']} fresh held-out pairs"
+    )
+    clock.lap("gold-labelled pairs written")
+
+    objectives = ["pointwise", "pairwise"]
+    trained = {}
+    for size in args.sizes:
+        for objective in objectives if size == "s" or not args.quick else ["pointwise"]:
+            trained[(size, objective)] = train_proxy(root, size, objective, train_pairs, args.rm_steps, args.seed)
+            clock.lap(f"proxy RM {size}/{objective} trained ({args.rm_steps} steps)")
+    models = {key: RewardModel.from_pretrained(str(path), dtype="fp32", device="cpu") for key, path in trained.items()}
+    accuracy = {}
+    for key, rm in models.items():
+        m = evaluate_pairs(rm, load_pairs(fresh_pairs))
+        accuracy[key] = (m[f"{key[1]}_accuracy"], m["score_std"])
+    print("\nproxy RMs vs the gold judge on fresh samples (held-out accuracy of the judgement each was trained for)")
+    print(f"{'size':>5} {'objective':>10} {'params':>9} {'accuracy':>9} {'score std':>10}")
+    for (size, objective), (acc, std) in accuracy.items():
+        params = sum(p.numel() for p in models[(size, objective)].model.parameters())
+        print(f"{size:>5} {objective:>10} {params:>9,} {acc:>9.3f} {std:>10.3f}")
+    clock.lap("RM accuracy measured")
+
+    default = models[("s", "pointwise")]
+    pairwise = models[("s", "pairwise")]
+    reference_images = samples(gen, 8, 2_000_000, args.steps)
+    reference = reference_images[pairwise.tournament(reference_images, PROMPT).ranking[0]][None]
+    search_rewards = {
+        "pointwise s": ModelReward(default, PROMPT),
+        "pairwise s (vs tournament ref)": ModelReward(pairwise, PROMPT, reference=reference),
+    }
+    for size in args.sizes:
+        if size != "s" and (size, "pointwise") in models:
+            search_rewards[f"pointwise {size}"] = ModelReward(models[(size, "pointwise")], PROMPT)
+    search = {}
+    for label, reward in search_rewards.items():
+        algorithms = ALGORITHMS if label == "pointwise s" or not args.quick else ["best_of_n"]
+        for algorithm in algorithms:
+            if algorithm == "noise_gradient" and label.startswith("pairwise") and args.quick:
+                continue
+            search[(label, algorithm)] = search_row(gen, reward, gold, algorithm, args)
+        clock.lap(f"search with {label}")
+
+    gold_monitor = [{"kind": "statistic", "name": args.gold}]
+    spec = {size: {"kind": "pointwise", "model": str(trained[(size, "pointwise")])} for size in args.sizes}
+    rl = {}
+    for size in args.sizes:
+        for algorithm in TRAINERS if size == "s" or not args.quick else ["grpo"]:
+            rl[(f"pointwise {size}", algorithm)] = rl_run(
+                f"{algorithm}_{size}", root, base, args, algorithm, [spec[size]], gold_monitor
+            )
+            clock.lap(f"RL {algorithm} with pointwise {size}")
+    pair_spec = {"kind": "pairwise", "model": str(trained[("s", "pairwise")])}
+    rl[("pairwise s (vs tournament ref)", "grpo")] = rl_run(
+        "grpo_pairwise", root, base, args, "grpo", [pair_spec], gold_monitor
+    )
+    clock.lap("RL grpo with the pairwise recipe")
+    group_spec = {"kind": "pairwise_group", "model": str(trained[("s", "pairwise")])}
+    rl[("Pref-GRPO (group win rate)", "grpo")] = rl_run(
+        "pref_grpo", root, base, args, "grpo", [group_spec], gold_monitor + [dict(pair_spec, label="proxy")]
+    )
+    clock.lap("RL Pref-GRPO")
+    members = [spec[size] for size in args.sizes]
+    if len(members) > 1:
+        n = len(members)
+        rl[("ensemble mean", "grpo")] = rl_run(
+            "grpo_mean", root, base, args, "grpo", members, gold_monitor, reward_weights=[1 / n] * n
+        )
+        rl[("ensemble min", "grpo")] = rl_run(
+            "grpo_min", root, base, args, "grpo", members, gold_monitor, reward_combine="min"
+        )
+        clock.lap("RL grpo with ensembles")
+
+    print(
+        f"\nsteering at equal budget; gold judge: {args.gold}; gains are relative to the first sample (search, "
+        f"{args.search_seeds} held-out seeds, budget {args.budget} denoiser calls) or to the model before training "
+        f"(RL, {args.rl_steps} steps, {args.eval_seeds} held-out seeds)"
+    )
+    print(
+        f"{'reward':>32} {'method':>18} {'proxy':>16} {'proxy gain':>11} {'gold':>16} {'gold gain':>10} {'final std':>10} {'KL':>8} {'gold peak':>10} {'warned':>7}"
+    )
+    for (label, method), r in list(search.items()) + list(rl.items()):
+        extra = (
+            f"{r['final_std']:>10.4f} {r['kl']:>8.4f} {r['gold_peak_step']:>10} {str(r['warning_step']):>7}"
+            if "curve" in r
+            else ""
+        )
+        print(
+            f"{label:>32} {method:>18} {r['proxy_before']:>7.4f}->{r['proxy_after']:<7.4f} {r['proxy_gain']:>+11.1%} "
+            f"{r['gold_before']:>7.4f}->{r['gold_after']:<7.4f} {r['gold_gain']:>+10.1%} {extra}"
+        )
+    chart = write_chart(
+        {f"{label} / {method}": r for (label, method), r in rl.items()},
+        Path(args.chart or root / "overoptimisation.png"),
+        args.gold,
+    )
+    print(f"\nchart: {chart}")
+    (root / "results.json").write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "accuracy": {f"{s}/{o}": v for (s, o), v in accuracy.items()},
+                "search": {f"{label} / {m}": r for (label, m), r in search.items()},
+                "rl": {f"{label} / {m}": r for (label, m), r in rl.items()},
+            },
+            indent=1,
+        )
+    )
+    print(f"results: {root / 'results.json'}")
+    clock.lap("done")
+    default_rows = [r for (label, _), r in list(search.items()) + list(rl.items()) if label == "pointwise s"]
+    print(f"gold_gain_min={min(r['gold_gain'] for r in default_rows):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
