@@ -101,28 +101,25 @@ def samples(gen: Any, n: int, seed: int, steps: int) -> Any:
         )
 
 
-def gold_pairs(images: Any, gold: Any, folder: Path, margin: float, name: str) -> tuple[Path, dict]:
-    """Save images as PNG and write pairs (adjacent images, the gold-better one chosen, near-ties dropped)."""
+def gold_pairs(images: Any, gold: Any, folder: Path, margin: float, seed: int) -> tuple[Path, dict]:
+    """Save images as PNG, score them with the gold judge and write pairs with `make-pairs`' library (a seeded
+    disjoint pairing; the gold-better image chosen; differences under margin x the gold std are ties, dropped)."""
     import numpy as np
     from PIL import Image
 
-    from rewarddance.backend.training.data import PreferencePair, write_pairs
+    from rewarddance.backend.training.data import write_pairs
+    from rewarddance.backend.training.labelling import pairs_from_scores, relative_to
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    scores = gold(images)
-    tie = margin * float(scores.std())
-    pairs = []
-    for k in range(len(images) // 2):
-        i, j = 2 * k, 2 * k + 1
-        for idx in (i, j):
-            pixels = (images[idx].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-            Image.fromarray(pixels).save(folder / "images" / f"{idx:05d}.png")
-        if abs(float(scores[i] - scores[j])) <= tie:
-            continue
-        a, b = (i, j) if scores[i] > scores[j] else (j, i)
-        pairs.append(PreferencePair(PROMPT, f"images/{a:05d}.png", f"images/{b:05d}.png"))
-    path = write_pairs(pairs, folder / f"{name}.jsonl")
-    return path, {"images": len(images), "pairs": len(pairs), "ties_dropped": len(images) // 2 - len(pairs)}
+    files = []
+    for idx, image in enumerate(images):
+        files.append(str(folder / "images" / f"{idx:05d}.png"))
+        Image.fromarray((image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)).save(files[-1])
+    scores = gold(images).tolist()
+    labelled = pairs_from_scores(files, [PROMPT] * len(files), scores, margin * statistics.pstdev(scores), seed=seed)
+    kept = [p for p in labelled if not p.tie]
+    path = write_pairs(relative_to(kept, folder / "pairs.jsonl"), folder / "pairs.jsonl")
+    return path, {"images": len(files), "pairs": len(kept), "ties_dropped": len(labelled) - len(kept)}
 
 
 # --- 3: proxy reward models ------------------------------------------------------------------------------------
@@ -131,8 +128,7 @@ def train_proxy(root: Path, size: str, objective: str, pairs: Path, steps: int, 
     from rewarddance.backend.training.trainer import RMTrainConfig, train_reward_model
     from rewarddance.backend.vlm.tiny import write_tiny_checkpoint
 
-    extra = {"size": size} if size != "s" else {}
-    base = write_tiny_checkpoint("qwen2_5_vl", root / f"base_{size}", seed=seed, **extra)
+    base = write_tiny_checkpoint("qwen2_5_vl", root / f"base_{size}", seed=seed, size=size)
     cfg = RMTrainConfig(
         model=str(base),
         pairs=str(pairs),
@@ -271,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rewarddance.backend.generators.tiny_flow import train_tiny_flow
     from rewarddance.backend.reward_model import RewardModel
-    from rewarddance.backend.rewards import Ensemble, ImageStatistic, ModelReward
+    from rewarddance.backend.rewards import ImageStatistic, ModelReward
     from rewarddance.backend.search.algorithms import ALGORITHMS
     from rewarddance.backend.training.data import load_pairs
     from rewarddance.backend.training.evaluation import evaluate_pairs
@@ -291,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     clock.lap("tiny flow generator fitted (16x16 RGB, 300 steps)")
 
     train_pairs, labels = gold_pairs(
-        samples(gen, args.samples, args.seed, args.steps), gold, root / "data", args.margin, "train"
+        samples(gen, args.samples, args.seed, args.steps), gold, root / "data", args.margin, args.seed
     )
-    fresh_pairs, fresh = gold_pairs(samples(gen, 400, 777_000, args.steps), gold, root / "fresh", args.margin, "fresh")
+    fresh_pairs, fresh = gold_pairs(
+        samples(gen, 400, 777_000, args.steps), gold, root / "fresh", args.margin, args.seed + 1
+    )
     print(
         f"gold judge {args.gold}: {labels['images']} samples -> {labels['pairs']} training pairs "
         f"({labels['ties_dropped']} ties dropped); {fresh['pairs']} fresh held-out pairs"
@@ -314,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nproxy RMs vs the gold judge on fresh samples (held-out accuracy of the judgement each was trained for)")
     print(f"{'size':>5} {'objective':>10} {'params':>9} {'accuracy':>9} {'score std':>10}")
     for (size, objective), (acc, std) in accuracy.items():
-        params = sum(p.numel() for p in models[(size, objective)].model.parameters())
+        params = sum(p.numel() for p in models[(size, objective)].vlm.model.parameters())
         print(f"{size:>5} {objective:>10} {params:>9,} {acc:>9.3f} {std:>10.3f}")
     clock.lap("RM accuracy measured")
 

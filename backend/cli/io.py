@@ -1,5 +1,6 @@
 """Result-file formats of the command line: prompts files, result rows (JSONL / CSV, appended and re-read for
---resume), the media a folder holds, and the image / animated-image writer. No argparse here."""
+--resume), the media a folder holds, the image / animated-image writer and the folder of search candidates.
+No argparse here."""
 
 from __future__ import annotations
 
@@ -114,3 +115,54 @@ def write_search_output(image: Any, out: str) -> None:
         frames[0].save(out, save_all=True, append_images=frames[1:], duration=125, loop=0)
     else:
         PILImage.fromarray(arr).save(out)
+
+
+CANDIDATES_FILE = "candidates.jsonl"  # the index `search --save-candidates DIR` writes next to the images
+CANDIDATE_FIELDS = {  # its rows' schema, shown in `rewarddance search --help`
+    "file": "image file name, relative to DIR (NNNNN.png; videos NNNNN.webp)",
+    "prompt": "the search prompt",
+    "score": "the reward the search recorded for it",
+    "round": "the algorithm's round that produced it",
+    "index": "its position in the search history (0, 1, ...; = NNNNN)",
+    "seed": "the search's --seed",
+    "algorithm": "the search's --algorithm",
+    "denoiser_calls": "denoiser calls spent when it was scored",
+    "scorer_calls": "scorer calls spent when it was scored",
+}
+
+
+def check_new_folder(path: str, flag: str) -> None:
+    """A folder a command will fill must not exist yet, or be empty (so its rows are this run's only)."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise CLIError(f"{flag} {path!r} is a file; pass a new directory")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise CLIError(f"{flag} {path!r} is not empty; pass a new directory (e.g. {path.rstrip('/')}-2)")
+
+
+class CandidateWriter:
+    """Saves each search candidate as it is scored: DIR/NNNNN.png (videos: an animated NNNNN.webp) and one row
+    of CANDIDATE_FIELDS in DIR/candidates.jsonl; `index` is the candidate's position in the search history."""
+
+    def __init__(self, folder: str | Path, prompt: str, seed: int, algorithm: str):
+        self.folder, self.prompt, self.seed, self.algorithm, self.count = Path(folder), prompt, seed, algorithm, 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, candidate: Any, image: Any) -> None:
+        """Write one candidate's image and append its row (one write per row, so an interrupt keeps the rest)."""
+        name = f"{self.count:05d}.{'webp' if image.ndim == 4 else 'png'}"
+        write_search_output(image, str(self.folder / name))
+        row = {
+            "file": name,
+            "prompt": self.prompt,
+            "score": candidate.score,
+            "round": candidate.round,
+            "index": self.count,
+            "seed": self.seed,
+            "algorithm": self.algorithm,
+            "denoiser_calls": candidate.denoiser_calls,
+            "scorer_calls": candidate.scorer_calls,
+        }
+        with (self.folder / CANDIDATES_FILE).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        self.count += 1

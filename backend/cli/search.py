@@ -1,4 +1,5 @@
-"""`rewarddance search`: reward-guided noise search over a diffusers pipeline; writes the best image."""
+"""`rewarddance search`: reward-guided noise search over a diffusers pipeline or a tiny generator directory;
+writes the best image, and with `--save-candidates DIR` every candidate as it is scored."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ..devices import DTYPE_CHOICES, DTYPES, resolve_device_and_dtype
 from ..search.algorithms import ALGORITHMS
 from .command import Command
 from .errors import CLIError
-from .io import write_search_output
+from .io import CANDIDATE_FIELDS, CANDIDATES_FILE, CandidateWriter, check_new_folder, write_search_output
 from .model_options import DEFAULT_MODEL
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -20,7 +21,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of `rewarddance search`."""
     p.add_argument(
-        "--pipeline", required=True, help="diffusers pipeline directory or hub id (SD 1.x/2.x, SDXL, SD3, Flux, Wan)"
+        "--pipeline",
+        required=True,
+        help="diffusers pipeline directory or hub id (SD 1.x/2.x, SDXL, SD3, Flux, Wan), or a tiny generator "
+        "directory (`rewarddance tiny-generator`: unconditional, fixed size, no --guidance/--height/--width/--frames)",
     )
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="", help="negative prompt")
@@ -43,6 +47,14 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--out", default="best.png", help="where to write the best image")
     p.add_argument("--json", action="store_true", help="print the score and every candidate as JSON")
+    p.add_argument(
+        "--save-candidates",
+        default=None,
+        metavar="DIR",
+        help=f"a new (or empty) directory: every scored candidate is written there as it is scored, NNNNN.png "
+        f"(videos: NNNNN.webp) plus one {CANDIDATES_FILE} row each: "
+        + "; ".join(f"{k}: {v}" for k, v in CANDIDATE_FIELDS.items()),
+    )
 
 
 def check_search_args(args: argparse.Namespace) -> None:
@@ -58,6 +70,8 @@ def check_search_args(args: argparse.Namespace) -> None:
             f"--out must be an image file name (.png, .jpg, .webp; videos are written as an animated "
             f".webp), got {args.out!r}"
         )
+    if args.save_candidates is not None:
+        check_new_folder(args.save_candidates, "--save-candidates")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -66,7 +80,13 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """Noise search over a diffusers pipeline with a reward model; write the best image."""
+    """Noise search over a diffusers pipeline or a tiny generator with a reward model; write the best image.
+
+    With --save-candidates DIR, every candidate of the search history is saved as DIR/NNNNN.png (videos: an
+    animated NNNNN.webp) and one row of DIR/candidates.jsonl, written as it is scored:
+    {"file", "prompt", "score", "round", "index", "seed", "algorithm", "denoiser_calls", "scorer_calls"}
+    (see CANDIDATE_FIELDS). The score is the one of the float image before its 8-bit PNG rounding.
+    """
     from dataclasses import asdict
 
     from ..generators.diffusers_adapter import generator_for, load_pipeline
@@ -82,7 +102,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise CLIError(f"--pipeline: {exc}") from exc
     rm = RewardModel.from_pretrained(args.reward_model, dtype=dtype, device=device)
     reward = ModelReward(rm, args.prompt, options={"criteria": args.criteria} if args.criteria else {})
-    result = ALGORITHMS[args.algorithm](gen, reward, args.steps, args.budget, seed=args.seed)
+    on_candidate = None
+    if args.save_candidates is not None:
+        on_candidate = CandidateWriter(args.save_candidates, args.prompt, args.seed, args.algorithm)
+    result = ALGORITHMS[args.algorithm](gen, reward, args.steps, args.budget, seed=args.seed, on_candidate=on_candidate)
     write_search_output(result.image[0], args.out)
     report = {
         "score": result.score,
@@ -90,6 +113,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         "scorer_calls": result.scorer_calls,
         "out": args.out,
         "history": [asdict(c) for c in result.history],
+        "candidates": args.save_candidates,
         "seconds": result.seconds,
     }
     if args.json:
@@ -98,10 +122,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(
             f"{args.algorithm}: best score {result.score:.6f} of {len(result.history)} candidates, "
             f"{result.denoiser_calls} denoiser calls; wrote {args.out}"
+            + (f" and {len(result.history)} candidates to {args.save_candidates}" if args.save_candidates else "")
         )
     return 0
 
 
 COMMANDS = (
-    Command("search", "reward-guided noise search over a diffusers pipeline", add_search_arguments, cmd_search),
+    Command(
+        "search",
+        "reward-guided noise search over a diffusers pipeline or a tiny generator",
+        add_search_arguments,
+        cmd_search,
+    ),
 )

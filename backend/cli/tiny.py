@@ -1,11 +1,14 @@
-"""`rewarddance tiny-model`: a tiny random-weight checkpoint of a registered family (tests, offline demos)."""
+"""`rewarddance tiny-model` (a tiny random-weight reward model checkpoint of a registered family) and
+`rewarddance tiny-generator` (a tiny flow generator trained on photo crops): tests and offline demos."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..vlm.registry import FAMILIES
 from .command import Command
+from .errors import CLIError
 
 
 def add_tiny_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,11 +30,59 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_tiny_generator_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of `rewarddance tiny-generator`."""
+    p.add_argument(
+        "--out", required=True, help="output directory (new, empty, or a tiny generator directory to overwrite)"
+    )
+    p.add_argument("--size", type=int, default=16, help="image side in pixels (at least 8, a multiple of 4)")
+    p.add_argument("--steps", type=int, default=300, help="training steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=32, help="channels of the velocity network (at least 4)")
+
+
+def check_tiny_generator_args(args: argparse.Namespace) -> None:
+    """The checks of tiny-generator's flags, before any training."""
+    from ..generators.tiny_checkpoint import is_tiny_generator
+
+    if args.size < 8 or args.size % 4:
+        raise CLIError(f"--size must be at least 8 and a multiple of 4 (e.g. 16), got {args.size}")
+    if args.steps < 1:
+        raise CLIError(f"--steps must be at least 1, got {args.steps}")
+    if args.width < 4:
+        raise CLIError(f"--width must be at least 4, got {args.width}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {args.out!r} is a file; pass a directory")
+    if out.is_dir() and any(out.iterdir()) and not is_tiny_generator(out):
+        raise CLIError(
+            f"--out {args.out!r} is a non-empty directory that is not a tiny generator; pass a new or empty "
+            "directory (an existing tiny generator directory is overwritten)"
+        )
+
+
+def cmd_tiny_generator(args: argparse.Namespace) -> int:
+    """Train a tiny flow generator on photo crops and save it as a directory any --pipeline flag loads."""
+    from ..generators.tiny_checkpoint import save_tiny_generator
+    from ..generators.tiny_flow import train_tiny_flow
+
+    check_tiny_generator_args(args)
+    gen = train_tiny_flow(steps=args.steps, size=args.size, seed=args.seed, width=args.width)
+    print(save_tiny_generator(gen, args.out, train_steps=args.steps, seed=args.seed, data="photo_crops"))
+    return 0
+
+
 COMMANDS = (
     Command(
         "tiny-model",
         "write a tiny random-weight checkpoint (tests, offline demo)",
         add_tiny_model_arguments,
         cmd_tiny_model,
+    ),
+    Command(
+        "tiny-generator",
+        "train and save a tiny flow generator for search and RL (tests, offline demo)",
+        add_tiny_generator_arguments,
+        cmd_tiny_generator,
     ),
 )

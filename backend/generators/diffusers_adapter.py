@@ -8,13 +8,18 @@ shift), so Euler sampling through an adapter reproduces the pipeline run with it
 `denoise` returns x0_hat: for eps models x - sigma * eps(x * c_in, t); for flow models x - sigma * v(x, t).
 Classifier-free guidance is applied inside `denoise` (Flux uses its distilled guidance embedding instead).
 Latents are the pipeline's own (Flux: the unpacked [C, h, w] grid; packing happens inside `denoise`).
+`load_pipeline` also takes a tiny generator directory (`tiny_checkpoint.py`), which `generator_for` passes through.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from .tiny_checkpoint import is_tiny_generator, load_tiny_generator
+from .tiny_flow import TinyFlowGenerator
 
 EPS_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 
@@ -28,7 +33,14 @@ def generator_for(
     width: int | None = None,
     frames: int | None = None,
 ) -> Any:
-    """The adapter for a loaded pipeline (by its class), with the family's default guidance when none is given."""
+    """The adapter for a loaded pipeline (by its class), with the family's default guidance when none is given.
+
+    A TinyFlowGenerator (what `load_pipeline` returns for a tiny generator directory) is returned unchanged:
+    it is unconditional, so the prompt and negative prompt are ignored, and it has a fixed size and no
+    guidance, so a `guidance`, `height`, `width` or `frames` given raises ValueError.
+    """
+    if isinstance(pipe, TinyFlowGenerator):
+        return tiny_generator_for(pipe, guidance=guidance, height=height, width=width, frames=frames)
     name = type(pipe).__name__
     adapters = {
         "StableDiffusionPipeline": (DiffusersEpsGenerator, 7.5),
@@ -42,6 +54,18 @@ def generator_for(
     cls, default = adapters[name]
     kwargs = {"frames": frames} if cls is WanGenerator else {}
     return cls(pipe, prompt, negative_prompt, default if guidance is None else guidance, height, width, **kwargs)
+
+
+def tiny_generator_for(gen: TinyFlowGenerator, **options: int | float | None) -> TinyFlowGenerator:
+    """`gen` itself, after refusing the pipeline options it has no use for (guidance, height, width, frames)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if given:
+        _, h, w = gen.noise_shape
+        raise ValueError(
+            f"the tiny generator has a fixed size ({h}x{w} pixels) and no guidance or frames; leave "
+            f"{', '.join(given)} unset (got {', '.join(f'{k}={v}' for k, v in given.items())})"
+        )
+    return gen
 
 
 def decode_vae_images(vae: Any, latents: torch.Tensor) -> torch.Tensor:
@@ -393,7 +417,10 @@ class WanGenerator(FlowGenerator):
 
 
 def load_pipeline(path: str, device: str = "cpu", dtype: str = "fp32") -> Any:
-    """A diffusers pipeline from a directory or hub id (safetensors only)."""
+    """A diffusers pipeline from a directory or hub id (safetensors only), or the TinyFlowGenerator of a tiny
+    generator directory (`rewarddance tiny-generator`; always fp32, `dtype` does not apply)."""
+    if is_tiny_generator(path) or looks_like_model_dir(path):
+        return load_tiny_generator(path, device)  # a non-tiny model directory gets its clear error here
     try:
         import diffusers
     except ImportError as exc:
@@ -402,3 +429,9 @@ def load_pipeline(path: str, device: str = "cpu", dtype: str = "fp32") -> Any:
     pipe = diffusers.DiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def looks_like_model_dir(path: str) -> bool:
+    """A local directory with a config.json but no model_index.json: not a diffusers pipeline."""
+    folder = Path(path)
+    return folder.is_dir() and (folder / "config.json").is_file() and not (folder / "model_index.json").is_file()

@@ -2,7 +2,8 @@
 
 The "latent" is a small RGB image in [-1, 1] (default 3 x 16 x 16); decoding maps it to [0, 1]. The
 velocity network is a few convolutions conditioned on sigma. `train_tiny_flow` fits it to crops of
-scikit-image's sample photos (or any [N, 3, h, w] data) with the rectified-flow loss.
+scikit-image's sample photos (or any [N, 3, h, w] data) with the rectified-flow loss. `tiny_checkpoint.py`
+saves one as a directory (`rewarddance tiny-generator`) that every pipeline loader accepts by path.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class TinyVelocityNet(nn.Module):
 
     def __init__(self, channels: int = 3, width: int = 32):
         super().__init__()
+        self.channels, self.width = channels, width  # recorded in saved checkpoints (tiny_checkpoint.py)
         self.inp = nn.Conv2d(channels, width, 3, padding=1)
         self.blocks = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(3))
         self.embed = nn.Linear(16, width)
@@ -41,7 +43,7 @@ class TinyFlowGenerator:
     def __init__(self, net: TinyVelocityNet | None = None, size: int = 16, device: str = "cpu", seed: int = 0):
         torch.manual_seed(seed)
         self.net = (net or TinyVelocityNet()).to(device).eval()
-        self.noise_shape = (3, size, size)
+        self.noise_shape = (self.net.channels, size, size)
         self.device = torch.device(device)
 
     def sigmas(self, steps: int) -> torch.Tensor:
@@ -76,12 +78,19 @@ def photo_crops(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
 
 
 def train_tiny_flow(
-    steps: int = 300, size: int = 16, batch: int = 64, lr: float = 2e-3, seed: int = 0, data: torch.Tensor | None = None
+    steps: int = 300,
+    size: int = 16,
+    batch: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
+    data: torch.Tensor | None = None,
+    width: int = 32,
 ) -> TinyFlowGenerator:
-    """Fit a TinyFlowGenerator with the rectified-flow loss |v - (eps - x0)|^2 (seconds on a CPU)."""
+    """Fit a TinyFlowGenerator (a TinyVelocityNet of `width` channels) with the rectified-flow loss |v - (eps - x0)|^2
+    (seconds on a CPU)."""
     torch.manual_seed(seed)
     data = photo_crops(1024, size, seed) if data is None else data
-    net = TinyVelocityNet(channels=data.shape[1])
+    net = TinyVelocityNet(channels=data.shape[1], width=width)
     opt = torch.optim.AdamW(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):

@@ -56,7 +56,8 @@ class RLConfig:
     max_grad_norm: float = 1.0
     std_window: int = 10  # steps in the windowed reward std (the reward-hacking signal)
     collapse_ratio: float = 0.2  # warn when the windowed std falls below this fraction of its first value
-    generator: dict[str, Any] = field(default_factory=lambda: {"kind": "tiny"})
+    # {kind, path, ...}, or a path string: a tiny generator directory or a diffusers pipeline path / hub id
+    generator: dict[str, Any] | str = field(default_factory=lambda: {"kind": "tiny"})
     rewards: list[dict[str, Any]] = field(default_factory=lambda: [{"kind": "colour"}])
     reward_weights: list[float] | None = None
     reward_transform: str = "none"
@@ -75,6 +76,7 @@ class RLConfig:
         given = {k: v for k, v in {"lr": lr, "rank": rank, "alpha": alpha, "targets": targets}.items() if v is not None}
         for new, value in renamed_keys(given, RENAMED_KEYS, "RLConfig").items():
             setattr(self, new, value)
+        self.generator = generator_spec(self.generator)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "RLConfig") -> RLConfig:
@@ -93,6 +95,8 @@ class RLConfig:
             )
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
+        if not isinstance(self.generator, dict):
+            raise ValueError(f"generator must be a table {{kind, path, ...}} or a path string, got {self.generator!r}")
         if self.generator.get("kind") not in GENERATOR_KINDS:
             raise ValueError(
                 f"generator.kind must be one of {', '.join(GENERATOR_KINDS)}, got {self.generator.get('kind')!r}"
@@ -183,6 +187,8 @@ def load_rl_config(path: str | Path) -> RLConfig:
     data["out"] = str(base / data["out"])  # an absolute `out` stays as it is
     for key in ("prompts", "eval_prompts"):
         data[key] = local(data.get(key))
+    if isinstance(data.get("generator"), str):
+        data["generator"] = local(data["generator"])
     for section in [data.get("generator", {})] + list(data.get("rewards", [])) + list(data.get("monitors", [])):
         if not isinstance(section, dict):
             continue
@@ -196,23 +202,51 @@ def load_rl_config(path: str | Path) -> RLConfig:
 
 
 # --- building the policy -----------------------------------------------------------------------------------------
+def generator_spec(value: Any) -> Any:
+    """`generator` as a table: a path string becomes {kind = "tiny" for a tiny generator directory, else
+    "diffusers", path}; anything else is returned as it is (validate checks it)."""
+    from ..generators.tiny_checkpoint import is_tiny_generator
+
+    if isinstance(value, str):
+        return {"kind": "tiny" if is_tiny_generator(value) else "diffusers", "path": value}
+    return value
+
+
+def build_tiny_generator(g: dict[str, Any], out: Path, seed: int) -> Any:
+    """The tiny flow generator of `g`: a tiny generator directory, a .safetensors file of its network (width from
+    the weights), or, with neither, one fitted once and kept with the run (so a resumed run starts from it)."""
+    from safetensors.torch import load_file, save_file
+
+    from ..generators.diffusers_adapter import tiny_generator_for
+    from ..generators.tiny_checkpoint import load_tiny_generator
+    from ..generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet, train_tiny_flow
+
+    base = Path(g["path"]) if g.get("path") else out / "base_tiny_flow.safetensors"
+    if base.is_dir():
+        gen = load_tiny_generator(base, g.get("device", "cpu"))
+    elif base.is_file():
+        state = load_file(str(base))
+        net = TinyVelocityNet(width=state["inp.weight"].shape[0])
+        net.load_state_dict(state)
+        gen = TinyFlowGenerator(net, size=int(g.get("size", 16)))
+    else:
+        gen = train_tiny_flow(steps=int(g.get("train_steps", 300)), size=int(g.get("size", 16)), seed=seed)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in gen.net.state_dict().items()}, str(base))
+    options = {k: g.get(k) for k in ("guidance", "height", "width", "frames")}
+    try:
+        return tiny_generator_for(gen, **options)
+    except ValueError as exc:
+        raise ValueError(f"generator: {exc}") from exc
+
+
 def build_generator(cfg: RLConfig, out: Path) -> tuple[Callable[[str], Any], torch.nn.Module, Any]:
     """(generator for a prompt, the denoiser network, the tiny generator or pipeline) from `cfg.generator`."""
-    g = dict(cfg.generator)
-    if g["kind"] == "tiny":
-        from safetensors.torch import load_file, save_file
+    from ..generators.tiny_checkpoint import is_tiny_generator
 
-        from ..generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet, train_tiny_flow
-
-        base = Path(g["path"]) if g.get("path") else out / "base_tiny_flow.safetensors"
-        if base.is_file():
-            net = TinyVelocityNet()
-            net.load_state_dict(load_file(str(base)))
-            gen = TinyFlowGenerator(net, size=int(g.get("size", 16)))
-        else:  # fit a base model once and keep it with the run, so a resumed run starts from the same weights
-            gen = train_tiny_flow(steps=int(g.get("train_steps", 300)), size=int(g.get("size", 16)), seed=cfg.seed)
-            out.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in gen.net.state_dict().items()}, str(base))
+    g = dict(generator_spec(cfg.generator))
+    if g["kind"] == "tiny" or (g["kind"] == "diffusers" and is_tiny_generator(g.get("path"))):
+        gen = build_tiny_generator(g, out, cfg.seed)
         return (lambda prompt: gen), gen.net, gen
     if g["kind"] != "diffusers":
         raise ValueError(

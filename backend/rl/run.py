@@ -235,7 +235,10 @@ def chart_panels(cfg: RLConfig) -> list[tuple[str, list[str]]]:
     from .config import monitor_name
 
     monitors = [f"held_out.{monitor_name(m)}" for m in cfg.monitors]
-    return CHART_PANELS + [("held-out reward / monitors", ["held_out.reward", *monitors]), ("held-out KL", ["held_out.kl"])]
+    return CHART_PANELS + [
+        ("held-out reward / monitors", ["held_out.reward", *monitors]),
+        ("held-out KL", ["held_out.kl"]),
+    ]
 
 
 def write_rl_chart(log_path: Path, out: Path, cfg: RLConfig | None = None) -> Path | None:

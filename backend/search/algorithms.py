@@ -1,5 +1,6 @@
 """Noise search algorithms. Each spends a budget of denoiser calls, is deterministic for a seed, and returns
-the best latent, its initial noise, its image and score, and the full history of candidates.
+the best latent, its initial noise, its image and score, and the full history of candidates; an optional
+`on_candidate(candidate, image)` receives every recorded candidate with its image as it is scored.
 
 - best_of_n: N seeds sampled in batches, keep the best.
 - random_search: pools of 2, 4, 8, ... fresh seeds until the budget is spent (tt-scale-flux).
@@ -28,6 +29,7 @@ from ..rewards.protocol import Reward
 
 Progress = Callable[[int, int, "BestSoFar"], None]  # (denoiser calls spent, budget, the best candidate so far)
 StopCheck = Callable[[], bool]  # True: finish now and return the best so far (a user pressed stop)
+CandidateSink = Callable[["Candidate", torch.Tensor], None]  # (candidate, its image [H, W, 3] / [T, H, W, 3] on CPU)
 
 
 @dataclass
@@ -75,11 +77,12 @@ class Tracker:
         budget: int,
         progress: Progress | None = None,
         should_stop: StopCheck | None = None,
+        on_candidate: CandidateSink | None = None,
     ):
         if budget < 1:
             raise ValueError(f"budget must be at least 1 denoiser call, got {budget}")
         self.generator, self.reward, self.budget, self.progress = generator, reward, budget, progress
-        self.should_stop = should_stop
+        self.should_stop, self.on_candidate = should_stop, on_candidate
         self.stopped = False
         self.calls = CallCounter()
         self.history: list[Candidate] = []
@@ -113,8 +116,12 @@ class Tracker:
     def record(
         self, round_: int, latents: torch.Tensor, noises: torch.Tensor, scores: torch.Tensor, images: torch.Tensor
     ) -> None:
+        """Append each candidate to the history (and hand it with its image to `on_candidate`); keep the best."""
         for i in range(latents.shape[0]):
-            self.history.append(Candidate(round_, float(scores[i]), self.calls.denoiser, self.calls.scorer))
+            candidate = Candidate(round_, float(scores[i]), self.calls.denoiser, self.calls.scorer)
+            self.history.append(candidate)
+            if self.on_candidate is not None:
+                self.on_candidate(candidate, images[i].detach().float().cpu())
             if self.best is None or float(scores[i]) > self.best[0]:
                 self.best = (float(scores[i]), latents[i : i + 1], noises[i : i + 1], images[i : i + 1])
         if self.progress is not None:
@@ -137,9 +144,10 @@ def best_of_n(
     batch: int = 8,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
+    on_candidate: CandidateSink | None = None,
 ) -> SearchResult:
     """floor(budget / steps) seeds, sampled `batch` at a time; the best by reward."""
-    t = Tracker(generator, reward, budget, progress, should_stop)
+    t = Tracker(generator, reward, budget, progress, should_stop, on_candidate)
     n = max(1, budget // steps)
     noises = seeded_noise(generator, n, seed)
     for start in range(0, n, batch):
@@ -160,9 +168,10 @@ def random_search(
     first_pool: int = 2,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
+    on_candidate: CandidateSink | None = None,
 ) -> SearchResult:
     """Pools of fresh seeds doubling in size (2, 4, 8, ...) while the budget lasts."""
-    t = Tracker(generator, reward, budget, progress, should_stop)
+    t = Tracker(generator, reward, budget, progress, should_stop, on_candidate)
     pool, round_ = first_pool, 0
     while t.left() >= steps:
         n = min(pool, t.left() // steps)
@@ -183,9 +192,10 @@ def zero_order(
     correlation: float = 0.95,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
+    on_candidate: CandidateSink | None = None,
 ) -> SearchResult:
     """Start from one seed; each round samples norm-preserving neighbours of the pivot and moves to a better one."""
-    t = Tracker(generator, reward, budget, progress, should_stop)
+    t = Tracker(generator, reward, budget, progress, should_stop, on_candidate)
     g = torch.Generator().manual_seed(seed + 1)
     pivot = seeded_noise(generator, 1, seed)
     latent = t.sample(pivot, steps)
@@ -222,12 +232,13 @@ def search_over_paths(
     branch_steps: tuple[int, ...] | None = None,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
+    on_candidate: CandidateSink | None = None,
 ) -> SearchResult:
     """N trajectories; at each branch step every kept state branches into children (its predicted clean
     image re-noised at that step's sigma with fresh noise), and the best `paths` states by the verifier on
     their predicted clean images continue. `paths` defaults to as many as the budget of denoiser calls
     allows: paths x (steps + branches x (1 + children)) <= budget."""
-    t = Tracker(generator, reward, budget, progress, should_stop)
+    t = Tracker(generator, reward, budget, progress, should_stop, on_candidate)
     sigmas = generator.sigmas(steps).to(generator.device)
     if branch_steps is None:
         branch_steps = tuple(sorted({max(1, steps // 4), max(1, steps // 2)}))
@@ -271,6 +282,7 @@ def noise_gradient(
     clip: float = 0.1,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
+    on_candidate: CandidateSink | None = None,
 ) -> SearchResult:
     """ReNO-style: ascend the reward w.r.t. the initial noise through sampling and decoding (few-step models)."""
     if not getattr(reward, "differentiable", False):
@@ -278,7 +290,7 @@ def noise_gradient(
             "noise_gradient needs a differentiable reward (a RewardModel pointwise reward or a "
             "differentiable statistic); use another algorithm for pairwise or remote rewards"
         )
-    t = Tracker(generator, reward, budget, progress, should_stop)
+    t = Tracker(generator, reward, budget, progress, should_stop, on_candidate)
     z = seeded_noise(generator, 1, seed).requires_grad_(True)
     opt = torch.optim.SGD([z], lr=lr, momentum=0.9, nesterov=True)
     d = z.numel()
