@@ -5,18 +5,29 @@ from __future__ import annotations
 import math
 from typing import Any
 
-COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+COLOURS = [
+    (31, 119, 180),
+    (214, 39, 40),
+    (44, 160, 44),
+    (148, 103, 189),
+    (255, 127, 14),
+    (23, 190, 207),
+    (140, 86, 75),
+    (227, 119, 194),
+]
 Series = dict[str, list[tuple[float, float]]]  # label -> [(x, y)]
 
 
-def line_panels(panels: list[tuple[str, Series]], width: int = 720, panel_height: int = 180) -> Any:
-    """A PIL image with one panel per (title, series); each panel scales to its own finite values."""
+def line_panels(panels: list[tuple], width: int = 720, panel_height: int = 180) -> Any:
+    """A PIL image with one panel per (title, series) or (title, series, x-axis name); each panel scales to its
+    own finite values; the legend wraps onto as many rows as it needs."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (width, panel_height * max(1, len(panels))), "white")
     draw = ImageDraw.Draw(img)
     pad, top_pad = 48, 22
-    for k, (title, series) in enumerate(panels):
+    for k, (title, series, *x_name) in enumerate(panels):
+        x_label = x_name[0] if x_name else "step"
         y0 = k * panel_height
         points = {name: [(x, y) for x, y in pts if math.isfinite(y)] for name, pts in series.items()}
         values = [y for pts in points.values() for _, y in pts]
@@ -38,7 +49,7 @@ def line_panels(panels: list[tuple[str, Series]], width: int = 720, panel_height
                 box[3] - (box[3] - box[1]) * (y - lo) / (hi - lo),
             )
 
-        legend_x = pad + 8 + draw.textlength(title) + 12
+        legend_x, legend_y = pad + 8 + draw.textlength(title) + 12, y0 + 4
         for c, (name, pts) in enumerate(points.items()):
             colour = COLOURS[c % len(COLOURS)]
             if len(pts) > 1:
@@ -47,10 +58,12 @@ def line_panels(panels: list[tuple[str, Series]], width: int = 720, panel_height
                 cx, cy = xy(*pts[0])
                 draw.ellipse((cx - 2, cy - 2, cx + 2, cy + 2), fill=colour)
             label = f"{name} (last {pts[-1][1]:.4g})" if pts else name
-            draw.text((legend_x, y0 + 4), label, fill=colour)
+            if legend_x + draw.textlength(label) > width - 4:  # wrap into the plot's top-left corner
+                legend_x, legend_y = box[0] + 6, (legend_y + 12 if legend_y > y0 + 4 else box[1] + 4)
+            draw.text((legend_x, legend_y), label, fill=colour)
             legend_x += draw.textlength(label) + 12
         draw.text((4, box[1]), f"{hi:.3g}", fill="gray")
         draw.text((4, box[3] - 10), f"{lo:.3g}", fill="gray")
-        draw.text((box[0], box[3] + 4), f"step {x_lo:g}", fill="gray")
-        draw.text((box[2] - 60, box[3] + 4), f"{x_hi:g}", fill="gray")
+        draw.text((box[0], box[3] + 4), f"{x_label} {x_lo:.3g}", fill="gray")
+        draw.text((box[2] - 60, box[3] + 4), f"{x_hi:.3g}", fill="gray")
     return img

@@ -213,7 +213,7 @@ def rl_run(
         save_every=0,
         std_window=4,
         seed=args.seed,
-        generator={"kind": "tiny", "path": str(base)},
+        generator=str(base),
         rewards=rewards,
         monitors=monitors,
         trainer={"group_size": 8, "sample_steps": args.steps, **knobs},
@@ -243,28 +243,40 @@ def rl_run(
 
 
 # --- 5: the chart -----------------------------------------------------------------------------------------------
-def write_chart(runs: dict[str, dict], path: Path, gold_name: str) -> Path:
-    """Gold and proxy against steps, and gold against sqrt(KL), for every RL run."""
+def write_chart(rl: dict[tuple[str, str], dict], path: Path, gold_name: str) -> Path:
+    """Proxy and gold against steps for the default RM's trainers; gold against steps for grpo with each reward;
+    gold against sqrt(KL to the frozen model) for all of them."""
     from rewarddance.backend.charts import line_panels
 
-    proxy = {name: [(s, p) for s, p, _, _ in r["curve"]] for name, r in runs.items()}
-    gold = {name: [(s, g) for s, _, g, _ in r["curve"]] for name, r in runs.items()}
-    by_kl = {name: [(math.sqrt(max(k, 0.0)), g) for _, _, g, k in r["curve"] if k == k] for name, r in runs.items()}
+    def series(runs: dict, column: int, x: str = "step") -> dict:
+        return {
+            name: [(math.sqrt(max(c[3], 0.0)) if x == "kl" else c[0], c[column]) for c in r["curve"] if c[3] == c[3]]
+            for name, r in runs.items()
+        }
+
+    default = {method: r for (label, method), r in rl.items() if label == "pointwise s"}
+    grpo = {label: r for (label, method), r in rl.items() if method == "grpo"}
     panels = [
-        ("held-out proxy reward (what was optimised) by RL step", proxy),
-        (f"held-out gold judge ({gold_name}, never optimised) by RL step", gold),
-        ("gold vs sqrt(KL to the frozen model) (Gao et al.'s over-optimisation axis)", by_kl),
+        ("default RM (pointwise s): held-out proxy reward, what was optimised", series(default, 1)),
+        (f"default RM: held-out gold judge ({gold_name}), never optimised", series(default, 2)),
+        (f"grpo with each reward: held-out gold ({gold_name})", series(grpo, 2)),
+        ("grpo with each reward: held-out proxy (its own reward)", series(grpo, 1)),
+        (
+            "gold vs sqrt(KL to the frozen model), every run",
+            series({k: v for k, v in default.items() if k != "grpo"} | grpo, 2, "kl"),
+            "sqrt KL",
+        ),
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    line_panels(panels, width=900, panel_height=240).save(path)
+    line_panels(panels, width=1000, panel_height=230).save(path)
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
     import torch
-    from safetensors.torch import save_file
     from transformers.utils import logging
 
+    from rewarddance.backend.generators.tiny_checkpoint import save_tiny_generator
     from rewarddance.backend.generators.tiny_flow import train_tiny_flow
     from rewarddance.backend.reward_model import RewardModel
     from rewarddance.backend.rewards import ImageStatistic, ModelReward
@@ -282,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     gold = ImageStatistic(args.gold)
 
     gen = train_tiny_flow(steps=300, size=16, seed=args.seed)
-    base = root / "generator.safetensors"
-    save_file({k: v.contiguous() for k, v in gen.net.state_dict().items()}, str(base))
+    base = save_tiny_generator(gen, root / "generator", train_steps=300, seed=args.seed)
     clock.lap("tiny flow generator fitted (16x16 RGB, 300 steps)")
 
     train_pairs, labels = gold_pairs(

@@ -1,10 +1,15 @@
 """Visible, differentiable image properties as rewards: the "gold judges" of the steering benchmark.
 
-Each is a plain function of pixels in [0, 1], scaled so that 0.5 is neutral and the range stays in [0, 1]:
+Each is a plain function of pixels in [0, 1], scaled so that 0.5 is neutral (the range stays within [0, 1],
+warm_natural's within [-0.5, 1]):
 
 - warmth: 0.5 + (mean red - mean blue) / 2 (a warm, orange-red cast scores high; a cold blue one low);
 - centre_brightness: 0.5 + (mean luminance of the central half-size square - that of the border) / 2;
-- symmetry: 1 - mean |image - its left-right mirror| (1 for a mirror-symmetric image).
+- symmetry: 1 - mean |image - its left-right mirror| (1 for a mirror-symmetric image);
+- warm_natural: warmth minus half the blown-out share (how far pixel values reach into the last 5% of the
+  range at either end, 0 for none, 1 for all at 0 or 1): warm, but not garish. The generator's own samples
+  almost never blow out, so pairs labelled by it teach mostly warmth: a reward model trained on them has no
+  reason to mind blown-out colour, and pushing it hard is where over-optimisation is expected (Gao et al.).
 
 In `bench/steer_bench.py` one of them plays the hidden "human taste": reward models are trained on pairs it
 labelled and then steer the generator, and the judge itself measures whether the images really improved
@@ -45,10 +50,22 @@ def symmetry(images: torch.Tensor) -> torch.Tensor:
     return 1 - (images - mirrored).abs().reshape(images.shape[0], -1).mean(dim=1)
 
 
+def blown_out(images: torch.Tensor) -> torch.Tensor:
+    """Mean over pixel values of how far they reach into the last 5% of [0, 1] at either end, in [0, 1], per image."""
+    excess = ((2 * images - 1).abs() - 0.9).clamp_min(0) / 0.1
+    return excess.reshape(images.shape[0], -1).mean(dim=1)
+
+
+def warm_natural(images: torch.Tensor) -> torch.Tensor:
+    """warmth - blown_out / 2, per image [B]."""
+    return warmth(images) - blown_out(images) / 2
+
+
 STATISTICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "warmth": warmth,
     "centre_brightness": centre_brightness,
     "symmetry": symmetry,
+    "warm_natural": warm_natural,
 }
 
 
