@@ -1,9 +1,11 @@
 """Does a trained judge steer? A gold-vs-proxy loop, end to end from nothing, on the real code paths.
 
 1. Generator: the tiny pixel-space flow model, fitted here to crops of scikit-image's sample photos.
-2. Gold judge: a visible pixel property (`--gold`, default warmth; see backend/rewards/statistics.py) plays
-   the hidden human taste. It labels pairs of generator samples (pairs closer than `--margin` x the gold std
-   are ties and dropped).
+2. Gold judges: visible pixel properties (`--gold`; backend/rewards/statistics.py) play the hidden human
+   taste, one study each. Each labels pairs of generator samples (pairs closer than `--margin` x the gold std
+   are ties and dropped). The defaults: warmth (a taste the labelled samples show in full) and warm_natural
+   (warmth, but blown-out colour is disliked: the samples almost never blow out, so the labels barely show
+   that half of the taste; over-optimisation is expected there).
 3. Proxy reward models: tiny Qwen2.5-VL checkpoints of three sizes (`--sizes`), fine-tuned with the project's
    reward-model trainer on those pairs, pointwise and pairwise. Each is scored against the gold judge on
    fresh samples it never saw (held-out pairwise accuracy of the kind of judgement it was trained for).
@@ -13,15 +15,17 @@
    ensembles of the pointwise RMs (mean and worst case). Search is measured on held-out seeds against each
    seed's first sample; RL on held-out seeds before vs after, with the held-out proxy, gold and KL to the frozen
    model every `--eval-every` steps, and the windowed reward std (the collapse warning) from the trainer.
-5. Reward hacking: for each RL run the step where gold peaked, whether the collapse warning fired before it,
-   and the final proxy - gold drift; a chart of gold and proxy against steps and against KL (`--chart`).
+5. Reward hacking: for each RL run the held-out step where gold peaked and the step where the collapse
+   warning fired; per RM size, gold gain, gold peak and final reward std; a chart of proxy and gold against
+   steps, gold against sqrt(KL) and the windowed reward std (`--chart`).
 
 The proxy gain is judged by the reward that was optimised; the gold gain by the judge nobody optimised. The
-last line is `gold_gain_min=<smallest relative gold gain over the first sample across every search algorithm
-and trainer with the default RM (pointwise, size s)>`.
+last lines are `gold_gain_min[<gold>]=...` per gold judge, then `gold_gain_min=<smallest relative gold gain
+over the first sample across every search algorithm and trainer with the default RM (pointwise, size s),
+for the first gold judge>`. Charts: `overoptimisation_<gold>.png` in `--chart` (default `--out`).
 
-    python bench/steer_bench.py --quick                    # this CPU: about 12 minutes
-    python bench/steer_bench.py                            # the full run of bench/RESULTS.md (about 40 minutes)
+    python bench/steer_bench.py --quick        # 2-core CPU: about 6 minutes (two gold judges)
+    python bench/steer_bench.py --gold warmth,warm_natural,centre_brightness,symmetry   # the full run of RESULTS.md
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--chart", default=None, help="the over-optimisation chart PNG (default: <out>/overoptimisation.png)"
     )
     args = p.parse_args(argv)
-    quick = {"samples": 1200, "rm_steps": 300, "search_seeds": 8, "rl_steps": 12, "eval_every": 3, "eval_seeds": 12}
+    quick = {"samples": 1200, "rm_steps": 300, "search_seeds": 16, "rl_steps": 20, "eval_every": 2, "eval_seeds": 16}
     full = {"samples": 3000, "rm_steps": 600, "search_seeds": 32, "rl_steps": 40, "eval_every": 4, "eval_seeds": 32}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
@@ -245,6 +249,7 @@ def rl_run(
         "warning_step": warned,
         "warned_before_peak": warned is not None and warned <= peak,
         "curve": [(step, h[proxy], h[gold], h.get("kl", float("nan"))) for step, h in curve],
+        "std_curve": [(r["step"], r["window_std"]) for r in rows if "window_std" in r],
         "seconds": time.perf_counter() - started,
     }
 
@@ -273,9 +278,13 @@ def write_chart(rl: dict[tuple[str, str], dict], path: Path, gold_name: str) -> 
             series({k: v for k, v in default.items() if k != "grpo"} | grpo, 2, "kl"),
             "sqrt KL",
         ),
+        (
+            "windowed reward std of the training reward (RewardDance's collapse signal), every run",
+            {name: r["std_curve"] for name, r in ({k: v for k, v in default.items() if k != "grpo"} | grpo).items()},
+        ),
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    line_panels(panels, width=1000, panel_height=230).save(path)
+    line_panels(panels, width=1000, panel_height=210).save(path)
     return path
 
 
