@@ -246,6 +246,7 @@ def rl_run(
         "final_std": stds[-1] if stds else float("nan"),
         "first_std": stds[min(len(stds) - 1, 3)] if stds else float("nan"),
         "gold_peak_step": peak,
+        "gold_peak": max(golds),
         "warning_step": warned,
         "warned_before_peak": warned is not None and warned <= peak,
         "curve": [(step, h[proxy], h[gold], h.get("kl", float("nan"))) for step, h in curve],
@@ -398,7 +399,8 @@ def print_tables(gold: str, search: dict, rl: dict, accuracy: dict, args: argpar
         )
     print(f"\nRM size vs hacking (gold {gold}; peak: the held-out step where gold was highest)")
     print(
-        f"{'size':>5} {'params':>9} {'accuracy':>9} {'trainer':>8} {'gold gain':>10} {'gold peak':>10} {'final std':>10}"
+        f"{'size':>5} {'params':>9} {'accuracy':>9} {'trainer':>8} {'gold gain':>10} {'gold peak (step)':>17} "
+        f"{'gold after':>10} {'final std':>10} {'warned':>6}"
     )
     for size in args.sizes:
         for (label, method), r in rl.items():
@@ -406,7 +408,8 @@ def print_tables(gold: str, search: dict, rl: dict, accuracy: dict, args: argpar
                 a = accuracy[(size, "pointwise")]
                 print(
                     f"{size:>5} {a['params']:>9,} {a['accuracy']:>9.3f} {method:>8} {r['gold_gain']:>+10.1%} "
-                    f"{r['gold_peak_step']:>10} {r['final_std']:>10.4f}"
+                    f"{r['gold_peak']:>10.3f} ({r['gold_peak_step']:>3}) {r['gold_after']:>10.3f} "
+                    f"{r['final_std']:>10.4f} {str(r['warning_step']):>6}"
                 )
 
 
