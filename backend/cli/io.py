@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from ..run_log import read_rows
 from .errors import CLIError
 
-ROW_FIELDS = ["path", "score", "prompt"]  # the columns of a CSV results file
+ROW_FIELDS = ["path", "score", "prompt", "sha", "settings"]  # the columns of a CSV results file
 
 
 def list_media(directory: Path) -> list[Path]:
@@ -80,10 +81,26 @@ def read_done(out: Path | None) -> list[dict]:
     if out.suffix.lower() == ".csv":
         with out.open(newline="", encoding="utf-8") as fh:
             return [
-                {"path": r["path"], "score": float(r["score"]), "prompt": r.get("prompt", "")}
+                {
+                    "path": r["path"],
+                    "score": float(r["score"]),
+                    "prompt": r.get("prompt", ""),
+                    "sha": r.get("sha") or None,
+                    "settings": r.get("settings") or None,
+                }
                 for r in csv.DictReader(fh)
             ]
     return read_rows(out)  # a line cut short by an interrupted run is skipped
+
+
+def rewrite_rows(out: Path, rows: list[dict]) -> None:
+    """Replace the output's rows with `rows` (atomically: a crash leaves the old file or the new one)."""
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    append_rows(tmp, rows)
+    if not rows:
+        tmp.write_text("")
+    os.replace(tmp, out)
 
 
 def append_rows(out: Path | None, rows: list[dict]) -> None:

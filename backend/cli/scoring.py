@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ from typing import Any
 from ..ranking import ranking_order
 from .command import Command
 from .errors import CLIError
-from .io import append_rows, list_media, read_done, read_prompts_file
-from .model_options import add_model_options, load_reward_model
+from .io import append_rows, list_media, read_done, read_prompts_file, rewrite_rows
+from .model_options import DEFAULT_MODEL, add_model_options, load_reward_model, scoring_overrides
 
 CHUNK = 16  # files loaded and scored together by rerank (and appended to --out together)
 RERANK_MODES = ("pointwise", "pairwise")
@@ -54,7 +55,12 @@ def add_rerank_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", default=None, help="reference image for --mode pairwise")
     p.add_argument("--top-k", type=int, default=None, help="how many to print and draw (default all)")
     p.add_argument("--out", default=None, help="write every score to results.jsonl or results.csv")
-    p.add_argument("--resume", action="store_true", help="skip files already in --out and append the rest")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep --out's rows (refused if they were scored with another model or scoring settings; a file whose "
+        "content or prompt changed is rescored) and append the rest",
+    )
     p.add_argument("--sheet", default=None, help="write a contact sheet PNG of the top-k with scores drawn on")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
@@ -96,12 +102,17 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     check_rerank_args(args)
     out = Path(args.out) if args.out else None
     prompts = read_prompts_file(Path(args.prompts)) if args.prompts else None
-    done = read_done(out) if args.resume else []
+    texts = {f: prompt_for(f, root, args, prompts) for f in files}  # a missing prompt is found before loading
+    settings = rerank_settings(args)
+    done = resumable_rows(out, files, texts, settings) if args.resume else []
     done_paths = {r["path"] for r in done}
     todo = [f for f in files if str(f) not in done_paths]
     reference = to_visual(args.reference, "--reference") if args.mode == "pairwise" else None
+    if not todo:
+        report_ranking(done, [], args)
+        return 0
     rm = load_reward_model(args)
-    rows, failed = score_files(rm, todo, root, args, prompts, reference, out)
+    rows, failed = score_files(rm, todo, texts, args, reference, out, settings)
     rows = done + rows
     if not rows:
         print(f"rewarddance: nothing could be scored ({len(failed)} unreadable file(s))", file=sys.stderr)
@@ -110,14 +121,69 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def rerank_settings(args: argparse.Namespace) -> str:
+    """Everything besides the file and its prompt that decides a score, as canonical JSON (kept in every row)."""
+    settings: dict[str, Any] = {
+        "model": args.model or DEFAULT_MODEL,
+        "backend": args.backend,
+        "mode": args.mode,
+        "reference": file_digest(Path(args.reference)) if args.mode == "pairwise" else None,
+        "dtype": args.dtype,
+        **{k: v for k, v in scoring_overrides(args).items() if k != "max_batch_tokens"},
+        **{k: getattr(args, k) for k in ("min_pixels", "max_pixels", "video_max_pixels", "max_frames", "fps")},
+    }
+    return json.dumps(settings, sort_keys=True)
+
+
+def file_digest(path: Path) -> str:
+    """The first 16 hex digits of the file's SHA-256 (what --resume checks a scored file against)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise CLIError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
+
+
+def resumable_rows(out: Path | None, files: list[Path], texts: dict[Path, str], settings: str) -> list[dict]:
+    """The rows of --out that still hold: same settings (else refuse, naming them), same file content and prompt
+    (else the file is rescored and its old row dropped from --out)."""
+    done = read_done(out)
+    if not done:
+        return []
+    mismatch = next((r for r in done if r.get("settings") != settings), None)
+    if mismatch is not None:
+        raise CLIError(f"--resume: {out} {settings_difference(mismatch.get('settings'), settings)}")
+    current = {str(f): f for f in files}
+    kept = []
+    for row in done:
+        f = current.get(row["path"])
+        if f is not None and row.get("prompt") == texts[f] and row.get("sha") == file_digest(f):
+            kept.append(row)
+    if len(kept) < len(done):
+        print(
+            f"rewarddance: rescoring {len(done) - len(kept)} file(s) whose content or prompt changed", file=sys.stderr
+        )
+        rewrite_rows(out, kept)
+    return kept
+
+
+def settings_difference(saved: str | None, now: str) -> str:
+    """Which scoring settings of an earlier run differ from this one's, in words."""
+    if not saved:
+        return "was written without its scoring settings (by an earlier version); write to a new --out"
+    before, after = json.loads(saved), json.loads(now)
+    keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    changes = ", ".join(f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in keys)
+    return f"was scored with other settings ({changes}); its scores would not compare: choose another --out"
+
+
 def score_files(
     rm: Any,
     todo: list[Path],
-    root: Path,
+    texts_of: dict[Path, str],
     args: argparse.Namespace,
-    prompts: dict[str, str] | None,
     reference: Any,
     out: Path | None,
+    settings: str,
 ) -> tuple[list[dict], list[str]]:
     """Score `todo` in chunks, appending each chunk's rows to `out`; (new rows, unreadable files)."""
     from tqdm import tqdm
@@ -131,7 +197,7 @@ def score_files(
             for f in todo[start : start + CHUNK]:
                 try:
                     visuals.append(load_visual_file(f))
-                    texts.append(prompt_for(f, root, args, prompts))
+                    texts.append(texts_of[f])
                     chunk.append(f)
                 except MediaError as exc:
                     failed.append(str(f))
@@ -143,7 +209,10 @@ def score_files(
                 scores = rm.compare(visuals, reference, texts).scores
             else:
                 scores = rm.score(visuals, texts).scores
-            new = [{"path": str(f), "score": s, "prompt": t} for f, s, t in zip(chunk, scores, texts)]
+            new = [
+                {"path": str(f), "score": s, "prompt": t, "sha": file_digest(f), "settings": settings}
+                for f, s, t in zip(chunk, scores, texts)
+            ]
             append_rows(out, new)
             rows.extend(new)
             bar.update(len(chunk))

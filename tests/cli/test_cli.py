@@ -261,3 +261,68 @@ def test_search_resolves_device_and_dtype_with_the_loader(capsys):
     assert [dtype_name(d) for d in (torch.bfloat16, torch.float16, torch.float32)] == ["bf16", "fp16", "fp32"]
     code, _, err = run(["search", "--pipeline", "p", "--prompt", "x", "--dtype", "int8"], capsys)
     assert code == 2 and "dtype 'int8' is not one of auto, bf16, fp16, fp32" in err
+
+
+def test_rerank_resume_never_reuses_a_row_scored_differently(
+    tiny_dirs, gen_dir, tmp_path, photo_paths, capsys, monkeypatch
+):
+    out = tmp_path / "results.jsonl"
+    base = ["rerank", gen_dir, "--out", out, "--quiet", "--model", tiny_dirs["qwen2_5_vl"]]
+    assert run(base + ["--prompt", "a cat"], capsys)[0] == 0
+    cat_rows = [json.loads(line) for line in out.read_text().splitlines()]
+
+    # another prompt: every row is rescored, and the file holds only the new rows
+    code, _, err = run(base + ["--prompt", "a dog", "--resume"], capsys)
+    assert code == 0 and "rescoring 4 file(s)" in err
+    dog_rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(dog_rows) == 4 and {r["prompt"] for r in dog_rows} == {"a dog"}
+    fresh = tmp_path / "fresh.jsonl"
+    run(["rerank", gen_dir, "--out", fresh, "--quiet", "--model", tiny_dirs["qwen2_5_vl"], "--prompt", "a dog"], capsys)
+    expected = {r["path"]: r["score"] for r in map(json.loads, fresh.read_text().splitlines())}
+    assert {r["path"]: r["score"] for r in dog_rows} == pytest.approx(expected, abs=1e-6)
+    assert {r["path"]: r["score"] for r in dog_rows} != {r["path"]: r["score"] for r in cat_rows}
+
+    # another model or other scoring settings: refused, naming what changed, and the file is left as it was
+    code, _, err = run(
+        ["rerank", gen_dir, "--out", out, "--quiet", "--model", tiny_dirs["qwen2_vl"], "--prompt", "a dog", "--resume"],
+        capsys,
+    )
+    assert code == 2 and "model" in err and str(tiny_dirs["qwen2_vl"]) in err and "another --out" in err
+    code, _, err = run(base + ["--prompt", "a dog", "--criteria", "aesthetics", "--resume"], capsys)
+    assert code == 2 and "criteria" in err
+    assert [json.loads(line) for line in out.read_text().splitlines()] == dog_rows
+
+    # a file whose content changed is rescored; the others are kept
+    target = next(gen_dir.glob("coffee.png"))
+    shutil.copy(photo_paths[4], target)
+    code, _, err = run(base + ["--prompt", "a dog", "--resume"], capsys)
+    assert code == 0 and "rescoring 1 file(s)" in err
+    rows = {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert len(rows) == 4 and rows[str(target)]["sha"] != next(r["sha"] for r in dog_rows if r["path"] == str(target))
+
+    # nothing left to score: the model is not loaded at all
+    def no_load(args):
+        raise AssertionError("the model was loaded with nothing to score")
+
+    monkeypatch.setattr("rewarddance.backend.cli.scoring.load_reward_model", no_load)
+    assert run(base + ["--prompt", "a dog", "--resume"], capsys)[0] == 0
+
+    # a results file of an earlier version (no settings) is refused rather than trusted
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps({"path": str(target), "score": 0.5, "prompt": "a dog"}) + "\n")
+    code, _, err = run(
+        [
+            "rerank",
+            gen_dir,
+            "--out",
+            old,
+            "--quiet",
+            "--model",
+            tiny_dirs["qwen2_5_vl"],
+            "--prompt",
+            "a dog",
+            "--resume",
+        ],
+        capsys,
+    )
+    assert code == 2 and "earlier version" in err
