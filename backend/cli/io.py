@@ -95,7 +95,7 @@ def read_done(out: Path | None) -> list[dict]:
 
 def rewrite_rows(out: Path, rows: list[dict]) -> None:
     """Replace the output's rows with `rows` (atomically: a crash leaves the old file or the new one)."""
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(out.stem + ".tmp" + out.suffix)  # the same suffix: the same format
     tmp.unlink(missing_ok=True)
     append_rows(tmp, rows)
     if not rows:

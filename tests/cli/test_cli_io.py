@@ -10,11 +10,19 @@ import torch
 from PIL import Image as PILImage
 
 from rewarddance.backend.cli.errors import CLIError
-from rewarddance.backend.cli.io import append_rows, list_media, read_done, read_prompts_file, write_search_output
+from rewarddance.backend.cli.io import (
+    append_rows,
+    list_media,
+    read_done,
+    read_prompts_file,
+    rewrite_rows,
+    write_search_output,
+)
 
+SETTINGS = json.dumps({"model": "m", "criteria": ["alignment", "aesthetics"]}, sort_keys=True)
 ROWS = [
-    {"path": "a/1.png", "score": 0.25, "prompt": "a cat, sitting"},
-    {"path": "b/2.png", "score": 0.875, "prompt": 'say "hi"'},
+    {"path": "a/1.png", "score": 0.25, "prompt": "a cat, sitting", "sha": "0123456789abcdef", "settings": SETTINGS},
+    {"path": "b/2.png", "score": 0.875, "prompt": 'say "hi"', "sha": "fedcba9876543210", "settings": SETTINGS},
 ]
 
 
@@ -34,8 +42,18 @@ def test_csv_rows_round_trip_with_one_header(tmp_path):
     append_rows(out, [{**ROWS[0], "extra": "dropped"}])
     append_rows(out, ROWS[1:])
     lines = out.read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "path,score,prompt" and sum(line.startswith("path,") for line in lines) == 1
+    assert lines[0] == "path,score,prompt,sha,settings" and sum(line.startswith("path,") for line in lines) == 1
     assert read_done(out) == ROWS  # scores come back as floats, quoted commas and quotes intact
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_rewrite_rows_replaces_the_file(tmp_path, suffix):
+    out = tmp_path / f"results{suffix}"
+    append_rows(out, ROWS)
+    rewrite_rows(out, ROWS[1:])
+    assert read_done(out) == ROWS[1:]
+    rewrite_rows(out, [])
+    assert read_done(out) == [] and not (tmp_path / f"results.tmp{suffix}").exists()
 
 
 def test_rows_without_output_or_rows_write_nothing(tmp_path):
