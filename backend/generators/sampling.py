@@ -51,3 +51,12 @@ def sample(
     for i in range(start, steps if stop is None else stop):
         x, _ = euler_step(generator, x, sigmas[i], sigmas[i + 1], counter)
     return x
+
+
+def trajectory(generator: Generator, noise: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """Every state of the Euler (ODE) trajectory from `noise`: [steps + 1] batches, the last one at sigma 0."""
+    sigmas = generator.sigmas(steps).to(noise.device)
+    states = [initial_latent(generator, noise, sigmas[0])]
+    for i in range(steps):
+        states.append(euler_step(generator, states[-1], sigmas[i], sigmas[i + 1])[0])
+    return states

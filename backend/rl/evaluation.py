@@ -15,11 +15,11 @@ from collections.abc import Callable
 
 import torch
 
-from ..generators.protocol import Generator, initial_latent, seeded_noise
-from ..generators.sampling import euler_step
+from ..generators.protocol import Generator, seeded_noise
+from ..generators.sampling import trajectory
 from ..rewards.protocol import Reward
 from .lora import adapters_disabled
-from .sde import sde_step, step_scale
+from .sde import sde_step, sigma_cap, step_scale, transition_kl
 from .trainers import Policy
 
 Monitors = Callable[[str], dict[str, Reward]]  # prompt -> {name: reward measured on held-out samples}
@@ -30,7 +30,7 @@ def path_kl(policy: Policy, gen: Generator, states: list[torch.Tensor], noise_le
     samples), per dimension, mean over steps."""
     steps = len(states) - 1
     sigmas = gen.sigmas(steps).to(gen.device)
-    cap = sigmas[1] if len(sigmas) > 2 else sigmas[0] * 0.5
+    cap = sigma_cap(sigmas)
     values = []
     for i in range(max(steps - 1, 1)):
         x, x_next = states[i], states[i + 1]  # only the transition means are compared
@@ -38,8 +38,7 @@ def path_kl(policy: Policy, gen: Generator, states: list[torch.Tensor], noise_le
         with adapters_disabled(policy.network):
             _, _, mean_ref = sde_step(gen, x, sigmas[i], sigmas[i + 1], cap, noise_level, x_next=x_next)
         scale = step_scale(sigmas[i], sigmas[i + 1], cap, noise_level).clamp_min(1e-12)
-        dims = tuple(range(1, mean.ndim))
-        values.append(float((((mean - mean_ref) ** 2).mean(dim=dims) / (2 * scale**2)).mean()))
+        values.append(float(transition_kl(mean, mean_ref, scale).mean()))
     return sum(values) / len(values)
 
 
@@ -60,7 +59,7 @@ def held_out_metrics(
         for prompt in prompts:
             gen = policy.generator_for(prompt)
             noise = torch.cat([seeded_noise(gen, 1, s) for s in seeds])
-            states = _ode_states(gen, noise, steps)
+            states = trajectory(gen, noise, steps)
             images = gen.decode(states[-1])
             rewards.append(policy.reward_for(prompt)(images).float().cpu())
             for name, monitor in (monitors(prompt) if monitors else {}).items():
@@ -71,14 +70,3 @@ def held_out_metrics(
     if kls:
         out["kl"] = sum(kls) / len(kls)
     return out | {name: float(torch.cat(values).mean()) for name, values in measured.items()}
-
-
-def _ode_states(gen: Generator, noise: torch.Tensor, steps: int) -> list[torch.Tensor]:
-    """Every state of an Euler (ODE) trajectory from `noise`, the last one the clean latent."""
-    sigmas = gen.sigmas(steps).to(noise.device)
-    x = initial_latent(gen, noise, sigmas[0])
-    states = [x]
-    for i in range(steps):
-        x, _ = euler_step(gen, x, sigmas[i], sigmas[i + 1])
-        states.append(x)
-    return states

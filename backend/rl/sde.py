@@ -19,6 +19,11 @@ import torch
 from ..generators.protocol import Generator
 
 
+def sigma_cap(sigmas: torch.Tensor) -> torch.Tensor:
+    """What stands in for sigma = 1 in the noise scale: the schedule's second sigma (half the first for one step)."""
+    return sigmas[1] if len(sigmas) > 2 else sigmas[0] * 0.5
+
+
 def sde_std(sigma: torch.Tensor, sigma_cap: torch.Tensor, noise_level: float) -> torch.Tensor:
     """The per-step noise scale a * sqrt(sigma / (1 - sigma)), with sigma = 1 replaced by `sigma_cap`."""
     s = torch.where(sigma >= 1, sigma_cap, sigma)
@@ -47,6 +52,13 @@ def gaussian_log_prob(x_next: torch.Tensor, mean: torch.Tensor, scale: torch.Ten
     scale = scale.clamp_min(1e-12)
     logp = -((x_next.detach() - mean) ** 2) / (2 * scale**2) - torch.log(scale) - 0.5 * math.log(2 * math.pi)
     return logp.mean(dim=dims)
+
+
+def transition_kl(mean: torch.Tensor, mean_ref: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """KL between two Gaussian steps of the same scale, |mean - mean_ref|^2 / (2 scale^2), averaged over a
+    sample's dimensions; one value per sample."""
+    dims = tuple(range(1, mean.ndim))
+    return ((mean - mean_ref) ** 2).mean(dim=dims) / (2 * scale**2)
 
 
 def sde_step(

@@ -24,7 +24,7 @@ from ..generators.protocol import Generator, initial_latent, noised, seeded_nois
 from ..generators.sampling import euler_step, sample
 from ..rewards.protocol import Reward, as_reward
 from .lora import adapters_disabled
-from .sde import sde_step, step_scale
+from .sde import sde_step, sigma_cap, step_scale, transition_kl
 
 ALGORITHMS = ("raft", "refl", "grpo")
 
@@ -216,7 +216,7 @@ def sample_trajectory(
         )
     level = cfg.noise_level if noise_level is None else noise_level
     sigmas = gen.sigmas(cfg.sample_steps).to(gen.device)
-    cap = sigmas[1] if len(sigmas) > 2 else sigmas[0] * 0.5
+    cap = sigma_cap(sigmas)
     window = set(sde_window(cfg))
     g = torch.Generator().manual_seed(seed)
     x = initial_latent(gen, noise, sigmas[0]).float()
@@ -277,7 +277,7 @@ def grpo_step(
         for t, adv in batch:
             gen = policy.generator_for(t.prompt)
             sigmas = gen.sigmas(cfg.sample_steps).to(gen.device)
-            cap = sigmas[1] if len(sigmas) > 2 else sigmas[0] * 0.5
+            cap = sigma_cap(sigmas)
             a = adv.to(gen.device)
             for i in t.sde_steps:
                 x, x_next = t.states[i], t.states[i + 1]
@@ -292,8 +292,7 @@ def grpo_step(
                     with torch.no_grad(), adapters_disabled(policy.network):
                         _, _, mean_ref = sde_step(gen, x, sigmas[i], sigmas[i + 1], cap, cfg.noise_level, x_next=x_next)
                     scale = step_scale(sigmas[i], sigmas[i + 1], cap, cfg.noise_level)
-                    dims = tuple(range(1, mean.ndim))
-                    kl = (((mean - mean_ref) ** 2).mean(dim=dims) / (2 * scale**2)).mean()
+                    kl = transition_kl(mean, mean_ref, scale).mean()
                     loss = loss + cfg.kl_beta * kl
                     kl_sum += float(kl.detach())
                 opt.backward(loss / n_terms)
