@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..runs import Progress, Run, RunTask, distributed, run_task, write_chart
-from .config import RENAMED_KEYS, RewardSpecs, RLConfig, build_monitors, build_policy, frozen_generators
+from .config import RENAMED_KEYS, RLConfig, build_monitors, build_policy, frozen_generators
 from .evaluation import held_out_metrics
 from .export import save_comfyui_lora, save_peft_adapter
 from .lora import LoraSpec, network_family
@@ -58,7 +58,7 @@ class RLTask(RunTask):
             policy, _ = build_policy(cfg)
         if policy.monitors_for is None and cfg.monitors:
             frozen = frozen_generators(policy)
-            policy.monitors_for = build_monitors(cfg, frozen, self.tcfg.sample_steps, RewardSpecs(frozen, 1))
+            policy.monitors_for = build_monitors(cfg, frozen, self.tcfg.sample_steps)
         self.policy = policy
         self.chart_panels = chart_panels(cfg)
         self.pretrain_data = pretrain_data  # clean latents for ReFL's pre-training regulariser (by seed)
