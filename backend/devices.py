@@ -3,6 +3,8 @@ every loader: reward models, generators and trainers."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 
 DTYPES = {
@@ -17,6 +19,25 @@ DTYPES = {
 }
 DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")  # the names offered in flags and node inputs
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+# The kernel package each attention implementation imports, and how it is installed (CUDA only).
+ATTENTION_PACKAGES = {
+    "flash_attention_2": ("flash_attn", "`pip install flash-attn`"),
+    "flash_attention_3": ("flash_attn_interface", "FlashAttention 3, built from its hopper/ folder"),
+}
+
+
+def check_attention(name: str | None) -> None:
+    """Refuse an attention implementation that is unknown, or whose kernel package is not installed."""
+    if name is None:
+        return
+    if name not in ATTENTION:
+        raise ValueError(f"attention {name!r} is not one of {', '.join(ATTENTION)}")
+    package, install = ATTENTION_PACKAGES.get(name, (None, ""))
+    if package and importlib.util.find_spec(package) is None:
+        raise ValueError(
+            f"attention {name!r} needs the {package} package, which is not installed (CUDA only: {install}); "
+            "use sdpa instead"
+        )
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:

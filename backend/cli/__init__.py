@@ -2,16 +2,17 @@
 tiny-generator`.
 
 One module per command family (scoring, serve, search, train, reward_training, pairs, tiny), each declaring its
-`Command`s; `registry` lists them and builds the parser; `io` holds the result-file formats."""
+`Command`s; `registry` lists them and builds the parser; `io` holds the result-file formats; `checks` the cheap
+input checks every command runs before loading anything; `errors` how a failure is reported (one line, or the
+traceback with --debug)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
-from .errors import CLIError
+from .errors import CLIError, report_failure
 from .model_options import DEFAULT_MODEL
-from .registry import COMMANDS, build_parser
+from .registry import COMMANDS, build_parser, quiet_libraries
 from .serve import serve_settings
 
 __all__ = ["COMMANDS", "DEFAULT_MODEL", "CLIError", "build_parser", "main", "serve_settings"]
@@ -19,16 +20,14 @@ __all__ = ["COMMANDS", "DEFAULT_MODEL", "CLIError", "build_parser", "main", "ser
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rewarddance` console script and `python -m rewarddance`."""
-    from ..client import BackendError
-    from ..media import MediaError
-    from ..vlm.loading import ModelLoadError
-
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        quiet_libraries()
     try:
         return int(args.func(args) or 0)
-    except (CLIError, MediaError, ModelLoadError, BackendError, ValueError) as exc:
-        print(f"rewarddance: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("rewarddance: interrupted; finished rows are kept in --out (use --resume)", file=sys.stderr)
-        return 130
+        return report_failure(KeyboardInterrupt(), args)
+    except Exception as exc:  # every failure becomes one line; --debug re-raises for the traceback
+        if args.debug:
+            raise
+        return report_failure(exc, args)

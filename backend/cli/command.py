@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Command:
-    """One `rewarddance NAME` subcommand."""
+    """One `rewarddance NAME` subcommand (`interrupt_hint`: what Ctrl+C leaves behind, said after "interrupted")."""
 
     name: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     handler: Callable[[argparse.Namespace], int]
+    interrupt_hint: str = ""

@@ -9,6 +9,7 @@ from typing import Any
 from ..devices import ATTENTION, DTYPE_CHOICES
 from ..scoring.config import COT_MODES, NORMALIZATIONS
 from ..scoring.prompts import CRITERIA_PRESETS
+from .checks import check_model_source, check_text, parse_criteria
 from .errors import CLIError
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -73,11 +74,7 @@ def add_prompt_options(p: argparse.ArgumentParser) -> None:
         "--question", default=None, help="custom question template, e.g. 'Does this image show \"{prompt}\"?'"
     )
     g.add_argument("--system", default=None, help="system prompt (default: the chat template's own)")
-    g.add_argument(
-        "--criteria",
-        default=None,
-        help=f"comma-separated presets ({', '.join(CRITERIA_PRESETS)}) or a free-form criteria text",
-    )
+    add_criteria_flags(g)
     g.add_argument(
         "--cot",
         default=None,
@@ -85,6 +82,31 @@ def add_prompt_options(p: argparse.ArgumentParser) -> None:
         help="chain of thought: answer_first (reasons after the verdict) or reasoning_first",
     )
     g.add_argument("--reasons", action="store_true", help="generate and return the model's reasons")
+
+
+def add_criteria_flags(g: Any) -> None:
+    """--criteria (preset names) and --criteria-text (criteria in your own words); both may be given."""
+    g.add_argument("--criteria", default=None, help=f"comma-separated criteria presets: {', '.join(CRITERIA_PRESETS)}")
+    g.add_argument(
+        "--criteria-text",
+        default=None,
+        help="criteria in your own words, e.g. 'the fox is red and has four legs' (added to --criteria's presets)",
+    )
+
+
+def check_model_args(args: argparse.Namespace) -> None:
+    """The cheap checks of the model flags (source, attention, criteria, texts), before anything is loaded."""
+    from ..devices import check_attention
+
+    if not args.backend:
+        check_model_source(args.model, "--model")
+    try:
+        check_attention(args.attn_implementation)
+    except ValueError as exc:
+        raise CLIError(f"--attn: {exc}") from exc
+    parse_criteria(args.criteria, args.criteria_text)
+    for flag, value in (("--question", args.question), ("--answer", args.answer), ("--negative", args.negative)):
+        check_text(value, flag)
 
 
 def add_score_options(p: argparse.ArgumentParser) -> None:
@@ -145,13 +167,12 @@ class BoundClient:
 
 def scoring_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """ScoringConfig fields given on the command line."""
-    from ..scoring.config import normalize_criteria
-
     out = {k: getattr(args, k) for k in ("question", "system", "normalize", "answer", "negative", "cot")}
     if not getattr(args, "backend", None):
         out["max_batch_tokens"] = args.max_batch_tokens
-    if args.criteria:
-        out["criteria"] = normalize_criteria(args.criteria)
+    criteria = parse_criteria(args.criteria, args.criteria_text)
+    if criteria:
+        out["criteria"] = criteria
     if args.answer_variants:
         out["answer_variants"] = True
     return {k: v for k, v in out.items() if v is not None}

@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..devices import DTYPE_CHOICES
+from .checks import check_model_source
 from .command import Command
 from .training_runs import log_training_to_stderr, process_device, run_with_progress
 
@@ -18,7 +19,6 @@ def add_train_rm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="TOML or YAML training config (see README)")
     p.add_argument("--steps", type=int, default=None, help="override the config's steps")
     p.add_argument("--accelerate", action="store_true", help="running under `accelerate launch` (several processes)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_train_rm(args: argparse.Namespace) -> int:
@@ -69,6 +69,7 @@ def cmd_eval_rm(args: argparse.Namespace) -> int:
     from ..training.data import load_pairs
     from ..training.evaluation import evaluate_pairs
 
+    check_model_source(args.model, "--model")
     sets = {"in_domain": load_pairs(args.pairs)}
     if args.ood_pairs:
         sets["out_of_domain"] = load_pairs(args.ood_pairs)

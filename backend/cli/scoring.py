@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ..ranking import ranking_order
+from .checks import IMAGE_SUFFIXES, check_text, check_writable_file
 from .command import Command
 from .errors import CLIError
 from .io import append_rows, list_media, read_done, read_prompts_file, rewrite_rows
-from .model_options import DEFAULT_MODEL, add_model_options, load_reward_model, scoring_overrides
+from .model_options import DEFAULT_MODEL, add_model_options, check_model_args, load_reward_model, scoring_overrides
 
 CHUNK = 16  # files loaded and scored together by rerank (and appended to --out together)
 RERANK_MODES = ("pointwise", "pairwise")
@@ -31,6 +32,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     """Score files in input order and print one line (or a JSON array) per file."""
     from ..media import load_visual_file
 
+    check_text(args.prompt, "--prompt")
+    check_model_args(args)
+    for f in args.files:
+        if Path(f).is_dir():
+            raise CLIError(f"{f!r} is a directory; `rewarddance rerank {f} --prompt ...` scores and ranks a folder")
     visuals = [load_visual_file(f) for f in args.files]
     rm = load_reward_model(args)
     result = rm.score(visuals, args.prompt, reasons=args.reasons)
@@ -62,7 +68,6 @@ def add_rerank_arguments(p: argparse.ArgumentParser) -> None:
         "content or prompt changed is rescored) and append the rest",
     )
     p.add_argument("--sheet", default=None, help="write a contact sheet PNG of the top-k with scores drawn on")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
 
 
@@ -77,14 +82,26 @@ def prompt_for(path: Path, root: Path, args: argparse.Namespace, prompts: dict[s
     return args.prompt
 
 
+def prompt_texts(files: list[Path], root: Path, args: argparse.Namespace) -> dict[Path, str]:
+    """Every file's prompt, checked (none missing, none empty) before anything is loaded."""
+    prompts = read_prompts_file(Path(args.prompts)) if args.prompts else None
+    texts = {f: prompt_for(f, root, args, prompts) for f in files}
+    empty = next((f for f, text in texts.items() if not str(text).strip()), None)
+    if empty is not None:
+        raise CLIError(f"--prompts: the prompt of {empty.name} is empty; give every file a prompt")
+    return texts
+
+
 def check_rerank_args(args: argparse.Namespace) -> None:
     """The cheap checks of rerank's flags, before any file or model is loaded."""
     if args.prompt is None and args.prompts is None:
         raise CLIError("pass --prompt TEXT or --prompts FILE")
+    check_text(args.prompt, "--prompt")
+    check_model_args(args)
     if args.mode == "pairwise" and not args.reference:
         raise CLIError("--mode pairwise needs --reference IMAGE (the image every candidate is compared to)")
-    if args.out and Path(args.out).suffix.lower() not in (".jsonl", ".csv"):
-        raise CLIError(f"--out must end in .jsonl or .csv, got {args.out!r}")
+    check_writable_file(args.out, "--out", (".jsonl", ".csv"))
+    check_writable_file(args.sheet, "--sheet", IMAGE_SUFFIXES)
     if args.top_k is not None and args.top_k < 1:
         raise CLIError(f"--top-k must be a positive integer, got {args.top_k}")
     if args.out and Path(args.out).exists() and not args.resume:
@@ -96,13 +113,18 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     from ..media import to_visual
 
     root = Path(args.directory)
+    check_rerank_args(args)
+    if root.is_file():
+        raise CLIError(
+            f"{args.directory!r} is a file; rerank takes a folder (`rewarddance score FILE ...` scores files)"
+        )
+    if not root.is_dir():
+        raise CLIError(f"folder {args.directory!r} does not exist; check the path")
     files = list_media(root)
     if not files:
         raise CLIError(f"no images or videos found in {str(root)!r}")
-    check_rerank_args(args)
     out = Path(args.out) if args.out else None
-    prompts = read_prompts_file(Path(args.prompts)) if args.prompts else None
-    texts = {f: prompt_for(f, root, args, prompts) for f in files}  # a missing prompt is found before loading
+    texts = prompt_texts(files, root, args)
     settings = rerank_settings(args)
     done = resumable_rows(out, files, texts, settings) if args.resume else []
     done_paths = {r["path"] for r in done}
@@ -236,5 +258,11 @@ def report_ranking(rows: list[dict], failed: list[str], args: argparse.Namespace
 
 COMMANDS = (
     Command("score", "score files and print one score per file, in input order", add_score_arguments, cmd_score),
-    Command("rerank", "score a folder of generations and rank them", add_rerank_arguments, cmd_rerank),
+    Command(
+        "rerank",
+        "score a folder of generations and rank them",
+        add_rerank_arguments,
+        cmd_rerank,
+        interrupt_hint="the rows scored so far are kept in --out (run again with --resume)",
+    ),
 )

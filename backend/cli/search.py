@@ -10,12 +10,18 @@ import torch
 
 from ..devices import DTYPE_CHOICES, DTYPES, resolve_device_and_dtype
 from ..search.algorithms import ALGORITHMS
+from .checks import (
+    IMAGE_SUFFIXES,
+    check_model_source,
+    check_text,
+    check_writable_file,
+    check_writable_folder,
+    parse_criteria,
+)
 from .command import Command
 from .errors import CLIError
 from .io import CANDIDATE_FIELDS, CANDIDATES_FILE, CandidateWriter, check_new_folder, write_search_output
-from .model_options import DEFAULT_MODEL
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+from .model_options import DEFAULT_MODEL, add_criteria_flags
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +48,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=None, help="video frames (Wan; default 81)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reward-model", default=DEFAULT_MODEL, help="reward model checkpoint or hub id")
-    p.add_argument("--criteria", default=None, help="criteria presets or text for the reward model")
+    add_criteria_flags(p)
     p.add_argument("--dtype", default="auto", help=f"{', '.join(DTYPE_CHOICES)} (auto: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--out", default="best.png", help="where to write the best image")
@@ -61,6 +67,8 @@ def check_search_args(args: argparse.Namespace) -> None:
     """The cheap checks of search's flags, before any pipeline or model is loaded."""
     if args.algorithm not in ALGORITHMS:
         raise CLIError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {args.algorithm!r}")
+    if args.steps < 1:
+        raise CLIError(f"--steps must be at least 1, got {args.steps}")
     if args.budget < args.steps:
         raise CLIError(
             f"--budget ({args.budget} denoiser calls) must cover at least one sample of --steps {args.steps}"
@@ -70,8 +78,14 @@ def check_search_args(args: argparse.Namespace) -> None:
             f"--out must be an image file name (.png, .jpg, .webp; videos are written as an animated "
             f".webp), got {args.out!r}"
         )
+    check_writable_file(args.out, "--out")
+    check_text(args.prompt, "--prompt")
+    parse_criteria(args.criteria, args.criteria_text)
+    check_model_source(args.pipeline, "--pipeline")
+    check_model_source(args.reward_model, "--reward-model")
     if args.save_candidates is not None:
         check_new_folder(args.save_candidates, "--save-candidates")
+        check_writable_folder(args.save_candidates, "--save-candidates")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -93,15 +107,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ..reward_model import RewardModel
     from ..rewards import ModelReward
 
-    check_search_args(args)
     device, dtype = resolve_device_and_dtype(args.device, args.dtype)
+    check_search_args(args)
     try:
-        pipeline = load_pipeline(args.pipeline, device, dtype_name(dtype))
+        pipeline = load_pipeline(args.pipeline, device, dtype_name(dtype), quiet=args.quiet)
         gen = generator_for(pipeline, args.prompt, args.negative, args.guidance, args.height, args.width, args.frames)
     except ValueError as exc:
         raise CLIError(f"--pipeline: {exc}") from exc
     rm = RewardModel.from_pretrained(args.reward_model, dtype=dtype, device=device)
-    reward = ModelReward(rm, args.prompt, options={"criteria": args.criteria} if args.criteria else {})
+    criteria = parse_criteria(args.criteria, args.criteria_text)
+    reward = ModelReward(rm, args.prompt, options={"criteria": criteria} if criteria else {})
     on_candidate = None
     if args.save_candidates is not None:
         on_candidate = CandidateWriter(args.save_candidates, args.prompt, args.seed, args.algorithm)

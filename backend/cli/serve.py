@@ -70,7 +70,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP scoring backend until SIGTERM / Ctrl+C."""
     from ..server.run import run
 
-    return run(serve_settings(args))
+    settings = serve_settings(args)
+    check_served_models(settings)
+    return run(settings)
+
+
+def check_served_models(settings: Any) -> None:
+    """Refuse to start when a configured model is neither a directory nor a hub id we can fetch (each one named)."""
+    from ..model_sources import source_problem
+
+    problems = [
+        f"model {name!r}: {problem}" for name, spec in settings.models.items() if (problem := source_problem(spec.path))
+    ]
+    if problems:
+        raise CLIError("; ".join(problems) + " (fix --model NAME=PATH or the config file's [models.NAME] path)")
 
 
 def add_serve_options(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="override the config's steps")
     p.add_argument("--accelerate", action="store_true", help="running under `accelerate launch` (several processes)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

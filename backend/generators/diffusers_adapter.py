@@ -13,11 +13,14 @@ Latents are the pipeline's own (Flux: the unpacked [C, h, w] grid; packing happe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..model_sources import download_command, source_problem
 from .tiny_checkpoint import is_tiny_generator, load_tiny_generator
 from .tiny_flow import TinyFlowGenerator
 
@@ -416,19 +419,62 @@ class WanGenerator(FlowGenerator):
         return ((video.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1)
 
 
-def load_pipeline(path: str, device: str = "cpu", dtype: str = "fp32") -> Any:
+def load_pipeline(path: str, device: str = "cpu", dtype: str = "fp32", quiet: bool = False) -> Any:
     """A diffusers pipeline from a directory or hub id (safetensors only), or the TinyFlowGenerator of a tiny
-    generator directory (`rewarddance tiny-generator`; always fp32, `dtype` does not apply)."""
+    generator directory (`rewarddance tiny-generator`; always fp32, `dtype` does not apply). `quiet` hides
+    diffusers' loading bar. A path that is neither, or a hub id that cannot be fetched, is a ValueError."""
+    problem = source_problem(str(path), "pipeline")
+    if problem:
+        raise ValueError(problem)
     if is_tiny_generator(path) or looks_like_model_dir(path):
         return load_tiny_generator(path, device)  # a non-tiny model directory gets its clear error here
+    if Path(path).is_dir() and not (Path(path) / "model_index.json").is_file():
+        raise ValueError(f"{str(path)!r} has no model_index.json; pass the diffusers pipeline's own directory")
     try:
         import diffusers
     except ImportError as exc:
         raise ValueError("diffusers is needed for --pipeline: `pip install diffusers`") from exc
+    if quiet:
+        diffusers.utils.logging.disable_progress_bar()
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    pipe = diffusers.DiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype, use_safetensors=True)
+    try:
+        with warnings_silenced(diffusers):  # its imports warn about torchvision-backed processors we never use
+            pipe = diffusers.DiffusionPipeline.from_pretrained(
+                path, use_safetensors=True, **{dtype_keyword(diffusers): torch_dtype}
+            )
+    except OSError as exc:
+        raise ValueError(
+            f"cannot load the pipeline {str(path)!r}: not a local directory, and not fetched from the Hugging Face "
+            f"hub (offline, a wrong id, or a gated model). Download it where there is internet, e.g. "
+            f"`{download_command(str(path))}`, and pass that directory"
+        ) from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def dtype_keyword(diffusers: Any) -> str:
+    """`dtype`, or `torch_dtype` for diffusers releases from before it was renamed."""
+    from importlib import import_module
+
+    renamed = hasattr(import_module("diffusers.utils.deprecation_utils"), "_TORCH_DTYPE_DEPRECATION_MESSAGE")
+    return "dtype" if renamed else "torch_dtype"
+
+
+@contextmanager
+def warnings_silenced(diffusers: Any) -> Iterator[None]:
+    """Silence transformers' and diffusers' warnings (not their errors) inside the block: a failure is reported
+    by the caller in one message."""
+    from transformers.utils import logging
+
+    loggers = (logging, diffusers.utils.logging)
+    before = [lib.get_verbosity() for lib in loggers]
+    for lib in loggers:
+        lib.set_verbosity_error()
+    try:
+        yield
+    finally:
+        for lib, level in zip(loggers, before):
+            lib.set_verbosity(level)
 
 
 def looks_like_model_dir(path: str) -> bool:

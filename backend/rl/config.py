@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..generators.protocol import seeded_noise
+from ..model_sources import source_problem
 from ..rewards import (
     COMBINES,
     ColourReward,
@@ -101,6 +102,11 @@ class RLConfig:
             raise ValueError(
                 f"generator.kind must be one of {', '.join(GENERATOR_KINDS)}, got {self.generator.get('kind')!r}"
             )
+        path = self.generator.get("path")
+        if self.generator.get("kind") in ("diffusers", "tiny") and isinstance(path, str):
+            problem = source_problem(path, "generator")
+            if problem:
+                raise ValueError(f"generator.path: {problem}")
         if not self.rewards:
             raise ValueError("rewards: give at least one reward")
         for where, specs in (("rewards", self.rewards), ("monitors", self.monitors)):
@@ -163,6 +169,10 @@ def check_reward_spec(spec: Any, where: str) -> None:
         raise ValueError(
             f"a {kind} entry of {where} needs `model` (a checkpoint) or `url` (a rewarddance serve backend)"
         )
+    if isinstance(spec.get("model"), str) and not spec.get("url"):
+        problem = source_problem(spec["model"], "reward model")
+        if problem:
+            raise ValueError(f"{where}[].model: {problem}")
     if kind == "statistic" and spec.get("name") not in STATISTICS:
         raise ValueError(
             f"a statistic entry of {where} needs `name`, one of {', '.join(STATISTICS)}; got {spec.get('name')!r}"
@@ -257,9 +267,12 @@ def build_generator(cfg: RLConfig, out: Path) -> tuple[Callable[[str], Any], tor
 
     if not g.get("path"):
         raise ValueError("generator.path: give a diffusers pipeline directory or hub id")
-    pipe = load_pipeline(
-        g["path"], g.get("device", "cuda" if torch.cuda.is_available() else "cpu"), g.get("dtype", "fp32")
-    )
+    try:
+        pipe = load_pipeline(
+            g["path"], g.get("device", "cuda" if torch.cuda.is_available() else "cpu"), g.get("dtype", "fp32")
+        )
+    except ValueError as exc:
+        raise ValueError(f"generator.path: {exc}") from exc
     network = getattr(pipe, "transformer", None) or pipe.unet
     cache: dict[str, Any] = {}
 

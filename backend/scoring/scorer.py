@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..media import Image, Video, Visual
-from ..vlm.base import EncodedVisual, accepts_argument
+from ..vlm.base import EncodedVisual, accepts_argument, cache_keyword, output_cache
 from ..vlm.loading import LoadedVLM
 from .prompts import Query
 
@@ -221,7 +221,7 @@ class Scorer:
             ),
         )
         self.stats["prefix_forwards"] += 1
-        return out.past_key_values
+        return output_cache(out)
 
     def position_logits(self, rows: list[PreparedQuery], keep: int) -> torch.Tensor:
         """Logits [B, keep, V] (float32) of each row's last `keep` positions, with gradients (for training)."""
@@ -250,7 +250,7 @@ class Scorer:
             cache = copy.deepcopy(cache)
             cache.batch_repeat_interleave(len(rows))
             mask = torch.cat([torch.ones((len(rows), start), dtype=mask.dtype, device=device), mask], dim=1)
-            kwargs.update(past_key_values=cache, use_cache=True)
+            kwargs.update({cache_keyword(self.vlm.model): cache, "use_cache": True})
         else:
             kwargs["use_cache"] = False
         out = self.vlm.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep, **kwargs)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..model_sources import source_problem
 from ..runs import Progress, Run, RunTask, distributed, run_task
 from ..scoring.answer import AnswerTokens
 from ..scoring.config import ScoringConfig
@@ -129,6 +130,12 @@ def load_train_config(path: str | Path) -> RMTrainConfig:
             data[key] = str(base / data[key])
     if isinstance(data.get("model"), str) and (base / data["model"]).is_dir():
         data["model"] = str(base / data["model"])
+    problem = source_problem(str(data["model"]), "model")
+    if problem:
+        raise ValueError(f"model: {problem}")
+    for key in ("pairs", "eval_pairs"):
+        if isinstance(data.get(key), str) and not Path(data[key]).exists():
+            raise ValueError(f"{key}: {data[key]!r} does not exist (`rewarddance make-pairs` writes pairs files)")
     return RMTrainConfig(**data).validate()
 
 

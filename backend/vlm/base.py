@@ -160,3 +160,16 @@ def call_with_supported(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def accepts_argument(fn: Any, name: str) -> bool:
     """True when `fn` names `name` as a parameter (not merely **kwargs)."""
     return name in inspect.signature(fn).parameters
+
+
+def cache_keyword(model: Any) -> str:
+    """The forward keyword of a KV cache: `cache` (transformers >= 5.24), else `past_key_values`."""
+    return "cache" if accepts_argument(model.forward, "cache") else "past_key_values"
+
+
+def output_cache(output: Any) -> Any:
+    """The KV cache a forward returned, under whichever name this transformers release gives it."""
+    for key in ("cache", "past_key_values"):
+        if key in output.keys():
+            return output[key]
+    raise ValueError("the model returned no KV cache; was use_cache=True passed?")

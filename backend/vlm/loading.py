@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from ..devices import ATTENTION, resolve_device, resolve_dtype
+from ..devices import check_attention, resolve_device, resolve_dtype
+from ..model_sources import download_command, hub_offline, source_problem
 from .base import VisualOptions, VLMFamily
 from .registry import family_for_config
 
@@ -52,19 +53,19 @@ def resolve_checkpoint(model: str, local_files_only: bool | None = None) -> Path
             raise ModelLoadError(f"{str(path)!r} has no config.json; point --model at the checkpoint directory itself")
         return path
     text = str(model)
-    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists()
-    if not looks_like_hub_id:
-        raise ModelLoadError(f"checkpoint directory {text!r} does not exist; check the path")
+    problem = source_problem(text, "checkpoint")
+    if problem:
+        raise ModelLoadError(problem)
     from huggingface_hub import snapshot_download
 
-    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    offline = local_files_only or hub_offline()
     try:
         return Path(snapshot_download(text, allow_patterns=HUB_FILES, local_files_only=bool(offline)))
     except Exception as exc:
         raise ModelLoadError(
             f"model {text!r} is not a local directory and could not be fetched from the Hugging Face hub "
             f"({type(exc).__name__}). Offline? Download it where there is internet, e.g. "
-            f"`huggingface-cli download {text} --local-dir /models/{text.split('/')[-1]}`, copy the folder here "
+            f"`{download_command(text)}`, copy the folder here "
             "(for ComfyUI: into ComfyUI/models/reward_models/) and pass that directory as --model."
         ) from exc
 
@@ -133,8 +134,7 @@ def load_vlm(
     """Load a supported chat VLM for scoring: family from its config, weights from safetensors, eval mode."""
     from transformers import AutoConfig, AutoTokenizer
 
-    if attn_implementation is not None and attn_implementation not in ATTENTION:
-        raise ValueError(f"attn_implementation {attn_implementation!r} is not one of {', '.join(ATTENTION)}")
+    check_attention(attn_implementation)
     path = resolve_checkpoint(model, local_files_only)
     device = resolve_device(device) if device_map is None else None
     torch_dtype = resolve_dtype(dtype, device or "cuda")

@@ -155,7 +155,7 @@ def test_rerank_missing_prompt_and_directory(tiny_dirs, gen_dir, tmp_path, capsy
     code, _, err = run(["rerank", gen_dir, "--model", tiny_dirs["qwen2_5_vl"]], capsys)
     assert code == 2 and "--prompt" in err
     code, _, err = run(["rerank", tmp_path / "nowhere", "--prompt", "x"], capsys)
-    assert code == 2 and "is not a directory" in err
+    assert code == 2 and "does not exist" in err
 
 
 def test_tiny_model_command(tmp_path, capsys):
@@ -177,7 +177,7 @@ def test_tiny_model_command(tmp_path, capsys):
     [
         (["--dtype", "int8"], "dtype 'int8' is not one of"),
         (["--device", "gpu0"], "not a torch device name"),
-        (["--attn", "fast"], "attn_implementation 'fast'"),
+        (["--attn", "fast"], "--attn: attention 'fast' is not one of"),
         (["--criteria", "motion"], "only applies to video"),
         (["--question", "Is {subject} shown?"], "unknown field"),
         (["--max-frames", "0"], "max_frames must be a positive integer"),

@@ -222,7 +222,7 @@ def test_serve_start_failures_exit_2(tiny_dirs, tmp_path, capsys):
     import socket
 
     assert main(["serve", "--model", f"m={tmp_path / 'missing'}", "--port", "0", "--preload"]) == 2
-    assert "could not be loaded" in capsys.readouterr().err
+    assert "model 'm': model directory" in capsys.readouterr().err  # refused at start, naming the model
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -254,6 +254,8 @@ def test_new_commands_refuse_bad_input(argv, word, capsys, tmp_path, monkeypatch
 
 def test_train_rm_steps_override_is_validated(tmp_path, capsys):
     cfg = tmp_path / "rm.toml"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "p.jsonl").write_text("")
     cfg.write_text('model = "m"\npairs = "p.jsonl"\nout = "o"\n')
     assert main(["train-rm", "--config", str(cfg), "--steps", "0"]) == 2
     assert "steps must be a positive integer" in capsys.readouterr().err
