@@ -9,7 +9,7 @@ from typing import Any
 REWARD_MODEL_DIR = "Qwen2.5-VL-7B-Instruct"
 REWARD_MODEL_NOTE = (
     f"Reward model: download Qwen/Qwen2.5-VL-7B-Instruct into `models/reward_models/{REWARD_MODEL_DIR}/` "
-    "(`huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct --local-dir "
+    "(`hf download Qwen/Qwen2.5-VL-7B-Instruct --local-dir "
     f"models/reward_models/{REWARD_MODEL_DIR}`), or pick '(hub id below)' to download on first use."
 )
 HF = "https://huggingface.co/"

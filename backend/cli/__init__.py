@@ -1,5 +1,5 @@
 """Command line: `rewarddance score | rerank | serve | search | train | train-rm | eval-rm | make-pairs | tiny-model |
-tiny-generator`.
+tiny-generator | sample-photos`.
 
 One module per command family (scoring, serve, search, train, reward_training, pairs, tiny), each declaring its
 `Command`s; `registry` lists them and builds the parser; `io` holds the result-file formats; `checks` the cheap

@@ -4,7 +4,8 @@ Scored images: `--candidates DIR` (DIR/candidates.jsonl as `search --save-candid
 with `--prompt`; scores from `--judge FILE.py:FUNC` (a Python function scoring image batches), `--scores JSONL`
 (rows {"file", "score"}, files relative to DIR) or `--scores candidates` (candidates.jsonl's score column).
 Writes --out (pairs, paths relative to it), <stem>.scores.jsonl (every image's score) and, with --eval-fraction,
-<stem>.eval.jsonl (pairs of held-out images only). Without --candidates/--images: the synthetic set (--n, ...).
+<stem>.eval.jsonl (pairs of held-out images only). Without --candidates/--images: the synthetic set (--n, ...) as
+DIR/pairs.jsonl and DIR/eval.jsonl (--eval-fraction of the pairs, default 0.1).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checks import check_writable_folder
 from .command import Command
 from .errors import CLIError
 from .io import list_media
 
-SCORED_ONLY = ("prompt", "judge", "scores", "margin", "keep_ties", "pairs_per_image", "eval_fraction", "batch_size")
+SCORED_ONLY = ("prompt", "judge", "scores", "margin", "keep_ties", "pairs_per_image", "batch_size")
 SYNTHETIC_ONLY = ("n", "size", "edits")
 
 
@@ -45,7 +47,12 @@ def add_make_pairs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=float, default=None, help="|score difference| <= margin is a tie (default 0)")
     p.add_argument("--keep-ties", action="store_true", default=None, help='keep ties as "tie": true rows')
     p.add_argument("--pairs-per-image", type=int, default=None, help="pairing rounds per prompt (default 1)")
-    p.add_argument("--eval-fraction", type=float, default=None, help="hold out this fraction of images (eval file)")
+    p.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=None,
+        help="hold out this fraction of images (scored images) or pairs (synthetic set, default 0.1) in an eval file",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="images per judge call (default 8)")
     p.add_argument("--n", type=int, default=None, help="synthetic set: number of pairs (default 200)")
     p.add_argument("--size", type=int, default=None, help="synthetic set: image side in pixels (default 112)")
@@ -74,7 +81,13 @@ def make_synthetic_set(args: argparse.Namespace) -> int:
         raise CLIError(f"--edits: unknown edit(s) {', '.join(bad)}; choose from {', '.join(EDITS)}")
     if n < 2 or size < 28:
         raise CLIError("--n must be at least 2 and --size at least 28")
-    print(make_synthetic_pairs(args.out, n=n, size=size, edits=edits, seed=args.seed))
+    fraction = 0.1 if args.eval_fraction is None else args.eval_fraction
+    if not 0 <= fraction < 1 or n - round(n * fraction) < 1:
+        raise CLIError(f"--eval-fraction must be in [0, 1) and leave at least one training pair, got {fraction}")
+    check_writable_folder(args.out, "--out")
+    pairs = make_synthetic_pairs(args.out, n=n, size=size, edits=edits, seed=args.seed, eval_fraction=fraction)
+    held = pairs.parent / "eval.jsonl"
+    print(f"{pairs}" + (f" and {held} (held out)" if round(n * fraction) else ""))
     return 0
 
 

@@ -81,11 +81,11 @@ def check_search_args(args: argparse.Namespace) -> None:
     check_writable_file(args.out, "--out")
     check_text(args.prompt, "--prompt")
     parse_criteria(args.criteria, args.criteria_text)
-    check_model_source(args.pipeline, "--pipeline")
-    check_model_source(args.reward_model, "--reward-model")
     if args.save_candidates is not None:
         check_new_folder(args.save_candidates, "--save-candidates")
         check_writable_folder(args.save_candidates, "--save-candidates")
+    check_model_source(args.pipeline, "--pipeline")
+    check_model_source(args.reward_model, "--reward-model")
 
 
 def dtype_name(dtype: torch.dtype) -> str:

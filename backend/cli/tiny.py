@@ -1,5 +1,6 @@
-"""`rewarddance tiny-model` (a tiny random-weight reward model checkpoint of a registered family) and
-`rewarddance tiny-generator` (a tiny flow generator trained on photo crops): tests and offline demos."""
+"""What tests and offline demos make: `rewarddance tiny-model` (a tiny random-weight reward model checkpoint of a
+registered family), `rewarddance tiny-generator` (a tiny flow generator trained on photo crops) and
+`rewarddance sample-photos` (real photographs to score, from scikit-image)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from ..vlm.registry import FAMILIES
+from .checks import check_writable_folder
 from .command import Command
 from .errors import CLIError
 
@@ -72,6 +74,21 @@ def cmd_tiny_generator(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_sample_photos_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of `rewarddance sample-photos`."""
+    p.add_argument("--out", required=True, help="folder to write the photos to (created if needed)")
+
+
+def cmd_sample_photos(args: argparse.Namespace) -> int:
+    """Write scikit-image's bundled colour photos (no download, all different) as PNG files."""
+    from ..sample_photos import write_sample_photos
+
+    check_writable_folder(args.out, "--out")
+    paths = write_sample_photos(args.out)
+    print(f"{len(paths)} sample photos in {args.out}")
+    return 0
+
+
 COMMANDS = (
     Command(
         "tiny-model",
@@ -84,5 +101,11 @@ COMMANDS = (
         "train and save a tiny flow generator for search and RL (tests, offline demo)",
         add_tiny_generator_arguments,
         cmd_tiny_generator,
+    ),
+    Command(
+        "sample-photos",
+        "write real sample photographs to a folder (offline demo)",
+        add_sample_photos_arguments,
+        cmd_sample_photos,
     ),
 )

@@ -46,13 +46,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"interrupted at step {summary['step']}; checkpoint in {summary['checkpoint']} (run the same command to resume)"
         )
         return 130
-    print(
-        json.dumps(summary, indent=2)
-        if args.json
-        else f"{cfg.algorithm}: held-out reward {summary['reward_before']:.4f} -> {summary['reward_after']:.4f} after "
-        f"{summary['step']} steps; LoRA: {', '.join(summary['files'].values())}"
-    )
+    print(json.dumps(summary, indent=2) if args.json else summary_line(cfg.algorithm, summary))
     return 0
+
+
+def summary_line(algorithm: str, summary: dict) -> str:
+    """'raft: held-out reward 0.0001234 -> 0.0001567 after 20 steps; LoRA: a, b; chart: c' (4 significant digits)."""
+    files = dict(summary["files"])
+    chart = files.pop("chart", None)
+    line = (
+        f"{algorithm}: held-out reward {summary['reward_before']:.4g} -> {summary['reward_after']:.4g} after "
+        f"{summary['step']} steps; LoRA: {', '.join(files.values())}"
+    )
+    return line + (f"; chart: {chart}" if chart else "")
 
 
 COMMANDS = (
@@ -61,5 +67,6 @@ COMMANDS = (
         "LoRA RL fine-tuning of a generator with the reward (raft, refl, grpo)",
         add_train_arguments,
         cmd_train,
+        interrupt_hint="the last checkpoint is kept; run the same command to resume",
     ),
 )

@@ -102,11 +102,6 @@ class RLConfig:
             raise ValueError(
                 f"generator.kind must be one of {', '.join(GENERATOR_KINDS)}, got {self.generator.get('kind')!r}"
             )
-        path = self.generator.get("path")
-        if self.generator.get("kind") in ("diffusers", "tiny") and isinstance(path, str):
-            problem = source_problem(path, "generator")
-            if problem:
-                raise ValueError(f"generator.path: {problem}")
         if not self.rewards:
             raise ValueError("rewards: give at least one reward")
         for where, specs in (("rewards", self.rewards), ("monitors", self.monitors)):
@@ -169,10 +164,6 @@ def check_reward_spec(spec: Any, where: str) -> None:
         raise ValueError(
             f"a {kind} entry of {where} needs `model` (a checkpoint) or `url` (a rewarddance serve backend)"
         )
-    if isinstance(spec.get("model"), str) and not spec.get("url"):
-        problem = source_problem(spec["model"], "reward model")
-        if problem:
-            raise ValueError(f"{where}[].model: {problem}")
     if kind == "statistic" and spec.get("name") not in STATISTICS:
         raise ValueError(
             f"a statistic entry of {where} needs `name`, one of {', '.join(STATISTICS)}; got {spec.get('name')!r}"
@@ -208,7 +199,24 @@ def load_rl_config(path: str | Path) -> RLConfig:
         if isinstance(section.get("function"), str) and ":" in section["function"]:
             file, _, name = section["function"].rpartition(":")
             section["function"] = f"{local(file)}:{name}"
-    return RLConfig(**data).validate()
+    return check_sources(RLConfig(**data).validate())
+
+
+def check_sources(cfg: RLConfig) -> RLConfig:
+    """Refuse a config whose generator or reward/monitor models are neither directories nor hub ids we can fetch
+    (before the generator loads and trains for minutes)."""
+    g = generator_spec(cfg.generator)
+    if g.get("kind") == "diffusers" and isinstance(g.get("path"), str):
+        problem = source_problem(g["path"], "generator")
+        if problem:
+            raise ValueError(f"generator.path: {problem}")
+    for where, specs in (("rewards", cfg.rewards), ("monitors", cfg.monitors)):
+        for spec in specs:
+            if isinstance(spec.get("model"), str) and not spec.get("url"):
+                problem = source_problem(spec["model"], "reward model")
+                if problem:
+                    raise ValueError(f"{where}[].model: {problem}")
+    return cfg
 
 
 # --- building the policy -----------------------------------------------------------------------------------------

@@ -39,9 +39,17 @@ def edit(img: Image.Image, kind: str, rng: random.Random) -> Image.Image:
 
 
 def make_synthetic_pairs(
-    out: str | Path, n: int = 200, size: int = 112, edits: tuple[str, ...] = EDITS, seed: int = 0
+    out: str | Path,
+    n: int = 200,
+    size: int = 112,
+    edits: tuple[str, ...] = EDITS,
+    seed: int = 0,
+    eval_fraction: float = 0.0,
 ) -> Path:
-    """Write `n` pairs (PNG files + pairs.jsonl) under `out`; returns the JSONL path."""
+    """Write `n` pairs (PNG files + pairs.jsonl) under `out`; returns the JSONL path. With `eval_fraction`, that
+    share of the pairs (other crops of the same photos) goes to eval.jsonl instead, for train-rm's `eval_pairs`."""
+    if not 0 <= eval_fraction < 1:
+        raise ValueError(f"eval fraction must be in [0, 1), got {eval_fraction}")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -71,4 +79,7 @@ def make_synthetic_pairs(
                 reason=f"The edited image has a {kind.replace('_', ' ')}.",
             )
         )
-    return write_pairs(pairs, out / "pairs.jsonl")
+    n_eval = round(n * eval_fraction)
+    if n_eval:
+        write_pairs(pairs[n - n_eval :], out / "eval.jsonl")
+    return write_pairs(pairs[: n - n_eval], out / "pairs.jsonl")

@@ -130,13 +130,16 @@ def load_train_config(path: str | Path) -> RMTrainConfig:
             data[key] = str(base / data[key])
     if isinstance(data.get("model"), str) and (base / data["model"]).is_dir():
         data["model"] = str(base / data["model"])
-    problem = source_problem(str(data["model"]), "model")
+    cfg = RMTrainConfig(**data).validate()
+    problem = source_problem(str(cfg.model), "model")
     if problem:
         raise ValueError(f"model: {problem}")
     for key in ("pairs", "eval_pairs"):
-        if isinstance(data.get(key), str) and not Path(data[key]).exists():
-            raise ValueError(f"{key}: {data[key]!r} does not exist (`rewarddance make-pairs` writes pairs files)")
-    return RMTrainConfig(**data).validate()
+        if isinstance(getattr(cfg, key), str) and not Path(getattr(cfg, key)).exists():
+            raise ValueError(
+                f"{key}: {getattr(cfg, key)!r} does not exist (`rewarddance make-pairs` writes pairs files)"
+            )
+    return cfg
 
 
 # --- the run ------------------------------------------------------------------------------------------------------

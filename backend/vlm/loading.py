@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..devices import check_attention, resolve_device, resolve_dtype
-from ..model_sources import download_command, hub_offline, source_problem
+from ..model_sources import download_command, hub_offline, looks_like_hub_id, source_problem
 from .base import VisualOptions, VLMFamily
 from .registry import family_for_config
 
@@ -53,9 +53,8 @@ def resolve_checkpoint(model: str, local_files_only: bool | None = None) -> Path
             raise ModelLoadError(f"{str(path)!r} has no config.json; point --model at the checkpoint directory itself")
         return path
     text = str(model)
-    problem = source_problem(text, "checkpoint")
-    if problem:
-        raise ModelLoadError(problem)
+    if not looks_like_hub_id(text):
+        raise ModelLoadError(source_problem(text, "checkpoint") or f"{text!r} is not a checkpoint directory")
     from huggingface_hub import snapshot_download
 
     offline = local_files_only or hub_offline()

@@ -232,7 +232,7 @@ def test_parser_is_built_from_the_registry():
     from rewarddance.backend.cli import COMMANDS, build_parser
 
     names = ["score", "rerank", "serve", "search", "train", "train-rm", "eval-rm", "make-pairs", "tiny-model"]
-    names.append("tiny-generator")
+    names += ["tiny-generator", "sample-photos"]
     assert [c.name for c in COMMANDS] == names
     sub = subparsers(build_parser())
     assert list(sub) == names
