@@ -164,3 +164,21 @@ def test_version_and_common_flags(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "--quiet" in capsys.readouterr().out
+
+
+def test_quiet_runs_print_nothing_on_stderr(place, capsys, monkeypatch):
+    monkeypatch.chdir(place["tmp"])
+    assert main(["score", place["photo"], "--prompt", "a cat", "--model", place["model"], "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.strip().endswith(place["photo"])  # no loading bar, no warning
+
+
+def test_training_summary_line_keeps_small_rewards_apart_and_lists_the_chart_on_its_own():
+    from rewarddance.backend.cli.train import summary_line
+
+    summary = {"reward_before": 0.00012346, "reward_after": 0.00015678, "step": 20}
+    summary["files"] = {"peft": "runs/x/lora_peft", "comfyui": "runs/x/lora_comfyui.safetensors", "chart": "c.png"}
+    assert summary_line("raft", summary) == (
+        "raft: held-out reward 0.0001235 -> 0.0001568 after 20 steps; "
+        "LoRA: runs/x/lora_peft, runs/x/lora_comfyui.safetensors; chart: c.png"
+    )

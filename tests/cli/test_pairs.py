@@ -321,8 +321,13 @@ def test_scores_file_of_human_ratings(tmp_path, capsys):
 
 
 def test_synthetic_set_still_works_without_a_source(tmp_path, capsys):
-    assert main(["make-pairs", "--out", str(tmp_path / "data"), "--n", "4", "--size", "32"]) == 0
-    assert len(load_pairs(tmp_path / "data" / "pairs.jsonl")) == 4
+    assert main(["make-pairs", "--out", str(tmp_path / "data"), "--n", "20", "--size", "32"]) == 0
+    train, held = load_pairs(tmp_path / "data" / "pairs.jsonl"), load_pairs(tmp_path / "data" / "eval.jsonl")
+    assert len(train) == 18 and len(held) == 2  # the default --eval-fraction 0.1 is held out in eval.jsonl
+    assert not {p.chosen for p in train} & {p.chosen for p in held}
+    assert main(["make-pairs", "--out", str(tmp_path / "all"), "--n", "4", "--size", "32", "--eval-fraction", "0"]) == 0
+    assert len(load_pairs(tmp_path / "all" / "pairs.jsonl")) == 4 and not (tmp_path / "all" / "eval.jsonl").exists()
+    assert main(["make-pairs", "--out", str(tmp_path / "x"), "--n", "4", "--eval-fraction", "1"]) == 2
 
 
 @pytest.mark.parametrize(

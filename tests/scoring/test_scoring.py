@@ -361,3 +361,16 @@ def test_tournament_reuses_each_reference_prefix(reward_models, photo_paths):
     plain = rm.tournament(photo_paths[:4], "a cat", prefix_reuse=False)
     for row_a, row_b in zip(shared.matrix, plain.matrix):
         assert row_a == pytest.approx(row_b, abs=1e-4)
+
+
+def test_prefix_cache_is_passed_without_deprecation_warnings(reward_models, photo_paths):
+    """transformers >= 5.24 renamed the cache keyword; a pairwise run must not warn on every call."""
+    import warnings
+
+    rm = reward_models("qwen2_5_vl")
+    before = rm.scorer.stats["prefix_forwards"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rm.compare(photo_paths[1:3], photo_paths[0], "a cat")
+    assert rm.scorer.stats["prefix_forwards"] > before
+    assert not [w for w in caught if "past_key_values" in str(w.message)], [str(w.message) for w in caught]

@@ -235,7 +235,9 @@ def test_pointwise_objective_trains(synthetic, tiny_dirs, tmp_path):
 def test_train_and_eval_from_the_command_line(tiny_dirs, tmp_path, capsys):
     from rewarddance.backend.cli import main
 
-    assert main(["make-pairs", "--out", str(tmp_path / "data"), "--n", "12", "--size", "48"]) == 0
+    assert (
+        main(["make-pairs", "--out", str(tmp_path / "data"), "--n", "12", "--size", "48", "--eval-fraction", "0"]) == 0
+    )
     capsys.readouterr()
     cfg = tmp_path / "rm.toml"
     cfg.write_text(
