@@ -176,7 +176,7 @@ class RewardLoraTrainer(io.ComfyNode):
                     "prompts",
                     multiline=True,
                     default="",
-                    placeholder="one prompt per line, or the path of a .txt file with one per line",
+                    placeholder="one prompt per line, or the name of a .txt file in ComfyUI's input folder (one per line)",
                 ),
                 io.String.Input("negative", multiline=True, default="", tooltip="negative prompt (used when cfg > 1)"),
                 io.Combo.Input("algorithm", options=list(NODE_ALGORITHMS), default="raft"),
@@ -250,7 +250,7 @@ class RewardLoraTrainer(io.ComfyNode):
         criteria=None,
     ) -> io.NodeOutput:
         """Train the LoRA inside one ComfyUI sampling call and save it (Cancel checkpoints; queue again to resume)."""
-        prompt_list = list(dict.fromkeys(prompt_lines(prompts)))
+        prompt_list = list(dict.fromkeys(prompt_lines(prompts, [folder_paths.get_input_directory()])))
         samples = training_latent(latent_image)
         training = NodeTraining(
             algorithm, steps, learning_rate, lora_rank, lora_alpha, group_size, sample_steps, seed, save_every

@@ -27,6 +27,7 @@ def serve_settings(args: argparse.Namespace) -> Any:
         "port": args.port,
         "default_model": args.default_model,
         "max_batch_tokens": args.max_batch_tokens,
+        "max_query_tokens": args.max_query_tokens,
         "max_delay_ms": args.max_delay_ms,
         "max_queue": args.max_queue,
         "request_timeout_s": args.request_timeout,
@@ -116,6 +117,12 @@ def add_batching_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("batching and limits")
     g.add_argument(
         "--max-batch-tokens", type=int, default=None, help="tokens per forward (default 16384 GPU / 1536 CPU)"
+    )
+    g.add_argument(
+        "--max-query-tokens",
+        type=int,
+        default=None,
+        help="tokens of one query, images included, before 413 (default 16384: a few images plus instructions)",
     )
     g.add_argument("--max-delay-ms", type=float, default=None, help="how long a request waits for company (default 10)")
     g.add_argument("--max-queue", type=int, default=None, help="queued requests per model before 503 (default 1024)")

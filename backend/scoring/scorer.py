@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,10 @@ from ..vlm.loading import LoadedVLM
 from .prompts import Query
 
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+class ScoringStopped(Exception):
+    """A scoring call ended between forwards because its `stop` callback asked it to."""
 
 
 @dataclass(eq=False)
@@ -165,9 +169,22 @@ class Scorer:
 
     # --- forward passes -------------------------------------------------------------------------------
     def last_logits(
-        self, prepared: list[PreparedQuery], max_tokens: int, prefix_reuse: bool = True, min_prefix_tokens: int = 64
+        self,
+        prepared: list[PreparedQuery],
+        max_tokens: int,
+        prefix_reuse: bool = True,
+        min_prefix_tokens: int = 64,
+        stop: Callable[[], bool] | None = None,
     ) -> torch.Tensor:
-        """Last-position logits [N, V] (float32) for prepared queries, in input order."""
+        """Last-position logits [N, V] (float32) for prepared queries, in input order.
+
+        `stop` is asked before every forward; when it answers True the call ends with `ScoringStopped` (a server
+        abandons a batch whose clients are gone, or when it shuts down)."""
+
+        def check() -> None:
+            if stop is not None and stop():
+                raise ScoringStopped("scoring was stopped between forwards")
+
         out: list[torch.Tensor | None] = [None] * len(prepared)
         grad = torch.is_grad_enabled() and any(v.pixel_values.requires_grad for p in prepared for v in p.visuals)
         with torch.set_grad_enabled(grad):
@@ -176,13 +193,16 @@ class Scorer:
             else:
                 groups, rest = [], list(range(len(prepared)))
             for batch in self.token_batches([len(prepared[i]) for i in rest], max_tokens):
+                check()
                 rows = [rest[j] for j in batch]
                 for i, logit in zip(rows, self._forward_split([prepared[i] for i in rows])):
                     out[i] = logit
             for prefix_len, members in groups:
+                check()
                 cache = self._prefix_cache(prepared[members[0]], prefix_len)
                 suffix_lengths = [len(prepared[i]) - prefix_len for i in members]
                 for batch in self.token_batches(suffix_lengths, max(1, max_tokens - prefix_len)):
+                    check()
                     rows = [members[j] for j in batch]
                     logits = self._forward_split([prepared[i] for i in rows], prefix_len, cache)
                     for i, logit in zip(rows, logits):

@@ -25,6 +25,7 @@ from aiohttp import web
 from ..media import MediaError
 from ..reward_model import compare_queries, rank_result, score_queries, tournament_queries, tournament_result
 from .errors import ApiError, bad_request
+from .limits import check_request_text
 from .manager import ModelManager
 from .metrics import Metrics
 from .openapi import openapi_spec
@@ -50,6 +51,11 @@ class ScoringService:
     async def startup(self) -> None:
         """Load the models configured with preload."""
         await self.manager.preload()
+
+    def abort(self) -> None:
+        """Stop scoring now (shutdown past its grace): running batches end at the next forward, queued ones 503."""
+        for entry in list(self.manager.loaded.values()):
+            entry.batcher.abort()
 
     async def shutdown(self) -> None:
         """Finish queued work and stop the batchers."""
@@ -114,14 +120,16 @@ class ScoringService:
         req = await asyncio.to_thread(parse_request, endpoint, data, self.decoder)
         entry = await self.manager.get(req.model)
         config = req.config(entry.model.config)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+        check_request_text(prompts, config, [ex.prompt for ex in req.few_shot or [] if ex.prompt])
         try:
             entry.model.answer_tokens(config)  # answer words the tokenizer cannot tell apart fail here, not later
             queries, pairs = await asyncio.to_thread(build_queries, endpoint, req, config)
         except (MediaError, ValueError) as exc:
             raise bad_request(str(exc)) from exc
         alive = lambda: request.transport is not None and not request.transport.is_closing()  # noqa: E731
-        scores, reasons, usage = await entry.batcher.submit(
-            queries, config, req.reasons, alive, self.settings.request_timeout_s
+        entry, (scores, reasons, usage) = await self.manager.submit(
+            entry.name, queries, config, req.reasons, alive, self.settings.request_timeout_s
         )
         if endpoint == "rank":
             body: dict[str, Any] = rank_result(scores, req.top_k or len(scores)).to_dict()

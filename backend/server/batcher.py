@@ -8,7 +8,9 @@ How a batch forms (the loop in `Batcher._loop`):
    reuse across requests (identical reference images decode to one object, so they share a prefix).
 4. Read each request's scores with its own answer words and normalisation; resolve its future.
 
-Requests whose client went away or timed out are dropped before they cost a forward. A batch that fails is
+Requests whose client went away or timed out are dropped before they cost a forward, and a running batch is
+abandoned between forwards when all its clients are gone or the server is stopping (`abort`). A query longer than
+`max_query_tokens` fails alone with 413 before any forward. A batch that fails is
 retried request by request, so one bad request never fails the others. Requests that generate text
 (reasons, reasoning-first chain of thought) run alone. One worker thread per model runs every forward.
 """
@@ -25,7 +27,9 @@ from typing import Any
 import torch
 
 from ..holding import holding
+from ..scoring.scorer import ScoringStopped
 from .errors import ApiError
+from .limits import check_query_tokens
 
 
 @dataclass(eq=False)
@@ -64,8 +68,10 @@ class Batcher:
         self.settings = settings
         self.metrics = metrics
         self.closing = False
+        self.aborting = False  # the server is stopping: fail what is left, abandon running batches
         self.closed = asyncio.Event()
         self.queued = 0
+        self.in_flight = 0  # requests submitted and not answered yet (queued or running)
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._closer: asyncio.Task | None = None
@@ -75,6 +81,15 @@ class Batcher:
     def max_tokens(self) -> int:
         """Tokens per batch: the server's setting, else the model's own budget."""
         return self.settings.max_batch_tokens or self.model.batch_tokens(self.model.config)
+
+    @property
+    def busy(self) -> bool:
+        """True while a request is queued or running (an eviction waits for this to clear)."""
+        return self.in_flight > 0
+
+    def abort(self) -> None:
+        """Stop now: running batches end at their next forward, queued requests fail with 503."""
+        self.aborting = True
 
     def _ensure_started(self) -> None:
         if self._task is None:
@@ -107,6 +122,7 @@ class Batcher:
         self._ensure_started()
         job = Job(queries, config, reasons, asyncio.get_running_loop().create_future(), alive)
         self.queued += 1
+        self.in_flight += 1
         self._set_depth()
         self._queue.put_nowait(job)
         try:
@@ -118,6 +134,8 @@ class Batcher:
                 f"the request did not finish within {timeout:g} s "
                 "(request_timeout_s); send fewer images or raise the timeout",
             ) from None
+        finally:
+            self.in_flight -= 1
 
     async def close(self) -> None:
         """Finish every queued request, then stop the worker and its thread.
@@ -203,12 +221,12 @@ class Batcher:
 
     async def _prepare(self, job: Job) -> bool:
         """Tokenise and preprocess a job; False (with the job failed) when it is abandoned or invalid."""
-        if job.abandoned():
-            self._count_abandoned(job)
+        if self._dropped(job):
             return False
         job.usage["queue_ms"] = (time.perf_counter() - job.enqueued) * 1000.0
         try:
             job.prepared = await self._in_thread(_prepare_queries, self.model, job.queries)
+            check_query_tokens([len(p) for p in job.prepared], self.settings.max_query_tokens)
         except Exception as exc:
             _fail(job, exc)
             return False
@@ -217,18 +235,23 @@ class Batcher:
 
     async def _run(self, batch: list[Job]) -> None:
         """Score a batch; on failure retry job by job so only the failing ones fail."""
-        live = [j for j in batch if not j.abandoned()]
-        for j in batch:
-            if j not in live:
-                self._count_abandoned(j)
+        live = [j for j in batch if not self._dropped(j)]
         if not live:
             return
         started = time.perf_counter()
         before = self._tokens_counted()
+
+        def stop() -> bool:  # asked on the model's thread before every forward
+            return self.aborting or all(j.abandoned() for j in live)
+
         try:
             results = await self._in_thread(
-                _score_prepared, self.model, [j.prepared for j in live], [j.config for j in live], self.max_tokens
+                _score_prepared, self.model, [j.prepared for j in live], [j.config for j in live], self.max_tokens, stop
             )
+        except ScoringStopped:
+            for j in live:
+                self._dropped(j)
+            return
         except Exception as exc:
             if len(live) > 1:
                 for j in live:
@@ -247,8 +270,7 @@ class Batcher:
 
     async def _run_generating(self, job: Job) -> None:
         """A request that generates text runs on its own."""
-        if job.abandoned():
-            self._count_abandoned(job)
+        if self._dropped(job):
             return
         job.usage["queue_ms"] = (time.perf_counter() - job.enqueued) * 1000.0
         started = time.perf_counter()
@@ -282,6 +304,16 @@ class Batcher:
         for j in jobs:
             m.queue_seconds.labels(self.name).observe(j.usage.get("queue_ms", 0.0) / 1000.0)
 
+    def _dropped(self, job: Job) -> bool:
+        """True (with the job resolved) when it must not run: its client is gone, or the server is stopping."""
+        if job.abandoned():
+            self._count_abandoned(job)
+            return True
+        if self.aborting:
+            _fail(job, ApiError(503, "server_stopping", "the server is shutting down; retry", {"Retry-After": "5"}))
+            return True
+        return False
+
     def _count_abandoned(self, job: Job) -> None:
         if self.metrics is not None:
             self.metrics.abandoned.labels(self.name).inc()
@@ -307,12 +339,14 @@ def _prepare_queries(model: Any, queries: list[Any]) -> list[Any]:
         return model.scorer.prepare(queries)
 
 
-def _score_prepared(model: Any, prepared: list[list[Any]], configs: list[Any], max_tokens: int) -> list[list[float]]:
+def _score_prepared(
+    model: Any, prepared: list[list[Any]], configs: list[Any], max_tokens: int, stop: Callable[[], bool]
+) -> list[list[float]]:
     """One engine call over every job's prepared queries; each job's scores read with its own config."""
     flat = [p for rows in prepared for p in rows]
     base = model.config
     with holding(model), torch.no_grad():
-        logits = model.scorer.last_logits(flat, max_tokens, base.prefix_reuse, base.min_prefix_tokens)
+        logits = model.scorer.last_logits(flat, max_tokens, base.prefix_reuse, base.min_prefix_tokens, stop)
         out, start = [], 0
         for rows, config in zip(prepared, configs):
             out.append(model.read_scores(logits[start : start + len(rows)], config).tolist())

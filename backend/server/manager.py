@@ -73,6 +73,10 @@ def _checkpoint_is_fp32(path: Path) -> bool:
     return str(config.get("torch_dtype") or config.get("dtype") or "").endswith("float32")
 
 
+EVICTION_POLL_S = 0.05  # how often an eviction waiting for a busy model looks again
+IDLE_S = 1.0  # a model unused for this long, with nothing queued, may be evicted before min_residency_s
+
+
 @dataclass(eq=False)
 class LoadedModel:
     """A loaded reward model, its batcher and what it costs."""
@@ -148,6 +152,32 @@ class ModelManager:
         self.loaded.move_to_end(name)
         entry.last_used = time.time()
         return entry
+
+    async def submit(
+        self, name: str, queries: list, config: Any, reasons: bool, alive: Any, timeout: float | None
+    ) -> tuple[LoadedModel, tuple]:
+        """Queue a request on the model `name`: (the entry that answered, (scores, reasons, usage)).
+
+        A model being unloaded (evicted for another) is waited for and loaded again, within `timeout`,
+        instead of failing the request with 503."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        entry = await self.get(name)
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return entry, await entry.batcher.submit(queries, config, reasons, alive, remaining)
+            except ApiError as exc:
+                if exc.type != "model_unloading" or (remaining is not None and remaining < 0.05):
+                    raise
+            try:
+                await asyncio.wait_for(entry.batcher.closed.wait(), remaining)
+                entry = await asyncio.wait_for(
+                    self.get(name), None if deadline is None else deadline - time.monotonic()
+                )
+            except asyncio.TimeoutError:
+                raise ApiError(
+                    504, "timeout", f"model {name!r} was being swapped out and did not come back within {timeout:g} s"
+                ) from None
 
     async def load(self, name: str) -> LoadedModel:
         """Load a configured model (no-op when loaded), evicting LRU models to stay in the memory budget.
@@ -234,9 +264,18 @@ class ModelManager:
         return [k for k, limit in limits.items() if limit is not None and used[k] + extra[k] > limit]
 
     async def _make_room(self, extra: dict[str, int], keep: str) -> None:
-        """Evict least recently used unpinned models until `extra` fits; 507 when it cannot."""
+        """Evict least recently used unpinned models until `extra` fits; 507 when it cannot.
+
+        A model with requests queued or running is evicted only once they are served or it has been loaded
+        for `min_residency_s` (so two models under a budget for one take turns serving their queues instead of
+        paying a load per request)."""
         while over := self._over_budget(extra):
             victims = [n for n, e in self.loaded.items() if n != keep and not e.pinned]
+            ready = [n for n in victims if self._evictable(self.loaded[n])]
+            if victims and not ready:
+                await asyncio.sleep(EVICTION_POLL_S)
+                continue
+            victims = ready
             if not victims:
                 used = self.used_bytes()
                 raise ApiError(
@@ -247,6 +286,14 @@ class ModelManager:
                     f"--gpu-memory / --cpu-memory",
                 )
             await self.unload(victims[0], reason="evicted")
+
+    def _evictable(self, entry: LoadedModel) -> bool:
+        """Resident for at least min_residency_s, or idle: nothing queued or running and not used for IDLE_S (the
+        requests that waited for its load reach its queue a moment after it is registered)."""
+        now = time.time()
+        if now - entry.loaded_at >= self.settings.min_residency_s:
+            return True
+        return not entry.batcher.busy and now - max(entry.loaded_at, entry.last_used) >= IDLE_S
 
     async def unload(self, name: str, reason: str = "unloaded") -> bool:
         """Finish the model's queued requests, then free it; False when it was not loaded."""

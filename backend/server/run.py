@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+import threading
 
 from aiohttp import web
 
@@ -14,6 +16,7 @@ from .errors import ApiError
 from .settings import ServerSettings
 
 log = logging.getLogger("rewarddance.server")
+ABORT_MARGIN_S = 3.0  # unfinished work is abandoned this long before the grace period ends (at most half of it)
 
 
 async def serve(settings: ServerSettings, ready_message: bool = True) -> None:
@@ -25,6 +28,7 @@ async def serve(settings: ServerSettings, ready_message: bool = True) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     stop = asyncio.Event()
+    watchdog: threading.Timer | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -46,9 +50,29 @@ async def serve(settings: ServerSettings, ready_message: bool = True) -> None:
             file=sys.stderr,
             flush=True,
         )
+        watchdog = enforce_grace_period(service, settings.grace_period_s)
     finally:
         await runner.cleanup()  # stops listening, waits for handlers, then app cleanup drains the batchers
+        if watchdog is not None:
+            watchdog.cancel()  # finished in time
     print("rewarddance: stopped", file=sys.stderr, flush=True)
+
+
+def enforce_grace_period(service: ScoringService, grace: float) -> threading.Timer:
+    """Keep shutdown within `grace` seconds: ABORT_MARGIN_S before its end (or half-way, for a short one), running
+    batches stop at their next forward and queued requests get 503; at `grace` the process exits even if a forward
+    is still running."""
+    loop = asyncio.get_running_loop()
+    loop.call_later(max(grace / 2, grace - ABORT_MARGIN_S), service.abort)
+
+    def hard_exit() -> None:
+        print("rewarddance: grace period over; exiting with work unfinished", file=sys.stderr, flush=True)
+        os._exit(0)
+
+    watchdog = threading.Timer(grace, hard_exit)
+    watchdog.daemon = True
+    watchdog.start()
+    return watchdog
 
 
 def run(settings: ServerSettings) -> int:

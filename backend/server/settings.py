@@ -125,6 +125,7 @@ class ServerSettings:
     port: int = 8765
     token: str | None = None  # bearer token; required to bind any non-loopback address
     max_batch_tokens: int | None = None  # tokens per forward; None: 16384 on CUDA, 1536 on CPU
+    max_query_tokens: int = 16384  # tokens of one query (a few images plus instructions); longer: 413
     max_delay_ms: float = 10.0  # how long the first request of a batch waits for company
     max_queue: int = 1024  # queued requests per model before answering 503
     request_timeout_s: float = 300.0
@@ -134,6 +135,7 @@ class ServerSettings:
     gpu_memory: int | None = None  # bytes of loaded weights allowed on GPUs (None: no limit)
     cpu_memory: int | None = None  # bytes of loaded weights allowed in CPU memory (None: no limit)
     grace_period_s: float = 25.0  # SIGTERM: how long in-flight requests may take to finish
+    min_residency_s: float = 10.0  # a busy model is not evicted for another before it has been loaded this long
 
     def validate(self, require_models: bool = True) -> ServerSettings:
         """Raise SettingsError naming the bad setting and the fix; return self.
@@ -169,6 +171,8 @@ class ServerSettings:
             "max_image_pixels": (self.max_image_pixels, False),
             "grace_period_s": (self.grace_period_s, True),
             "max_request_pixels": (self.max_request_pixels, False),
+            "max_query_tokens": (self.max_query_tokens, False),
+            "min_residency_s": (self.min_residency_s, True),
         }
         for name, (value, zero_ok) in positive.items():
             if (

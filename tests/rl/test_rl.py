@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -300,22 +301,37 @@ def test_trainer_node_settings_prompts_paths_and_bad_values(tmp_path):
     from rewarddance.backend.rl.node_settings import NodeTraining, output_paths, prompt_lines, step_lora_path
 
     assert prompt_lines(" a cat \n\n a dog\n") == ["a cat", "a dog"]
-    listing = tmp_path / "prompts.txt"
-    listing.write_text("one\n\ntwo\nthree\n", encoding="utf-8")
-    assert prompt_lines(str(listing)) == ["one", "two", "three"]
-    (tmp_path / "empty.txt").write_text("\n \n")
+    inputs, elsewhere = tmp_path / "input", tmp_path / "elsewhere"
+    inputs.mkdir()
+    elsewhere.mkdir()
+    (inputs / "prompts.txt").write_text("one\n\ntwo\nthree\n", encoding="utf-8")
+    (elsewhere / "secret.txt").write_text("root:x:0:0\n", encoding="utf-8")
+    assert prompt_lines(str(inputs / "prompts.txt"), [inputs]) == ["one", "two", "three"]
+    assert prompt_lines("prompts.txt", [inputs]) == ["one", "two", "three"]  # a name in the input folder
+    assert prompt_lines("a photo of notes.txt", [inputs]) == ["a photo of notes.txt"]  # not a file: a prompt
+    (inputs / "empty.txt").write_text("\n \n")
     for bad, message in [
         ("  \n", "prompts: enter the training prompts"),
-        (str(tmp_path / "empty.txt"), "has no prompts"),
+        (str(inputs / "empty.txt"), "has no prompts"),
+        (str(elsewhere / "secret.txt"), "outside the folders prompt files are read from"),  # never read
+        ("../elsewhere/secret.txt", "outside the folders"),
     ]:
         with pytest.raises(ValueError, match=message):
-            prompt_lines(bad)
+            prompt_lines(bad, [inputs])
+    os.environ["REWARDDANCE_PROMPT_DIRS"] = str(elsewhere)
+    try:
+        assert prompt_lines(str(elsewhere / "secret.txt"), [inputs]) == ["root:x:0:0"]  # allow-listed by the operator
+    finally:
+        del os.environ["REWARDDANCE_PROMPT_DIRS"]
     run_dir, final = output_paths(tmp_path, "loras/my_lora")
     assert run_dir == tmp_path / "loras" / "my_lora_run" and final == tmp_path / "loras" / "my_lora.safetensors"
     assert step_lora_path(final, 25).name == "my_lora_step00025.safetensors"
-    for bad in ("../up", "", "/", "a/../../b", "bad:name"):
+    output = tmp_path / "output"
+    output.mkdir()
+    (output / "out_link").symlink_to(elsewhere)  # a link inside the output folder that leads out of it
+    for bad in ("../up", "", "/", "a/../../b", "bad:name", ".", "./", "a/./b", "out_link/x"):
         with pytest.raises(ValueError, match="filename_prefix"):
-            output_paths(tmp_path, bad)
+            output_paths(output, bad)
     ok = NodeTraining("grpo", 10, 1e-4, 8, 8.0, 4, 10, 0, 5).validate()
     cfg = ok.config(["p1", "p2", "p3", "p4", "p5"], run_dir)
     assert (

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rewarddance.backend.scoring.config import ScoringConfig
+from rewarddance.backend.scoring.scorer import ScoringStopped
 from rewarddance.backend.server.batcher import Batcher
 from rewarddance.backend.server.errors import ApiError
 from rewarddance.backend.server.settings import ServerSettings
@@ -34,15 +35,19 @@ class FakeScorer:
         self.gate.set()
         self.entered = threading.Event()  # set once an engine call has started
         self.stats = Counter()
+        self.stopped = 0
 
     def prepare(self, queries):
         if any(q < 0 for q in queries):
             raise ValueError("negative values cannot be scored")
         return [FakePrepared(q, self.tokens_per_query) for q in queries]
 
-    def last_logits(self, prepared, max_tokens, prefix_reuse, min_prefix):
+    def last_logits(self, prepared, max_tokens, prefix_reuse, min_prefix, stop=None):
         self.entered.set()
         self.gate.wait(10)
+        if stop is not None and stop():  # the real scorer asks before every forward; here: once, after the gate
+            self.stopped += 1
+            raise ScoringStopped("stopped")
         values = [p.value for p in prepared]
         self.calls.append(values)
         if any(math.isnan(v) for v in values):
@@ -294,3 +299,39 @@ def test_forgetting_an_external_model_drops_it_and_its_name():
     assert [e.name for e in dropped] == ["a"] and list(manager.loaded) == ["b"]
     assert "a" not in settings.models and settings.default_model == "b"
     assert manager.forget(a) == []
+
+
+def test_a_running_batch_is_abandoned_between_forwards_when_its_clients_are_gone():
+    batcher, scorer = make()
+
+    async def scenario():
+        gone = {"flag": False}
+        scorer.gate.clear()
+        task = asyncio.ensure_future(batcher.submit([1.0, 2.0], ScoringConfig(), alive=lambda: not gone["flag"]))
+        await in_model(scorer)
+        gone["flag"] = True  # the client disconnects while its batch is inside the engine call
+        scorer.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await batcher.submit([3.0], ScoringConfig())  # the next request is served as usual
+
+    scores, _, _ = run(scenario())
+    assert scorer.stopped == 1 and scores == [3.0] and [3.0] in scorer.calls and [1.0, 2.0] not in scorer.calls
+
+
+def test_abort_fails_running_and_queued_requests_with_503():
+    batcher, scorer = make(max_batch_tokens=10)  # one query per batch: the second request stays queued
+
+    async def scenario():
+        scorer.gate.clear()
+        running = asyncio.ensure_future(batcher.submit([1.0], ScoringConfig()))
+        await in_model(scorer)
+        queued = asyncio.ensure_future(batcher.submit([2.0], ScoringConfig()))
+        await asyncio.sleep(0.05)
+        batcher.abort()
+        scorer.gate.set()
+        return await asyncio.gather(running, queued, return_exceptions=True)
+
+    results = run(scenario())
+    assert all(isinstance(r, ApiError) and r.status == 503 and r.type == "server_stopping" for r in results), results
+    assert scorer.stopped == 1 and scorer.calls == []
