@@ -5,6 +5,8 @@ port = 8765
 default_model = "judge"
 max_batch_tokens = 32768
 gpu_memory = "60GB"                        # loaded models are evicted least-recently-used beyond this
+allow_origins = ["http://localhost:3000"]  # web pages allowed to call the API (default: none but its own)
+allow_hosts = ["gpubox.local"]             # Host names answered besides loopback ones and the bound address
 [models.judge]
 path = "Qwen/Qwen2.5-VL-7B-Instruct"
 dtype = "bf16"
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -134,6 +137,8 @@ class ServerSettings:
     gpu_memory: int | None = None  # bytes of loaded weights allowed on GPUs (None: no limit)
     cpu_memory: int | None = None  # bytes of loaded weights allowed in CPU memory (None: no limit)
     grace_period_s: float = 25.0  # SIGTERM: how long in-flight requests may take to finish
+    allow_origins: list[str] = field(default_factory=list)  # browser origins allowed besides the server's own
+    allow_hosts: list[str] = field(default_factory=list)  # Host names answered besides loopback and the bound one
 
     def validate(self, require_models: bool = True) -> ServerSettings:
         """Raise SettingsError naming the bad setting and the fix; return self.
@@ -180,6 +185,10 @@ class ServerSettings:
                 raise SettingsError(
                     f"{name} must be a {'non-negative' if zero_ok else 'positive'} number, got {value!r}"
                 )
+        from .origin import normalize_host, normalize_origin
+
+        self.allow_origins = checked_list(self.allow_origins, "allow_origins (--allow-origin)", normalize_origin)
+        self.allow_hosts = checked_list(self.allow_hosts, "allow_hosts (--allow-host)", normalize_host)
         if self.max_batch_tokens is not None and (
             not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1
         ):
@@ -190,6 +199,17 @@ class ServerSettings:
     def max_body_bytes(self) -> int:
         """The request body limit in bytes."""
         return int(self.max_body_mb * 2**20)
+
+
+def checked_list(value: Any, what: str, normalize: Callable[[str, str], str]) -> list[str]:
+    """An allow list (one string or a list of them), each entry normalized (SettingsError naming `what`)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise SettingsError(f"{what}: expected a list of strings, got {value!r}")
+    try:
+        return list(dict.fromkeys(normalize(v, what) for v in items))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def is_loopback(host: str) -> bool:
