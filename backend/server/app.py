@@ -220,7 +220,7 @@ class ScoringService:
         return web.json_response(openapi_spec(self.settings, prefix))
 
     def route_defs(self, prefix: str = "", access: Access | None = None) -> list[web.RouteDef]:
-        """Every route of `schema.ROUTES` (plus OPTIONS for preflights), under `prefix` (e.g. '/rewarddance')."""
+        """Every route of `schema.ROUTES`, under `prefix` (e.g. '/rewarddance' when mounted on ComfyUI's server)."""
         access = access or self.access()
         handlers: dict[str, Handler] = {
             **{name: (lambda n: lambda r: self.scoring(n, r))(name) for name in ENDPOINTS},
@@ -232,12 +232,16 @@ class ScoringService:
             "metrics": self.metrics_text,
             "openapi": lambda r: self.openapi(r, prefix),
         }
-        defs = [web.route(r.method, prefix + r.path, self.route(r.name, handlers[r.name], access)) for r in ROUTES]
+        return [web.route(r.method, prefix + r.path, self.route(r.name, handlers[r.name], access)) for r in ROUTES]
+
+    def preflight_defs(self, prefix: str = "", access: Access | None = None) -> list[web.RouteDef]:
+        """An OPTIONS route per path of `schema.ROUTES`: CORS preflights (granted to allowed origins only)."""
+        access = access or self.access()
         paths = dict.fromkeys(r.path for r in ROUTES)
-        for path in paths:
-            methods = [r.method for r in ROUTES if r.path == path]
-            defs.append(web.route("OPTIONS", prefix + path, self.preflight_handler(methods, access)))
-        return defs
+        return [
+            web.route("OPTIONS", prefix + p, self.preflight_handler([r.method for r in ROUTES if r.path == p], access))
+            for p in paths
+        ]
 
     def preflight_handler(self, methods: Iterable[str], access: Access) -> Handler:
         """The OPTIONS handler of one path: CORS permission for allowed origins, 403 for others."""
@@ -290,7 +294,7 @@ def create_app(settings: ServerSettings, service: ScoringService | None = None) 
     service = service or ScoringService(settings)
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes + 2**20)
     app[SERVICE_KEY] = service
-    app.router.add_routes(service.route_defs())
+    app.router.add_routes(service.route_defs() + service.preflight_defs())
     if service.access().policy.hosts is None:
         log.warning(
             "answering every Host name (bound to %r without --allow-host); list the names clients use with "
@@ -330,7 +334,7 @@ def mount(
         access = Access(policy, HEAVY_ROUTES, token_required=True)
     else:  # as the standalone server: a configured token guards every route but the open ones
         access = Access(policy, service.access().token_routes)
-    defs = service.route_defs(prefix, access)
+    defs = service.route_defs(prefix, access) + service.preflight_defs(prefix, access)
     if isinstance(target, web.Application):
         target.router.add_routes(defs)
     elif isinstance(target, web.RouteTableDef):

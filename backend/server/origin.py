@@ -3,8 +3,8 @@
 A web page the user visits can send requests to a server on localhost. By default the server answers only
 requests a browser marks as its own (no Origin, or the server's own scheme://host:port; no cross-site
 Sec-Fetch-Site), for a loopback Host name (so DNS rebinding gets nothing), and parses POST bodies only when
-they say `application/json` or `multipart/form-data` (the types a cross-site form cannot send without a
-CORS preflight). `--allow-origin` / `--allow-host` widen this; preflights are answered for allowed origins.
+they say `application/json` or `multipart/form-data` (a cross-site form or a fetch() without a CORS
+preflight cannot send JSON). `--allow-origin` / `--allow-host` widen this; preflights are answered for allowed origins.
 """
 
 from __future__ import annotations
@@ -177,9 +177,9 @@ def check_browser(request: web.Request, policy: BrowserPolicy) -> None:
 
 
 def check_body_type(request: web.Request) -> None:
-    """415 unless a POST body is JSON or multipart (a POST without a body needs no Content-Type)."""
+    """415 unless a POST body is JSON or multipart (a POST without a body, e.g. load/unload, may send any)."""
     declared = request.headers.get("Content-Type")
-    if declared is None and not request.body_exists:
+    if not request.body_exists or request.content_length == 0:
         return
     if declared is not None and request.content_type in BODY_TYPES:
         return
