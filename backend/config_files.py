@@ -74,7 +74,7 @@ def token_host_allowed(url: str) -> bool:
         return False
     listed = token_hosts()
     if listed is None:
-        return _is_loopback(host)
+        return is_loopback(host)
     return any(h == "*" or (h == host and p in (None, port)) for h, p in listed)
 
 
@@ -107,8 +107,8 @@ def _token_host(entry: str) -> tuple[str, int | None]:
     return host.lower(), port
 
 
-def _is_loopback(host: str) -> bool:
-    """localhost, 127.0.0.0/8 or ::1."""
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":
         return True
     try:

@@ -12,11 +12,11 @@ import logging
 import os
 from typing import Any
 
-from ..backend.config_files import TOKEN_ENV
+from ..backend.config_files import TOKEN_ENV, is_loopback
 from ..backend.server.app import ScoringService, mount
 from ..backend.server.manager import ModelManager
 from ..backend.server.origin import normalize_origin
-from ..backend.server.settings import ServerSettings, SettingsError, is_loopback
+from ..backend.server.settings import ServerSettings, SettingsError
 
 log = logging.getLogger("rewarddance")
 _SERVICE: ScoringService | None = None

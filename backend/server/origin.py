@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from yarl import URL
 
+from ..config_files import is_loopback
 from .errors import ApiError
 
 ANY = "*"
-LOOPBACK_NAMES = frozenset({"localhost"})
 WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})
 BODY_TYPES = ("application/json", "multipart/form-data")
 CROSS_SITE = frozenset({"cross-site", "same-site"})
@@ -71,16 +71,6 @@ def normalize_host(value: str, what: str = "allow_hosts") -> str:
     return host.rstrip(".")
 
 
-def is_loopback_host(host: str) -> bool:
-    """True for 'localhost' and loopback addresses (127.0.0.0/8, ::1)."""
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True)
 class BrowserPolicy:
     """Which origins and Host names a server answers; `hosts=None` accepts any Host (the host app decides)."""
@@ -108,7 +98,7 @@ class BrowserPolicy:
 
     def allows_host(self, host: str) -> bool:
         """True for a loopback name or one the operator listed (always, when any host is accepted)."""
-        return self.hosts is None or is_loopback_host(host) or host in self.hosts
+        return self.hosts is None or is_loopback(host) or host in self.hosts
 
 
 def request_host(request: web.Request) -> str | None:

@@ -18,14 +18,13 @@ criteria = ["alignment"]
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config_files import TOKEN_ENV, ConfigFileError
+from ..config_files import TOKEN_ENV, ConfigFileError, is_loopback
 from ..reward_model import LOADING_FIELDS
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -210,16 +209,6 @@ def checked_list(value: Any, what: str, normalize: Callable[[str, str], str]) ->
         return list(dict.fromkeys(normalize(v, what) for v in items))
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_model_flag(value: str) -> tuple[str, str]:
