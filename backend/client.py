@@ -11,7 +11,8 @@ Inputs are what `RewardModel` takes: file paths (image files are sent as their o
 decodes exactly what a local run decodes), PIL images and `Image`s (sent as lossless PNG), ComfyUI IMAGE
 tensors (sent as 8-bit PNG) and `Video`s (8-bit PNG frames + fps); see `client_encoding`. A 503 (queue full)
 or a refused connection is retried with exponential backoff; other errors raise `BackendError` with the
-server's message. Bodies, splitting and answers are shared in `client_requests`.
+server's message. Redirects are not followed (a 3xx is a `BackendError`), so the token stays with the URL.
+Bodies, splitting, the token rule and answers are shared in `client_requests`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from .client_encoding import encode_visual, encode_visuals
-from .client_requests import DEFAULT_URL, RETRY_STATUSES, BackendError, RequestBuilder, backend_error
+from .client_requests import DEFAULT_URL, RETRY_STATUSES, BackendError, RequestBuilder
 from .scoring.results import RankResult, ScoreResult, TournamentResult
 
 __all__ = ["AsyncRewardClient", "BackendError", "RewardClient", "encode_visual", "encode_visuals"]
+
+
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Leave 3xx answers to the caller (urllib would resend the Authorization header to the new URL)."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        """Follow nothing: urllib then raises the 3xx as an HTTPError."""
+        return None
 
 
 class RewardClient(RequestBuilder):
@@ -37,21 +46,25 @@ class RewardClient(RequestBuilder):
     Options: url, token, model, timeout (s), retries, backoff (s), max_request_mb (larger calls are split).
     """
 
+    _opener = urllib.request.build_opener(NoRedirects)
+
     def request(self, method: str, path: str, body: bytes | None = None) -> Any:
         """Send one request (retrying 503 and refused connections); the decoded JSON or text answer."""
         for attempt in range(self.retries + 1):
             req = urllib.request.Request(self.url + path, data=body, method=method, headers=self.headers())
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                with self._opener.open(req, timeout=self.timeout) as resp:
                     raw = resp.read()
                     kind = resp.headers.get("Content-Type", "")
                     return json.loads(raw) if "json" in kind else raw.decode("utf-8")
             except urllib.error.HTTPError as exc:
                 raw = exc.read()
+                if 300 <= exc.code < 400:
+                    raise self.redirected(path, exc.code, exc.headers.get("Location")) from None
                 if exc.code in RETRY_STATUSES and attempt < self.retries:
                     time.sleep(self.delay(attempt, exc.headers.get("Retry-After")))
                     continue
-                raise backend_error(exc.code, raw) from None
+                raise self.answer_error(exc.code, raw) from None
             except TimeoutError:
                 raise self.timed_out(path) from None
             except (urllib.error.URLError, ConnectionError) as exc:
@@ -185,13 +198,17 @@ class AsyncRewardClient(RequestBuilder):
         session = self._get_session()
         for attempt in range(self.retries + 1):
             try:
-                async with session.request(method, self.url + path, data=body, headers=self.headers()) as resp:
+                async with session.request(
+                    method, self.url + path, data=body, headers=self.headers(), allow_redirects=False
+                ) as resp:
                     raw = await resp.read()
+                    if 300 <= resp.status < 400:
+                        raise self.redirected(path, resp.status, resp.headers.get("Location"))
                     if resp.status in RETRY_STATUSES and attempt < self.retries:
                         await asyncio.sleep(self.delay(attempt, resp.headers.get("Retry-After")))
                         continue
                     if resp.status >= 400:
-                        raise backend_error(resp.status, raw)
+                        raise self.answer_error(resp.status, raw)
                     return json.loads(raw) if "json" in resp.content_type else raw.decode("utf-8")
             except asyncio.TimeoutError:
                 raise self.timed_out(path) from None

@@ -1,5 +1,8 @@
 """What the sync and async clients share: `BackendError`, request bodies (split under the size limit), answers.
 
+The token: the one passed in is sent to that URL as given; without one, $REWARDDANCE_TOKEN is sent only to
+hosts $REWARDDANCE_TOKEN_HOSTS lists (default: loopback), so a URL typed into a workflow cannot collect it.
+Neither client follows redirects (a redirect would carry the token elsewhere): a 3xx answer is an error.
 Nothing here sends a request; `client.RewardClient` and `client.AsyncRewardClient` do, over their own HTTP stacks.
 """
 
@@ -8,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 from .client_encoding import encode_visual, encode_visuals, few_shot_json, scoring_fields
-from .config_files import TOKEN_ENV
+from .config_files import TOKEN_ENV, TOKEN_HOSTS_ENV, env_token_for
 from .scoring.results import RankResult, ScoreResult, TournamentResult
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -59,7 +63,8 @@ class RequestBuilder:
         if retries < 0 or timeout <= 0 or backoff < 0:
             raise ValueError("retries and backoff must be >= 0 and timeout > 0")
         self.url = url.rstrip("/")
-        self.token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self.token = token if token is not None else env_token_for(self.url)
+        self.token_withheld = token is None and self.token is None and bool(os.environ.get(TOKEN_ENV))
         self.model = model
         self.timeout = timeout
         self.retries = retries
@@ -166,6 +171,28 @@ class RequestBuilder:
         """A TournamentResult from the /v1/tournament answer."""
         self.last_usage = data.get("usage", {})
         return TournamentResult(data["wins"], data["mean_win_probability"], data["ranking"], data["matrix"])
+
+    def answer_error(self, status: int, raw: bytes) -> BackendError:
+        """The error of an HTTP error answer, with a hint when a 401 may be the withheld environment token."""
+        err = backend_error(status, raw)
+        if status == 401 and self.token_withheld:
+            host = urlsplit(self.url).netloc
+            err = BackendError(
+                status,
+                err.type,
+                f"{err.message} ({TOKEN_ENV} is set but is not sent to {host}: add {host} to {TOKEN_HOSTS_ENV}, "
+                "or pass the token to the client explicitly)",
+            )
+        return err
+
+    def redirected(self, path: str, status: int, location: str | None) -> BackendError:
+        """The error for a 3xx answer: redirects are not followed, so the token never travels to another URL."""
+        return BackendError(
+            status,
+            "redirect",
+            f"{self.url}{path} redirects to {location or '(no Location)'}; the client does not follow redirects "
+            "(they would carry the token elsewhere): use the final URL as the backend URL",
+        )
 
     def delay(self, attempt: int, retry_after: str | None) -> float:
         """Seconds before retry `attempt` (Retry-After when the server gives one)."""

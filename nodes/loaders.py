@@ -121,8 +121,9 @@ class RemoteRewardModel(io.ComfyNode):
                 io.String.Input(
                     "token",
                     default="",
-                    tooltip="bearer token; prefer leaving this empty and setting $REWARDDANCE_TOKEN for "
-                    "ComfyUI, because widget values are saved in workflows and image metadata",
+                    tooltip="bearer token sent to this URL; prefer leaving this empty and setting $REWARDDANCE_TOKEN "
+                    "for ComfyUI (widget values are saved in workflows and image metadata): that one is sent only "
+                    "to hosts listed in $REWARDDANCE_TOKEN_HOSTS (default: this machine)",
                 ),
                 io.String.Input("model_name", default="", tooltip="a model the server configured (empty: its default)"),
                 io.Int.Input("timeout_s", default=600, min=1, max=86400),

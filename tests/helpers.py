@@ -82,13 +82,19 @@ class ServerThread:
 
 
 def http(method: str, url: str, body=None, headers=None, raw: bool = False):
-    """One HTTP request with the standard library: (status, decoded JSON or text, headers)."""
+    """One HTTP request with the standard library: (status, decoded JSON or text, headers).
+
+    A body is sent as `Content-Type: application/json` unless `headers` name another type.
+    """
     import json
     import urllib.error
     import urllib.request
 
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    headers = dict(headers or {})
+    if data is not None and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
             status, payload, hdrs = resp.status, resp.read(), resp.headers

@@ -63,7 +63,12 @@ def add_loading_options(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="score through a running `rewarddance serve` at URL instead of loading the model here",
     )
-    g.add_argument("--token", default=None, help="bearer token for --backend (default: $REWARDDANCE_TOKEN)")
+    g.add_argument(
+        "--token",
+        default=None,
+        help="bearer token for --backend (default: $REWARDDANCE_TOKEN, sent only to loopback or "
+        "$REWARDDANCE_TOKEN_HOSTS hosts)",
+    )
     add_loading_flags(g, ["dtype", "device", "attn_implementation", "device_map"], LOCAL_DEFAULTS)
 
 

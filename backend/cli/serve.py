@@ -37,6 +37,9 @@ def serve_settings(args: argparse.Namespace) -> Any:
     for key, value in flags.items():
         if value is not None:
             setattr(settings, key, value)
+    for key in ("allow_origins", "allow_hosts"):  # repeatable flags replace the config file's list
+        if getattr(args, key):
+            setattr(settings, key, getattr(args, key))
     for key in ("gpu_memory", "cpu_memory"):
         if getattr(args, key) is not None:
             setattr(settings, key, parse_bytes(getattr(args, key), "--" + key.replace("_", "-")))
@@ -100,6 +103,22 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; others need --token)")
     p.add_argument("--port", type=int, default=None, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--token", default=None, help="bearer token clients must send (default: $REWARDDANCE_TOKEN)")
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        dest="allow_origins",
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN (scheme://host[:port], or '*') call the API; cross-origin browser "
+        "requests are refused by default (repeatable)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allow_hosts",
+        metavar="NAME",
+        help="answer requests for Host NAME besides loopback names and --host (or '*' for any; repeatable); "
+        "binding 0.0.0.0 without it answers every name",
+    )
     p.add_argument("--preload", action="store_true", help="load every model at start instead of on first use")
     p.add_argument("--pin", action="append", metavar="NAME", help="never evict this model (repeatable)")
     p.add_argument(

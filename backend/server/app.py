@@ -9,6 +9,10 @@
 
 Errors are `{"error": {"type", "message"}}` with a 4xx/5xx status; never a stack trace. When a bearer
 token is configured every route but /health and /ready requires `Authorization: Bearer <token>`.
+Every route refuses cross-origin browser requests and unlisted Host names (403) and POST bodies that are
+not JSON or multipart (415) unless the operator allowed them (`origin.BrowserPolicy`); OPTIONS answers
+CORS preflights of allowed origins. Mounted in another server (`mount`), the Host check is the host's, and
+`require_token_for_heavy` makes the POST routes need the token (403 while none is configured).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from ..config_files import TOKEN_ENV
 from ..media import MediaError
 from ..reward_model import compare_queries, rank_result, score_queries, tournament_queries, tournament_result
 from .errors import ApiError, bad_request
@@ -29,12 +35,23 @@ from .limits import check_request_text
 from .manager import ModelManager
 from .metrics import Metrics
 from .openapi import openapi_spec
+from .origin import BrowserPolicy, check_browser, cors_headers, preflight
 from .protocol import VisualDecoder, parse_request, read_payload
 from .schema import ENDPOINTS, OPEN_ROUTES, ROUTES
 from .settings import ServerSettings
 
 log = logging.getLogger("rewarddance.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HEAVY_ROUTES = frozenset(r.name for r in ROUTES if r.method == "POST")  # scoring, load, unload
+
+
+@dataclass(frozen=True)
+class Access:
+    """How one set of routes is guarded: the browser policy and which routes check the bearer token."""
+
+    policy: BrowserPolicy
+    token_routes: frozenset[str]  # the routes that check the token
+    token_required: bool = False  # True: those routes answer 403 while no token is configured
 
 
 class ScoringService:
@@ -62,16 +79,25 @@ class ScoringService:
         await self.manager.close()
 
     # --- the wrapper every route goes through ------------------------------------------------------------------
-    def route(self, name: str, fn: Handler) -> Handler:
-        """Auth, JSON errors, metrics and latency around one route."""
+    def access(self) -> Access:
+        """The guard of the standalone server: the configured browser policy; the token on all but open routes."""
+        s = self.settings
+        policy = BrowserPolicy.build(s.allow_origins, s.allow_hosts, s.host)
+        return Access(policy, frozenset(r.name for r in ROUTES if r.name not in OPEN_ROUTES))
+
+    def route(self, name: str, fn: Handler, access: Access | None = None) -> Handler:
+        """Browser checks, auth, JSON errors, metrics and latency around one route."""
+        access = access or self.access()
 
         async def handler(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
             status = 500
             try:
-                if name not in OPEN_ROUTES:
-                    self.check_token(request)
+                check_browser(request, access.policy)
+                if name in access.token_routes:
+                    self.check_token(request, access.token_required)
                 response = await fn(request)
+                response.headers.update(cors_headers(request, access.policy))
                 status = response.status
                 return response
             except ApiError as exc:
@@ -98,9 +124,17 @@ class ScoringService:
         self.metrics.errors.labels(exc.type).inc()
         return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
 
-    def check_token(self, request: web.Request) -> None:
-        """401 unless the configured bearer token is presented (no-op without a token)."""
+    def check_token(self, request: web.Request, required: bool = False) -> None:
+        """401 unless the configured bearer token is presented; without a token a no-op, or 403 when `required`."""
         token = self.settings.token
+        if not token and required:
+            raise ApiError(
+                403,
+                "token_required",
+                f"{request.method} {request.path} needs a bearer token because the server it is mounted on listens "
+                f"beyond this machine, and none is configured; set the {TOKEN_ENV} environment variable for that "
+                "server and send 'Authorization: Bearer <token>'",
+            )
         if not token:
             return
         header = request.headers.get("Authorization", "")
@@ -193,8 +227,9 @@ class ScoringService:
         """The OpenAPI 3 description of this API."""
         return web.json_response(openapi_spec(self.settings, prefix))
 
-    def route_defs(self, prefix: str = "") -> list[web.RouteDef]:
+    def route_defs(self, prefix: str = "", access: Access | None = None) -> list[web.RouteDef]:
         """Every route of `schema.ROUTES`, under `prefix` (e.g. '/rewarddance' when mounted on ComfyUI's server)."""
+        access = access or self.access()
         handlers: dict[str, Handler] = {
             **{name: (lambda n: lambda r: self.scoring(n, r))(name) for name in ENDPOINTS},
             "models": self.models,
@@ -205,7 +240,29 @@ class ScoringService:
             "metrics": self.metrics_text,
             "openapi": lambda r: self.openapi(r, prefix),
         }
-        return [web.route(r.method, prefix + r.path, self.route(r.name, handlers[r.name])) for r in ROUTES]
+        return [web.route(r.method, prefix + r.path, self.route(r.name, handlers[r.name], access)) for r in ROUTES]
+
+    def preflight_defs(self, prefix: str = "", access: Access | None = None) -> list[web.RouteDef]:
+        """An OPTIONS route per path of `schema.ROUTES`: CORS preflights (granted to allowed origins only)."""
+        access = access or self.access()
+        paths = dict.fromkeys(r.path for r in ROUTES)
+        return [
+            web.route("OPTIONS", prefix + p, self.preflight_handler([r.method for r in ROUTES if r.path == p], access))
+            for p in paths
+        ]
+
+    def preflight_handler(self, methods: Iterable[str], access: Access) -> Handler:
+        """The OPTIONS handler of one path: CORS permission for allowed origins, 403 for others."""
+        methods = tuple(methods)
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            try:
+                return preflight(request, access.policy, methods)
+            except ApiError as exc:
+                return self.error_response(exc)
+
+        handler.__name__ = "rewarddance_preflight"
+        return handler
 
 
 SERVICE_KEY = web.AppKey("rewarddance_service", ScoringService)
@@ -245,7 +302,13 @@ def create_app(settings: ServerSettings, service: ScoringService | None = None) 
     service = service or ScoringService(settings)
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes + 2**20)
     app[SERVICE_KEY] = service
-    app.router.add_routes(service.route_defs())
+    app.router.add_routes(service.route_defs() + service.preflight_defs())
+    if service.access().policy.hosts is None:
+        log.warning(
+            "answering every Host name (bound to %r without --allow-host); list the names clients use with "
+            "--allow-host NAME to refuse the others",
+            settings.host,
+        )
 
     async def on_startup(_: web.Application) -> None:
         await service.startup()
@@ -258,11 +321,28 @@ def create_app(settings: ServerSettings, service: ScoringService | None = None) 
     return app
 
 
-def mount(target: Any, service: ScoringService, prefix: str = "/rewarddance") -> None:
-    """Attach the routes under `prefix` to an aiohttp Application or RouteTableDef (ComfyUI's server)."""
+def mount(
+    target: Any,
+    service: ScoringService,
+    prefix: str = "/rewarddance",
+    require_token_for_heavy: bool = False,
+    allow_origins: Iterable[str] = (),
+) -> None:
+    """Attach the routes under `prefix` to an aiohttp Application or RouteTableDef (ComfyUI's server).
+
+    The host checks Host names itself; cross-origin browser requests are refused unless in `allow_origins`.
+    `require_token_for_heavy` (set it when the host listens beyond loopback): scoring, load and unload need
+    `service.settings.token` and answer 403 while none is configured; health, ready, models, metrics and
+    openapi stay open. Without it a configured token guards every route but health and ready.
+    """
     if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
         raise ValueError(f"prefix must start with '/' and not end with one, got {prefix!r}")
-    defs = service.route_defs(prefix)
+    policy = BrowserPolicy.build(allow_origins, hosts=None)
+    if require_token_for_heavy:
+        access = Access(policy, HEAVY_ROUTES, token_required=True)
+    else:  # as the standalone server: a configured token guards every route but the open ones
+        access = Access(policy, service.access().token_routes)
+    defs = service.route_defs(prefix, access) + service.preflight_defs(prefix, access)
     if isinstance(target, web.Application):
         target.router.add_routes(defs)
     elif isinstance(target, web.RouteTableDef):

@@ -128,16 +128,19 @@ FILE_FIELDS = tuple(dict.fromkeys(f.name for e in ENDPOINTS.values() for f in e.
 STATUSES = {
     400: "a malformed or invalid field (the message names it)",
     401: "missing or wrong bearer token",
+    403: "a cross-origin browser request or a Host name the server does not answer to (see --allow-origin, "
+    "--allow-host); mounted on a host listening beyond loopback, a heavy route while no token is configured",
     404: "unknown model",
     409: "the model is owned by its host application (e.g. ComfyUI); unload it there",
     413: "body over the size limit, or images that decode to too many pixels",
+    415: "a POST body that is not application/json or multipart/form-data",
     422: "the model cannot score an input (the message names it)",
     500: "a model failed to load or to score, or an internal error",
     503: "not ready, queue full or model unloading (see Retry-After)",
     504: "request timed out",
     507: "the model does not fit the memory budget; unload or unpin a model",
 }
-SCORING_STATUSES = (400, 401, 404, 413, 422, 500, 503, 504, 507)
+SCORING_STATUSES = (400, 401, 403, 404, 413, 415, 422, 500, 503, 504, 507)
 
 
 @dataclass(frozen=True)
@@ -154,18 +157,18 @@ class Route:
 
 ROUTES = (
     *(Route("POST", f"/v1/{e.name}", e.name, e.summary, SCORING_STATUSES) for e in ENDPOINTS.values()),
-    Route("GET", "/v1/models", "models", "Configured and loaded models, memory use", (401, 500)),
-    Route("POST", "/v1/models/{name}/load", "load", "Load a configured model", (400, 401, 404, 500, 507)),
+    Route("GET", "/v1/models", "models", "Configured and loaded models, memory use", (401, 403, 500)),
+    Route("POST", "/v1/models/{name}/load", "load", "Load a configured model", (400, 401, 403, 404, 415, 500, 507)),
     Route(
         "POST",
         "/v1/models/{name}/unload",
         "unload",
         "Finish its queued requests and free a model",
-        (400, 401, 404, 409, 500),
+        (400, 401, 403, 404, 409, 415, 500),
     ),
-    Route("GET", "/health", "health", "The process is up", (), open=True),
-    Route("GET", "/ready", "ready", "The default model is loaded", (503,), open=True),
-    Route("GET", "/metrics", "metrics", "Prometheus metrics", (401,)),
-    Route("GET", "/openapi.json", "openapi", "This document", (401,)),
+    Route("GET", "/health", "health", "The process is up", (403,), open=True),
+    Route("GET", "/ready", "ready", "The default model is loaded", (403, 503), open=True),
+    Route("GET", "/metrics", "metrics", "Prometheus metrics", (401, 403)),
+    Route("GET", "/openapi.json", "openapi", "This document", (401, 403)),
 )
 OPEN_ROUTES = tuple(r.name for r in ROUTES if r.open)

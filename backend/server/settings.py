@@ -5,6 +5,8 @@ port = 8765
 default_model = "judge"
 max_batch_tokens = 32768
 gpu_memory = "60GB"                        # loaded models are evicted least-recently-used beyond this
+allow_origins = ["http://localhost:3000"]  # web pages allowed to call the API (default: none but its own)
+allow_hosts = ["gpubox.local"]             # Host names answered besides loopback ones and the bound address
 [models.judge]
 path = "Qwen/Qwen2.5-VL-7B-Instruct"
 dtype = "bf16"
@@ -16,13 +18,13 @@ criteria = ["alignment"]
 
 from __future__ import annotations
 
-import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config_files import TOKEN_ENV, ConfigFileError
+from ..config_files import TOKEN_ENV, ConfigFileError, is_loopback
 from ..reward_model import LOADING_FIELDS
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -136,6 +138,8 @@ class ServerSettings:
     cpu_memory: int | None = None  # bytes of loaded weights allowed in CPU memory (None: no limit)
     grace_period_s: float = 25.0  # SIGTERM: how long in-flight requests may take to finish
     min_residency_s: float = 10.0  # a busy model is not evicted for another before it has been loaded this long
+    allow_origins: list[str] = field(default_factory=list)  # browser origins allowed besides the server's own
+    allow_hosts: list[str] = field(default_factory=list)  # Host names answered besides loopback and the bound one
 
     def validate(self, require_models: bool = True) -> ServerSettings:
         """Raise SettingsError naming the bad setting and the fix; return self.
@@ -184,6 +188,10 @@ class ServerSettings:
                 raise SettingsError(
                     f"{name} must be a {'non-negative' if zero_ok else 'positive'} number, got {value!r}"
                 )
+        from .origin import normalize_host, normalize_origin
+
+        self.allow_origins = checked_list(self.allow_origins, "allow_origins (--allow-origin)", normalize_origin)
+        self.allow_hosts = checked_list(self.allow_hosts, "allow_hosts (--allow-host)", normalize_host)
         if self.max_batch_tokens is not None and (
             not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 1
         ):
@@ -196,14 +204,15 @@ class ServerSettings:
         return int(self.max_body_mb * 2**20)
 
 
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
+def checked_list(value: Any, what: str, normalize: Callable[[str, str], str]) -> list[str]:
+    """An allow list (one string or a list of them), each entry normalized (SettingsError naming `what`)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise SettingsError(f"{what}: expected a list of strings, got {value!r}")
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return list(dict.fromkeys(normalize(v, what) for v in items))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def parse_model_flag(value: str) -> tuple[str, str]:

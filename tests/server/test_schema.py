@@ -182,7 +182,7 @@ def test_each_route_documents_its_own_failures():
         assert {400, 404, 413, 422, 500, 503, 504, 507} <= routes[f"POST /v1/{endpoint}"]
     assert 409 in routes["POST /v1/models/{name}/unload"] and 409 not in routes["POST /v1/score"]
     assert 507 in routes["POST /v1/models/{name}/load"]
-    assert routes["GET /ready"] == {503} and routes["GET /health"] == set()
+    assert routes["GET /ready"] == {403, 503} and routes["GET /health"] == {403}  # 403: another origin or Host
 
 
 def test_the_app_serves_exactly_the_documented_routes():
