@@ -139,7 +139,8 @@ class ScoringService:
             return
         header = request.headers.get("Authorization", "")
         given = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        presented = given.encode("utf-8", "surrogateescape")  # raw non-UTF-8 header bytes are just a wrong token
+        if not hmac.compare_digest(presented, token.encode()):
             raise ApiError(
                 401,
                 "unauthorized",
@@ -150,7 +151,7 @@ class ScoringService:
     # --- scoring ---------------------------------------------------------------------------------------------------
     async def scoring(self, endpoint: str, request: web.Request) -> web.Response:
         """Shared body of /v1/score, /v1/compare, /v1/rank and /v1/tournament."""
-        data = await read_payload(request, self.settings.max_body_bytes)
+        data = await read_payload(request, self.settings.max_body_bytes, self.settings.body_timeout_s)
         req = await asyncio.to_thread(parse_request, endpoint, data, self.decoder)
         entry = await self.manager.get(req.model)
         config = req.config(entry.model.config)

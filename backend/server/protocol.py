@@ -49,8 +49,20 @@ ENDPOINT_FIELDS: dict[str, set[str]] = {name: e.names for name, e in ENDPOINTS.i
 
 
 # --- reading the body -------------------------------------------------------------------------------------------
-async def read_payload(request: Any, max_bytes: int) -> dict[str, Any]:
-    """The request body as a dict (JSON or multipart), 413 beyond `max_bytes`."""
+async def read_payload(request: Any, max_bytes: int, timeout: float | None = None) -> dict[str, Any]:
+    """The request body as a dict (JSON or multipart), 413 beyond `max_bytes`, 408 when it takes over `timeout`
+    seconds to arrive (a slow client cannot hold a connection and its buffer open)."""
+    try:
+        return await asyncio.wait_for(_read_payload(request, max_bytes), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(
+            408,
+            "body_timeout",
+            f"the request body did not arrive within {timeout:g} s (body_timeout_s); send it faster",
+        ) from None
+
+
+async def _read_payload(request: Any, max_bytes: int) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > max_bytes:
         raise too_large(request.content_length, max_bytes)
     if request.content_type.startswith("multipart/"):
@@ -88,7 +100,29 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise bad_request("the request body nests JSON too deeply", "invalid_json") from exc
     if not isinstance(data, dict):
         raise bad_request(f"the request body must be a JSON object, got a JSON {type(data).__name__}", "invalid_json")
+    try:
+        check_text_encodable(data, "")
+    except RecursionError as exc:
+        raise bad_request("the request body nests JSON too deeply", "invalid_json") from exc
     return data
+
+
+def check_text_encodable(value: Any, where: str) -> None:
+    """Every string of a parsed body is valid Unicode (JSON's \\ud800 escapes can make lone surrogates)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise bad_request(
+                f"{where or 'body'}: the text holds a lone surrogate ({exc.reason}); send valid Unicode", "invalid_json"
+            ) from exc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text_encodable(key, where or "body")
+            check_text_encodable(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_text_encodable(item, f"{where}[{i}]")
 
 
 async def _read_multipart(request: Any, max_bytes: int) -> dict[str, Any]:

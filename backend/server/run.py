@@ -24,7 +24,13 @@ async def serve(settings: ServerSettings, ready_message: bool = True) -> None:
     service = ScoringService(settings)
     app = create_app(settings, service)
     # handler_cancellation: a client that disconnects cancels its handler, so its queued work is dropped.
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=settings.grace_period_s, access_log=None)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=settings.grace_period_s,
+        keepalive_timeout=settings.keepalive_s,
+        access_log=None,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     stop = asyncio.Event()

@@ -131,16 +131,18 @@ STATUSES = {
     403: "a cross-origin browser request or a Host name the server does not answer to (see --allow-origin, "
     "--allow-host); mounted on a host listening beyond loopback, a heavy route while no token is configured",
     404: "unknown model",
+    408: "the request body did not arrive within body_timeout_s",
     409: "the model is owned by its host application (e.g. ComfyUI); unload it there",
-    413: "body over the size limit, or images that decode to too many pixels",
+    413: "body over the size limit, images that decode to too many pixels, or text over its limit (prompt, criteria, "
+    "question, a query over max_query_tokens)",
     415: "a POST body that is not application/json or multipart/form-data",
     422: "the model cannot score an input (the message names it)",
     500: "a model failed to load or to score, or an internal error",
-    503: "not ready, queue full or model unloading (see Retry-After)",
+    503: "not ready, queue full, model unloading or server stopping (see Retry-After)",
     504: "request timed out",
     507: "the model does not fit the memory budget; unload or unpin a model",
 }
-SCORING_STATUSES = (400, 401, 403, 404, 413, 415, 422, 500, 503, 504, 507)
+SCORING_STATUSES = (400, 401, 403, 404, 408, 413, 415, 422, 500, 503, 504, 507)
 
 
 @dataclass(frozen=True)

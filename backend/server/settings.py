@@ -137,6 +137,8 @@ class ServerSettings:
     gpu_memory: int | None = None  # bytes of loaded weights allowed on GPUs (None: no limit)
     cpu_memory: int | None = None  # bytes of loaded weights allowed in CPU memory (None: no limit)
     grace_period_s: float = 25.0  # SIGTERM: how long in-flight requests may take to finish
+    keepalive_s: float = 15.0  # an idle keep-alive connection is closed after this long
+    body_timeout_s: float = 60.0  # a request body must arrive within this long (408 otherwise)
     min_residency_s: float = 10.0  # a busy model is not evicted for another before it has been loaded this long
     allow_origins: list[str] = field(default_factory=list)  # browser origins allowed besides the server's own
     allow_hosts: list[str] = field(default_factory=list)  # Host names answered besides loopback and the bound one
@@ -177,6 +179,8 @@ class ServerSettings:
             "max_request_pixels": (self.max_request_pixels, False),
             "max_query_tokens": (self.max_query_tokens, False),
             "min_residency_s": (self.min_residency_s, True),
+            "keepalive_s": (self.keepalive_s, False),
+            "body_timeout_s": (self.body_timeout_s, False),
         }
         for name, (value, zero_ok) in positive.items():
             if (

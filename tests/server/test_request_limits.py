@@ -166,3 +166,56 @@ def test_maximal_requests_are_bounded_and_sigterm_exits_within_the_grace_period(
     assert code == 0 and stopped_in < grace + 1.0, (stopped_in, proc.stderr.read())
     errors = {answer["error"]["type"] for status, answer in second if status != 200 and isinstance(answer, dict)}
     assert errors <= {"server_stopping"}, second[:3]
+
+
+def test_lone_surrogates_and_raw_byte_tokens_are_client_errors(tiny_dirs, b64_image):
+    import socket
+
+    with ServerThread(create_app(tiny_settings(tiny_dirs, token="s3cret-token"))) as server:
+        body = b'{"prompt": "a fox \\ud800", "images": []}'
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer s3cret-token"}
+        status, answer, _ = http("POST", server.url + "/v1/score", body, headers)
+        assert (
+            status == 400 and "lone surrogate" in answer["error"]["message"] and "prompt" in answer["error"]["message"]
+        )
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:  # a header urllib cannot send
+            s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\xfe\xc3\r\n\r\n")
+            reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 401"), reply[:100]
+        assert http("GET", server.url + "/health")[0] == 200
+
+
+def test_slow_bodies_get_408_and_idle_connections_are_closed(tiny_dirs):
+    import asyncio
+    import socket
+
+    from rewarddance.backend.server.run import serve
+
+    with socket.socket() as probe:  # a free port for the in-process server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = tiny_settings(tiny_dirs, port=port, body_timeout_s=1.0, keepalive_s=1.0)
+
+    async def attack():
+        server = asyncio.ensure_future(serve(settings, ready_message=False))
+        await asyncio.sleep(1.5)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100000\r\n\r\n{"prompt": '  # and then nothing more
+        )
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        idle_writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await idle_writer.drain()
+        await asyncio.wait_for(idle_reader.readuntil(b"\r\n\r\n"), 10)
+        await asyncio.wait_for(idle_reader.read(1000), 10)  # the body
+        closed = await asyncio.wait_for(idle_reader.read(), 10)  # EOF once the keep-alive timeout passes
+        server.cancel()
+        return status, closed
+
+    status, closed = asyncio.run(attack())
+    assert status.startswith(b"HTTP/1.1 408") and closed == b""
