@@ -92,7 +92,9 @@ def read_results(out: Path | None) -> tuple[list[dict], int]:
     else:
         rows, dropped = read_jsonl(out)
     if any("path" not in row for row in rows):
-        raise CLIError(f"--resume: {str(out)!r} is not a rerank results file (a row without a path); choose another --out")
+        raise CLIError(
+            f"--resume: {str(out)!r} is not a rerank results file (a row without a path); choose another --out"
+        )
     valid = [v for v in map(valid_row, rows) if v is not None]
     return valid, dropped + len(rows) - len(valid)
 
