@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from PIL import Image as PILImage
@@ -25,7 +26,8 @@ def thumbnail(path: Path, size: int) -> PILImage.Image:
 
 
 def write_contact_sheet(paths: list[Path], scores: list[float], out: Path, size: int = 256, columns: int = 4) -> Path:
-    """Write a PNG grid of `paths` in the given order, labelled '#rank score'."""
+    """Write an image grid of `paths` in the given order, labelled '#rank score' (PNG, JPEG or WebP by `out`'s
+    suffix), replacing `out` atomically."""
     if not paths:
         raise ValueError("contact sheet: nothing to draw")
     columns = min(columns, len(paths))
@@ -41,6 +43,24 @@ def write_contact_sheet(paths: list[Path], scores: list[float], out: Path, size:
         box = draw.textbbox((x + 6, y + 6), label, font=font)
         draw.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(0, 0, 0))
         draw.text((x + 6, y + 6), label, fill=(255, 255, 255), font=font)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    save_replacing(sheet, out)
     return out
+
+
+def save_replacing(image: PILImage.Image, out: Path) -> None:
+    """Save `image` in the format of `out`'s suffix through a temporary file renamed over `out` (a crash or a full
+    disk never leaves a half-written image, nor touches the file it replaces)."""
+    fmt = PILImage.registered_extensions().get(out.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"contact sheet: {out.suffix!r} is not an image format Pillow writes; use .png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            image.save(fh, format=fmt)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -8,10 +8,12 @@ must match, and a `train_step`. The runtime owns everything else:
   finished step, so a checkpoint never holds a half-applied step);
 - the non-finite policy (a non-finite loss piece or gradient skips that update, logs it and counts it);
 - one checkpoint format (`<out>/checkpoint/`: trainable.safetensors, optimizer.pt, state.json), written to a
-  temporary directory and swapped in, and one resume contract (a checkpoint of a different run is refused, rows
-  a crashed run logged after its checkpoint are dropped);
-- the JSONL log (`<out>/log.jsonl`), the chart (`<out>/chart.png`) and the summary (`<out>/summary.json`, plain
-  data);
+  temporary directory and swapped in (a failed write, e.g. a full disk, removes the temporary directory and
+  keeps the previous checkpoint), `keep_checkpoints` of them kept (the earlier ones in
+  `<out>/checkpoints/step-N`), and one resume contract (a checkpoint of a different run is refused);
+- the JSONL log (`<out>/log.jsonl`, rows keyed by step: a resume keeps the rows up to the checkpoint's step,
+  one per step and kind, and drops a line a crash cut short, rewriting the file atomically), the chart
+  (`<out>/chart.png`) and the summary (`<out>/summary.json`, plain data, replaced atomically);
 - several processes under `accelerate launch`: each process trains on its share of a step, gradients are
   averaged across processes before every update, only the main process writes, and the run ends by checking
   that every process holds the same weights.
@@ -23,6 +25,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -34,12 +37,13 @@ from typing import Any
 import torch
 
 from .charts import line_panels
-from .run_log import append_row, read_rows, truncate_after
+from .run_log import append_row, keyed_rows, read_rows, replace_text, sync_dir, truncate_after, writing
 
 log = logging.getLogger("rewarddance.train")
 
 Progress = Callable[[int, int, dict], None]
 CHECKPOINT = "checkpoint"
+HISTORY = "checkpoints"  # earlier checkpoints kept by `keep_checkpoints` > 1: checkpoints/step-NNNNNNN
 ChartPanels = list[tuple[str, list[str]]]
 
 
@@ -90,6 +94,7 @@ class RunTask:
     out: Path
     steps: int
     save_every: int = 0
+    keep_checkpoints: int = 1  # checkpoints kept: checkpoint/ plus the newest N-1 earlier ones in checkpoints/
     max_grad_norm: float = 1.0
     snapshot_each_step: bool = False  # True for trainers that apply several updates per step (rolled back)
     chart_panels: ChartPanels = []
@@ -227,20 +232,39 @@ class Run:
     def log(self, row: dict) -> None:
         """Append a row to the JSONL log (main process only)."""
         if self.main:
-            append_row(self.out / "log.jsonl", row)
+            append_row(self.out / "log.jsonl", row, self.kept_state())
 
     def checkpoint_dir(self) -> Path:
         """Where the checkpoint lives."""
         return self.out / CHECKPOINT
 
     def save_checkpoint(self) -> Path:
-        """Trainable tensors, optimizer and step, written to a temp dir and swapped in (never half-written)."""
-        from safetensors.torch import save_file
-
+        """Trainable tensors, optimizer and step, written to a temp dir and swapped in (never half-written; a
+        failed write, e.g. a full disk, removes the temp dir, keeps the previous checkpoint and says so)."""
         final = self.checkpoint_dir()
         if not self.main:
             return final
-        tmp, old = final.with_name(CHECKPOINT + ".tmp"), final.with_name(CHECKPOINT + ".old")
+        tmp = final.with_name(CHECKPOINT + ".tmp")
+        with writing(tmp, self.kept_state()):
+            try:
+                self._write_checkpoint(tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            self._swap_in(tmp, final)
+        self.saved_step = self.step
+        return final
+
+    def kept_state(self) -> str:
+        """What a failed write leaves for a resume, in words."""
+        if self.saved_step is not None:
+            return f"the checkpoint of step {self.saved_step} is kept: free some space and run the same command again"
+        return "free some space and run the same command again"
+
+    def _write_checkpoint(self, tmp: Path) -> None:
+        """The checkpoint's three files in `tmp` (synced, so the swap never publishes unwritten data)."""
+        from safetensors.torch import save_file
+
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         tensors = {n: p.detach().contiguous().cpu() for n, p in self.task.trainable().items()}
@@ -254,13 +278,32 @@ class Run:
         }
         state["initial"], state["trainer"] = self.initial, self.task.trainer_state()
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
+        for name in ("trainable.safetensors", "optimizer.pt", "state.json"):
+            with (tmp / name).open("rb") as fh:
+                os.fsync(fh.fileno())
+
+    def _swap_in(self, tmp: Path, final: Path) -> None:
+        """Replace the checkpoint by `tmp`; the one it replaces joins the kept history or is removed."""
+        old = final.with_name(CHECKPOINT + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             final.rename(old)
         tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-        self.saved_step = self.step
-        return final
+        sync_dir(final.parent)
+        if old.exists():
+            self._retire(old)
+        prune_history(self.out, self.task.keep_checkpoints - 1)
+
+    def _retire(self, old: Path) -> None:
+        """Move the replaced checkpoint into `checkpoints/step-N` when earlier ones are kept, else remove it."""
+        step = saved_step_of(old)
+        if self.task.keep_checkpoints > 1 and step is not None and step != self.step:
+            target = self.out / HISTORY / f"step-{step:07d}"
+            target.parent.mkdir(exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)
+            old.rename(target)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
     def resume(self) -> bool:
         """Continue from the checkpoint, if any (refusing one of a different run); False when there is none."""
@@ -300,11 +343,7 @@ class Run:
         self.saved_step = self.step if ckpt == self.checkpoint_dir() else None  # a legacy / .old one is rewritten
         self.initial = state["initial"] if "initial" in state else self.task.legacy_initial()
         path = self.out / "log.jsonl"
-        kept = (
-            truncate_after(path, self.step)
-            if self.main
-            else [r for r in read_rows(path) if r.get("step", 0) <= self.step]
-        )
+        kept = truncate_after(path, self.step) if self.main else keyed_rows(read_rows(path), self.step)
         self.rows = kept
         self.task.restore_trainer_state(state.get("trainer", state), kept)  # the previous release: at the top level
         return True
@@ -347,6 +386,36 @@ class Run:
         return [str(g) for g in gathered]
 
 
+def saved_step_of(ckpt: Path) -> int | None:
+    """The step a checkpoint directory holds (None when its state cannot be read)."""
+    try:
+        step = json.loads((ckpt / "state.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
+def history_steps(out: Path) -> list[tuple[int, Path]]:
+    """The earlier checkpoints kept in `<out>/checkpoints/step-N` (and the previous release's), oldest first."""
+    root = out / HISTORY
+    found = []
+    for p in root.glob("step-*") if root.is_dir() else []:
+        number = p.name[len("step-") :]
+        if p.is_dir() and number.isdigit():
+            found.append((int(number), p))
+    return sorted(found)
+
+
+def prune_history(out: Path, keep: int) -> None:
+    """Remove all but the newest `keep` earlier checkpoints (the history stays bounded)."""
+    found = history_steps(out)
+    for _, p in found[: max(0, len(found) - keep)]:
+        shutil.rmtree(p, ignore_errors=True)
+    root = out / HISTORY
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+
+
 def write_chart(log_path: Path, out: Path, panels: ChartPanels) -> Path | None:
     """A PNG with one panel per (title, log keys) over the steps that logged them; None if nothing is logged."""
     rows = read_rows(log_path)
@@ -379,8 +448,10 @@ def _series(rows: list[dict], key: str) -> list[tuple[int, float]]:
 def _write_summary(run: Run, summary: dict[str, Any]) -> None:
     """Write `<out>/summary.json` (main process only)."""
     if run.main:
-        run.out.mkdir(parents=True, exist_ok=True)
-        (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        path = run.out / "summary.json"
+        with writing(path, run.kept_state()):
+            run.out.mkdir(parents=True, exist_ok=True)
+            replace_text(path, json.dumps(summary, indent=2))
 
 
 def _loop(run: Run, progress: Progress | None, should_stop: Callable[[], bool] | None) -> bool:

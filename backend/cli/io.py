@@ -5,12 +5,12 @@ No argparse here."""
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from ..run_log import read_rows
+from ..run_log import append_text, read_jsonl, replace_text, writing
 from .errors import CLIError
 
 ROW_FIELDS = ["path", "score", "prompt", "sha", "settings"]  # the columns of a CSV results file
@@ -74,51 +74,98 @@ def read_table_prompts(path: Path, text: str, delimiter: str) -> dict[str, str]:
     return out
 
 
+RESUME_HINT = "the rows scored so far are kept: free some space and run the same command with --resume"
+
+
 def read_done(out: Path | None) -> list[dict]:
-    """Rows already in an output file (for --resume)."""
+    """Rows already in an output file that --resume can trust (complete, well-formed rows only)."""
+    return read_results(out)[0]
+
+
+def read_results(out: Path | None) -> tuple[list[dict], int]:
+    """(the complete, well-formed rows of a results file, how many were dropped: cut short by an interrupted
+    run, malformed or glued together). A last line without its newline is never trusted."""
     if out is None or not out.is_file():
-        return []
+        return [], 0
     if out.suffix.lower() == ".csv":
-        with out.open(newline="", encoding="utf-8") as fh:
-            return [
-                {
-                    "path": r["path"],
-                    "score": float(r["score"]),
-                    "prompt": r.get("prompt", ""),
-                    "sha": r.get("sha") or None,
-                    "settings": r.get("settings") or None,
-                }
-                for r in csv.DictReader(fh)
-            ]
-    return read_rows(out)  # a line cut short by an interrupted run is skipped
+        rows, dropped = read_csv_rows(out.read_bytes())
+    else:
+        rows, dropped = read_jsonl(out)
+    if any("path" not in row for row in rows):
+        raise CLIError(
+            f"--resume: {str(out)!r} is not a rerank results file (a row without a path); choose another --out"
+        )
+    valid = [v for v in map(valid_row, rows) if v is not None]
+    return valid, dropped + len(rows) - len(valid)
+
+
+def read_csv_rows(data: bytes) -> tuple[list[dict], int]:
+    """A CSV results file's records as dicts by its header, and how many were dropped (a last record without its
+    line end, a record with the wrong number of fields)."""
+    text = data.decode("utf-8", errors="replace")
+    records = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
+    dropped = 0
+    if records and not text.endswith("\n"):
+        records.pop()  # cut short: its last field (or the rest of the row) is missing
+        dropped += 1
+    if not records:
+        return [], dropped
+    header, body = records[0], records[1:]
+    rows = [dict(zip(header, r)) for r in body if len(r) == len(header)]
+    return rows, dropped + len(body) - len(rows)
+
+
+def valid_row(row: dict) -> dict | None:
+    """A results row as --resume reads it (path, score as a float, prompt, sha, settings; a missing sha or
+    settings is None), or None when it is not a complete row of ours (no path, a score that is not a number,
+    settings that are not a JSON object)."""
+    path, score, settings = row.get("path"), row.get("score"), row.get("settings") or None
+    if not isinstance(path, str) or not path:
+        return None
+    if isinstance(score, str):
+        try:
+            score = float(score)
+        except ValueError:
+            return None
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        return None
+    if settings is not None:
+        try:
+            if not isinstance(json.loads(settings), dict):
+                return None
+        except (TypeError, ValueError):
+            return None
+    extras = {k: v for k, v in row.items() if k not in ROW_FIELDS}
+    prompt, sha = str(row.get("prompt") or ""), row.get("sha") or None
+    return {"path": path, "score": float(score), "prompt": prompt, "sha": sha, "settings": settings, **extras}
+
+
+def format_rows(out: Path, rows: list[dict], header: bool) -> str:
+    """Rows as the output's format writes them (JSONL lines, or CSV records with an optional header)."""
+    if out.suffix.lower() != ".csv":
+        return "".join(json.dumps(row) + "\n" for row in rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS, extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def rewrite_rows(out: Path, rows: list[dict]) -> None:
     """Replace the output's rows with `rows` (atomically: a crash leaves the old file or the new one)."""
-    tmp = out.with_name(out.stem + ".tmp" + out.suffix)  # the same suffix: the same format
-    tmp.unlink(missing_ok=True)
-    append_rows(tmp, rows)
-    if not rows:
-        tmp.write_text("")
-    os.replace(tmp, out)
+    with writing(out, "the file is unchanged"):
+        replace_text(out, format_rows(out, rows, header=True) if rows else "")
 
 
 def append_rows(out: Path | None, rows: list[dict]) -> None:
-    """Append scored rows to the output (JSONL or CSV), so finished work survives an interrupt."""
+    """Append scored rows to the output (JSONL or CSV) as whole lines in one synced write, so finished work
+    survives an interrupt (a crash can only cut the last line, which --resume drops and rescores)."""
     if out is None or not rows:
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".csv":
+    with writing(out, RESUME_HINT):
         new = not out.is_file() or out.stat().st_size == 0
-        with out.open("a", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=ROW_FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
-    else:
-        with out.open("a", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
+        append_text(out, format_rows(out, rows, header=new))
 
 
 def write_search_output(image: Any, out: str) -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ..ranking import ranking_order
+from ..run_log import writing
 from .checks import IMAGE_SUFFIXES, check_text, check_writable_file
 from .command import Command
 from .errors import CLIError
-from .io import append_rows, list_media, read_done, read_prompts_file, rewrite_rows
+from .io import append_rows, list_media, read_prompts_file, read_results, rewrite_rows
 from .model_options import DEFAULT_MODEL, add_model_options, check_model_args, load_reward_model, scoring_overrides
 
 CHUNK = 16  # files loaded and scored together by rerank (and appended to --out together)
@@ -65,9 +66,15 @@ def add_rerank_arguments(p: argparse.ArgumentParser) -> None:
         "--resume",
         action="store_true",
         help="keep --out's rows (refused if they were scored with another model or scoring settings; a file whose "
-        "content or prompt changed is rescored) and append the rest",
+        "content or prompt changed, and a row cut short by an interrupted run, is rescored) and append the rest",
     )
     p.add_argument("--sheet", default=None, help="write a contact sheet PNG of the top-k with scores drawn on")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --sheet, or an existing --out without --resume (an input image, the --reference "
+        "or the --prompts file is never overwritten)",
+    )
     add_model_options(p)
 
 
@@ -104,8 +111,35 @@ def check_rerank_args(args: argparse.Namespace) -> None:
     check_writable_file(args.sheet, "--sheet", IMAGE_SUFFIXES)
     if args.top_k is not None and args.top_k < 1:
         raise CLIError(f"--top-k must be a positive integer, got {args.top_k}")
-    if args.out and Path(args.out).exists() and not args.resume:
-        raise CLIError(f"{str(Path(args.out))!r} exists; pass --resume to continue it or choose another --out")
+    check_not_input(args.out, "--out", [args.prompts, args.reference])
+    check_not_input(args.sheet, "--sheet", [args.prompts, args.reference])
+    if args.out and Path(args.out).exists() and not (args.resume or args.overwrite):
+        raise CLIError(
+            f"{str(Path(args.out))!r} exists; pass --resume to continue it, --overwrite to replace it, or choose "
+            "another --out"
+        )
+
+
+def check_not_input(path: str | None, flag: str, inputs: list[str | None]) -> None:
+    """Refuse an output path that names one of the command's input files (--prompts, --reference)."""
+    if path is None:
+        return
+    target = Path(path).expanduser().resolve()
+    for given in inputs:
+        if given and Path(given).expanduser().resolve() == target:
+            raise CLIError(f"{flag} {path!r} is an input of this command; choose another {flag}")
+
+
+def check_not_ranked(path: str | None, flag: str, files: list[Path], root: Path) -> None:
+    """Refuse an output path that is one of the media files being ranked (they are never overwritten)."""
+    if path is None:
+        return
+    target = Path(path).expanduser().resolve()
+    if any(f.resolve() == target for f in files):
+        raise CLIError(
+            f"{flag} {path!r} is one of the images being ranked in {str(root)!r} and is never overwritten; choose a "
+            "path outside that folder"
+        )
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:
@@ -123,10 +157,15 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     files = list_media(root)
     if not files:
         raise CLIError(f"no images or videos found in {str(root)!r}")
+    check_not_ranked(args.sheet, "--sheet", files, root)
+    if args.sheet and Path(args.sheet).exists() and not args.overwrite:
+        raise CLIError(f"--sheet {args.sheet!r} exists; pass --overwrite to replace it or choose another --sheet")
     out = Path(args.out) if args.out else None
     texts = prompt_texts(files, root, args)
     settings = rerank_settings(args)
     done = resumable_rows(out, files, texts, settings) if args.resume else []
+    if out is not None and out.exists() and not args.resume:  # --overwrite: this run's rows replace the old ones
+        rewrite_rows(out, [])
     done_paths = {r["path"] for r in done}
     todo = [f for f in files if str(f) not in done_paths]
     reference = to_visual(args.reference, "--reference") if args.mode == "pairwise" else None
@@ -168,24 +207,30 @@ def file_digest(path: Path) -> str:
 def resumable_rows(out: Path | None, files: list[Path], texts: dict[Path, str], settings: str) -> list[dict]:
     """The rows of --out that still hold: same settings (else refuse, naming them), same file content and prompt
     (else the file is rescored and its old row dropped from --out)."""
-    done = read_done(out)
-    if not done:
+    done, dropped = read_results(out)
+    if not done and not dropped:
         return []
     mismatch = next((r for r in done if r.get("settings") != settings), None)
     if mismatch is not None:
         raise CLIError(f"--resume: {out} {settings_difference(mismatch.get('settings'), settings)}")
     current = {str(f): f for f in files}
-    kept = []
+    kept: dict[str, dict] = {}  # one row per file (the last one written)
     for row in done:
         f = current.get(row["path"])
         if f is not None and row.get("prompt") == texts[f] and row.get("sha") == file_digest(f):
-            kept.append(row)
-    if len(kept) < len(done):
+            kept[row["path"]] = row
+    if dropped:
         print(
-            f"rewarddance: rescoring {len(done) - len(kept)} file(s) whose content or prompt changed", file=sys.stderr
+            f"rewarddance: {out}: dropped {dropped} incomplete row(s) (cut short by an interrupted run); their files "
+            "are rescored",
+            file=sys.stderr,
         )
-        rewrite_rows(out, kept)
-    return kept
+    changed = len(done) - len(kept)
+    if changed:
+        print(f"rewarddance: rescoring {changed} file(s) whose content or prompt changed", file=sys.stderr)
+    if changed or dropped:
+        rewrite_rows(out, list(kept.values()))
+    return list(kept.values())
 
 
 def settings_difference(saved: str | None, now: str) -> str:
@@ -252,7 +297,9 @@ def report_ranking(rows: list[dict], failed: list[str], args: argparse.Namespace
     if args.sheet:
         from ..contact_sheet import write_contact_sheet
 
-        write_contact_sheet([Path(r["path"]) for r in top], [r["score"] for r in top], Path(args.sheet))
+        kept = "the scores are in --out" if args.out else ""
+        with writing(args.sheet, kept):
+            write_contact_sheet([Path(r["path"]) for r in top], [r["score"] for r in top], Path(args.sheet))
         print(f"contact sheet: {args.sheet}")
 
 

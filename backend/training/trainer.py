@@ -83,6 +83,7 @@ class RMTrainConfig:
     device: str = "auto"
     gradient_checkpointing: bool = False
     save_every: int = 50
+    keep_checkpoints: int = 1  # checkpoint/ plus the newest N-1 earlier ones in checkpoints/step-N
     eval_every: int = 0  # 0: evaluate only at the end
     seed: int = 0
     pointwise_ce_weight: float = 0.1
@@ -93,7 +94,7 @@ class RMTrainConfig:
         """Raise ValueError naming the bad key and the fix."""
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        for name in ("steps", "batch_size", "lora_rank", "lora_alpha"):
+        for name in ("steps", "batch_size", "lora_rank", "lora_alpha", "keep_checkpoints"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -152,6 +153,7 @@ class RewardModelTraining(RunTask):
     def __init__(self, cfg: RMTrainConfig):
         self.cfg = cfg.validate()
         self.out, self.steps, self.save_every = Path(cfg.out), cfg.steps, cfg.save_every
+        self.keep_checkpoints = cfg.keep_checkpoints
         self.max_grad_norm = cfg.max_grad_norm
         self.snapshot_each_step = cfg.lora  # cheap for adapters; a full fine-tune only drops the step's gradients
         self.rank, self.world = distributed()

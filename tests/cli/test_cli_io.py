@@ -15,6 +15,7 @@ from rewarddance.backend.cli.io import (
     list_media,
     read_done,
     read_prompts_file,
+    read_results,
     rewrite_rows,
     write_search_output,
 )
@@ -150,3 +151,65 @@ def test_write_video_as_animated_webp(tmp_path):
         img.seek(2)
         assert img.convert("RGB").getpixel((5, 4))[0] > 200  # the last frame is the white one
         assert img.info["duration"] == 125 and img.info["timestamp"] == 250  # 8 fps (known once a frame is loaded)
+
+
+# --- what --resume trusts (issue 16, item 8) ----------------------------------------------------------------------
+def test_read_results_drops_a_jsonl_row_cut_short_or_glued(tmp_path):
+    out = tmp_path / "results.jsonl"
+    append_rows(out, ROWS)
+    whole = out.read_text(encoding="utf-8")
+    out.write_text(whole + json.dumps(ROWS[0])[:30] + json.dumps(ROWS[1]) + "\n" + json.dumps(ROWS[0])[:-1])
+    assert read_results(out) == (ROWS, 2)  # the glued line and the torn tail
+    out.write_text(whole + json.dumps(ROWS[0]))  # whole JSON, but the line end is missing: not trusted
+    assert read_results(out) == (ROWS, 1)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"score": "0.5x"},
+        {"score": True},
+        {"score": None},
+        {"path": ""},
+        {"settings": "{not json"},
+        {"settings": "[1]"},
+    ],
+)
+def test_read_results_drops_rows_that_are_not_complete(tmp_path, bad):
+    out = tmp_path / "results.jsonl"
+    append_rows(out, [ROWS[0], {**ROWS[1], **bad}])
+    assert read_results(out) == ([ROWS[0]], 1)
+
+
+def test_read_results_csv_checks_line_ends_and_field_counts(tmp_path):
+    out = tmp_path / "results.csv"
+    append_rows(out, ROWS)
+    whole = out.read_bytes().decode("utf-8")
+    cut_number = f"{ROWS[0]['path']},1.99371"  # a true 1.99371e-05 cut before its exponent
+    out.write_text(whole + cut_number, encoding="utf-8", newline="")
+    assert read_results(out) == (ROWS, 1)
+    out.write_text(whole + cut_number + "\r\n", encoding="utf-8", newline="")  # a whole line with missing fields
+    assert read_results(out) == (ROWS, 1)
+    out.write_text(whole + whole.splitlines()[1][:-3], encoding="utf-8", newline="")  # cut inside settings
+    assert read_results(out) == (ROWS, 1)
+    no_sha = whole.replace(ROWS[1]["sha"], "")
+    out.write_text(no_sha, encoding="utf-8", newline="")
+    assert read_results(out) == ([ROWS[0], {**ROWS[1], "sha": None}], 0)  # kept as a row whose sha matches nothing
+
+
+def test_read_results_refuses_a_file_that_is_not_ours(tmp_path):
+    out = tmp_path / "results.csv"
+    out.write_text("name,value\r\na,1\r\n")
+    with pytest.raises(CLIError, match="is not a rerank results file"):
+        read_results(out)
+
+
+def test_append_rows_is_one_synced_write_per_call(tmp_path, monkeypatch):
+    from rewarddance.backend import run_log
+
+    synced, real = [], run_log.os.fsync
+    monkeypatch.setattr(run_log.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    out = tmp_path / "results.csv"
+    append_rows(out, ROWS)
+    append_rows(out, ROWS[:1])
+    assert len(synced) == 2 and out.read_bytes().endswith(b"\r\n") and len(read_done(out)) == 3
