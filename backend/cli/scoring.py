@@ -72,8 +72,8 @@ def add_rerank_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing --sheet, or an existing --out without --resume (an input image, the --reference "
-        "or the --prompts file is never overwritten)",
+        help="replace an existing --sheet, or an existing --out without --resume (--resume redraws the sheet of the "
+        "run it continues; an input image, the --reference or the --prompts file is never overwritten)",
     )
     add_model_options(p)
 
@@ -158,8 +158,11 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     if not files:
         raise CLIError(f"no images or videos found in {str(root)!r}")
     check_not_ranked(args.sheet, "--sheet", files, root)
-    if args.sheet and Path(args.sheet).exists() and not args.overwrite:
-        raise CLIError(f"--sheet {args.sheet!r} exists; pass --overwrite to replace it or choose another --sheet")
+    if args.sheet and Path(args.sheet).exists() and not (args.overwrite or args.resume):
+        raise CLIError(
+            f"--sheet {args.sheet!r} exists; pass --overwrite to replace it (--resume redraws its own run's sheet) "
+            "or choose another --sheet"
+        )
     out = Path(args.out) if args.out else None
     texts = prompt_texts(files, root, args)
     settings = rerank_settings(args)

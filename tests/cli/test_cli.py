@@ -87,7 +87,7 @@ def test_rerank_writes_ranks_sheet_and_resumes(tiny_dirs, gen_dir, tmp_path, cap
     code, _, err = run(args, capsys)
     assert code == 2 and "--resume" in err
     shutil.copy(gen_dir / "coffee.png", gen_dir / "coffee2.png")
-    code, _, _ = run(args + ["--resume", "--overwrite"], capsys)  # --overwrite: the sheet is drawn again
+    code, _, _ = run(args + ["--resume"], capsys)  # --resume redraws its own sheet
     rows2 = [json.loads(line) for line in out.read_text().splitlines()]
     assert code == 0 and len(rows2) == 5 and rows2[:4] == rows
     assert rows2[4]["path"].endswith("coffee2.png")
