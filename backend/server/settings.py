@@ -134,6 +134,7 @@ class ServerSettings:
     max_body_mb: float = 64.0
     max_image_pixels: int = 64 * 2**20  # per decoded image or frame
     max_request_pixels: int = 256 * 2**20  # all images and frames of one request together
+    max_inflight_pixels: int = 64 * 2**20  # decoded pixels all requests in flight hold together (503 beyond)
     gpu_memory: int | None = None  # bytes of loaded weights allowed on GPUs (None: no limit)
     cpu_memory: int | None = None  # bytes of loaded weights allowed in CPU memory (None: no limit)
     grace_period_s: float = 25.0  # SIGTERM: how long in-flight requests may take to finish
@@ -177,6 +178,7 @@ class ServerSettings:
             "max_request_pixels": (self.max_request_pixels, False),
             "max_query_tokens": (self.max_query_tokens, False),
             "min_residency_s": (self.min_residency_s, True),
+            "max_inflight_pixels": (self.max_inflight_pixels, False),
         }
         for name, (value, zero_ok) in positive.items():
             if (
