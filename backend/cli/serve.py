@@ -32,6 +32,7 @@ def serve_settings(args: argparse.Namespace) -> Any:
         "max_queue": args.max_queue,
         "request_timeout_s": args.request_timeout,
         "max_body_mb": args.max_body_mb,
+        "max_inflight_pixels": args.max_inflight_pixels,
         "grace_period_s": args.grace_period,
     }
     for key, value in flags.items():
@@ -147,6 +148,12 @@ def add_batching_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-queue", type=int, default=None, help="queued requests per model before 503 (default 1024)")
     g.add_argument("--request-timeout", type=float, default=None, help="seconds per request before 504 (default 300)")
     g.add_argument("--max-body-mb", type=float, default=None, help="request body limit in MB (default 64)")
+    g.add_argument(
+        "--max-inflight-pixels",
+        type=int,
+        default=None,
+        help="decoded image pixels all requests in flight may hold together before 503 (default 67108864)",
+    )
     g.add_argument("--gpu-memory", default=None, help="GPU bytes loaded models may use, e.g. 40GB (LRU eviction)")
     g.add_argument("--cpu-memory", default=None, help="CPU bytes loaded models may use, e.g. 16GB")
     g.add_argument(

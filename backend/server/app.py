@@ -36,7 +36,7 @@ from .manager import ModelManager
 from .metrics import Metrics
 from .openapi import openapi_spec
 from .origin import BrowserPolicy, check_browser, cors_headers, preflight
-from .protocol import VisualDecoder, parse_request, read_payload
+from .protocol import UNLOADED_KEEP_PIXELS, KeptSize, VisualDecoder, parse_request, read_payload
 from .schema import ENDPOINTS, OPEN_ROUTES, ROUTES
 from .settings import ServerSettings
 
@@ -62,7 +62,11 @@ class ScoringService:
         self.metrics = Metrics()
         self.manager = manager or ModelManager(settings, self.metrics)
         self.manager.metrics = self.metrics
-        self.decoder = VisualDecoder(settings.max_image_pixels, max_request_pixels=settings.max_request_pixels)
+        self.decoder = VisualDecoder(
+            settings.max_image_pixels,
+            max_request_pixels=settings.max_request_pixels,
+            max_inflight_pixels=settings.max_inflight_pixels,
+        )
         self.started = time.time()
 
     async def startup(self) -> None:
@@ -152,7 +156,32 @@ class ScoringService:
     async def scoring(self, endpoint: str, request: web.Request) -> web.Response:
         """Shared body of /v1/score, /v1/compare, /v1/rank and /v1/tournament."""
         data = await read_payload(request, self.settings.max_body_bytes, self.settings.body_timeout_s)
-        req = await asyncio.to_thread(parse_request, endpoint, data, self.decoder)
+        decoder = self.decoder.request(self.kept_size(data.get("model")))
+        try:
+            return await self._score(endpoint, request, data, decoder)
+        finally:
+            decoder.release()  # its decoded pixels leave the in-flight budget, whatever happened
+
+    def kept_size(self, name: Any) -> KeptSize:
+        """The size images of a request for model `name` are resized to once decoded.
+
+        The loaded model's own processor rule; before it is loaded, its `max_pixels` setting or
+        `UNLOADED_KEEP_PIXELS` with the aspect kept.
+        """
+        try:
+            resolved = self.manager.resolve(name)
+        except ApiError:  # reported by parse_request / manager.get as before
+            return KeptSize("area", UNLOADED_KEEP_PIXELS)
+        entry = self.manager.loaded.get(resolved)
+        kept = KeptSize.of_model(entry.model) if entry is not None else None
+        if kept is not None:
+            return kept
+        spec = self.settings.models.get(resolved)
+        return KeptSize("area", spec.max_pixels if spec is not None and spec.max_pixels else UNLOADED_KEEP_PIXELS)
+
+    async def _score(self, endpoint: str, request: web.Request, data: dict[str, Any], decoder: Any) -> web.Response:
+        """Validate, queue and answer one scoring request decoded through `decoder`."""
+        req = await asyncio.to_thread(parse_request, endpoint, data, decoder)
         entry = await self.manager.get(req.model)
         config = req.config(entry.model.config)
         prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)

@@ -138,7 +138,8 @@ STATUSES = {
     415: "a POST body that is not application/json or multipart/form-data",
     422: "the model cannot score an input (the message names it)",
     500: "a model failed to load or to score, or an internal error",
-    503: "not ready, queue full, model unloading or server stopping (see Retry-After)",
+    503: "not ready, queue full, model unloading, server stopping, decoded pixels in flight over max_inflight_pixels "
+    "or out of memory while decoding (see Retry-After)",
     504: "request timed out",
     507: "the model does not fit the memory budget; unload or unpin a model",
 }

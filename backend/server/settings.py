@@ -134,6 +134,7 @@ class ServerSettings:
     max_body_mb: float = 64.0
     max_image_pixels: int = 64 * 2**20  # per decoded image or frame
     max_request_pixels: int = 256 * 2**20  # all images and frames of one request together
+    max_inflight_pixels: int = 64 * 2**20  # decoded pixels all requests in flight hold together (503 beyond)
     gpu_memory: int | None = None  # bytes of loaded weights allowed on GPUs (None: no limit)
     cpu_memory: int | None = None  # bytes of loaded weights allowed in CPU memory (None: no limit)
     grace_period_s: float = 25.0  # SIGTERM: how long in-flight requests may take to finish
@@ -181,6 +182,7 @@ class ServerSettings:
             "min_residency_s": (self.min_residency_s, True),
             "keepalive_s": (self.keepalive_s, False),
             "body_timeout_s": (self.body_timeout_s, False),
+            "max_inflight_pixels": (self.max_inflight_pixels, False),
         }
         for name, (value, zero_ok) in positive.items():
             if (
