@@ -30,13 +30,15 @@ from aiohttp import web
 from ..config_files import TOKEN_ENV
 from ..media import MediaError
 from ..reward_model import compare_queries, rank_result, score_queries, tournament_queries, tournament_result
+from .body import read_payload
+from .decoding import UNLOADED_KEEP_PIXELS, KeptSize, VisualDecoder
 from .errors import ApiError, bad_request
 from .limits import check_request_text
 from .manager import ModelManager
 from .metrics import Metrics
 from .openapi import openapi_spec
 from .origin import BrowserPolicy, check_browser, cors_headers, preflight
-from .protocol import UNLOADED_KEEP_PIXELS, KeptSize, VisualDecoder, parse_request, read_payload
+from .protocol import parse_request
 from .schema import ENDPOINTS, OPEN_ROUTES, ROUTES
 from .settings import ServerSettings
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ApiError(Exception):
     """A request the server answers with `status` and a JSON error naming the problem and the fix."""
@@ -21,3 +23,17 @@ class ApiError(Exception):
 def bad_request(message: str, type: str = "invalid_request") -> ApiError:
     """A 400 for a malformed or invalid field."""
     return ApiError(400, type, message)
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages."""
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)

@@ -21,8 +21,8 @@ from PIL import ImageFile
 from rewarddance.backend.cli import build_parser, serve_settings
 from rewarddance.backend.media import Image, load_image_bytes
 from rewarddance.backend.server.app import SERVICE_KEY, create_app
+from rewarddance.backend.server.decoding import KeptSize, PixelBudget, VisualDecoder
 from rewarddance.backend.server.errors import ApiError
-from rewarddance.backend.server.protocol import KeptSize, PixelBudget, VisualDecoder
 from rewarddance.backend.server.settings import ServerSettings, SettingsError
 
 from .server_helpers import tiny_settings
@@ -146,12 +146,12 @@ def test_memory_error_while_decoding_is_503_not_the_clients_fault(server, monkey
 
 
 def test_memory_error_while_stacking_video_frames_is_503(server, monkeypatch):
-    import rewarddance.backend.server.protocol as protocol
+    import rewarddance.backend.server.decoding as decoding
 
     def out_of_memory(*_):
         raise MemoryError
 
-    monkeypatch.setattr(protocol, "pil_to_tensor", out_of_memory)
+    monkeypatch.setattr(decoding, "pil_to_tensor", out_of_memory)
     frame = png_b64(random_image(20, 20, seed=6))
     status, answer, _ = score(server, [{"frames": [frame, frame], "fps": 4}])
     monkeypatch.undo()

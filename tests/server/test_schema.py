@@ -9,9 +9,10 @@ import pytest
 from helpers import png_b64, random_image
 
 from rewarddance.backend.server import protocol
+from rewarddance.backend.server.decoding import VisualDecoder
 from rewarddance.backend.server.errors import ApiError
 from rewarddance.backend.server.openapi import openapi_spec
-from rewarddance.backend.server.protocol import VisualDecoder, parse_request
+from rewarddance.backend.server.protocol import parse_request
 from rewarddance.backend.server.settings import ServerSettings
 
 SERVER_DIR = Path(protocol.__file__).parent
@@ -127,7 +128,7 @@ def test_limits_come_from_one_table():
     assert score["reason_tokens"]["maximum"] == schema.MAX_REASON_TOKENS == 2048
     assert request_schema("tournament")["properties"]["candidates"]["maxItems"] == schema.MAX_TOURNAMENT == 64
     assert score["normalize"]["enum"] == list(NORMALIZATIONS) and score["cot"]["enum"] == list(COT_MODES)
-    assert protocol.FILE_FIELDS == ("images", "candidates", "reference")
+    assert schema.FILE_FIELDS == ("images", "candidates", "reference")
 
 
 def test_video_bounds_are_the_parsers():
