@@ -29,6 +29,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..backend.dependencies import require
 from ..backend.generators.protocol import Generator
 from ..backend.media import pil_to_tensor
 from ..backend.node_logic import RewardCriteria
@@ -250,6 +251,7 @@ class RewardLoraTrainer(io.ComfyNode):
         criteria=None,
     ) -> io.NodeOutput:
         """Train the LoRA inside one ComfyUI sampling call and save it (Cancel checkpoints; queue again to resume)."""
+        require("peft", "The Reward LoRA Trainer node")
         prompt_list = list(dict.fromkeys(prompt_lines(prompts, [folder_paths.get_input_directory()])))
         samples = training_latent(latent_image)
         training = NodeTraining(

@@ -294,6 +294,30 @@ def test_unload_models_releases_the_reward_model(comfy):
     assert comfy["log"].read_text().count("Requested to load VLMHolder") == log_before + 1  # loaded back by ComfyUI
 
 
+def fetch(url: str) -> tuple[int, str, bytes]:
+    """(status, content type, body) of a GET."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+
+
+def test_every_template_the_browser_lists_opens_with_its_thumbnail(comfy):
+    """ComfyUI's template browser: the pack's templates are listed, each JSON and .jpg thumbnail is served."""
+    status, listing = request(comfy["url"] + "/api/workflow_templates")
+    assert status == 200
+    names = sorted(listing[PACK_NAME])
+    assert names == sorted(p.stem for p in (REPO / "workflows").glob("*.json")) and len(names) >= 9
+    for name in names:
+        status, kind, body = fetch(f"{comfy['url']}/api/workflow_templates/{PACK_NAME}/{name}.json")
+        assert status == 200, name
+        workflow = json.loads(body)
+        assert workflow["nodes"] and "links" in workflow, name
+        status, kind, body = fetch(f"{comfy['url']}/api/workflow_templates/{PACK_NAME}/{name}.jpg")
+        assert status == 200 and kind.startswith("image/jpeg") and body[:2] == b"\xff\xd8", name
+
+
 def test_web_extension_and_backend_routes_are_served(comfy):
     status, js = request(comfy["url"] + f"/extensions/{PACK_NAME}/rewarddance.js")
     assert status == 200 and "registerExtension" in js and "rewarddance_scores" in js

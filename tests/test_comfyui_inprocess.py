@@ -4,6 +4,7 @@ Each test runs one of tests/comfy_inprocess_*.py with COMFYUI_PYTHON and reads t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -15,6 +16,19 @@ import pytest
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH (and COMFYUI_PYTHON) to run against ComfyUI")
 REPO = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def comfy_has(module: str) -> bool:
+    """Whether ComfyUI's interpreter (COMFYUI_PYTHON) can import `module` (not this test runner's)."""
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    return subprocess.run([python, "-c", f"import {module}"], capture_output=True, timeout=120).returncode == 0
+
+
+def needs_in_comfy(module: str) -> None:
+    """Skip when ComfyUI's environment lacks `module` (the node then says what to install; tested elsewhere)."""
+    if not comfy_has(module):
+        pytest.skip(f"ComfyUI's environment has no {module}: pip install -r requirements.txt there")
 
 
 def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -67,7 +81,7 @@ def test_node_inputs_refuse_bad_values_with_the_input_named(tiny_dirs):
 def test_exported_lora_loads_through_lora_loader_model_only_and_matches(strength, tmp_path):
     """Our ComfyUI-format LoRA changes a tiny SD1.5-shaped model's output exactly as the in-memory LoRA did
     (at strength 0.5 as the in-memory LoRA with its delta halved: the alpha key sets the scale)."""
-    pytest.importorskip("peft")
+    needs_in_comfy("peft")
     result = last_json(run_script("comfy_inprocess_lora.py", str(REPO), str(tmp_path), str(strength)))
     assert result["patches"] * 3 == result["keys"] and result["patches"] > 0  # every adapted layer was patched
     assert result["lora_changes_output"] > 1e-4
@@ -85,7 +99,7 @@ def test_reward_lora_trainer_node_trains_exports_and_leaves_the_model_alone(algo
     """The trainer node under inference mode on a tiny SD1.5-shaped model (flow-matching for grpo) with a real
     tiny CLIP: the LoRA trains, the user's MODEL is unchanged, the saved file loaded by the stock
     LoraLoaderModelOnly and the LORA_MODEL output both reproduce the trained MODEL output."""
-    pytest.importorskip("peft")
+    needs_in_comfy("peft")
     result = run_training_script(tiny_dirs, tmp_path, algorithm)
     assert result["summary"].startswith(f"{algorithm}: 4 steps") and "held-out reward" in result["summary"]
     assert result["log_steps"] == [1, 2, 3, 4]
@@ -108,7 +122,7 @@ def test_reward_lora_trainer_node_trains_exports_and_leaves_the_model_alone(algo
 def test_reward_lora_trainer_cancel_checkpoints_and_queueing_again_resumes(tiny_dirs, tmp_path):
     """Cancel in the middle of step 3: the run stops with a checkpoint at step 2 and its LoRA file; the same node
     queued again resumes and ends at the requested 5 steps, each logged once."""
-    pytest.importorskip("peft")
+    needs_in_comfy("peft")
     result = run_training_script(tiny_dirs, tmp_path, "cancel")
     assert result["first_run"] == "interrupted" and result["checkpoint_step"] == 2
     assert result["files_after_cancel"] == ["test_raft_run", "test_raft_step00002.safetensors"]
@@ -117,7 +131,7 @@ def test_reward_lora_trainer_cancel_checkpoints_and_queueing_again_resumes(tiny_
 
 
 def test_reward_lora_trainer_refuses_bad_inputs_naming_them(tiny_dirs, tmp_path):
-    pytest.importorskip("peft")
+    needs_in_comfy("peft")
     errors = run_training_script(tiny_dirs, tmp_path, "bad_inputs")
     expected = {
         "empty_prompts": "prompts:",
@@ -134,7 +148,7 @@ def test_reward_lora_trainer_refuses_bad_inputs_naming_them(tiny_dirs, tmp_path)
 def test_default_lora_targets_fit_comfyui_flux_sd3_and_wan_networks():
     """On ComfyUI's own Flux, SD3 (MMDiT) and Wan classes (tiny sizes) the default targets find the attention and
     MLP projections, and every exported key names a weight ComfyUI's LoRA key map knows (diffusion_model.<module>)."""
-    pytest.importorskip("peft")
+    needs_in_comfy("peft")
     result = last_json(run_script("comfy_inprocess_lora.py", str(REPO), "families"))
     assert {k: v["family"] for k, v in result.items()} == {
         "flux": "comfy_flux",

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..dependencies import require
 from ..generators.protocol import seeded_noise
 from ..model_sources import source_problem
 from ..rewards import (
@@ -203,8 +204,9 @@ def load_rl_config(path: str | Path) -> RLConfig:
 
 
 def check_sources(cfg: RLConfig) -> RLConfig:
-    """Refuse a config whose generator or reward/monitor models are neither directories nor hub ids we can fetch
-    (before the generator loads and trains for minutes)."""
+    """Refuse a config whose generator or reward/monitor models are neither directories nor hub ids we can fetch,
+    or that needs a package that is not installed (before the generator loads and trains for minutes)."""
+    require("peft", "LoRA training of a generator")
     g = generator_spec(cfg.generator)
     if g.get("kind") == "diffusers" and isinstance(g.get("path"), str):
         problem = source_problem(g["path"], "generator")

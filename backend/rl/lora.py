@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..dependencies import require
+
 # Default target modules per network family: attention projections (and feed-forward where the recipes train it).
 DEFAULT_TARGETS = {
     "unet": ["to_q", "to_k", "to_v", "to_out.0"],  # SD1.x / SDXL (diffusers names)
@@ -98,6 +100,7 @@ def network_family(net: nn.Module) -> str:
 
 def add_lora(net: nn.Module, spec: LoraSpec, seed: int = 0) -> list[nn.Parameter]:
     """Inject LoRA adapters into `net` (in place; base weights frozen) and return the trainable parameters."""
+    require("peft", "LoRA training")
     from peft import LoraConfig, inject_adapter_in_model
 
     spec.validate()

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..dependencies import require
 from ..model_sources import source_problem
 from ..runs import Progress, Run, RunTask, distributed, run_task
 from ..scoring.answer import AnswerTokens
@@ -132,6 +133,8 @@ def load_train_config(path: str | Path) -> RMTrainConfig:
     if isinstance(data.get("model"), str) and (base / data["model"]).is_dir():
         data["model"] = str(base / data["model"])
     cfg = RMTrainConfig(**data).validate()
+    if cfg.lora:
+        require("peft", "LoRA fine-tuning of a reward model (lora = true; or lora = false for full fine-tuning)")
     problem = source_problem(str(cfg.model), "model")
     if problem:
         raise ValueError(f"model: {problem}")
@@ -187,6 +190,7 @@ class RewardModelTraining(RunTask):
             for name, p in model.named_parameters():
                 p.requires_grad_(not (self.cfg.freeze_vision and _in_vision_tower(name)))
             return None
+        require("peft", "LoRA fine-tuning of a reward model (lora = true)")
         from peft import LoraConfig, get_peft_model
 
         for p in model.parameters():
