@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -58,11 +58,13 @@ class RewardModel:
         # weights back onto the GPU through its own memory management.
         self.before_use: Callable[[], None] | None = None
         self.after_use: Callable[[], None] | None = None  # e.g. ComfyUI unloading it when asked not to keep it
+        self.guard: Callable[[], AbstractContextManager] | None = None  # e.g. ComfyUI: wait for its prompt to end
 
     @contextmanager
     def use(self) -> Iterator[RewardModel]:
-        """Hold the model for one operation: one thread at a time (Qwen models keep per-forward state)."""
-        with self._lock:
+        """Hold the model for one operation: one thread at a time (Qwen models keep per-forward state); inside
+        `guard` when one is set (ComfyUI: no prompt runs meanwhile, for holds from other threads)."""
+        with self.guard() if self.guard is not None else nullcontext(), self._lock:
             outermost = self._depth == 0  # hooks run once per outermost hold (a node holds it across chunks)
             if outermost and self.before_use is not None:
                 self.before_use()

@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import threading
 import weakref
 from typing import Any
@@ -21,6 +24,43 @@ from comfy.patcher_extension import CallbacksMP
 
 _CACHE: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
+# Model management is not thread-safe: ComfyUI's prompt thread loads and evicts models with no lock. Prompts run
+# holding PROMPT_LOCK (see guard_prompts) and a reward model held from any other thread (the /rewarddance/ HTTP
+# batchers) waits for it, so its loading, forwards and unloading never overlap a running prompt.
+PROMPT_LOCK = threading.RLock()
+IN_PROMPT: contextvars.ContextVar[bool] = contextvars.ContextVar("rewarddance_in_prompt", default=False)
+
+
+def guard_prompts() -> None:
+    """Make ComfyUI's prompt executor and its "Unload models" run holding PROMPT_LOCK (once; idempotent)."""
+    import execution
+
+    executor = execution.PromptExecutor
+    if not getattr(executor.execute, "rewarddance_guarded", False):
+        executor.execute = holding_prompt_lock(executor.execute)
+    if not getattr(mm.unload_all_models, "rewarddance_guarded", False):
+        mm.unload_all_models = holding_prompt_lock(mm.unload_all_models)
+
+
+def holding_prompt_lock(fn: Any) -> Any:
+    """`fn` run holding PROMPT_LOCK, marked as inside a prompt (reward models held there do not wait)."""
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        with PROMPT_LOCK:
+            token = IN_PROMPT.set(True)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                IN_PROMPT.reset(token)
+
+    guarded.rewarddance_guarded = True
+    return guarded
+
+
+def outside_prompts() -> Any:
+    """The guard of a reward model: nothing inside a prompt (its nodes), PROMPT_LOCK from any other thread."""
+    return contextlib.nullcontext() if IN_PROMPT.get() else PROMPT_LOCK
 
 
 class VLMHolder(torch.nn.Module):
@@ -88,6 +128,7 @@ def load_managed(
                 on_use(rm_ref())
 
         rm.before_use = before_use
+        rm.guard = outside_prompts
         rm.after_use = None if keep_loaded else (lambda: unload(rm_ref()))
         _CACHE[key] = rm
         return rm

@@ -17,6 +17,7 @@ from ..backend.server.app import ScoringService, mount
 from ..backend.server.manager import ModelManager
 from ..backend.server.origin import normalize_origin
 from ..backend.server.settings import ServerSettings, SettingsError
+from .memory import guard_prompts
 
 log = logging.getLogger("rewarddance")
 _SERVICE: ScoringService | None = None
@@ -40,6 +41,7 @@ def attach() -> None:
     if existing is not None:  # the pack was imported twice (two custom_nodes paths): share one service
         _SERVICE = existing
         return
+    guard_prompts()  # mounted scoring from HTTP threads waits for a running prompt (model management is one-thread)
     exposed = comfy_listens_beyond_loopback()
     settings = ServerSettings(models={}, token=mounted_token() if exposed else None)
     _SERVICE = ScoringService(settings, ModelManager(settings))

@@ -277,6 +277,43 @@ def test_remote_backend_twin(comfy, tiny_dirs):
         server.wait(30)
 
 
+def test_mounted_scoring_waits_for_a_running_prompt(comfy):
+    """/rewarddance/ scoring from an HTTP thread never overlaps a prompt (ComfyUI's model management is
+    single-threaded): a request sent while a prompt runs is answered after that prompt ends."""
+    import base64
+    import threading
+
+    prompt = with_tiny_model(twin("score_images"))
+    prompt["2"]["inputs"]["image"] = "cand_1.png"
+    run_prompt(comfy, prompt)  # the loader's model is now served at /rewarddance/ as "tiny-qwen"
+    long_run = {  # core nodes only: while it runs our model is not held, so only the guard can make HTTP wait
+        "1": {"class_type": "LoadImage", "inputs": {"image": "cand_2.png"}},
+        "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 48}},
+        "3": {
+            "class_type": "ImageScaleBy",
+            "inputs": {"image": ["2", 0], "upscale_method": "lanczos", "scale_by": 6.0},
+        },
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }
+    image = base64.b64encode((comfy["inputs"] / "cand_0.png").read_bytes()).decode()
+    answered: dict = {}
+    runner = threading.Thread(target=lambda: answered.update(entry=run_prompt(comfy, long_run, timeout=300)))
+    runner.start()
+    deadline = time.time() + 60
+    while not request(comfy["url"] + "/queue")[1]["queue_running"] and time.time() < deadline:
+        time.sleep(0.05)
+    assert request(comfy["url"] + "/queue")[1]["queue_running"], "the prompt did not start"
+    body = {"model": "tiny-qwen", "prompt": "a cat", "images": [image]}
+    status, score = request(comfy["url"] + "/rewarddance/v1/score", body)
+    http_done = time.time() * 1000
+    runner.join(300)
+    assert status == 200 and len(score["scores"]) == 1
+    messages = dict(answered["entry"]["status"]["messages"])
+    started, ended = messages["execution_start"]["timestamp"], messages["execution_success"]["timestamp"]
+    assert ended - started > 500, "the prompt was too short to overlap anything"
+    assert http_done >= ended - 50  # answered only once the prompt ended
+
+
 def test_unload_models_releases_the_reward_model(comfy):
     run_prompt(comfy, with_tiny_model(twin("score_images")) | {})
     models = request(comfy["url"] + "/rewarddance/v1/models")[1]["models"]
