@@ -10,8 +10,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..backend.devices import ATTENTION, DTYPE_CHOICES
-from ..backend.hub_download import download_checkpoint, offline_message
-from ..backend.model_sources import hub_offline
+from ..backend.hub_download import download_checkpoint
 from ..backend.reward_model_choice import (
     DOWNLOAD_MARK,
     LEGACY_HUB_CHOICE,
@@ -107,14 +106,13 @@ class RewardModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model: str, hub_id: str = "") -> bool | str:
-        """Accept any installed folder, preset or hub id (saved workflows load whatever is installed)."""
+    def validate_inputs(cls, model: str) -> bool | str:
+        """Accept any installed folder, preset, hub id or path as model, so saved workflows load whatever is
+        installed (and ComfyUI's list check is skipped); downloads and hub_id are checked when the node runs."""
         try:
-            resolved = resolve(model, hub_id, reward_model_roots())
+            resolve(model, "", reward_model_roots())
         except ValueError as exc:
             return str(exc)
-        if resolved.needs_download and hub_offline():
-            return offline_message(resolved.hub_id, resolved.path)
         return True
 
     @classmethod
