@@ -1,43 +1,54 @@
-"""Reward Model Loader (local, ComfyUI-managed memory) and Remote Reward Model (a `rewarddance serve` URL)."""
+"""Reward Model Loader (local, ComfyUI-managed memory; hub judges downloaded on first use) and Remote Reward Model
+(a `rewarddance serve` URL)."""
 
 from __future__ import annotations
 
-import os
+import logging
+from collections.abc import Callable
 
 import folder_paths
 from comfy_api.latest import io
 
 from ..backend.devices import ATTENTION, DTYPE_CHOICES
+from ..backend.hub_download import download_checkpoint
+from ..backend.reward_model_choice import (
+    DOWNLOAD_MARK,
+    LEGACY_HUB_CHOICE,
+    PRESETS,
+    installed_checkpoints,
+    model_options,
+    resolve,
+)
 from . import service
 from .memory import load_managed
+from .progress import progress_for
 from .types import CATEGORY, RewardModelType
 
-HUB_CHOICE = "(hub id below)"
-DEFAULT_HUB_ID = "Qwen/Qwen2.5-VL-7B-Instruct"
+HUB_CHOICE = LEGACY_HUB_CHOICE  # accepted from workflows saved by release 0.1; no longer listed
+
+
+def reward_model_roots() -> list[str]:
+    """Every registered reward_models folder (the first one receives downloads)."""
+    return list(folder_paths.get_folder_paths("reward_models"))
 
 
 def local_checkpoints() -> list[str]:
     """Checkpoint directories (with a config.json) under every registered reward_models folder."""
-    found = []
-    for root in folder_paths.get_folder_paths("reward_models"):
-        if os.path.isdir(root):
-            for name in sorted(os.listdir(root)):
-                if os.path.isfile(os.path.join(root, name, "config.json")):
-                    found.append(name)
-    return list(dict.fromkeys(found))  # the same folder may be registered twice
+    return installed_checkpoints(reward_model_roots())
+
+
+def download_progress() -> Callable[[int, int], None]:
+    """ComfyUI's progress bar (and Cancel) for a download: the total arrives with the first update."""
+    return progress_for(1)
 
 
 def checkpoint_path(choice: str, hub_id: str) -> str:
-    """The directory of a listed checkpoint, or the typed hub id / path."""
-    if choice == HUB_CHOICE:
-        if not hub_id.strip():
-            raise ValueError("hub_id: type a hub id such as Qwen/Qwen2.5-VL-7B-Instruct, or pick a local checkpoint")
-        return hub_id.strip()
-    for root in folder_paths.get_folder_paths("reward_models"):
-        path = os.path.join(root, choice)
-        if os.path.isfile(os.path.join(path, "config.json")):
-            return path
-    raise ValueError(f"model: {choice!r} is no longer in models/reward_models; refresh the node")
+    """The directory to load for a `model` choice and `hub_id` text, downloading a hub checkpoint first if missing."""
+    resolved = resolve(choice, hub_id, reward_model_roots())
+    if resolved.needs_download:
+        logging.info("RewardDance: downloading %s into %s", resolved.hub_id, resolved.path)
+        download_checkpoint(resolved.hub_id, resolved.path, download_progress())
+    return str(resolved.path)
 
 
 class RewardModelLoader(io.ComfyNode):
@@ -45,20 +56,28 @@ class RewardModelLoader(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
+        options = model_options(local_checkpoints())
         return io.Schema(
             node_id="RewardDanceModelLoader",
             display_name="Reward Model Loader",
             category=CATEGORY,
             description='Load a Qwen2/2.5/3-VL or InternVL chat model as a generative reward model (P("yes")). '
-            "Put checkpoint folders in models/reward_models/ or type a hub id. 'Unload models' frees it.",
+            f"Pick a checkpoint folder from models/reward_models/ or a judge marked '{DOWNLOAD_MARK.strip()}' "
+            "(downloaded there on first use, with a progress bar), or type any hub id. 'Unload models' frees it.",
             inputs=[
                 io.Combo.Input(
                     "model",
-                    options=local_checkpoints() + [HUB_CHOICE],
-                    tooltip="a checkpoint folder in models/reward_models/, or the hub id typed below",
+                    options=options,
+                    default=options[0],
+                    tooltip="a checkpoint folder in models/reward_models/, or a judge marked "
+                    f"'{DOWNLOAD_MARK.strip()}' ({', '.join(PRESETS)}): downloaded into "
+                    "models/reward_models/<name> the first time it runs, then listed by its folder name",
                 ),
                 io.String.Input(
-                    "hub_id", default=DEFAULT_HUB_ID, tooltip="hub id or path, used when model is '(hub id below)'"
+                    "hub_id",
+                    default="",
+                    tooltip="optional: another hub id (owner/name, downloaded into models/reward_models/<name> "
+                    "on first use) or a checkpoint folder path; when filled in it is used instead of model",
                 ),
                 io.Combo.Input(
                     "dtype",
@@ -85,6 +104,16 @@ class RewardModelLoader(io.ComfyNode):
             ],
             outputs=[RewardModelType.Output(display_name="reward_model")],
         )
+
+    @classmethod
+    def validate_inputs(cls, model: str) -> bool | str:
+        """Accept any installed folder, preset, hub id or path as model, so saved workflows load whatever is
+        installed (and ComfyUI's list check is skipped); downloads and hub_id are checked when the node runs."""
+        try:
+            resolve(model, "", reward_model_roots())
+        except ValueError as exc:
+            return str(exc)
+        return True
 
     @classmethod
     def execute(

@@ -90,6 +90,7 @@ def comfy(tmp_path_factory, tiny_dirs):
             str(root / "temp"),
         ],
         cwd=COMFYUI_PATH,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},  # never the network: hub judges fail with the offline message
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -452,3 +453,82 @@ def test_score_badge_appears_in_headless_chromium(comfy):
     pixels = np.asarray(Image.open(artifacts / "score_badge.png").convert("RGB")).astype(int)
     badge_green = (np.abs(pixels - np.array([0x1F, 0x7A, 0x3A])).sum(-1) < 12).sum()
     assert badge_green > 200  # the badge was drawn on the canvas
+
+
+def test_workflow_models_are_files_the_missing_models_dialog_can_download(comfy):
+    """properties.models (what ComfyUI's Missing Models dialog reads): single .safetensors/.sft files with a URL and
+    one of ComfyUI's own model folders; the reward model, a hub folder the loader downloads, is not listed."""
+    folders = {f["name"] for f in request(comfy["url"] + "/experiment/models")[1]} - {"reward_models"}
+    entries = 0
+    for path in sorted((REPO / "workflows").glob("*.json")):
+        wf = json.loads(path.read_text())
+        for node in wf["nodes"]:
+            models = node.get("properties", {}).get("models", [])
+            assert not (models and node["type"] == "RewardDanceModelLoader"), f"{path.name}: reward model listed"
+            for model in models + wf.get("models", []):
+                entries += 1
+                assert model["name"].endswith((".safetensors", ".sft")), f"{path.name}: {model}"
+                assert model["url"].startswith("https://") and model["url"].endswith("/" + model["name"]), model
+                assert model["directory"] in folders, f"{path.name}: {model['directory']} is not a ComfyUI folder"
+    assert entries >= 10
+
+
+def test_loader_lists_installed_folders_then_judges_to_download(comfy):
+    info = request(comfy["url"] + "/object_info/RewardDanceModelLoader")[1]["RewardDanceModelLoader"]
+    model = info["input"]["required"]["model"][1]
+    assert model["options"] == [
+        "tiny-qwen",
+        "Qwen/Qwen2.5-VL-7B-Instruct (download)",
+        "Qwen/Qwen2.5-VL-3B-Instruct (download)",
+    ]
+    assert "(hub id below)" not in model["options"] and model["default"] == "tiny-qwen"
+    assert info["input"]["required"]["hub_id"][1]["default"] == ""
+    # widget order as release 0.1 saved it (positional widgets_values keep loading)
+    assert info["input_order"]["required"][:7] == [
+        "model",
+        "hub_id",
+        "dtype",
+        "device",
+        "attention",
+        "max_pixels",
+        "keep_loaded",
+    ]
+
+
+def test_a_judge_that_is_not_downloaded_fails_offline_with_where_to_put_it(comfy):
+    prompt = twin("score_images")
+    prompt["2"]["inputs"]["image"] = "cand_0.png"
+    status, body = request(comfy["url"] + "/prompt", {"prompt": prompt})
+    assert status == 200, body  # the preset passes validation whether it is downloaded or not
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        entry = request(comfy["url"] + f"/history/{body['prompt_id']}")[1].get(body["prompt_id"])
+        if entry and entry["status"].get("completed") is not None:
+            break
+        time.sleep(0.3)
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert entry["status"]["status_str"] == "error" and errors[0]["node_id"] == "3"
+    target = comfy["root"] / "models" / "reward_models" / "Qwen2.5-VL-7B-Instruct"
+    message = errors[0]["exception_message"]
+    assert message.startswith("model: 'Qwen/Qwen2.5-VL-7B-Instruct' is not downloaded") and "HF_HUB_OFFLINE" in message
+    assert f"`hf download Qwen/Qwen2.5-VL-7B-Instruct --local-dir {target}`" in message
+    assert not target.exists() and not [p for p in target.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_stale_model_name_is_refused_at_queue_time_naming_the_input(comfy):
+    prompt = twin("score_images")
+    prompt["3"]["inputs"]["model"] = "deleted-judge"
+    status, body = request(comfy["url"] + "/prompt", {"prompt": prompt})
+    [err] = body["node_errors"]["3"]["errors"]
+    assert status == 400 and err["type"] == "custom_validation_failed"
+    assert err["details"].startswith(
+        "model - model: 'deleted-judge' is not in models/reward_models (installed: tiny-qwen)"
+    )
+
+
+def test_a_workflow_saved_by_release_0_1_still_runs_its_chosen_folder(comfy):
+    prompt = with_tiny_model(twin("score_images"))
+    prompt["3"]["inputs"].update(hub_id="Qwen/Qwen2.5-VL-7B-Instruct")  # 0.1's default, saved next to every choice
+    prompt["2"]["inputs"]["image"] = "cand_1.png"
+    prompt["4"]["inputs"]["text"] = "a prompt saved by release 0.1"
+    assert len(run_prompt(comfy, prompt)["outputs"]["4"]["rewarddance_scores"]) == 1

@@ -6,11 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-REWARD_MODEL_DIR = "Qwen2.5-VL-7B-Instruct"
+REWARD_MODEL_HUB_ID = "Qwen/Qwen2.5-VL-7B-Instruct"
+REWARD_MODEL_DIR = REWARD_MODEL_HUB_ID.split("/")[-1]
+REWARD_MODEL_CHOICE = f"{REWARD_MODEL_HUB_ID} (download)"  # the loader's preset entry while it is not installed
 REWARD_MODEL_NOTE = (
-    f"Reward model: download Qwen/Qwen2.5-VL-7B-Instruct into `models/reward_models/{REWARD_MODEL_DIR}/` "
-    "(`hf download Qwen/Qwen2.5-VL-7B-Instruct --local-dir "
-    f"models/reward_models/{REWARD_MODEL_DIR}`), or pick '(hub id below)' to download on first use."
+    f"Reward model: the loader downloads {REWARD_MODEL_HUB_ID} (about 16 GB) into "
+    f"`models/reward_models/{REWARD_MODEL_DIR}/` the first time the workflow runs, with a progress bar; "
+    "'Qwen/Qwen2.5-VL-3B-Instruct (download)' is the smaller judge. Offline, download it elsewhere with "
+    f"`hf download {REWARD_MODEL_HUB_ID} --local-dir models/reward_models/{REWARD_MODEL_DIR}` and copy the folder there."
 )
 HF = "https://huggingface.co/"
 CAT_PROMPT = "a photo of a cat"
@@ -37,19 +40,15 @@ class N:
 
 
 def loader(id: int, pos: tuple[int, int]) -> N:
-    """The Reward Model Loader as shipped: the 7B judge from models/reward_models/."""
+    """The Reward Model Loader as shipped: the 7B judge, downloaded into models/reward_models/ on first use.
+
+    No properties.models entry: ComfyUI's Missing Models dialog handles single .safetensors files only, and the
+    judge is a hub folder the loader downloads itself."""
     return N(
         id,
         "RewardDanceModelLoader",
         pos,
-        {"model": REWARD_MODEL_DIR, "dtype": "auto", "device": "auto"},
-        models=[
-            {
-                "name": REWARD_MODEL_DIR,
-                "url": "https://huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct",
-                "directory": "reward_models",
-            }
-        ],
+        {"model": REWARD_MODEL_CHOICE, "hub_id": "", "dtype": "auto", "device": "auto"},
         size=(340, 200),
     )
 
