@@ -268,3 +268,23 @@ def test_before_use_hook_runs_under_the_model_lock(reward_models):
     finally:
         rm.before_use = rm.after_use = None
     assert calls == [("load", True), ("unload", True)] * 3
+
+
+def test_the_web_extension_formats_numbers_like_the_backend(tmp_path):
+    """web/format.js (badge and ranked list) writes every number exactly as format_score does (needs node)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node.js to run web/format.js")
+    rng = np.random.default_rng(0)
+    values = [0.0, 1.0, 0.5, 4.34e-05, 0.8123, 1e-4, 9.9996e-05, 0.99996, 9999.6, -0.25, 123456.0]
+    values += (10.0 ** rng.uniform(-9, 6, 300) * rng.choice([-1, 1], 300)).tolist() + rng.uniform(0, 1, 200).tolist()
+    module = tmp_path / "format.mjs"  # .mjs: node reads it as an ES module, as the browser does
+    module.write_text((Path(__file__).resolve().parents[1] / "web" / "format.js").read_text())
+    script = f"import {{formatScore}} from {json.dumps(str(module))}; console.log(JSON.stringify({values}.map(formatScore)));"
+    out = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [format_score(v) for v in values]
