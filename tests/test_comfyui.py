@@ -519,3 +519,26 @@ def test_workflow_notes_show_all_their_text_in_headless_chromium(comfy):
         finally:
             browser.close()
     assert cut == []
+
+
+def test_saved_loader_values_of_older_versions_are_migrated_in_headless_chromium(comfy):
+    """A workflow saved with dtype/device 'auto' (and device 'cuda') opens with ComfyUI's 'default' instead."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (uses the system Chromium)")
+    if not shutil.which("chromium"):
+        pytest.skip("no chromium (Debian: apt-get install chromium)")
+    sys.path.insert(0, str(REPO / "tools"))
+    from screenshot_workflows import open_comfyui, show
+
+    workflow = json.loads((REPO / "workflows" / "score_images.json").read_text())
+    loader = next(n for n in workflow["nodes"] if n["type"] == "RewardDanceModelLoader")
+    loader["widgets_values"][2:4] = ["auto", "cuda"]
+    with sync_api.sync_playwright() as p:
+        browser, page = open_comfyui(p, comfy["url"])
+        try:
+            show(page, workflow)
+            values = dict(
+                page.evaluate(f"window.app.graph.getNodeById({loader['id']}).widgets.map(w => [w.name, w.value])")
+            )
+        finally:
+            browser.close()
+    assert (values["dtype"], values["device"]) == ("default", "default")  # no cuda:0 on a --cpu ComfyUI

@@ -59,9 +59,31 @@ function drawList(ctx, node, rows) {
   ctx.restore();
 }
 
+// Widget values saved by older versions of the pack, and what they are called now (ComfyUI's "default").
+const LEGACY_VALUES = {
+  RewardDanceModelLoader: { dtype: { auto: "default" }, device: { auto: "default", cuda: "cuda:0" } },
+};
+
+function migrateWidgets(node, renames) {
+  for (const widget of node.widgets ?? []) {
+    const renamed = renames[widget.name]?.[widget.value];
+    if (renamed === undefined) continue;
+    const options = widget.options?.values ?? [];
+    widget.value = options.includes(renamed) ? renamed : "default";
+  }
+}
+
 app.registerExtension({
   name: "RewardDance.ScoreBadges",
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    const renames = LEGACY_VALUES[nodeData.name];
+    if (renames) {
+      const onConfigure = nodeType.prototype.onConfigure;
+      nodeType.prototype.onConfigure = function () {
+        onConfigure?.apply(this, arguments);
+        migrateWidgets(this, renames);
+      };
+    }
     if (!SCORED_NODES.has(nodeData.name)) return;
 
     const onExecuted = nodeType.prototype.onExecuted;
