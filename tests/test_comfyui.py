@@ -542,3 +542,37 @@ def test_saved_loader_values_of_older_versions_are_migrated_in_headless_chromium
         finally:
             browser.close()
     assert (values["dtype"], values["device"]) == ("default", "default")  # no cuda:0 on a --cpu ComfyUI
+
+
+DEVICE_CHOICES_SCRIPT = """
+import importlib.util, json, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+from comfy.cli_args import args
+args.cpu = True
+import comfy.model_management as mm
+spec = importlib.util.spec_from_file_location("rd_memory", sys.argv[2])
+memory = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(memory)
+out = {"cpu": memory.device_choices(), "cpu_default": str(memory.devices("default")[0])}
+mm.get_torch_device = lambda: torch.device("cuda", 0)  # ComfyUI on a machine with two GPUs
+torch.cuda.device_count = lambda: 2
+out["gpus"] = memory.device_choices()
+out["second"] = str(memory.devices("cuda:1")[0])
+print(json.dumps(out))
+"""
+
+
+def test_loader_device_choices_list_each_gpu_as_comfyui_names_it():
+    """Load Reward Model's devices come from ComfyUI's model management: 'default', 'cpu', then every GPU."""
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    out = subprocess.run(
+        [python, "-c", DEVICE_CHOICES_SCRIPT, COMFYUI_PATH, str(REPO / "nodes" / "memory.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["cpu"] == ["default", "cpu"] and result["cpu_default"] == "cpu"
+    assert result["gpus"] == ["default", "cpu", "cuda:0", "cuda:1"] and result["second"] == "cuda:1"
