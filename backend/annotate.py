@@ -7,10 +7,12 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
+from .score_text import format_score
+
 
 def label_for(score: float, rank: int | None = None) -> str:
-    """'#2  0.8731' (rank shown when known)."""
-    return (f"#{rank}  " if rank is not None else "") + f"{score:.4f}"
+    """'#2  0.8731' (rank shown when known; the number as `format_score` writes it)."""
+    return (f"#{rank}  " if rank is not None else "") + format_score(score)
 
 
 def draw_label(img: PILImage.Image, text: str) -> PILImage.Image:

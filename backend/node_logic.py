@@ -18,10 +18,11 @@ from PIL import Image as PILImage
 from .annotate import annotate_batch, label_for
 from .media import Image, Video, images_from_batch, video_from_frames
 from .ranking import check_tournament_size, ranking_order
+from .score_text import format_score, item_name
 from .scoring.config import COT_MODES
 from .scoring.criteria import CRITERIA_PRESETS
 from .scoring.prompts import FewShotExample
-from .selection import parse_scores, select_top_k, take_items, take_latents, video_groups
+from .selection import check_scores, select_top_k, take_items, take_latents, video_groups
 
 Progress = Callable[[int, int], None]
 CHUNK = 16  # items per engine call between progress updates
@@ -100,7 +101,7 @@ def to_videos(frames: torch.Tensor, fps: float, frames_per_video: int) -> list[V
     if not isinstance(frames, torch.Tensor) or frames.ndim != 4:
         raise ValueError("images: expected video frames as an IMAGE batch [frames, H, W, C]")
     return [
-        video_from_frames(frames[g.start : g.stop], fps, f"video {i}")
+        video_from_frames(frames[g.start : g.stop], fps, item_name(i, "video"))
         for i, g in enumerate(video_groups(frames.shape[0], frames_per_video))
     ]
 
@@ -123,18 +124,38 @@ def _chunked(
 
 @dataclass
 class Scored:
-    """Scores in input order, optional reasons, a one-line-per-item summary and a labelled preview."""
+    """Scores in input order, optional reasons, a one-line-per-item summary, a labelled preview and the rows
+    the web extension draws (`score_rows`)."""
 
     scores: list[float]
     reasons: list[str] | None
     summary: str
     preview: torch.Tensor | None
+    rows: list[dict] = field(default_factory=list)
 
 
 def summarize(scores: list[float], what: str = "image") -> str:
-    """Ranked summary text: one '#rank  what index: score' line per item."""
+    """Ranked summary text, one '#rank  what number: score' line per item (numbers 1-based: '#1  image 3: 0.8123')."""
     order = ranking_order(scores)
-    return "\n".join(f"#{r}  {what} {i}: {scores[i]:.6f}" for r, i in enumerate(order, 1))
+    return "\n".join(f"#{r}  {item_name(i, what)}: {format_score(scores[i])}" for r, i in enumerate(order, 1))
+
+
+def score_rows(scores: list[float], what: str = "image", kept: list[int] | None = None) -> list[dict]:
+    """Per-item rows for the web extension: 0-based `index` (as the indices outputs), the 1-based `name` a person
+    reads, the score, its 1-based rank and, when `kept` is given, whether the item was kept."""
+    rows = [
+        {"index": i, "name": item_name(i, what), "score": s, "rank": r}
+        for i, (s, r) in enumerate(zip(scores, ranks_of(scores)))
+    ]
+    if kept is not None:
+        for row in rows:
+            row["kept"] = row["index"] in kept
+    return rows
+
+
+def preview_labels(scores: list[float]) -> list[str]:
+    """The label drawn on each preview image: its rank and score ('#1  0.8123')."""
+    return [label_for(s, r) for s, r in zip(scores, ranks_of(scores))]
 
 
 def ranks_of(scores: list[float]) -> list[int]:
@@ -166,8 +187,8 @@ def score_images(
         ),
         progress,
     )
-    preview = annotate_batch(images, [label_for(s, r) for s, r in zip(scores, ranks_of(scores))])
-    return Scored(scores, texts, summarize(scores), preview)
+    preview = annotate_batch(images, preview_labels(scores))
+    return Scored(scores, texts, summarize(scores), preview, score_rows(scores))
 
 
 def score_videos(
@@ -192,8 +213,8 @@ def score_videos(
         progress,
     )
     firsts = frames[[g.start for g in video_groups(frames.shape[0], frames_per_video)]]
-    preview = annotate_batch(firsts, [label_for(s, r) for s, r in zip(scores, ranks_of(scores))])
-    return Scored(scores, texts, summarize(scores, "video"), preview)
+    preview = annotate_batch(firsts, preview_labels(scores))
+    return Scored(scores, texts, summarize(scores, "video"), preview, score_rows(scores, "video"))
 
 
 def compare_to_reference(
@@ -216,13 +237,14 @@ def compare_to_reference(
     scores, texts = _chunked(
         items, lambda chunk: rm.compare(chunk, refs[0], prompt, reasons=reasons, **criteria.overrides()), progress
     )
-    preview = annotate_batch(candidates, [label_for(s, r) for s, r in zip(scores, ranks_of(scores))])
-    return Scored(scores, texts, summarize(scores, "candidate"), preview)
+    preview = annotate_batch(candidates, preview_labels(scores))
+    return Scored(scores, texts, summarize(scores, "candidate"), preview, score_rows(scores, "candidate"))
 
 
 @dataclass
 class BestOfN:
-    """The chosen items in rank order, their latents, indices and scores, every score, and a summary."""
+    """The chosen items in rank order, their latents, indices and scores, every score, a summary and the rows the
+    web extension draws."""
 
     images: torch.Tensor
     latent: dict[str, Any] | None
@@ -230,6 +252,7 @@ class BestOfN:
     scores: list[float]
     all_scores: list[float]
     summary: str
+    rows: list[dict] = field(default_factory=list)
 
 
 def best_of_n(
@@ -240,16 +263,17 @@ def best_of_n(
     criteria: RewardCriteria | None = None,
     threshold: float | None = None,
     latent: dict[str, Any] | None = None,
-    precomputed: str = "",
+    precomputed: list[float] | None = None,
     frames_per_video: int = 1,
     fps: float = 16.0,
     exact: bool = True,
     progress: Progress | None = None,
 ) -> BestOfN:
-    """Score N images (or videos of `frames_per_video` frames) unless scores are given, keep the top k."""
+    """Score N images (or videos of `frames_per_video` frames) unless scores are given (one per item, e.g. a
+    Score Images node's `scores` list), keep the top k."""
     n = len(video_groups(images.shape[0], frames_per_video))
-    if precomputed.strip():
-        scores = parse_scores(precomputed, n)
+    if precomputed:
+        scores = check_scores(precomputed, n)
     elif rm is None:
         raise ValueError("reward_model: connect a reward model, or give precomputed scores")
     elif frames_per_video > 1:
@@ -259,21 +283,25 @@ def best_of_n(
     chosen = select_top_k(scores, top_k, threshold)
     picked = take_items(images, chosen.indices, frames_per_video)
     latents = take_latents(latent, chosen.indices, n) if latent is not None else None
-    summary = summarize(scores, "video" if frames_per_video > 1 else "image")
+    what = "video" if frames_per_video > 1 else "image"
+    summary = summarize(scores, what)
     if chosen.below_threshold:
-        summary = f"no item reached the threshold {threshold:g}; kept the best one\n" + summary
-    return BestOfN(picked, latents, chosen.indices, chosen.scores, scores, summary)
+        summary = f"no item reached the threshold {format_score(threshold)}; kept the best one\n" + summary
+    rows = score_rows(scores, what, kept=chosen.indices)
+    return BestOfN(picked, latents, chosen.indices, chosen.scores, scores, summary, rows)
 
 
 @dataclass
 class Ranked:
-    """A tournament: candidates in rank order, wins and mean win probability per candidate, a summary."""
+    """A tournament: candidates in rank order, wins and mean win probability per candidate, a summary and the
+    rows the web extension draws."""
 
     images: torch.Tensor
     ranking: list[int]
     wins: list[int]
     mean_win_probability: list[float]
     summary: str
+    rows: list[dict] = field(default_factory=list)
 
 
 def tournament(
@@ -286,11 +314,30 @@ def tournament(
     check_tournament_size(len(items), "images")
     result = rm.tournament(items, prompt, **criteria.overrides())
     ordered = images[torch.tensor(result.ranking, dtype=torch.long, device=images.device)]
+    wins, mean_p = list(result.wins), list(result.mean_win_probability)
     lines = [
-        f"#{r}  image {j}: {result.wins[j]} wins, mean P(beats) {result.mean_win_probability[j]:.4f}"
+        f"#{r}  {item_name(j)}: {wins[j]} wins, mean P(beats) {format_score(mean_p[j])}"
         for r, j in enumerate(result.ranking, 1)
     ]
-    return Ranked(ordered, list(result.ranking), list(result.wins), list(result.mean_win_probability), "\n".join(lines))
+    position = {j: r for r, j in enumerate(result.ranking, 1)}
+    rows = [
+        {"index": j, "name": item_name(j), "score": mean_p[j], "rank": position[j], "wins": wins[j]}
+        for j in range(len(wins))
+    ]
+    return Ranked(ordered, list(result.ranking), wins, mean_p, "\n".join(lines), rows)
+
+
+def one_value(values: list[Any], name: str) -> Any:
+    """The single value of a node input that ComfyUI passes as a list (nodes taking list inputs get every input
+    as one); None when it is not connected."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ValueError(
+            f"{name}: got a list of {len(values)} values where one is expected; connect a single {name} "
+            "(batch images with Batch Images, not an image list)"
+        )
+    return values[0]
 
 
 def check_prompt(prompt: Any) -> None:

@@ -7,6 +7,7 @@ models). Everything here is plain torch so the nodes stay thin and the logic is 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,13 +84,16 @@ def take_latents(latent: dict[str, Any], indices: list[int], num_items: int) -> 
     return out
 
 
-def parse_scores(text: str, n: int) -> list[float]:
-    """Precomputed scores given as text ("0.3, 0.9" or one per line), one per item."""
-    parts = [p for p in text.replace("\n", ",").split(",") if p.strip()]
-    try:
-        scores = [float(p) for p in parts]
-    except ValueError as exc:
-        raise ValueError(f"scores: expected numbers separated by commas or new lines ({exc})") from exc
-    if len(scores) != n:
-        raise ValueError(f"scores: got {len(scores)} scores for {n} items; give one score per image or video")
-    return scores
+def check_scores(scores: list[float], n: int) -> list[float]:
+    """Precomputed scores (a scoring node's `scores` list), one finite number per item."""
+    values = list(scores)
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise ValueError("scores: connect the scores output of a scoring node (a list of numbers)")
+    values = [float(v) for v in values]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("scores: every score must be a finite number (got NaN or infinity)")
+    if len(values) != n:
+        raise ValueError(
+            f"scores: got {len(values)} scores for {n} items; connect the scores of these same images (or videos)"
+        )
+    return values

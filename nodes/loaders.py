@@ -1,5 +1,7 @@
-"""Reward Model Loader (local, ComfyUI-managed memory; hub judges downloaded on first use) and Remote Reward Model
-(a `rewarddance serve` URL)."""
+"""Load Reward Model (local, ComfyUI-managed memory; hub judges downloaded on first use) and Load Remote Reward
+Model (a `rewarddance serve` URL).
+
+Their node ids (RewardDanceModelLoader, RewardDanceRemoteModel) stay as they were, so saved workflows load."""
 
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ from ..backend.reward_model_choice import (
     resolve,
 )
 from . import service
-from .memory import load_managed
+from .memory import device_choices, load_managed
 from .progress import progress_for
 from .types import CATEGORY, RewardModelType
 
 HUB_CHOICE = LEGACY_HUB_CHOICE  # accepted from workflows saved by release 0.1; no longer listed
+DTYPE_OPTIONS = ["default" if d == "auto" else d for d in DTYPE_CHOICES]  # ComfyUI's word for "let it choose"
 
 
 def reward_model_roots() -> list[str]:
@@ -59,7 +62,7 @@ class RewardModelLoader(io.ComfyNode):
         options = model_options(local_checkpoints())
         return io.Schema(
             node_id="RewardDanceModelLoader",
-            display_name="Reward Model Loader",
+            display_name="Load Reward Model",
             category=CATEGORY,
             description='Load a Qwen2/2.5/3-VL or InternVL chat model as a generative reward model (P("yes")). '
             f"Pick a checkpoint folder from models/reward_models/ or a judge marked '{DOWNLOAD_MARK.strip()}' "
@@ -81,12 +84,22 @@ class RewardModelLoader(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "dtype",
-                    options=list(DTYPE_CHOICES),
-                    default="auto",
-                    tooltip="auto: bf16 on GPUs that support it, else fp32",
+                    options=DTYPE_OPTIONS,
+                    default="default",
+                    tooltip="default: bf16 on GPUs that support it, else fp32",
                 ),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto"),
-                io.Combo.Input("attention", options=list(ATTENTION), default="sdpa"),
+                io.Combo.Input(
+                    "device",
+                    options=device_choices(),
+                    default="default",
+                    tooltip="default: the device ComfyUI uses; or the CPU, or one GPU by number",
+                ),
+                io.Combo.Input(
+                    "attention",
+                    options=list(ATTENTION),
+                    default="sdpa",
+                    tooltip="attention kernel (flash_attention_* need their package and a CUDA GPU)",
+                ),
                 io.Int.Input(
                     "max_pixels",
                     default=0,
@@ -102,7 +115,7 @@ class RewardModelLoader(io.ComfyNode):
                     "(frees memory for the generator; reloads each time)",
                 ),
             ],
-            outputs=[RewardModelType.Output(display_name="reward_model")],
+            outputs=[RewardModelType.Output(tooltip="connect to the reward_model input of any RewardDance node")],
         )
 
     @classmethod
@@ -123,7 +136,7 @@ class RewardModelLoader(io.ComfyNode):
         name = service.model_name(path)
         rm = load_managed(
             path,
-            dtype,
+            "auto" if dtype == "default" else dtype,
             device,
             attention,
             max_pixels or None,
@@ -142,11 +155,13 @@ class RemoteRewardModel(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RewardDanceRemoteModel",
-            display_name="Remote Reward Model",
+            display_name="Load Remote Reward Model",
             category=CATEGORY,
             description="A reward model served by `rewarddance serve`; every scoring node works with it unchanged.",
             inputs=[
-                io.String.Input("url", default="http://127.0.0.1:8765"),
+                io.String.Input(
+                    "url", default="http://127.0.0.1:8765", tooltip="the address `rewarddance serve` printed"
+                ),
                 io.String.Input(
                     "token",
                     default="",
@@ -155,9 +170,9 @@ class RemoteRewardModel(io.ComfyNode):
                     "to hosts listed in $REWARDDANCE_TOKEN_HOSTS (default: this machine)",
                 ),
                 io.String.Input("model_name", default="", tooltip="a model the server configured (empty: its default)"),
-                io.Int.Input("timeout_s", default=600, min=1, max=86400),
+                io.Int.Input("timeout_s", default=600, min=1, max=86400, tooltip="seconds to wait for each request"),
             ],
-            outputs=[RewardModelType.Output(display_name="reward_model")],
+            outputs=[RewardModelType.Output(tooltip="connect to the reward_model input of any RewardDance node")],
         )
 
     @classmethod

@@ -72,11 +72,24 @@ class VLMHolder(torch.nn.Module):
         self.device = device
 
 
+def device_choices() -> list[str]:
+    """The device input's options, as ComfyUI names devices: 'default' (the device ComfyUI uses), 'cpu', then each
+    GPU of ComfyUI's device type ('cuda:0', 'cuda:1', ...); only the first two when ComfyUI runs on the CPU."""
+    main = mm.get_torch_device()
+    if not isinstance(main, torch.device) or main.type == "cpu":
+        return ["default", "cpu"]
+    if main.index is None:  # a single-device backend such as mps
+        return ["default", "cpu", main.type]
+    module = getattr(torch, main.type, None)
+    count = module.device_count() if hasattr(module, "device_count") else main.index + 1
+    return ["default", "cpu", *(f"{main.type}:{i}" for i in range(count))]
+
+
 def devices(device: str) -> tuple[torch.device, torch.device]:
-    """(load device, offload device) for the node's device choice."""
+    """(load device, offload device) for the node's device choice ('default' = ComfyUI's device)."""
     if device == "cpu":
         return torch.device("cpu"), torch.device("cpu")
-    if device == "auto":
+    if device == "default":
         return mm.get_torch_device(), mm.unet_offload_device()
     return torch.device(device), mm.unet_offload_device()
 

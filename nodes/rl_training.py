@@ -40,9 +40,11 @@ from ..backend.rl.lora import LoraSpec, add_lora, network_family
 from ..backend.rl.node_settings import NODE_ALGORITHMS, NodeTraining, output_paths, prompt_lines, step_lora_path
 from ..backend.rl.run import train_rl, write_rl_chart
 from ..backend.rl.trainers import Policy
+from ..backend.score_text import format_score
+from .common import criteria_input, reward_model_input
 from .memory import unload_patcher
 from .sampler_bridge import TrainingSampler, sample_in_guider
-from .types import CATEGORY, CriteriaType, RewardModelType
+from .types import TRAINING
 
 LOADED_STATE = {
     "model_loaded_weight_memory": 0,
@@ -112,7 +114,10 @@ def live_progress(
     bar = comfy.utils.ProgressBar(steps)
 
     def update(step: int, total: int, row: dict) -> None:
-        text = f"step {step}/{total}: reward {row['reward_mean']:.4f} (std {row['reward_std']:.4f}, window std {row['window_std']:.4f})"
+        text = (
+            f"step {step}/{total}: reward {format_score(row['reward_mean'])} (std {format_score(row['reward_std'])}, "
+            f"window std {format_score(row['window_std'])})"
+        )
         logging.info("RewardDance LoRA trainer: %s", text)
         if save_every and step % save_every == 0:
             save_comfyui_lora(network, step_lora_path(final, step), family, {"step": step})
@@ -161,8 +166,9 @@ class RewardLoraTrainer(io.ComfyNode):
         return io.Schema(
             node_id="RewardDanceLoraTrainer",
             display_name="Reward LoRA Trainer",
-            category=CATEGORY,
+            category=TRAINING,
             description=TRAINER_DESCRIPTION,
+            is_experimental=True,
             inputs=[
                 io.Model.Input(
                     "model", tooltip="the model to train a LoRA for (it is copied: this MODEL is not changed)"
@@ -172,18 +178,26 @@ class RewardLoraTrainer(io.ComfyNode):
                 io.Latent.Input(
                     "latent_image", tooltip="an empty latent of batch 1: the size (and frames) to train at"
                 ),
-                RewardModelType.Input("reward_model"),
+                reward_model_input(tooltip="the judge the LoRA learns to please (refl needs a local one)"),
                 io.String.Input(
                     "prompts",
                     multiline=True,
                     default="",
                     placeholder="one prompt per line, or the name of a .txt file in ComfyUI's input folder (one per line)",
+                    tooltip="the training prompts: one per line, or a .txt file in ComfyUI's input folder",
                 ),
                 io.String.Input("negative", multiline=True, default="", tooltip="negative prompt (used when cfg > 1)"),
-                io.Combo.Input("algorithm", options=list(NODE_ALGORITHMS), default="raft"),
+                io.Combo.Input(
+                    "algorithm",
+                    options=list(NODE_ALGORITHMS),
+                    default="raft",
+                    tooltip="raft: any model; grpo: flow models (SD3, Flux, Wan); refl: needs a local reward model",
+                ),
                 io.Int.Input("steps", default=100, min=1, max=100000, tooltip="training steps (one prompt per step)"),
-                io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=0.1, step=1e-5),
-                io.Int.Input("lora_rank", default=16, min=1, max=256),
+                io.Float.Input(
+                    "learning_rate", default=1e-4, min=1e-7, max=0.1, step=1e-5, tooltip="the optimizer's step size"
+                ),
+                io.Int.Input("lora_rank", default=16, min=1, max=256, tooltip="LoRA rank (size of the adapters)"),
                 io.Float.Input(
                     "lora_alpha",
                     default=16.0,
@@ -197,7 +211,12 @@ class RewardLoraTrainer(io.ComfyNode):
                 io.Float.Input(
                     "cfg", default=4.5, min=0.0, max=30.0, step=0.1, tooltip="1.0 for distilled models (Flux dev)"
                 ),
-                io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="simple"),
+                io.Combo.Input(
+                    "scheduler",
+                    options=list(comfy.samplers.SCHEDULER_NAMES),
+                    default="simple",
+                    tooltip="the noise schedule for sampling while training",
+                ),
                 io.Int.Input(
                     "seed",
                     default=0,
@@ -213,14 +232,20 @@ class RewardLoraTrainer(io.ComfyNode):
                     max=100000,
                     tooltip="checkpoint and LoRA file every N steps (0: only at the end and on Cancel)",
                 ),
-                io.String.Input("filename_prefix", default="loras/rewarddance_lora"),
-                CriteriaType.Input("criteria", optional=True),
+                io.String.Input(
+                    "filename_prefix",
+                    default="loras/rewarddance_lora",
+                    tooltip="where the LoRA goes, under ComfyUI's output folder (also names the run folder)",
+                ),
+                criteria_input(),
             ],
             outputs=[
-                io.Model.Output(display_name="model", tooltip="the model with the trained LoRA applied"),
-                io.LoraModel.Output(display_name="lora", tooltip="the LoRA weights (for Load LoRA Model / Save LoRA)"),
+                io.Model.Output(tooltip="the model with the trained LoRA applied"),
+                io.LoraModel.Output(tooltip="the LoRA weights (for Load LoRA Model / Save LoRA)"),
                 io.Image.Output(display_name="chart", tooltip="reward mean and windowed std, loss, KL, clip fraction"),
-                io.String.Output(display_name="summary"),
+                io.String.Output(
+                    display_name="summary", tooltip="steps, held-out reward before and after, speed, LoRA file"
+                ),
             ],
             hidden=[io.Hidden.unique_id],
             is_output_node=True,
@@ -380,7 +405,9 @@ def describe(summary: dict, final: Path) -> str:
     before, after = summary.get("reward_before"), summary.get("reward_after")
     lines = [
         f"{summary['algorithm']}: {summary['step']} steps" + (" (resumed)" if summary.get("resumed") else ""),
-        f"held-out reward {before:.4f} -> {after:.4f}" if before is not None else f"held-out reward after: {after:.4f}",
+        f"held-out reward {format_score(before)} -> {format_score(after)}"
+        if before is not None
+        else f"held-out reward after: {format_score(after)}",
         f"skipped updates (non-finite): {summary.get('skipped_updates', 0)}",
         f"LoRA: {final}",
     ]

@@ -8,30 +8,24 @@ from ..backend import node_logic as nl
 from ..backend.holding import holding
 from ..backend.scoring.config import COT_MODES
 from ..backend.scoring.criteria import CRITERIA_PRESETS
-from .common import preview_ui, prompt_input, scored_outputs
+from .common import criteria_input, preview_ui, prompt_input, reward_model_input, scored_outputs
 from .progress import progress_for
-from .types import CATEGORY, CriteriaType, RewardModelType
+from .types import SCORING, CriteriaType
 
 PRESET_CHOICES = ["none", *CRITERIA_PRESETS]
+PREPROCESS_TOOLTIP = (
+    "exact: 8-bit PIL like the checkpoint's processor (same scores as files); fast: batched tensor ops on the GPU"
+)
 
 
 def score_ui(cls: type, scored: nl.Scored) -> dict:
     """Preview images plus the per-item scores the web extension draws on the node."""
-    ranks = nl.ranks_of(scored.scores)
-    return preview_ui(
-        cls, scored.preview, [{"index": i, "score": s, "rank": r} for i, (s, r) in enumerate(zip(scored.scores, ranks))]
-    )
+    return preview_ui(cls, scored.preview, scored.rows)
 
 
 def common_inputs() -> list:
     """Inputs every scoring node has."""
-    return [
-        RewardModelType.Input("reward_model"),
-        prompt_input(),
-        CriteriaType.Input(
-            "criteria", optional=True, tooltip="from a Reward Criteria node (default: prompt alignment)"
-        ),
-    ]
+    return [reward_model_input(), prompt_input(), criteria_input()]
 
 
 class RewardCriteria(io.ComfyNode):
@@ -42,22 +36,35 @@ class RewardCriteria(io.ComfyNode):
         return io.Schema(
             node_id="RewardDanceCriteria",
             display_name="Reward Criteria",
-            category=CATEGORY,
+            category=SCORING,
             description="Criteria for the scoring nodes: up to three presets plus free text; optional example "
             "images with yes/no verdicts (few-shot) and a chain-of-thought mode.",
             inputs=[
-                io.Combo.Input("preset", options=PRESET_CHOICES, default="alignment"),
-                io.Combo.Input("preset_2", options=PRESET_CHOICES, default="none"),
-                io.Combo.Input("preset_3", options=PRESET_CHOICES, default="none"),
-                io.String.Input("custom", multiline=True, default="", placeholder="free-form criteria (optional)"),
-                io.Combo.Input("chain_of_thought", options=list(COT_MODES), default="none"),
+                io.Combo.Input(
+                    "preset", options=PRESET_CHOICES, default="alignment", tooltip="a built-in criterion to judge"
+                ),
+                io.Combo.Input("preset_2", options=PRESET_CHOICES, default="none", tooltip="a second preset"),
+                io.Combo.Input("preset_3", options=PRESET_CHOICES, default="none", tooltip="a third preset"),
+                io.String.Input(
+                    "custom",
+                    multiline=True,
+                    default="",
+                    placeholder="free-form criteria (optional)",
+                    tooltip="your own criteria in words, added to the presets",
+                ),
+                io.Combo.Input(
+                    "chain_of_thought",
+                    options=list(COT_MODES),
+                    default="none",
+                    tooltip="let the model reason before (or after) its yes/no answer; slower",
+                ),
                 io.Image.Input("examples", optional=True, tooltip="few-shot example images"),
                 io.String.Input("verdicts", default="", tooltip="one yes/no per example image, comma-separated"),
                 io.String.Input(
                     "example_text", default="", tooltip="the prompt of the examples (default: the scored prompt)"
                 ),
             ],
-            outputs=[CriteriaType.Output(display_name="criteria")],
+            outputs=[CriteriaType.Output(tooltip="connect to the criteria input of the scoring and selection nodes")],
         )
 
     @classmethod
@@ -84,21 +91,23 @@ class ScoreImages(io.ComfyNode):
         return io.Schema(
             node_id="RewardDanceScoreImages",
             display_name="Score Images",
-            category=CATEGORY,
+            category=SCORING,
             description="Score each image against the prompt (and criteria) with the reward model.",
             inputs=[
                 *common_inputs(),
-                io.Image.Input("images"),
+                io.Image.Input("images", tooltip="the images to score (a batch)"),
                 io.Combo.Input(
                     "preprocess",
                     options=["exact", "fast"],
                     default="exact",
-                    tooltip="exact: 8-bit PIL like the checkpoint's processor (same scores as files); "
-                    "fast: batched tensor ops on the GPU",
+                    tooltip=PREPROCESS_TOOLTIP,
                 ),
                 io.Boolean.Input("reasons", default=False, tooltip="also generate the model's explanation"),
             ],
-            outputs=[*scored_outputs(), io.String.Output(display_name="reasons")],
+            outputs=[
+                *scored_outputs(),
+                io.String.Output(display_name="reasons", tooltip="the model's explanations (when reasons is on)"),
+            ],
             is_output_node=True,
         )
 
@@ -121,13 +130,13 @@ class ScoreVideo(io.ComfyNode):
         return io.Schema(
             node_id="RewardDanceScoreVideo",
             display_name="Score Video",
-            category=CATEGORY,
+            category=SCORING,
             description="Score videos: connect frames (an IMAGE batch) with their fps, or a VIDEO. Several videos of "
             "equal length can be stacked: set frames_per_video.",
             inputs=[
                 *common_inputs(),
-                io.Image.Input("frames", optional=True),
-                io.Video.Input("video", optional=True),
+                io.Image.Input("frames", optional=True, tooltip="the video frames as an IMAGE batch"),
+                io.Video.Input("video", optional=True, tooltip="a VIDEO (instead of frames; its own fps is used)"),
                 io.Float.Input("fps", default=16.0, min=0.1, max=240.0, tooltip="frame rate of the frames input"),
                 io.Int.Input(
                     "frames_per_video",
@@ -184,14 +193,14 @@ class CompareToReference(io.ComfyNode):
         return io.Schema(
             node_id="RewardDanceCompareToReference",
             display_name="Compare to Reference",
-            category=CATEGORY,
+            category=SCORING,
             description="Pairwise reward: image 1 = the reference, image 2 = each candidate; the score is "
             "P(candidate is better).",
             inputs=[
                 *common_inputs(),
-                io.Image.Input("candidates"),
-                io.Image.Input("reference"),
-                io.Combo.Input("preprocess", options=["exact", "fast"], default="exact"),
+                io.Image.Input("candidates", tooltip="the images to compare, each against the reference"),
+                io.Image.Input("reference", tooltip="one reference image"),
+                io.Combo.Input("preprocess", options=["exact", "fast"], default="exact", tooltip=PREPROCESS_TOOLTIP),
             ],
             outputs=scored_outputs(),
             is_output_node=True,

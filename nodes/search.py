@@ -13,10 +13,11 @@ from comfy_api.latest import io
 
 from ..backend import node_logic as nl
 from ..backend.rewards import ModelReward
+from ..backend.score_text import format_score
 from ..backend.search.algorithms import ALGORITHMS, BestSoFar, Progress
-from .common import preview_ui, prompt_input
+from .common import criteria_input, preview_ui, prompt_input, reward_model_input
 from .sampler_bridge import SearchSampler, sample_in_guider
-from .types import CATEGORY, CriteriaType, RewardModelType
+from .types import SEARCH
 
 # ReNO-style gradient search needs weights created outside inference mode; ComfyUI loads models inside it.
 NODE_ALGORITHMS = [a for a in ALGORITHMS if a != "noise_gradient"]
@@ -78,21 +79,21 @@ class RewardNoiseSearch(io.ComfyNode):
         return io.Schema(
             node_id="RewardDanceNoiseSearch",
             display_name="Reward Noise Search",
-            category=CATEGORY,
+            category=SEARCH,
             description="Inference-time scaling: spend `budget` denoiser calls searching for the initial noise (or the "
             "paths) the reward model scores highest. For best_of_n, random_search and zero_order the NOISE "
             "output replays the best result in SamplerCustomAdvanced with the same guider, sigmas and the "
             "euler sampler. Cancel returns the best found so far.",
             inputs=[
-                io.Guider.Input("guider"),
-                io.Sigmas.Input("sigmas"),
+                io.Guider.Input("guider", tooltip="the model and conditioning to sample with (e.g. CFGGuider)"),
+                io.Sigmas.Input("sigmas", tooltip="the noise schedule (e.g. BasicScheduler)"),
                 io.Latent.Input(
                     "latent_image",
                     tooltip="an empty latent of batch 1 (image, or video: the reward then "
                     "scores the decoded clip as a video)",
                 ),
-                io.Vae.Input("vae"),
-                RewardModelType.Input("reward_model"),
+                io.Vae.Input("vae", tooltip="decodes each candidate for the reward model"),
+                reward_model_input(),
                 prompt_input("the prompt the image should show"),
                 io.Combo.Input(
                     "algorithm",
@@ -103,14 +104,24 @@ class RewardNoiseSearch(io.ComfyNode):
                     "algorithms)",
                 ),
                 io.Int.Input("budget", default=64, min=1, max=100000, tooltip="denoiser calls to spend"),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-                CriteriaType.Input("criteria", optional=True),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="seed of the search's random draws",
+                ),
+                criteria_input(),
             ],
             outputs=[
-                io.Latent.Output(display_name="latent"),
-                io.Image.Output(display_name="image"),
-                io.Noise.Output(display_name="noise"),
-                io.String.Output(display_name="summary"),
+                io.Latent.Output(tooltip="the best latent found"),
+                io.Image.Output(tooltip="the best latent decoded (as it was scored)"),
+                io.Noise.Output(
+                    tooltip="replays the best result in SamplerCustomAdvanced with the same guider, sigmas and the "
+                    "euler sampler (not for search_over_paths)"
+                ),
+                io.String.Output(display_name="summary", tooltip="the best score, candidates and calls spent"),
             ],
             is_output_node=True,
         )
@@ -156,10 +167,11 @@ class RewardNoiseSearch(io.ComfyNode):
         out["samples"] = latent.detach().to(mm.intermediate_device())
         scores = [c.score for c in result.history]
         summary = (
-            f"{algorithm}: best score {result.score:.6f} of {len(scores)} candidates; "
+            f"{algorithm}: best score {format_score(result.score)} of {len(scores)} candidates; "
             f"{result.denoiser_calls} denoiser calls, {result.scorer_calls} scorer calls"
             + (" (stopped early: best so far)" if sampler.stopped_early else "")
         )
-        data = preview_ui(cls, image.detach().float().cpu(), [{"index": 0, "score": result.score, "rank": 1}])
+        row = {"index": 0, "name": "best", "score": result.score, "rank": 1}
+        data = preview_ui(cls, image.detach().float().cpu(), [row])
         noise = FoundNoise(result.noise, seed, replays=algorithm != "search_over_paths")
         return io.NodeOutput(out, image.detach().float().cpu(), noise, summary, ui=data)

@@ -163,6 +163,54 @@ def test_object_info_lists_the_nodes_with_their_inputs(comfy):
     assert "tiny-qwen" in ours["RewardDanceModelLoader"]["input"]["required"]["model"][1]["options"]
 
 
+def pack_nodes(comfy) -> dict:
+    """The pack's node definitions from /object_info."""
+    return {k: v for k, v in request(comfy["url"] + "/object_info")[1].items() if k.startswith("RewardDance")}
+
+
+def test_every_pack_input_and_output_has_a_tooltip(comfy):
+    missing = []
+    for name, info in pack_nodes(comfy).items():
+        for section in ("required", "optional"):
+            for input_name, spec in info["input"].get(section, {}).items():
+                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                if not str(options.get("tooltip") or "").strip():
+                    missing.append(f"{name}.{input_name}")
+        tooltips = info.get("output_tooltips") or [None] * len(info["output"])
+        missing += [f"{name} output {out}" for out, tip in zip(info["output_name"], tooltips) if not tip]
+    assert missing == []
+
+
+def test_pack_nodes_follow_comfyui_conventions(comfy):
+    ours = pack_nodes(comfy)
+    assert ours["RewardDanceModelLoader"]["display_name"] == "Load Reward Model"
+    assert ours["RewardDanceRemoteModel"]["display_name"] == "Load Remote Reward Model"
+    categories = {name: info["category"] for name, info in ours.items()}
+    assert categories["RewardDanceModelLoader"] == categories["RewardDanceRemoteModel"] == "RewardDance"
+    assert categories["RewardDanceScoreImages"] == categories["RewardDanceCriteria"] == "RewardDance/scoring"
+    assert categories["RewardDanceBestOfN"] == categories["RewardDanceTournament"] == "RewardDance/selection"
+    assert categories["RewardDanceNoiseSearch"] == "RewardDance/search"
+    assert categories["RewardDanceLoraTrainer"] == "RewardDance/training"
+    assert [n for n, info in ours.items() if info.get("experimental")] == ["RewardDanceLoraTrainer"]
+    loader = ours["RewardDanceModelLoader"]["input"]["required"]
+    assert loader["dtype"][1]["options"][0] == loader["dtype"][1]["default"] == "default"
+    assert loader["device"][1]["options"] == ["default", "cpu"]  # ComfyUI runs with --cpu here: no GPU listed
+    for name, info in ours.items():  # like core: an output named after its type shows the type, others snake_case
+        for out_type, out_name in zip(info["output"], info["output_name"]):
+            assert out_name == out_type or out_name.islower(), f"{name} output {out_name}"
+    assert ours["RewardDanceBestOfN"]["output_name"] == ["IMAGE", "LATENT", "indices", "scores", "summary"]
+    assert "0-based" in ours["RewardDanceBestOfN"]["output_tooltips"][2]
+
+
+def test_shipped_workflows_use_no_deprecated_core_node(comfy):
+    info = request(comfy["url"] + "/object_info")[1]
+    used = {n["type"] for p in (REPO / "workflows").glob("*.json") for n in json.loads(p.read_text())["nodes"]}
+    used |= {
+        n["class_type"] for p in (REPO / "workflows" / "api").glob("*.json") for n in json.loads(p.read_text()).values()
+    }
+    assert sorted(t for t in used if info.get(t, {}).get("deprecated")) == []
+
+
 def test_ui_workflows_use_existing_nodes_with_consistent_links(comfy):
     info = request(comfy["url"] + "/object_info")[1]
     files = sorted((REPO / "workflows").glob("*.json"))
@@ -363,45 +411,90 @@ def test_web_extension_and_backend_routes_are_served(comfy):
     assert request(comfy["url"] + "/api/rewarddance/health")[1]["status"] == "ok"
 
 
-def test_score_video_and_best_of_n_nodes_run(comfy):
-    """Score Video on stacked frames (two videos of two frames) and Best of N with precomputed scores."""
+def batch_of(image_names: list[str], first_id: int) -> dict:
+    """LoadImage nodes for `image_names` and a Batch Images node (id first_id + len) stacking them."""
+    nodes = {str(first_id + i): {"class_type": "LoadImage", "inputs": {"image": n}} for i, n in enumerate(image_names)}
+    items = {f"images.image{i}": [str(first_id + i), 0] for i in range(len(image_names))}
+    nodes[str(first_id + len(image_names))] = {"class_type": "BatchImagesNode", "inputs": items}
+    return nodes
+
+
+def test_score_video_node_runs_on_stacked_frames(comfy):
+    """Score Video on stacked frames (two identical videos of two frames)."""
     loader = with_tiny_model({"1": twin("score_images")["3"]})["1"]
     prompt = {
         "1": loader,
-        "2": {"class_type": "LoadImage", "inputs": {"image": "cand_0.png"}},
-        "3": {"class_type": "LoadImage", "inputs": {"image": "cand_1.png"}},
-        "4": {"class_type": "ImageBatch", "inputs": {"image1": ["2", 0], "image2": ["3", 0]}},
-        "5": {"class_type": "ImageBatch", "inputs": {"image1": ["4", 0], "image2": ["4", 0]}},
-        "6": {
+        **batch_of(["cand_0.png", "cand_1.png", "cand_0.png", "cand_1.png"], 2),
+        "7": {
             "class_type": "RewardDanceScoreVideo",
             "inputs": {
                 "reward_model": ["1", 0],
                 "text": "a fox running",
-                "frames": ["5", 0],
+                "frames": ["6", 0],
                 "fps": 2.0,
                 "frames_per_video": 2,
                 "max_frames": 8,
             },
         },
-        "7": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 3, "color": 0}},
-        "8": {
+    }
+    outputs = run_prompt(comfy, prompt)["outputs"]
+    video_scores = outputs["7"]["rewarddance_scores"]
+    assert len(video_scores) == 2 and video_scores[0]["score"] == pytest.approx(video_scores[1]["score"], abs=1e-6)
+    assert [row["name"] for row in video_scores] == ["video 1", "video 2"]
+
+
+def test_score_images_scores_feed_best_of_n(comfy):
+    """Score Images' FLOAT list connects to Best of N's scores (issue 15 item 5): the graph validates and runs, and
+    Best of N keeps the same images, with the same scores, as when it scores them itself."""
+    text = "a photo of a cat"
+    prompt = {
+        "1": with_tiny_model({"1": twin("score_images")["3"]})["1"],
+        **batch_of(["cand_0.png", "cand_1.png", "cand_2.png"], 2),
+        "6": {
+            "class_type": "RewardDanceScoreImages",
+            "inputs": {
+                "reward_model": ["1", 0],
+                "text": text,
+                "images": ["5", 0],
+                "preprocess": "exact",
+                "reasons": False,
+            },
+        },
+    }
+    best_of_n = {"images": ["5", 0], "text": text, "top_k": 2, "threshold": 0.0, "frames_per_video": 1, "fps": 16.0}
+    prompt["7"] = {"class_type": "RewardDanceBestOfN", "inputs": {**best_of_n, "scores": ["6", 0]}}
+    prompt["8"] = {"class_type": "RewardDanceBestOfN", "inputs": {**best_of_n, "reward_model": ["1", 0]}}
+    outputs = run_prompt(comfy, prompt)["outputs"]
+    scored = [row["score"] for row in outputs["6"]["rewarddance_scores"]]
+    from_scores, scored_inside = outputs["7"]["rewarddance_scores"], outputs["8"]["rewarddance_scores"]
+    assert [row["score"] for row in from_scores] == pytest.approx(scored, abs=1e-6)
+    assert [row["score"] for row in scored_inside] == pytest.approx(scored, abs=1e-5)
+    kept = [r["index"] for r in sorted(from_scores, key=lambda r: r["rank"]) if r["kept"]]
+    assert kept == [r["index"] for r in sorted(scored_inside, key=lambda r: r["rank"]) if r["kept"]]
+    assert kept == sorted(range(3), key=lambda i: -scored[i])[:2] and len(outputs["7"]["images"]) == 2
+    assert [row["name"] for row in from_scores] == ["image 1", "image 2", "image 3"]
+
+
+def test_best_of_n_scores_input_takes_numbers_not_text(comfy):
+    """The text summary cannot be wired into scores: ComfyUI refuses the link at validation."""
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 2, "color": 0}},
+        "2": {"class_type": "PrimitiveString", "inputs": {"value": "0.2, 0.9"}},
+        "3": {
             "class_type": "RewardDanceBestOfN",
             "inputs": {
-                "images": ["7", 0],
+                "images": ["1", 0],
                 "text": "x",
-                "top_k": 2,
+                "top_k": 1,
                 "threshold": 0.0,
-                "scores": "0.2, 0.9, 0.5",
+                "scores": ["2", 0],
                 "frames_per_video": 1,
                 "fps": 16.0,
             },
         },
     }
-    outputs = run_prompt(comfy, prompt)["outputs"]
-    video_scores = outputs["6"]["rewarddance_scores"]
-    assert len(video_scores) == 2 and video_scores[0]["score"] == pytest.approx(video_scores[1]["score"], abs=1e-6)
-    kept = [row["index"] for row in outputs["8"]["rewarddance_scores"] if row["kept"]]
-    assert sorted(kept) == [1, 2] and len(outputs["8"]["images"]) == 2
+    status, body = request(comfy["url"] + "/prompt", {"prompt": prompt})
+    assert status == 400 and body["node_errors"]["3"]["errors"][0]["type"] == "return_type_mismatch"
 
 
 def test_keep_loaded_off_unloads_after_the_node(comfy):
@@ -532,3 +625,95 @@ def test_a_workflow_saved_by_release_0_1_still_runs_its_chosen_folder(comfy):
     prompt["2"]["inputs"]["image"] = "cand_1.png"
     prompt["4"]["inputs"]["text"] = "a prompt saved by release 0.1"
     assert len(run_prompt(comfy, prompt)["outputs"]["4"]["rewarddance_scores"]) == 1
+
+
+NOTE_FITS_JS = """() => window.app.graph._nodes.filter(n => n.type === "MarkdownNote").map(n => {
+  const el = n.widgets[0].element, style = getComputedStyle(el), box = document.createElement("div");
+  box.className = el.className;
+  box.innerHTML = el.innerHTML;
+  box.style.cssText = `position:absolute; left:0; top:0; visibility:hidden; height:auto; width:${el.clientWidth}px;`
+    + `font-size:${style.fontSize}; padding:${style.padding}`;
+  document.body.appendChild(box);
+  const needed = box.scrollHeight;
+  box.remove();
+  return [n.id, needed, el.clientHeight];
+})"""
+
+
+def test_workflow_notes_show_all_their_text_in_headless_chromium(comfy):
+    """Every shipped workflow's note is tall enough for its text in ComfyUI's frontend (none is cut off)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (uses the system Chromium)")
+    if not shutil.which("chromium"):
+        pytest.skip("no chromium (Debian: apt-get install chromium)")
+    sys.path.insert(0, str(REPO / "tools"))
+    from screenshot_workflows import open_comfyui, show
+
+    cut = []
+    with sync_api.sync_playwright() as p:
+        browser, page = open_comfyui(p, comfy["url"])
+        try:
+            for path in sorted((REPO / "workflows").glob("*.json")):
+                show(page, json.loads(path.read_text()))
+                notes = page.evaluate(NOTE_FITS_JS)
+                assert notes, f"{path.name}: no note"
+                cut += [(path.name, node_id, needed, shown) for node_id, needed, shown in notes if needed > shown]
+        finally:
+            browser.close()
+    assert cut == []
+
+
+def test_saved_loader_values_of_older_versions_are_migrated_in_headless_chromium(comfy):
+    """A workflow saved with dtype/device 'auto' (and device 'cuda') opens with ComfyUI's 'default' instead."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (uses the system Chromium)")
+    if not shutil.which("chromium"):
+        pytest.skip("no chromium (Debian: apt-get install chromium)")
+    sys.path.insert(0, str(REPO / "tools"))
+    from screenshot_workflows import open_comfyui, show
+
+    workflow = json.loads((REPO / "workflows" / "score_images.json").read_text())
+    loader = next(n for n in workflow["nodes"] if n["type"] == "RewardDanceModelLoader")
+    loader["widgets_values"][2:4] = ["auto", "cuda"]
+    with sync_api.sync_playwright() as p:
+        browser, page = open_comfyui(p, comfy["url"])
+        try:
+            show(page, workflow)
+            values = dict(
+                page.evaluate(f"window.app.graph.getNodeById({loader['id']}).widgets.map(w => [w.name, w.value])")
+            )
+        finally:
+            browser.close()
+    assert (values["dtype"], values["device"]) == ("default", "default")  # no cuda:0 on a --cpu ComfyUI
+
+
+DEVICE_CHOICES_SCRIPT = """
+import importlib.util, json, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+from comfy.cli_args import args
+args.cpu = True
+import comfy.model_management as mm
+spec = importlib.util.spec_from_file_location("rd_memory", sys.argv[2])
+memory = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(memory)
+out = {"cpu": memory.device_choices(), "cpu_default": str(memory.devices("default")[0])}
+mm.get_torch_device = lambda: torch.device("cuda", 0)  # ComfyUI on a machine with two GPUs
+torch.cuda.device_count = lambda: 2
+out["gpus"] = memory.device_choices()
+out["second"] = str(memory.devices("cuda:1")[0])
+print(json.dumps(out))
+"""
+
+
+def test_loader_device_choices_list_each_gpu_as_comfyui_names_it():
+    """Load Reward Model's devices come from ComfyUI's model management: 'default', 'cpu', then every GPU."""
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    out = subprocess.run(
+        [python, "-c", DEVICE_CHOICES_SCRIPT, COMFYUI_PATH, str(REPO / "nodes" / "memory.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["cpu"] == ["default", "cpu"] and result["cpu_default"] == "cpu"
+    assert result["gpus"] == ["default", "cpu", "cuda:0", "cuda:1"] and result["second"] == "cuda:1"

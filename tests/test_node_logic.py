@@ -11,7 +11,8 @@ from helpers import random_image
 
 from rewarddance.backend import node_logic as nl
 from rewarddance.backend.annotate import annotate_batch
-from rewarddance.backend.selection import parse_scores, select_top_k, take_latents, video_groups
+from rewarddance.backend.score_text import format_score, item_name
+from rewarddance.backend.selection import check_scores, select_top_k, take_latents, video_groups
 
 
 def load_like_comfyui(paths) -> torch.Tensor:
@@ -61,7 +62,8 @@ def test_score_images_equals_cli_score(same_size_files, tiny_dirs, reward_models
     assert scored.scores == pytest.approx(cli, abs=1e-5)
     assert scored.preview.shape == (5, 96, 128, 3)
     best = max(range(5), key=lambda i: scored.scores[i])
-    assert scored.summary.splitlines()[0].startswith(f"#1  image {best}:")
+    assert scored.summary.splitlines()[0] == f"#1  image {best + 1}: {format_score(scored.scores[best])}"
+    assert scored.rows[best] == {"index": best, "name": f"image {best + 1}", "score": scored.scores[best], "rank": 1}
 
 
 def test_fast_tensor_path_is_close_and_progress_is_reported(same_size_files, reward_models, monkeypatch):
@@ -118,12 +120,18 @@ def test_best_of_n_keeps_the_top_k_with_their_latents(same_size_files, reward_mo
 def test_best_of_n_with_precomputed_scores_threshold_and_videos():
     frames = torch.rand(6, 8, 8, 3)  # three videos of two frames
     latent = {"samples": torch.randn(3, 16, 2, 4, 4)}
-    r = nl.best_of_n(None, frames, "x", top_k=2, latent=latent, precomputed="0.1, 0.7\n0.4", frames_per_video=2)
+    r = nl.best_of_n(None, frames, "x", top_k=2, latent=latent, precomputed=[0.1, 0.7, 0.4], frames_per_video=2)
     assert r.indices == [1, 2] and r.scores == [0.7, 0.4]
+    assert r.summary == "#1  video 2: 0.7\n#2  video 3: 0.4\n#3  video 1: 0.1"
+    assert [(row["name"], row["rank"], row["kept"]) for row in r.rows] == [
+        ("video 1", 3, False),
+        ("video 2", 1, True),
+        ("video 3", 2, True),
+    ]
     assert torch.equal(r.images, frames[[2, 3, 4, 5]])
     assert torch.equal(r.latent["samples"], latent["samples"][[1, 2]])
-    r = nl.best_of_n(None, frames, "x", top_k=3, precomputed="0.1,0.7,0.4", frames_per_video=2, threshold=0.9)
-    assert r.indices == [1] and r.summary.startswith("no item reached the threshold")
+    r = nl.best_of_n(None, frames, "x", top_k=3, precomputed=[0.1, 0.7, 0.4], frames_per_video=2, threshold=0.9)
+    assert r.indices == [1] and r.summary.startswith("no item reached the threshold 0.9; kept the best one\n")
 
 
 def test_score_videos_and_compare_match_the_engine(reward_models):
@@ -146,6 +154,11 @@ def test_tournament_orders_images_by_the_engine_ranking(same_size_files, reward_
     expected = rm.tournament([nl.exact_image(r) for r in images], "a red fox")
     assert ranked.ranking == expected.ranking and ranked.wins == expected.wins
     assert torch.equal(ranked.images, images[expected.ranking])
+    best = expected.ranking[0]
+    first = f"#1  image {best + 1}: {expected.wins[best]} wins, mean P(beats) "
+    assert ranked.summary.splitlines()[0] == first + format_score(expected.mean_win_probability[best])
+    assert [row["name"] for row in ranked.rows] == ["image 1", "image 2", "image 3"]
+    assert ranked.rows[best]["rank"] == 1 and ranked.rows[best]["wins"] == expected.wins[best]
 
 
 def test_criteria_from_presets_text_and_examples(reward_models):
@@ -185,14 +198,51 @@ def test_selection_errors():
         video_groups(5, 2)
     with pytest.raises(ValueError, match="3 entries but 2 items"):
         take_latents({"samples": torch.zeros(3, 4, 2, 2)}, [0], 2)
-    with pytest.raises(ValueError, match="2 scores for 3"):
-        parse_scores("0.1, 0.2", 3)
-    with pytest.raises(ValueError, match="numbers"):
-        parse_scores("0.1, high", 2)
+    with pytest.raises(ValueError, match="^scores: got 2 scores for 3 items"):
+        check_scores([0.1, 0.2], 3)
+    with pytest.raises(ValueError, match="^scores: connect the scores output"):
+        check_scores(["0.1, 0.2"], 1)  # a summary text is not scores
+    with pytest.raises(ValueError, match="^scores: every score must be a finite"):
+        check_scores([0.1, float("nan")], 2)
+    with pytest.raises(ValueError, match="^images: got a list of 2 values"):
+        nl.one_value([torch.rand(1, 8, 8, 3), torch.rand(1, 8, 8, 3)], "images")
+    assert nl.one_value([], "latent") is None and nl.one_value([3], "top_k") == 3
     with pytest.raises(ValueError, match="text"):
         nl.score_images(None, torch.rand(1, 8, 8, 3), "  ")
     with pytest.raises(ValueError, match="reward_model"):
         nl.best_of_n(None, torch.rand(2, 8, 8, 3), "x")
+
+
+@pytest.mark.parametrize(
+    "value,text",
+    [
+        (0.81234, "0.8123"),
+        (4.3412e-05, "4.341e-05"),
+        (4.34e-05, "4.34e-05"),
+        (0.5, "0.5"),
+        (1.0, "1"),
+        (0.0, "0"),
+        (0.00012345, "0.0001234"),
+        (12.3456, "12.35"),
+        (-0.25, "-0.25"),
+        (123456.0, "1.235e+05"),
+    ],
+)
+def test_one_number_format(value, text):
+    """Previews, summaries, badges and the web list all write numbers this way (4 significant digits)."""
+    assert format_score(value) == text
+    assert nl.preview_labels([value]) == [f"#1  {text}"]
+
+
+def test_people_read_1_based_numbers_and_indices_stay_0_based():
+    assert item_name(0) == "image 1" and item_name(2, "video") == "video 3"
+    assert nl.summarize([0.2, 0.9, 4.34e-05]) == "#1  image 2: 0.9\n#2  image 1: 0.2\n#3  image 3: 4.34e-05"
+    rows = nl.score_rows([0.2, 0.9], "candidate")
+    assert rows == [
+        {"index": 0, "name": "candidate 1", "score": 0.2, "rank": 2},
+        {"index": 1, "name": "candidate 2", "score": 0.9, "rank": 1},
+    ]
+    assert nl.best_of_n(None, torch.rand(3, 8, 8, 3), "x", precomputed=[0.2, 0.9, 0.5]).indices == [1]  # 0-based
 
 
 def test_annotate_keeps_shape_and_marks_the_corner():
@@ -218,3 +268,23 @@ def test_before_use_hook_runs_under_the_model_lock(reward_models):
     finally:
         rm.before_use = rm.after_use = None
     assert calls == [("load", True), ("unload", True)] * 3
+
+
+def test_the_web_extension_formats_numbers_like_the_backend(tmp_path):
+    """web/format.js (badge and ranked list) writes every number exactly as format_score does (needs node)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node.js to run web/format.js")
+    rng = np.random.default_rng(0)
+    values = [0.0, 1.0, 0.5, 4.34e-05, 0.8123, 1e-4, 9.9996e-05, 0.99996, 9999.6, -0.25, 123456.0]
+    values += (10.0 ** rng.uniform(-9, 6, 300) * rng.choice([-1, 1], 300)).tolist() + rng.uniform(0, 1, 200).tolist()
+    module = tmp_path / "format.mjs"  # .mjs: node reads it as an ES module, as the browser does
+    module.write_text((Path(__file__).resolve().parents[1] / "web" / "format.js").read_text())
+    script = f"import {{formatScore}} from {json.dumps(str(module))}; console.log(JSON.stringify({values}.map(formatScore)));"
+    out = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [format_score(v) for v in values]

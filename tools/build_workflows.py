@@ -6,7 +6,8 @@ definitions:
     curl -s localhost:8188/object_info > /tmp/object_info.json      # a ComfyUI with this pack loaded
     python tools/build_workflows.py /tmp/object_info.json            # rewrites workflows/*.json, workflows/api/*.json
 
-Frontend-only nodes (MarkdownNote) exist only in the UI format.
+Frontend-only nodes (MarkdownNote) exist only in the UI format. Inputs of a growing list (an Autogrow input such as
+BatchImagesNode's `images`) are linked by their full name, `images.image0`, `images.image1`, ...
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from workflow_specs import N, specs
 ROOT = Path(__file__).resolve().parents[1]
 FRONTEND_ONLY = {"MarkdownNote", "Note"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+AUTOGROW = "COMFY_AUTOGROW_V3"
 PACK = {"cnr_id": "rewarddance", "ver": "0.1.0"}
 
 
@@ -40,11 +42,25 @@ def widget_names(info: dict) -> list[str]:
 
 
 def input_type(info: dict, name: str) -> str:
+    """The socket type of an input; `group.item3` is an item of the Autogrow input `group`."""
+    group, _, item = name.partition(".")
     for section in ("required", "optional"):
-        spec = info["input"].get(section, {}).get(name)
-        if spec is not None:
+        spec = info["input"].get(section, {}).get(group if item else name)
+        if spec is not None and item and spec[0] == AUTOGROW:
+            return autogrow_item_type(info, spec[1]["template"], item)
+        if spec is not None and not item:
             return spec[0] if isinstance(spec[0], str) else "COMBO"
     raise KeyError(f"{info['name']} has no input {name!r}")
+
+
+def autogrow_item_type(info: dict, template: dict, item: str) -> str:
+    """The type of item `item` (e.g. image2) of an Autogrow input's template (prefix + number, or listed names)."""
+    prefix, names = template.get("prefix"), template.get("names")
+    number = item[len(prefix) :] if prefix and item.startswith(prefix) else ""
+    if not ((number.isdigit() and int(number) < template.get("max", 100)) or (names and item in names)):
+        raise KeyError(f"{info['name']} has no input item {item!r}")
+    (spec,) = [s for section in template["input"].values() for s in section.values()]
+    return spec[0]
 
 
 def has_control(info: dict, name: str) -> bool:
@@ -99,6 +115,8 @@ def ui_node(name: str, node: N, order: int, info: dict, links: list[list], out_l
         if link[3] == node.id:
             link[4] = len(inputs)
             entry = {"name": link[6], "type": input_type(info, link[6]), "link": link[0]}
+            if "." in link[6]:  # an Autogrow item: the frontend shows its own name (image0), not the full path
+                entry["label"] = link[6].partition(".")[2]
             if link[6] in widgets:
                 entry["widget"] = {"name": link[6]}
             inputs.append(entry)

@@ -3,6 +3,7 @@ shared prompts and model notes."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,13 +49,33 @@ def loader(id: int, pos: tuple[int, int]) -> N:
         id,
         "RewardDanceModelLoader",
         pos,
-        {"model": REWARD_MODEL_CHOICE, "hub_id": "", "dtype": "auto", "device": "auto"},
+        {"model": REWARD_MODEL_CHOICE, "hub_id": "", "dtype": "default", "device": "default"},
         size=(340, 200),
     )
 
 
-def note(id: int, pos: tuple[int, int], text: str) -> N:
-    return N(id, "MarkdownNote", pos, text=text, size=(420, 220))
+# How ComfyUI's frontend lays out a MarkdownNote's text (measured in headless Chromium, frontend of ComfyUI
+# v0.8): graph units per character, per line and between paragraphs; the title bar and padding around the text.
+NOTE_CHAR_WIDTH = 5.0
+NOTE_LINE_HEIGHT = 13
+NOTE_PARAGRAPH_GAP = 8
+NOTE_CHROME = 50
+NOTE_WIDTH = 420
+
+
+def note_height(text: str, width: int = NOTE_WIDTH) -> int:
+    """A MarkdownNote height that shows all of `text` at `width` (10% spare for wider words and code spans)."""
+    per_line = max(10, int((width - 20) / NOTE_CHAR_WIDTH))
+    paragraphs = text.split("\n\n")
+    lines = sum(max(1, math.ceil(len(p) / per_line)) for p in paragraphs)
+    text_height = lines * NOTE_LINE_HEIGHT + (len(paragraphs) - 1) * NOTE_PARAGRAPH_GAP
+    return math.ceil(text_height * 1.1) + NOTE_CHROME
+
+
+def note(id: int, x: int, text: str, bottom: int = -40, width: int = NOTE_WIDTH) -> N:
+    """A MarkdownNote sized to its text, its lower edge at `bottom` (above the graph, which starts at y = 0)."""
+    height = note_height(text, width)
+    return N(id, "MarkdownNote", (x, bottom - height), text=text, size=(width, height))
 
 
 PROMPT = "a red fox standing in fresh snow at golden hour, detailed fur, photograph"

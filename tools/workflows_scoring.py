@@ -11,7 +11,7 @@ def best_of_n_sdxl() -> list[N]:
     return [
         note(
             1,
-            (0, -260),
+            0,
             "**Best of N (SDXL / SD1.5)**: generate a batch of 4, score every image with the reward model, "
             "keep the best (its latent comes along for a refiner or upscaler).\n\n"
             "Checkpoint: `sd_xl_base_1.0.safetensors` in `models/checkpoints/` (any SD1.5/SDXL checkpoint "
@@ -75,7 +75,7 @@ def best_of_n_flux() -> list[N]:
     return [
         note(
             1,
-            (0, -260),
+            0,
             "**Best of N with a flow model (Flux.1-dev)**: 4 samples, scored by the reward model "
             "(alignment + plausibility), the best one saved.\n\nFiles: `flux1-dev.safetensors` "
             "(models/diffusion_models), `clip_l.safetensors` and `t5xxl_fp16.safetensors` "
@@ -168,12 +168,13 @@ def best_of_n_wan_video() -> list[N]:
     return [
         note(
             1,
-            (0, -260),
+            0,
             "**Best of N for video (Wan 2.1 text-to-video 1.3B)**: 2 clips of 33 frames, scored as videos "
             "(motion + temporal consistency + alignment), the best clip saved as animated WebP.\n\n"
             "Files: `wan2.1_t2v_1.3B_fp16.safetensors` (models/diffusion_models), "
             "`umt5_xxl_fp8_e4m3fn_scaled.safetensors` (models/text_encoders), `wan_2.1_vae.safetensors` "
             "(models/vae).\n\n" + REWARD_MODEL_NOTE,
+            bottom=-160,  # above ModelSamplingSD3
         ),
         N(
             2,
@@ -278,7 +279,7 @@ def tournament_with_reference() -> list[N]:
     return [
         note(
             1,
-            (0, -260),
+            0,
             "**Pairwise tournament with a reference** (RewardDance's recipe): a round robin among the "
             "candidates picks the best one as reference; every new candidate is then scored as "
             "P(better than the reference). Load your own images (same size) into the LoadImage nodes.\n\n"
@@ -287,8 +288,13 @@ def tournament_with_reference() -> list[N]:
         N(2, "LoadImage", (0, 0), {"image": "example.png"}, size=(300, 320)),
         N(3, "LoadImage", (0, 360), {"image": "example.png"}, size=(300, 320)),
         N(4, "LoadImage", (0, 720), {"image": "example.png"}, size=(300, 320)),
-        N(5, "ImageBatch", (340, 0), links={"image1": (2, 0), "image2": (3, 0)}, size=(200, 50)),
-        N(6, "ImageBatch", (340, 120), links={"image1": (5, 0), "image2": (4, 0)}, size=(200, 50)),
+        N(
+            6,
+            "BatchImagesNode",
+            (340, 0),
+            links={"images.image0": (2, 0), "images.image1": (3, 0), "images.image2": (4, 0)},
+            size=(200, 110),
+        ),
         loader(7, (340, 260)),
         N(
             8,
@@ -324,7 +330,7 @@ def remote_backend_scoring() -> list[N]:
     return [
         note(
             1,
-            (0, -260),
+            0,
             "**Remote backend scoring**: start the backend on the GPU box\n\n"
             "`rewarddance serve --model judge=Qwen/Qwen2.5-VL-7B-Instruct --host 0.0.0.0 --token <secret>`\n\n"
             "then set its URL and token here. Every scoring node works the same with a remote model.",
@@ -354,7 +360,7 @@ def score_images() -> list[N]:
     return [
         note(
             1,
-            (0, -260),
+            0,
             '**Score images**: P("yes") that each image matches the prompt, drawn on a preview and '
             "output as FLOAT scores and a ranked summary.\n\n" + REWARD_MODEL_NOTE,
         ),

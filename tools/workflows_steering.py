@@ -12,7 +12,7 @@ def noise_search_sdxl() -> list[N]:
     return [
         note(
             1,
-            (0, -260),
+            0,
             "**Reward noise search (SDXL)**: spend 64 denoiser calls (8 candidates x 8 steps) finding the "
             "initial noise the reward model likes best.\n\nCheckpoint: `sd_xl_base_1.0.safetensors` in "
             "`models/checkpoints/`.\n\n" + SEARCH_NOTE,
@@ -81,7 +81,7 @@ def noise_search_flux() -> list[N]:
     return [
         note(
             1,
-            (0, -260),
+            0,
             "**Reward noise search with a flow model (Flux.1-dev)**: search over paths (RewardDance's "
             "inference-time scaling): trajectories branch at intermediate steps and the reward model "
             "prunes them on their predicted clean images.\n\nFiles: as in best_of_n_flux.\n\n" + SEARCH_NOTE,
@@ -135,7 +135,7 @@ def reward_lora_training_sd15() -> list[N]:
     return [
         note(
             1,
-            (0, -300),
+            0,
             "**Reward LoRA training (SD1.5, RAFT)**: fine-tune a LoRA so the model's images score higher "
             "with the reward model on these prompts (GenEval-style colour, counting and two-object "
             "prompts: RewardDance's alignment target). Each step samples 4 images of one prompt, keeps "

@@ -1,7 +1,9 @@
 // RewardDance frontend extension: after a run, Score / Best-of-N / Tournament nodes show the best score as a
 // badge in their title bar and a compact ranked list under the node. The data comes from the node's UI output
-// `rewarddance_scores` ([{index, score, rank, kept?, wins?}]), sent with the "executed" event.
+// `rewarddance_scores` ([{index, name, score, rank, kept?, wins?}]: index 0-based like the indices outputs, name
+// the 1-based "image 1" a person reads), sent with the "executed" event. Numbers are written by format.js.
 import { app } from "../../scripts/app.js";
+import { formatScore, itemName } from "./format.js";
 
 const SCORED_NODES = new Set([
   "RewardDanceScoreImages",
@@ -13,11 +15,6 @@ const SCORED_NODES = new Set([
 const MAX_ROWS = 8;
 const ROW_HEIGHT = 16;
 
-function fmt(x) {
-  const v = Number(x);
-  return v !== 0 && Math.abs(v) < 0.001 ? v.toExponential(2) : v.toFixed(4);
-}
-
 function rankedRows(rows) {
   return [...rows].sort((a, b) => a.rank - b.rank);
 }
@@ -25,11 +22,11 @@ function rankedRows(rows) {
 function rowText(row) {
   const wins = row.wins !== undefined ? `  ${row.wins} wins` : "";
   const kept = row.kept ? "  kept" : "";
-  return `#${row.rank}  item ${row.index}: ${fmt(row.score)}${wins}${kept}`;
+  return `#${row.rank}  ${itemName(row)}: ${formatScore(row.score)}${wins}${kept}`;
 }
 
 function drawBadge(ctx, node, best) {
-  const text = `best #${best.index}  ${fmt(best.score)}`;
+  const text = `best: ${itemName(best)}  ${formatScore(best.score)}`;
   ctx.save();
   ctx.font = "bold 12px sans-serif";
   const width = ctx.measureText(text).width + 12;
@@ -62,9 +59,31 @@ function drawList(ctx, node, rows) {
   ctx.restore();
 }
 
+// Widget values saved by older versions of the pack, and what they are called now (ComfyUI's "default").
+const LEGACY_VALUES = {
+  RewardDanceModelLoader: { dtype: { auto: "default" }, device: { auto: "default", cuda: "cuda:0" } },
+};
+
+function migrateWidgets(node, renames) {
+  for (const widget of node.widgets ?? []) {
+    const renamed = renames[widget.name]?.[widget.value];
+    if (renamed === undefined) continue;
+    const options = widget.options?.values ?? [];
+    widget.value = options.includes(renamed) ? renamed : "default";
+  }
+}
+
 app.registerExtension({
   name: "RewardDance.ScoreBadges",
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    const renames = LEGACY_VALUES[nodeData.name];
+    if (renames) {
+      const onConfigure = nodeType.prototype.onConfigure;
+      nodeType.prototype.onConfigure = function () {
+        onConfigure?.apply(this, arguments);
+        migrateWidgets(this, renames);
+      };
+    }
     if (!SCORED_NODES.has(nodeData.name)) return;
 
     const onExecuted = nodeType.prototype.onExecuted;
