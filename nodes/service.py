@@ -17,7 +17,6 @@ from ..backend.server.app import ScoringService, mount
 from ..backend.server.manager import ModelManager
 from ..backend.server.origin import normalize_origin
 from ..backend.server.settings import ServerSettings, SettingsError
-from .memory import guard_prompts
 
 log = logging.getLogger("rewarddance")
 _SERVICE: ScoringService | None = None
@@ -41,7 +40,7 @@ def attach() -> None:
     if existing is not None:  # the pack was imported twice (two custom_nodes paths): share one service
         _SERVICE = existing
         return
-    guard_prompts()  # mounted scoring from HTTP threads waits for a running prompt (model management is one-thread)
+    guard_mounted_scoring()
     exposed = comfy_listens_beyond_loopback()
     settings = ServerSettings(models={}, token=mounted_token() if exposed else None)
     _SERVICE = ScoringService(settings, ModelManager(settings))
@@ -53,6 +52,15 @@ def attach() -> None:
             "unload answer 403 until it is",
             TOKEN_ENV,
         )
+
+
+def guard_mounted_scoring() -> None:
+    """Mounted scoring from HTTP threads waits for a running prompt (ComfyUI's model management is one-thread)."""
+    try:
+        from .memory import guard_prompts
+    except ImportError:  # no ComfyUI model management here (a test's stand-in): nothing to guard
+        return
+    guard_prompts()
 
 
 def comfy_args() -> Any:
