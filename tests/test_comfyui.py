@@ -548,6 +548,69 @@ def test_score_badge_appears_in_headless_chromium(comfy):
     assert badge_green > 200  # the badge was drawn on the canvas
 
 
+NODE_RECTS_JS = """() => {
+  const canvas = window.app.canvas, ds = canvas.ds, box = canvas.canvas.getBoundingClientRect();
+  const toScreen = (x, y) => [(x + ds.offset[0]) * ds.scale + box.left, (y + ds.offset[1]) * ds.scale + box.top];
+  return window.app.graph._nodes.map(n => {
+    const title = n.constructor.title_mode === LiteGraph.NO_TITLE ? 0 : LiteGraph.NODE_TITLE_HEIGHT;
+    const [left, top] = toScreen(n.pos[0], n.pos[1] - title), [right, bottom] = toScreen(n.pos[0] + n.size[0],
+      n.pos[1] + n.size[1]);
+    const list = n.widgets?.find(w => w.name === "rewarddance_ranking")?.element.getBoundingClientRect();
+    return {id: n.id, rect: [left, top, right, bottom], list: list && [list.left, list.top, list.right, list.bottom],
+            lines: list && n.widgets.find(w => w.name === "rewarddance_ranking").element.innerText.split("\\n")};
+  });
+}"""
+
+
+def overlap(a: list[float], b: list[float]) -> bool:
+    """Whether two [left, top, right, bottom] rectangles share more than an edge (1 px tolerance)."""
+    return min(a[2], b[2]) - max(a[0], b[0]) > 1 and min(a[3], b[3]) - max(a[1], b[1]) > 1
+
+
+def test_ranked_list_is_drawn_inside_the_node_in_headless_chromium(comfy):
+    """After a run the Score node's ranked list is a widget inside the node (grown to fit); no two nodes overlap."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (uses the system Chromium)")
+    if not shutil.which("chromium"):
+        pytest.skip("no chromium (Debian: apt-get install chromium)")
+    sys.path.insert(0, str(REPO / "tools"))
+    from screenshot_workflows import open_comfyui, show
+
+    workflow = json.loads((REPO / "workflows" / "score_images.json").read_text())
+    for node in workflow["nodes"]:
+        if node["type"] == "RewardDanceModelLoader":
+            node["widgets_values"][0], node["widgets_values"][2], node["widgets_values"][3] = "tiny-qwen", "fp32", "cpu"
+        if node["type"] == "LoadImage":
+            node["widgets_values"][0] = "cand_1.png"
+    with sync_api.sync_playwright() as p:
+        browser, page = open_comfyui(p, comfy["url"])
+        try:
+            show(page, workflow)
+            before = page.evaluate("window.app.graph.getNodeById(4).size")
+            page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+            page.wait_for_function(
+                "(() => { const n = window.app.graph.getNodeById(4); return n && n.rewarddanceScores; })()",
+                timeout=120000,
+            )
+            time.sleep(1.5)  # the preview image loads and the DOM widgets are placed on the next frames
+            nodes = page.evaluate(NODE_RECTS_JS)
+            after = page.evaluate("window.app.graph.getNodeById(4).size")
+            saved = page.evaluate("window.app.graph.serialize().nodes.find(n => n.id === 4).widgets_values")
+        finally:
+            browser.close()
+    score = next(n for n in nodes if n["id"] == 4)
+    assert score["lines"][0].startswith("best: image 1  0.") and score["lines"][1].startswith("#1  image 1: 0.")
+    left, top, right, bottom = score["rect"]
+    list_left, list_top, list_right, list_bottom = score["list"]
+    assert left <= list_left < list_right <= right + 1 and top < list_top < list_bottom <= bottom + 1
+    assert list_bottom - list_top >= 2 * 16  # both lines are shown, not squeezed
+    assert after[0] >= before[0] and after[1] >= before[1]  # grown to fit, never shrunk
+    assert saved == [w for w in workflow["nodes"] if w["id"] == 4][0]["widgets_values"]  # the list is not saved
+    crossing = [
+        (a["id"], b["id"]) for i, a in enumerate(nodes) for b in nodes[i + 1 :] if overlap(a["rect"], b["rect"])
+    ]
+    assert crossing == []
+
+
 def test_workflow_models_are_files_the_missing_models_dialog_can_download(comfy):
     """properties.models (what ComfyUI's Missing Models dialog reads): single .safetensors/.sft files with a URL and
     one of ComfyUI's own model folders; the reward model, a hub folder the loader downloads, is not listed."""

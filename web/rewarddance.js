@@ -1,7 +1,9 @@
 // RewardDance frontend extension: after a run, Score / Best-of-N / Tournament nodes show the best score as a
-// badge in their title bar and a compact ranked list under the node. The data comes from the node's UI output
-// `rewarddance_scores` ([{index, name, score, rank, kept?, wins?}]: index 0-based like the indices outputs, name
-// the 1-based "image 1" a person reads), sent with the "executed" event. Numbers are written by format.js.
+// badge in their title bar and a compact ranked list inside the node, as a DOM widget (the node grows to fit it, so
+// nothing is drawn over its neighbours, and ComfyUI's Vue "Nodes 2.0" view shows the same widget). The data comes
+// from the node's UI output `rewarddance_scores` ([{index, name, score, rank, kept?, wins?}]: index 0-based like the
+// indices outputs, name the 1-based "image 1" a person reads), sent with the "executed" event. Numbers are written
+// by format.js.
 import { app } from "../../scripts/app.js";
 import { formatScore, itemName } from "./format.js";
 
@@ -25,8 +27,12 @@ function rowText(row) {
   return `#${row.rank}  ${itemName(row)}: ${formatScore(row.score)}${wins}${kept}`;
 }
 
+function badgeText(best) {
+  return `best: ${itemName(best)}  ${formatScore(best.score)}`;
+}
+
 function drawBadge(ctx, node, best) {
-  const text = `best: ${itemName(best)}  ${formatScore(best.score)}`;
+  const text = badgeText(best);
   ctx.save();
   ctx.font = "bold 12px sans-serif";
   const width = ctx.measureText(text).width + 12;
@@ -41,22 +47,55 @@ function drawBadge(ctx, node, best) {
   ctx.restore();
 }
 
-function drawList(ctx, node, rows) {
-  const shown = rankedRows(rows).slice(0, MAX_ROWS);
+const RANKING_WIDGET = "rewarddance_ranking";
+const WIDGET_MARGIN = 4;
+
+// The lines of the ranked list: the best first (the badge's text), then up to MAX_ROWS rows and how many more.
+function rankingLines(rows) {
+  const ranked = rankedRows(rows);
+  const shown = ranked.slice(0, MAX_ROWS);
   const more = rows.length - shown.length;
-  const lines = shown.map(rowText).concat(more > 0 ? [`... ${more} more`] : []);
-  ctx.save();
-  ctx.font = "12px monospace";
-  const top = node.size[1] + 6;
-  ctx.fillStyle = "rgba(0, 0, 0, 0.72)";
-  ctx.beginPath();
-  ctx.roundRect(0, top, node.size[0], lines.length * ROW_HEIGHT + 8, 6);
-  ctx.fill();
-  lines.forEach((line, i) => {
-    ctx.fillStyle = i === 0 ? "#7ee787" : "#e6edf3";
-    ctx.fillText(line, 8, top + 16 + i * ROW_HEIGHT);
+  return [badgeText(ranked[0])].concat(shown.map(rowText), more > 0 ? [`... ${more} more`] : []);
+}
+
+// The height the list's lines take inside the widget (4 px padding above and below, the widget's margin around).
+function listHeight(element) {
+  return element.childElementCount * ROW_HEIGHT + 8 + 2 * WIDGET_MARGIN;
+}
+
+// The node's ranking widget, added on its first run; not saved with the workflow nor sent to the backend.
+function rankingWidget(node) {
+  const existing = node.widgets?.find((w) => w.name === RANKING_WIDGET);
+  if (existing) return existing;
+  const element = document.createElement("div");
+  element.className = "rewarddance-ranking";
+  element.style.cssText =
+    "font: 12px monospace; line-height: " + ROW_HEIGHT + "px; padding: 4px 8px; box-sizing: border-box;" +
+    "background: rgba(0, 0, 0, 0.72); color: #e6edf3; border-radius: 6px; white-space: pre; overflow: hidden;";
+  const widget = node.addDOMWidget(RANKING_WIDGET, "rewarddance_ranking", element, {
+    serialize: false,
+    hideOnZoom: false,
+    margin: WIDGET_MARGIN,
+    getMinHeight: () => listHeight(element),
+    getMaxHeight: () => listHeight(element),
   });
-  ctx.restore();
+  widget.serialize = false;
+  return widget;
+}
+
+// Write the ranked list into the node's widget and grow the node (never shrink it) so the list fits inside.
+function showRanking(node, rows) {
+  const widget = rankingWidget(node);
+  widget.element.replaceChildren(
+    ...rankingLines(rows).map((line, i) => {
+      const div = document.createElement("div");
+      div.textContent = line;
+      if (i === 0) div.style.color = "#7ee787";
+      return div;
+    })
+  );
+  const needed = node.computeSize();
+  node.setSize([Math.max(node.size[0], needed[0]), Math.max(node.size[1], needed[1])]);
 }
 
 // Widget values saved by older versions of the pack, and what they are called now (ComfyUI's "default").
@@ -91,6 +130,7 @@ app.registerExtension({
       onExecuted?.apply(this, arguments);
       const rows = message?.rewarddance_scores;
       this.rewarddanceScores = Array.isArray(rows) && rows.length ? rows : null;
+      if (this.rewarddanceScores) showRanking(this, this.rewarddanceScores);
       this.setDirtyCanvas(true, true);
     };
 
@@ -100,7 +140,6 @@ app.registerExtension({
       const rows = this.rewarddanceScores;
       if (!rows || this.flags?.collapsed) return;
       drawBadge(ctx, this, rankedRows(rows)[0]);
-      drawList(ctx, this, rows);
     };
   },
 });
