@@ -1,4 +1,4 @@
-"""What the Reward Model Loader's `model` list offers and what a choice (or a typed hub id / path) means.
+"""What the Load Reward Model node's `model` list offers and what a choice (or a typed hub id / path) means.
 
 The list holds the checkpoint folders installed under the reward_models folders, then the judge presets that are
 not installed yet, marked " (download)". A choice resolves to a folder to load and, when that folder is still

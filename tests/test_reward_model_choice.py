@@ -1,4 +1,4 @@
-"""The Reward Model Loader's `model` list and what each choice (or hub_id text) loads or downloads
+"""The Load Reward Model node's `model` list and what each choice (or hub_id text) loads or downloads
 (backend/reward_model_choice.py), on plain folders: no ComfyUI, no network."""
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class N:
 
 
 def loader(id: int, pos: tuple[int, int]) -> N:
-    """The Reward Model Loader as shipped: the 7B judge, downloaded into models/reward_models/ on first use.
+    """The Load Reward Model node as shipped: the 7B judge, downloaded into models/reward_models/ on first use.
 
     No properties.models entry: ComfyUI's Missing Models dialog handles single .safetensors files only, and the
     judge is a hub folder the loader downloads itself."""

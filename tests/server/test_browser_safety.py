@@ -399,7 +399,7 @@ def recorder() -> tuple[web.Application, list[dict]]:
 
 
 def test_token_withheld_from_a_url_typed_into_a_workflow(monkeypatch):
-    """The reproduced leak: a Remote Reward Model pointed at another listener received the operator's token."""
+    """The reproduced leak: a Load Remote Reward Model node pointed at another listener received the operator's token."""
     monkeypatch.setenv("REWARDDANCE_TOKEN", TOKEN)
     monkeypatch.setenv("REWARDDANCE_TOKEN_HOSTS", "gpubox.local:8765")  # the listener below is not listed
     app, seen = recorder()
