@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
 from .media import Image, load_visual_file
+from .run_log import replace_file
 
 
 def thumbnail(path: Path, size: int) -> PILImage.Image:
@@ -54,13 +54,4 @@ def save_replacing(image: PILImage.Image, out: Path) -> None:
     if fmt is None:
         raise ValueError(f"contact sheet: {out.suffix!r} is not an image format Pillow writes; use .png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        with tmp.open("wb") as fh:
-            image.save(fh, format=fmt)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_file(out, lambda fh: image.save(fh, format=fmt), binary=True)

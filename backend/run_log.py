@@ -11,9 +11,10 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 ROW_KINDS = ("final_eval", "eval")  # rows logged besides a step's own row (under the same step), by their key
 
@@ -67,12 +68,13 @@ def append_text(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
 
 
-def replace_text(path: Path, text: str) -> None:
-    """Replace `path` by `text` atomically: a temporary file next to it, synced, renamed over it."""
+def replace_file(path: Path, write: Callable[[IO], Any], binary: bool = False) -> None:
+    """Replace `path` atomically by what `write(file)` writes: a temporary file next to it, synced, renamed over it
+    (a crash or a full disk leaves the original untouched and no temporary file behind)."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with tmp.open("w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+        with tmp.open("wb") if binary else tmp.open("w", encoding="utf-8", newline="") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -80,6 +82,11 @@ def replace_text(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise
     sync_dir(path.parent)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Replace `path` by `text` atomically (see replace_file)."""
+    replace_file(path, lambda fh: fh.write(text))
 
 
 def append_row(path: Path, row: dict, kept: str = "") -> None:
