@@ -113,3 +113,25 @@ def png_b64(img) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def start_serve(model_dir, *flags: str):
+    """`rewarddance serve` in a subprocess on a free port with the tiny model `t` preloaded (CPU, fp32):
+    (the process, its URL). The caller stops it."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rewarddance", "serve", "--model", f"t={model_dir}", "--port", "0"]
+        + ["--device", "cpu", "--dtype", "fp32", "--preload", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    line = proc.stdout.readline()
+    if "serving on" not in line:
+        proc.kill()
+        raise AssertionError(f"rewarddance serve did not start: {proc.stderr.read()[-3000:]}")
+    return proc, line.split("serving on ")[1].split()[0]

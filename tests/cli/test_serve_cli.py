@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from helpers import ServerThread, http, png_b64, random_image
+from helpers import ServerThread, http, png_b64, random_image, start_serve
 
 from rewarddance.backend.cli import build_parser, main, serve_settings
 from rewarddance.backend.client import AsyncRewardClient, BackendError, RewardClient
@@ -116,32 +113,8 @@ def test_backend_flag_refuses_local_loading_options(tmp_path, capsys):
 
 # --- graceful shutdown ---------------------------------------------------------------------------------------------
 def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny_dirs):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rewarddance",
-            "serve",
-            "--model",
-            f"t={tiny_dirs['qwen2_5_vl']}",
-            "--port",
-            "0",
-            "--device",
-            "cpu",
-            "--dtype",
-            "fp32",
-            "--preload",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc, url = start_serve(tiny_dirs["qwen2_5_vl"])
     try:
-        line = proc.stdout.readline()
-        assert "serving on" in line, proc.stderr.read()
-        url = line.split("serving on ")[1].split()[0]
         # enough work that the requests are surely still running 0.3 s after they start (tiny models are fast)
         images = [png_b64(random_image(96, 96, seed=i)) for i in range(96)]
         results: dict[int, tuple] = {}

@@ -4,15 +4,12 @@ instead of thrashing."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from helpers import ServerThread, http, png_b64, random_image
+from helpers import ServerThread, http, png_b64, random_image, start_serve
 
 from rewarddance.backend.server import limits
 from rewarddance.backend.server.app import create_app
@@ -99,35 +96,8 @@ def test_two_models_under_a_budget_for_one_take_turns_instead_of_thrashing(tiny_
 def test_maximal_requests_are_bounded_and_sigterm_exits_within_the_grace_period(tiny_dirs):
     """20 concurrent requests, each as large as the limits allow in text, then SIGTERM while a second wave runs."""
     grace = 6.0
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rewarddance",
-            "serve",
-            "--model",
-            f"t={tiny_dirs['qwen2_5_vl']}",
-            "--port",
-            "0",
-            "--device",
-            "cpu",
-            "--dtype",
-            "fp32",
-            "--preload",
-            "--grace-period",
-            str(grace),
-            "--max-batch-tokens",
-            "512",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc, url = start_serve(tiny_dirs["qwen2_5_vl"], "--grace-period", str(grace), "--max-batch-tokens", "512")
     try:
-        line = proc.stdout.readline()
-        assert "serving on" in line, proc.stderr.read()
-        url = line.split("serving on ")[1].split()[0]
         image = png_b64(random_image(64, 64, seed=1))
         maximal = {
             "prompt": "p" * limits.MAX_PROMPT_CHARS,
