@@ -189,3 +189,22 @@ def test_slow_bodies_get_408_and_idle_connections_are_closed(tiny_dirs):
 
     status, closed = asyncio.run(attack())
     assert status.startswith(b"HTTP/1.1 408") and closed == b""
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("max_query_tokens", 0), ("min_residency_s", -1.0), ("keepalive_s", 0), ("body_timeout_s", "soon")],
+)
+def test_new_limits_refuse_bad_values_naming_the_setting(key, value):
+    from rewarddance.backend.server.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=key):
+        ServerSettings(**{key: value}).validate(require_models=False)
+
+
+def test_serve_max_query_tokens_flag_refuses_a_bad_value(tiny_dirs, capsys):
+    from rewarddance.backend.cli import main
+
+    assert main(["serve", "--model", f"t={tiny_dirs['qwen2_5_vl']}", "--max-query-tokens", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "max_query_tokens must be a positive number" in err and len(err.strip().splitlines()) == 1
