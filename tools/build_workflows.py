@@ -8,6 +8,8 @@ definitions:
 
 Frontend-only nodes (MarkdownNote) exist only in the UI format. Inputs of a growing list (an Autogrow input such as
 BatchImagesNode's `images`) are linked by their full name, `images.image0`, `images.image1`, ...
+Nodes are spaced by tools/workflow_layout.py from the room tools/measure_workflows.py measured them to take in
+both of ComfyUI's node views.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from workflow_layout import fit_layout
 from workflow_specs import N, specs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +199,7 @@ def main(argv: list[str]) -> int:
         return 2
     objects = json.loads(Path(argv[0]).read_text())
     for name, nodes in specs().items():
-        ui, api = build(name, nodes, objects)
+        ui, api = build(name, fit_layout(name, nodes), objects)
         (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
         (ROOT / "workflows" / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
         print(f"workflows/{name}.json, workflows/api/{name}.json")

@@ -49,6 +49,14 @@ def open_comfyui(playwright, url: str):
     return browser, page
 
 
+def use_view(page, vue: bool) -> None:
+    """Switch the frontend between the classic canvas and the Vue "Nodes 2.0" view (a setting of this ComfyUI's
+    user; start ComfyUI with its own --user-directory to keep yours as it is)."""
+    flag = "true" if vue else "false"
+    page.evaluate(f"async () => {{ await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', {flag}); }}")
+    time.sleep(0.5)
+
+
 def show(page, workflow: dict) -> None:
     """Load a UI workflow and fit it to the view."""
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
@@ -81,6 +89,7 @@ def main(argv: list[str]) -> int:
     url = argv[0] if argv else "http://127.0.0.1:8188"
     with sync_playwright() as p:
         browser, page = open_comfyui(p, url)
+        use_view(page, False)  # thumbnails show the classic canvas
         for path in sorted((ROOT / "workflows").glob("*.json")):
             show(page, json.loads(path.read_text()))
             save_jpeg(page.screenshot(clip=graph_clip(page)), path.with_suffix(".jpg"))

@@ -1,6 +1,7 @@
 // RewardDance frontend extension: after a run, Score / Best-of-N / Tournament nodes show the best score as a
 // badge in their title bar and a compact ranked list inside the node, as a DOM widget (the node grows to fit it, so
-// nothing is drawn over its neighbours, and ComfyUI's Vue "Nodes 2.0" view shows the same widget). The data comes
+// nothing is drawn over its neighbours, and ComfyUI's Vue "Nodes 2.0" view shows the same widget). The classic
+// canvas draws the badge inside the title bar itself; the Vue view shows it among the header's node badges. The data comes
 // from the node's UI output `rewarddance_scores` ([{index, name, score, rank, kept?, wins?}]: index 0-based like the
 // indices outputs, name the 1-based "image 1" a person reads), sent with the "executed" event. Numbers are written
 // by format.js.
@@ -45,6 +46,23 @@ function drawBadge(ctx, node, best) {
   ctx.fillStyle = "#ffffff";
   ctx.fillText(text, x + 6, y + 14);
   ctx.restore();
+}
+
+// The Vue view's header badge: a node badge (ComfyUI's LGraphBadge) with text only in that view, since the classic
+// canvas would draw node badges above the title bar, outside the node (there the title-bar badge above is drawn).
+function headerBadge(node) {
+  const rows = node.rewarddanceScores;
+  const shown = LiteGraph.vueNodesMode && rows && !node.flags?.collapsed;
+  return new LGraphBadge({
+    text: shown ? badgeText(rankedRows(rows)[0]) : "",
+    fgColor: "#ffffff",
+    bgColor: "#1f7a3a",
+  });
+}
+
+// Ask the Vue view to read the node's badges again (it re-reads a node's data when its slots change).
+function refreshVueNode(node) {
+  if (LiteGraph.vueNodesMode) node.graph?.trigger("node:slot-errors:changed", { nodeId: node.id });
 }
 
 const RANKING_WIDGET = "rewarddance_ranking";
@@ -125,12 +143,19 @@ app.registerExtension({
     }
     if (!SCORED_NODES.has(nodeData.name)) return;
 
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      onNodeCreated?.apply(this, arguments);
+      if (typeof LGraphBadge === "function") this.badges?.push(() => headerBadge(this)); // frontends with node badges
+    };
+
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
       const rows = message?.rewarddance_scores;
       this.rewarddanceScores = Array.isArray(rows) && rows.length ? rows : null;
       if (this.rewarddanceScores) showRanking(this, this.rewarddanceScores);
+      refreshVueNode(this);
       this.setDirtyCanvas(true, true);
     };
 
