@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..ranking import symmetric_win_rates
 from ..reward_model import LOADING_FIELDS, RewardModel, compare_queries
 from ..scoring.config import ScoringConfig
 from .inputs import batch_size_of, image_batch, load_judge, metadata_list, prompt_list, reference_image, take
@@ -121,7 +122,7 @@ class WinRateFunction:
             if len(members) < 2:
                 continue
             matrix = self.judge.tournament(take(batch, members), texts[members[0]], **self.options).matrix
-            group_soft, group_hard = symmetric_win_rates(matrix)
+            group_soft, group_hard = symmetric_win_rates(matrix)  # the one reading, shared with GroupWinRate
             soft[members], hard[members] = group_soft, group_hard
         info = {"groups": groups, "win_probability": soft.copy(), "win_fraction": hard.copy()}
         return (hard if self.hard else soft), info
@@ -218,17 +219,3 @@ def local_pairwise(
     for i, p in zip(order, probs):
         scores[i] = p
     return scores
-
-
-def symmetric_win_rates(matrix: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
-    """(mean win probability, fraction of wins) per image from a tournament matrix, both orders of each pair.
-
-    `matrix[i][j]` is P(j beats reference i) (`TournamentResult.matrix`)."""
-    m = np.asarray(matrix, dtype=np.float64)
-    n = m.shape[0]
-    p = 0.5 * (m + 1.0 - m.T)  # p[i][j]: j's win probability against i, both orders averaged
-    off = ~np.eye(n, dtype=bool)
-    wins = np.where(p > 0.5, 1.0, np.where(p == 0.5, 0.5, 0.0))
-    soft = (p * off).sum(axis=0) / (n - 1)
-    hard = (wins * off).sum(axis=0) / (n - 1)
-    return soft.astype(np.float32), hard.astype(np.float32)

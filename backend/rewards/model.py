@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..media import video_from_frames
+from ..ranking import symmetric_win_rates
 from .protocol import Reward
 
 
@@ -40,7 +41,8 @@ class ModelReward(Reward):
 @dataclass
 class GroupWinRate(Reward):
     """Each image's mean P(beats another image of the batch) over a round-robin tournament of the batch, both
-    orders of every pair (Pref-GRPO's pairwise reward: a GRPO group judged against itself, no reference).
+    orders of every pair averaged (`ranking.symmetric_win_rates`; Pref-GRPO's pairwise reward: a GRPO group
+    judged against itself, no reference).
 
     Relative by construction: a batch's rewards always average 0.5, so it ranks a group and cannot measure
     progress across groups. `model` is a RewardModel or a RewardClient (both have `tournament`)."""
@@ -57,4 +59,4 @@ class GroupWinRate(Reward):
             return torch.full((images.shape[0],), 0.5)
         visuals = [video_from_frames(v, self.fps) for v in images] if images.ndim == 5 else images.detach().cpu()
         result = self.model.tournament(visuals, self.prompt, **self.options)
-        return torch.tensor(result.mean_win_probability, dtype=torch.float32)
+        return torch.tensor(symmetric_win_rates(result.matrix)[0], dtype=torch.float32)

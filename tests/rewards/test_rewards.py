@@ -75,16 +75,17 @@ def test_worst_case_ensemble_takes_the_minimum_and_refuses_weights():
         Ensemble([a, b], combine="max")
 
 
-def test_group_win_rate_is_each_images_tournament_mean(reward_models):
+def test_group_win_rate_is_each_images_mean_win_probability_both_orders_averaged(reward_models):
     rm = reward_models("qwen2_5_vl")
     images = torch.rand(3, 28, 28, 3, generator=torch.Generator().manual_seed(1))
     rates = GroupWinRate(rm, "a red fox")(images)
-    expected = rm.tournament(images, "a red fox").mean_win_probability
-    assert rates.tolist() == pytest.approx(expected)
-    direct = [  # P(image j beats image i) for every other image i, averaged
-        sum(rm.compare(images[j : j + 1], images[i : i + 1], "a red fox").scores[0] for i in range(3) if i != j) / 2
-        for j in range(3)
-    ]
+
+    def beats(j: int, i: int) -> float:
+        """P(image j beats image i) with j as the candidate."""
+        return rm.compare(images[j : j + 1], images[i : i + 1], "a red fox").scores[0]
+
+    direct = [sum(0.5 * (beats(j, i) + 1 - beats(i, j)) for i in range(3) if i != j) / 2 for j in range(3)]
     assert rates.tolist() == pytest.approx(direct, abs=1e-5)
+    assert sum(rates.tolist()) == pytest.approx(1.5, abs=1e-5)  # a group's win rates average 0.5
     assert GroupWinRate(rm, "a red fox")(images[:1]).tolist() == [0.5]
     assert GroupWinRate(rm, "a red fox").differentiable is False
