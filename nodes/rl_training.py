@@ -35,6 +35,7 @@ from ..backend.media import pil_to_tensor
 from ..backend.node_logic import RewardCriteria
 from ..backend.rewards import ModelReward
 from ..backend.rl.config import RLConfig
+from ..backend.rl.curve import CURVE_EVENT, curve_message, earlier_points
 from ..backend.rl.export import comfyui_state_dict, save_comfyui_lora
 from ..backend.rl.lora import LoraSpec, add_lora, network_family
 from ..backend.rl.node_settings import NODE_ALGORITHMS, NodeTraining, output_paths, prompt_lines, step_lora_path
@@ -107,11 +108,13 @@ def image_tensor(path: Path) -> torch.Tensor:
 def live_progress(
     steps: int, run_dir: Path, final: Path, network: torch.nn.Module, family: str, save_every: int, node_id: str | None
 ) -> Callable[[int, int, dict], None]:
-    """After each step: the progress bar with the reward chart as its preview, the step's reward as text on the
-    node, and a ComfyUI LoRA file at every `save_every` steps."""
+    """After each step: the step's reward numbers to the node's live curve (web/training_curve.js), the reward as
+    text on the node, the progress bar with the reward chart as its preview (it also shows loss, KL and clip
+    fraction), and a ComfyUI LoRA file at every `save_every` steps."""
     from PIL import Image as PILImage
 
     bar = comfy.utils.ProgressBar(steps)
+    first = [True]
 
     def update(step: int, total: int, row: dict) -> None:
         text = (
@@ -121,6 +124,10 @@ def live_progress(
         logging.info("RewardDance LoRA trainer: %s", text)
         if save_every and step % save_every == 0:
             save_comfyui_lora(network, step_lora_path(final, step), family, {"step": step})
+        if node_id is not None:
+            earlier = earlier_points(run_dir / "log.jsonl", step) if first[0] else None
+            send_event(CURVE_EVENT, curve_message(node_id, step, total, row, earlier))
+            first[0] = False
         send_text(text, node_id)
         chart = write_rl_chart(run_dir / "log.jsonl", run_dir / "chart.png")
         preview = ("PNG", PILImage.open(chart).convert("RGB"), 768) if chart else None
@@ -131,14 +138,27 @@ def live_progress(
     return update
 
 
-def send_text(text: str, node_id: str | None) -> None:
-    """Show a line of text on the node in the browser (when a ComfyUI server is running)."""
+def prompt_server() -> Any | None:
+    """ComfyUI's running PromptServer (None outside a server, e.g. in-process tests)."""
     try:
         from server import PromptServer
     except ImportError:
-        return
-    if node_id is not None and getattr(PromptServer, "instance", None) is not None:
-        PromptServer.instance.send_progress_text(text, node_id)
+        return None
+    return getattr(PromptServer, "instance", None)
+
+
+def send_text(text: str, node_id: str | None) -> None:
+    """Show a line of text on the node in the browser (when a ComfyUI server is running)."""
+    server = prompt_server()
+    if node_id is not None and server is not None:
+        server.send_progress_text(text, node_id)
+
+
+def send_event(event: str, data: dict) -> None:
+    """Send a JSON message to the browser (when a ComfyUI server is running); the web extension listens for it."""
+    server = prompt_server()
+    if server is not None:
+        server.send_sync(event, data, server.client_id)
 
 
 def encode(clip: Any, text: str) -> list:

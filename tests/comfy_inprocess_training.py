@@ -5,7 +5,8 @@ Prints one JSON line.
 
 usage: COMFYUI_PATH=... python tests/comfy_inprocess_training.py <pack dir> <reward model dir> <output dir> <mode>
 modes: raft | grpo | refl (train and check the outputs), cancel (Cancel at a reward call of step 3, then queue
-again), bad_inputs (print each bad input's error)
+again), bad_inputs (print each bad input's error), live_progress (the per-step messages of a resumed run, sent to a
+recording PromptServer)
 """
 
 import functools
@@ -13,6 +14,7 @@ import importlib
 import json
 import os
 import sys
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -228,12 +230,63 @@ def bad_inputs(pack_dir: str, rm_dir: str, out_dir: str) -> None:
     print(json.dumps(errors))
 
 
+class RecordingServer:
+    """Stands in for ComfyUI's PromptServer.instance: records what the node sends the browser."""
+
+    client_id = "browser-1"
+
+    def __init__(self):
+        self.events, self.texts = [], []
+
+    def send_sync(self, event, data, sid=None):
+        self.events.append({"event": event, "data": json.loads(json.dumps(data, allow_nan=False)), "sid": sid})
+
+    def send_progress_text(self, text, node_id, sid=None):
+        self.texts.append([node_id, text])
+
+
+def live_progress(pack_dir: str, out_dir: str) -> None:
+    """The trainer's per-step update for a run resumed after step 2 (steps 3 and 4 of 4, the last with a NaN std),
+    with a recording PromptServer; then the same update without a server (nothing sent, nothing raised)."""
+    load_pack(pack_dir)
+    training = importlib.import_module("rewarddance_pack.nodes.rl_training")
+    server = types.ModuleType("server")  # ComfyUI's server.py needs its whole app to import: the module it is
+    server.PromptServer = type("PromptServer", (), {"instance": None})  # seen as, with the attribute nodes read
+    sys.modules["server"] = server
+
+    run_dir, final = Path(out_dir) / "run", Path(out_dir) / "lora.safetensors"
+    run_dir.mkdir(parents=True)
+    rows = [
+        {"step": 1, "reward_mean": 0.1, "reward_std": 0.01, "window_std": 0.02, "loss": 1.0},
+        {"step": 2, "reward_mean": 0.2, "reward_std": 0.02, "window_std": 0.03, "loss": 0.9},
+        {"step": 3, "reward_mean": 0.3, "reward_std": 0.03, "window_std": 0.04, "loss": 0.8, "warning": "w"},
+        {"step": 4, "reward_mean": 0.4, "reward_std": float("nan"), "window_std": 0.05, "loss": 0.7},
+    ]
+    recorder = RecordingServer()
+    server.PromptServer.instance = recorder
+    try:
+        update = training.live_progress(4, run_dir, final, torch.nn.Linear(2, 2), "sd15", 0, "6")
+        log = run_dir / "log.jsonl"
+        for row in rows:  # the run logs each row before calling progress; steps 1-2 come from the first attempt
+            with log.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            if row["step"] > 2:
+                update(row["step"], 4, row)
+        server.PromptServer.instance = None
+        training.live_progress(4, run_dir, final, torch.nn.Linear(2, 2), "sd15", 0, "6")(4, 4, rows[3])
+    finally:
+        del sys.modules["server"]
+    print(json.dumps({"events": recorder.events, "texts": recorder.texts}))
+
+
 def main() -> None:
     pack_dir, rm_dir, out_dir, mode = sys.argv[1:5]
     if mode == "cancel":
         return cancel(pack_dir, rm_dir, out_dir)
     if mode == "bad_inputs":
         return bad_inputs(pack_dir, rm_dir, out_dir)
+    if mode == "live_progress":
+        return live_progress(pack_dir, out_dir)
     return train(pack_dir, rm_dir, out_dir, mode)
 
 

@@ -838,3 +838,116 @@ def test_loader_device_choices_list_each_gpu_as_comfyui_names_it():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["cpu"] == ["default", "cpu"] and result["cpu_default"] == "cpu"
     assert result["gpus"] == ["default", "cpu", "cuda:0", "cuda:1"] and result["second"] == "cuda:1"
+
+
+CURVE_JS = """(id) => {
+  const node = window.app.graph.getNodeById(id), widget = node.widgets?.find(w => w.name === "rewarddance_curve");
+  if (!widget) return null;
+  const el = widget.element, r = el.getBoundingClientRect(), canvas = el.querySelector("canvas");
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let line = 0;  // pixels of the mean line's colour (#58a6ff)
+  for (let i = 0; i < pixels.length; i += 4) {
+    if (Math.abs(pixels[i] - 0x58) + Math.abs(pixels[i + 1] - 0xa6) + Math.abs(pixels[i + 2] - 0xff) < 30) line++;
+  }
+  return {points: el.rewarddancePoints, label: el.querySelector(".rewarddance-curve-label").textContent,
+          rect: [r.left, r.top, r.right, r.bottom], line};
+}"""
+# what the server's websocket delivers to the page: a text frame {"type", "data"}, as send_sync writes it
+DELIVER_JS = """(messages) => {
+  const socket = window.comfyAPI.api.api.socket;
+  for (const data of messages) {
+    socket.dispatchEvent(new MessageEvent("message", {data: JSON.stringify({type: "rewarddance.training", data})}));
+  }
+}"""
+
+
+def test_trainer_node_draws_a_live_reward_curve_in_headless_chromium(comfy):
+    """The LoRA workflow in ComfyUI's frontend gets the trainer's per-step "rewarddance.training" messages through
+    its websocket: a curve widget inside the node (grown to fit, not saved, overlapping no other node) holds the
+    points sent, labels the last reward as format_score writes it; a resumed run starts from its earlier steps and
+    a run started again starts over; messages for other nodes are ignored."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (uses the system Chromium)")
+    if not shutil.which("chromium"):
+        pytest.skip("no chromium (Debian: apt-get install chromium)")
+    sys.path.insert(0, str(REPO / "tools"))
+    from screenshot_workflows import open_comfyui, show
+
+    from rewarddance.backend.rl.curve import curve_message, curve_point
+    from rewarddance.backend.score_text import format_score
+
+    workflow = json.loads((REPO / "workflows" / "reward_lora_training_sd15.json").read_text())
+    trainer = next(n for n in workflow["nodes"] if n["type"] == "RewardDanceLoraTrainer")
+    trainer["size"][1], trainer = 400, trainer["id"]  # smaller than its widgets: the curve must grow the node
+    rows = [{"reward_mean": 0.5 + 0.1 * s, "reward_std": 0.05 / s, "window_std": 0.02} for s in range(1, 6)]
+    node = str(trainer)
+    first_run = [curve_message(node, s, 5, rows[s - 1], [] if s == 1 else None) for s in (1, 2, 3)]
+    resumed = [curve_message(node, 3, 5, rows[2], [curve_point(s, rows[s - 1]) for s in (1, 2)])]
+    resumed.append(curve_message(node, 4, 5, {**rows[3], "reward_std": None}))
+    again = [curve_message(node, 1, 2, rows[4]), curve_message("2", 9, 9, rows[0])]  # no earlier; another node
+    with sync_api.sync_playwright() as p:
+        browser, page = open_comfyui(p, comfy["url"])
+        try:
+            show(page, workflow)
+            before = page.evaluate(f"window.app.graph.getNodeById({trainer}).size")
+            assert page.evaluate(CURVE_JS, trainer) is None  # no curve before a run
+            seen = {}
+            for name, messages in [("first", first_run), ("resumed", resumed), ("again", again)]:
+                page.evaluate(DELIVER_JS, messages)
+                time.sleep(0.5)  # the node is laid out again on the next frames
+                seen[name] = page.evaluate(CURVE_JS, trainer)
+                if name == "resumed":
+                    nodes, scale = page.evaluate(NODE_RECTS_JS), page.evaluate("window.app.canvas.ds.scale")
+                    page.screenshot(path=str(REPO / "tests" / "artifacts" / "training_curve.png"))
+            after = page.evaluate(f"window.app.graph.getNodeById({trainer}).size")
+            saved = page.evaluate(f"window.app.graph.serialize().nodes.find(n => n.id === {trainer}).widgets_values")
+        finally:
+            browser.close()
+
+    def points(steps: list[int], **last) -> list[dict]:
+        """The points of `steps` as sent (with `last` replacing fields of the last one)."""
+        return [{**curve_point(s, rows[s - 1]), **(last if s == steps[-1] else {})} for s in steps]
+
+    assert seen["first"]["points"] == points([1, 2, 3])
+    assert seen["first"]["label"] == f"step 3/5  reward {format_score(0.8)}  std {format_score(0.05 / 3)}"
+    assert seen["resumed"]["points"] == points([1, 2, 3, 4], reward_std=None)  # the earlier steps, then 3 and 4
+    assert seen["resumed"]["label"] == f"step 4/5  reward {format_score(0.9)}"
+    assert seen["again"]["points"] == [curve_point(1, rows[4])] and seen["again"]["label"].startswith("step 1/2 ")
+    assert seen["resumed"]["line"] > 50  # the mean line is drawn on the widget's canvas
+    rects = {n["id"]: n["rect"] for n in nodes}
+    left, top, right, bottom = rects[trainer]
+    c_left, c_top, c_right, c_bottom = seen["resumed"]["rect"]
+    assert left <= c_left < c_right <= right + 1 and top < c_top < c_bottom <= bottom + 1
+    assert c_bottom - c_top >= (170 - 2 * 4 - 1) * scale  # the curve's full height (170 minus margins), not squeezed
+    assert after[0] == before[0] and after[1] >= before[1] + 170  # grown (downwards, not wider) to fit the curve
+    assert saved == [n for n in workflow["nodes"] if n["id"] == trainer][0]["widgets_values"]  # the curve is not saved
+    crossing = [(a, b) for a in rects for b in rects if a < b and overlap(rects[a], rects[b])]
+    assert crossing == []
+
+
+def test_trainer_sends_each_step_to_the_browser_as_a_rewarddance_training_message(tmp_path):
+    """live_progress in ComfyUI's Python with a recording PromptServer: per step a "rewarddance.training" message
+    (node, step, total, reward numbers; NaN as null) to the client that queued, the first with the earlier steps of
+    the resumed run, besides the progress text; without a server nothing is sent and nothing fails."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_comfyui_inprocess import last_json, run_script
+
+    result = last_json(run_script("comfy_inprocess_training.py", str(REPO), "-", str(tmp_path), "live_progress"))
+    assert [(e["event"], e["sid"]) for e in result["events"]] == [("rewarddance.training", "browser-1")] * 2
+    first, second = (e["data"] for e in result["events"])
+    assert first == {
+        "node": "6",
+        "total": 4,
+        "step": 3,
+        "reward_mean": 0.3,
+        "reward_std": 0.03,
+        "window_std": 0.04,
+        "earlier": [
+            {"step": 1, "reward_mean": 0.1, "reward_std": 0.01, "window_std": 0.02},
+            {"step": 2, "reward_mean": 0.2, "reward_std": 0.02, "window_std": 0.03},
+        ],
+    }
+    assert second == {"node": "6", "total": 4, "step": 4, "reward_mean": 0.4, "reward_std": None, "window_std": 0.05}
+    assert result["texts"] == [
+        ["6", "step 3/4: reward 0.3 (std 0.03, window std 0.04)"],
+        ["6", "step 4/4: reward 0.4 (std nan, window std 0.05)"],
+    ]
