@@ -861,16 +861,13 @@ DELIVER_JS = """(messages) => {
 }"""
 
 
-def test_trainer_node_draws_a_live_reward_curve_in_headless_chromium(comfy):
+@pytest.mark.parametrize("view", ["classic", "vue"])
+def test_trainer_node_draws_a_live_reward_curve_in_headless_chromium(comfy, view):
     """The LoRA workflow in ComfyUI's frontend gets the trainer's per-step "rewarddance.training" messages through
     its websocket: a curve widget inside the node (grown to fit, not saved, overlapping no other node) holds the
     points sent, labels the last reward as format_score writes it; a resumed run starts from its earlier steps and
-    a run started again starts over; messages for other nodes are ignored."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (uses the system Chromium)")
-    if not shutil.which("chromium"):
-        pytest.skip("no chromium (Debian: apt-get install chromium)")
-    sys.path.insert(0, str(REPO / "tools"))
-    from screenshot_workflows import open_comfyui, show
+    a run started again starts over; messages for other nodes are ignored. In both node views."""
+    sync_api, tools = browser_tools()
 
     from rewarddance.backend.rl.curve import curve_message, curve_point
     from rewarddance.backend.score_text import format_score
@@ -885,9 +882,10 @@ def test_trainer_node_draws_a_live_reward_curve_in_headless_chromium(comfy):
     resumed.append(curve_message(node, 4, 5, {**rows[3], "reward_std": None}))
     again = [curve_message(node, 1, 2, rows[4]), curve_message("2", 9, 9, rows[0])]  # no earlier; another node
     with sync_api.sync_playwright() as p:
-        browser, page = open_comfyui(p, comfy["url"])
+        browser, page = tools.open_comfyui(p, comfy["url"])
         try:
-            show(page, workflow)
+            tools.use_view(page, view == "vue")
+            tools.show(page, workflow)
             before = page.evaluate(f"window.app.graph.getNodeById({trainer}).size")
             assert page.evaluate(CURVE_JS, trainer) is None  # no curve before a run
             seen = {}
@@ -896,11 +894,12 @@ def test_trainer_node_draws_a_live_reward_curve_in_headless_chromium(comfy):
                 time.sleep(0.5)  # the node is laid out again on the next frames
                 seen[name] = page.evaluate(CURVE_JS, trainer)
                 if name == "resumed":
-                    nodes, scale = page.evaluate(NODE_RECTS_JS), page.evaluate("window.app.canvas.ds.scale")
-                    page.screenshot(path=str(REPO / "tests" / "artifacts" / "training_curve.png"))
+                    nodes, scale = drawn_rects(page, view), page.evaluate("window.app.canvas.ds.scale")
+                    page.screenshot(path=str(REPO / "tests" / "artifacts" / f"training_curve_{view}.png"))
             after = page.evaluate(f"window.app.graph.getNodeById({trainer}).size")
             saved = page.evaluate(f"window.app.graph.serialize().nodes.find(n => n.id === {trainer}).widgets_values")
         finally:
+            tools.use_view(page, False)
             browser.close()
 
     def points(steps: list[int], **last) -> list[dict]:
