@@ -4,7 +4,7 @@ ComfyUI runs nodes, with the tiny judge loaded as the loader node loads it. Prin
 
 usage: COMFYUI_PATH=... python tests/comfy_inprocess_video.py <pack dir> <reward model dir> <output dir> <mode>
 modes: score (Score Video: VIDEO vs frames vs the judge, and its bad inputs' errors), search (Reward Noise Search on an empty Wan latent),
-raft | grpo (the Reward LoRA Trainer on the tiny Wan model)
+raft | grpo | refl (the Reward LoRA Trainer on the tiny Wan model)
 """
 
 import importlib

@@ -197,9 +197,10 @@ def test_noise_search_node_on_an_empty_wan_video_latent(tiny_dirs, tmp_path):
     assert result["decode_vs_image"] <= 1e-5  # the IMAGE is the returned LATENT decoded
 
 
-@pytest.mark.parametrize("algorithm", ["raft", "grpo"])
+@pytest.mark.parametrize("algorithm", ["raft", "grpo", "refl"])
 def test_reward_lora_trainer_on_a_tiny_wan_video_model(algorithm, tiny_dirs, tmp_path):
-    """The trainer on ComfyUI's tiny WAN21 model (its fused RoPE needs the pack's backward) with a video latent: it
+    """The trainer on ComfyUI's tiny WAN21 model (its fused RoPE needs the pack's backward; refl differentiates
+    through Wan's latent format, whose tensors ComfyUI makes in inference mode) with a video latent: it
     trains 2 steps scoring 5-frame videos, writes a LoRA that Load LoRA applies to every adapted layer."""
     needs_in_comfy("peft")
     result = run_video_script(tiny_dirs, tmp_path, algorithm)
