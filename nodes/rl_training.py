@@ -44,6 +44,7 @@ from ..backend.rl.trainers import Policy
 from ..backend.score_text import format_score
 from .common import criteria_input, reward_model_input
 from .memory import unload_patcher
+from .rope_grad import enable_rope_gradients
 from .sampler_bridge import TrainingSampler, sample_in_guider
 from .types import TRAINING
 
@@ -297,6 +298,7 @@ class RewardLoraTrainer(io.ComfyNode):
     ) -> io.NodeOutput:
         """Train the LoRA inside one ComfyUI sampling call and save it (Cancel checkpoints; queue again to resume)."""
         require("peft", "The Reward LoRA Trainer node")
+        enable_rope_gradients()  # Wan, Flux...: ComfyUI's fused RoPE has no backward of its own
         prompt_list = list(dict.fromkeys(prompt_lines(prompts, [folder_paths.get_input_directory()])))
         samples = training_latent(latent_image)
         training = NodeTraining(

@@ -10,6 +10,7 @@ ComfyUI processes the conditioning, applies its model wrappers and loads the mod
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -142,6 +143,7 @@ class PromptDenoiser(ComfyDenoiser):
     ):
         super().__init__(model_wrap, None, extra_args, sigmas, latent_image, max_denoise, vae)
         self.guider, self.key, self.scheduler, self.decoder = model_wrap, key, scheduler, decoder
+        self.latent_out = plain_latent_format(self.inner.latent_format).process_out
 
     def sigmas(self, steps: int) -> torch.Tensor:
         return comfy.samplers.calculate_sigmas(self.model_sampling, self.scheduler, steps).to(self.device)
@@ -161,8 +163,18 @@ class PromptDenoiser(ComfyDenoiser):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         if self.decoder is not None:
-            return self.decoder(self.inner.process_latent_out(latents))
+            return self.decoder(self.latent_out(latents))  # differentiable (ReFL)
         return super().decode(latents)
+
+
+def plain_latent_format(latent_format: Any) -> Any:
+    """A copy of a latent format whose tensors (e.g. Wan's mean and std, made in inference mode) autograd can use."""
+    plain = copy.copy(latent_format)
+    with torch.inference_mode(False):
+        for name, value in vars(latent_format).items():
+            if isinstance(value, torch.Tensor):
+                setattr(plain, name, value.clone())
+    return plain
 
 
 class TrainingSampler(comfy.samplers.Sampler):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from comfy_api.latest import io
 
 from ..backend import node_logic as nl
@@ -165,12 +167,13 @@ class ScoreVideo(io.ComfyNode):
         frames=None,
         video=None,
     ) -> io.NodeOutput:
-        if video is not None:
-            components = video.get_components()
-            frames, fps = components.images, float(components.frame_rate)
-        if frames is None:
-            raise ValueError("frames / video: connect the video frames (IMAGE) or a VIDEO")
+        frames, fps = video_frames(frames, video, fps)
         per_video = frames_per_video or frames.shape[0]
+        if frames.shape[0] % per_video:
+            raise ValueError(
+                f"frames_per_video: {frames.shape[0]} frames do not split into videos of {per_video} frames; set it "
+                "to the length of each stacked video (0: all frames are one video)"
+            )
         frames, fps, per_video = nl.limit_frames(frames, fps, per_video, max_frames)
         with holding(reward_model):
             scored = nl.score_videos(
@@ -183,6 +186,20 @@ class ScoreVideo(io.ComfyNode):
                 progress=progress_for(frames.shape[0] // per_video),
             )
         return io.NodeOutput(scored.scores, scored.summary, scored.preview, ui=score_ui(cls, scored))
+
+
+def video_frames(frames: Any, video: Any, fps: float) -> tuple[Any, float]:
+    """Score Video's frames [T, H, W, 3] and frame rate: the IMAGE batch and the fps input, or a VIDEO's own."""
+    if frames is not None and video is not None:
+        raise ValueError("frames / video: connect either the frames (IMAGE) or a VIDEO, not both")
+    if video is not None:
+        components = video.get_components()  # a VIDEO from Load Video decodes its file here
+        frames, fps = components.images, float(components.frame_rate)
+    if frames is None:
+        raise ValueError("frames / video: connect the video frames (IMAGE) or a VIDEO")
+    if frames.shape[0] == 0:
+        raise ValueError(f"{'frames' if video is None else 'video'}: there are no frames to score")
+    return frames, fps
 
 
 class CompareToReference(io.ComfyNode):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -157,3 +158,55 @@ def test_default_lora_targets_fit_comfyui_flux_sd3_and_wan_networks():
     }
     assert result["flux"]["adapted"] == 10 and result["wan"]["adapted"] == 10 and result["sd3"]["adapted"] == 7
     assert all(v["unknown"] == [] for v in result.values())
+
+
+def run_video_script(tiny_dirs, out_dir, mode: str) -> dict:
+    """tests/comfy_inprocess_video.py (the tiny Wan-shaped model and Wan VAE) in ComfyUI's Python; its JSON line."""
+    judge = str(tiny_dirs["qwen2_5_vl"])
+    return last_json(run_script("comfy_inprocess_video.py", str(REPO), judge, str(out_dir), mode, timeout=600))
+
+
+def test_score_video_with_a_comfyui_video_equals_its_frames_and_the_judge(tiny_dirs, tmp_path):
+    """Score Video given a VIDEO (as Create Video makes it, at 24000/1001 fps) scores exactly as the same frames +
+    fps as an IMAGE batch, and both equal the judge's own scores of those videos; also stacked and subsampled.
+    Bad frames or videos are refused naming the input."""
+    result = run_video_script(tiny_dirs, tmp_path, "score")
+    assert len(result["one"]) == 1 and len(result["stacked"]) == 3
+    assert result["one"] == pytest.approx(result["one_frames"], abs=1e-5)
+    assert result["stacked"] == pytest.approx(result["stacked_frames"], abs=1e-5)
+    assert result["stacked"] == pytest.approx(result["reference"], abs=1e-5)
+    assert result["one"] == pytest.approx(result["reference"][:1], abs=1e-5)
+    assert result["few"] == pytest.approx(result["reference_few"], abs=1e-5)  # max_frames 3 of each 6
+    assert result["preview_shape"] == [3, 32, 32, 3]  # each video's first frame
+    assert result["summary"].count("video ") == 3
+    errors = result["errors"]  # bad inputs name the input to fix
+    assert errors["uneven"].startswith("frames_per_video: 7 frames")
+    assert errors["uneven_video"].startswith("frames_per_video: 7 frames")
+    assert errors["both"].startswith("frames / video:") and "not both" in errors["both"]
+    assert errors["no_frames"].startswith("video:") and errors["no_image_frames"].startswith("frames:")
+
+
+def test_noise_search_node_on_an_empty_wan_video_latent(tiny_dirs, tmp_path):
+    """Reward Noise Search on EmptyHunyuanLatentVideo's [1, 16, 2, 4, 4] with ComfyUI's tiny WAN21 model and Wan VAE:
+    a video LATENT of the same shape, its 5 frames as IMAGE, and the best score is that of those frames as a video."""
+    result = run_video_script(tiny_dirs, tmp_path, "search")
+    assert result["latent_in"] == result["latent_out"] == result["noise_shape"] == [1, 16, 2, 4, 4]
+    assert result["image_shape"] == [5, 32, 32, 3] and result["image_std"] > 0.01
+    assert result["summary"].startswith("best_of_n: best score") and "3 candidates" in result["summary"]
+    assert result["rescored"] == pytest.approx([result["best"]], abs=1e-5)
+    assert result["decode_vs_image"] <= 1e-5  # the IMAGE is the returned LATENT decoded
+
+
+@pytest.mark.parametrize("algorithm", ["raft", "grpo", "refl"])
+def test_reward_lora_trainer_on_a_tiny_wan_video_model(algorithm, tiny_dirs, tmp_path):
+    """The trainer on ComfyUI's tiny WAN21 model (its fused RoPE needs the pack's backward; refl differentiates
+    through Wan's latent format, whose tensors ComfyUI makes in inference mode) with a video latent: it
+    trains 2 steps scoring 5-frame videos, writes a LoRA that Load LoRA applies to every adapted layer."""
+    needs_in_comfy("peft")
+    result = run_video_script(tiny_dirs, tmp_path, algorithm)
+    assert result["summary"].startswith(f"{algorithm}: 2 steps")
+    assert result["log_steps"] == [1, 2] and all(math.isfinite(r) for r in result["rewards"])
+    assert result["seen"] == ["Video(5, 32, 32, 3)"]  # the judge scored videos, not single frames
+    assert result["files"] == [f"wan_{algorithm}.safetensors", f"wan_{algorithm}_run"]
+    assert result["lora_keys"] == 3 * result["file_patches"] and result["file_patches"] == 10
+    assert result["lora_up_max"] > 0  # trained: lora_up starts at zero
