@@ -36,9 +36,15 @@ class ComfyDenoiser:
         latent_image: torch.Tensor,
         max_denoise: bool,
         vae: Any,
+        decoder: Callable | None = None,
     ):
         self.model_k, self.extra_args, self._sigmas, self.vae = model_k, extra_args, sigmas, vae
+        self.decoder = decoder  # a differentiable decode (a private VAE copy), or None for vae.decode
         self.inner = model_wrap.inner_model
+        # latents -> the VAE's space; with a differentiable decode, through a latent format autograd can use
+        self.latent_out = (
+            plain_latent_format(self.inner.latent_format).process_out if decoder else self.inner.process_latent_out
+        )
         self.model_sampling = self.inner.model_sampling
         self.parameterization = "flow" if isinstance(self.model_sampling, comfy.model_sampling.CONST) else "eps"
         self.latent_image = latent_image
@@ -60,10 +66,12 @@ class ComfyDenoiser:
 
     def final(self, latents: torch.Tensor) -> torch.Tensor:
         """Sampler-space latents -> the LATENT ComfyUI nodes pass around."""
-        return self.inner.process_latent_out(self.model_sampling.inverse_noise_scaling(self._sigmas[-1], latents))
+        return self.latent_out(self.model_sampling.inverse_noise_scaling(self._sigmas[-1], latents))
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Images [B, H, W, 3], or videos [B, T, H, W, 3] for video latents (the reward then scores videos)."""
+        if self.decoder is not None:
+            return self.decoder(self.final(latents))
         return self.vae.decode(self.final(latents))
 
 
@@ -79,9 +87,10 @@ class SearchSampler(comfy.samplers.Sampler):
         vae: Any,
         progress: Progress,
         should_stop: StopCheck,
+        decoder: Callable | None = None,
     ):
         self.algorithm, self.reward, self.budget, self.seed = algorithm, reward, budget, seed
-        self.vae, self.progress, self.should_stop = vae, progress, should_stop
+        self.vae, self.progress, self.should_stop, self.decoder = vae, progress, should_stop, decoder
         self.result: SearchResult | None = None
         self.best: BestSoFar | None = None
         self.stopped_early = False
@@ -99,8 +108,9 @@ class SearchSampler(comfy.samplers.Sampler):
         model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
         model_k.latent_image = latent_image
         model_k.noise = noise
+        max_denoise = self.max_denoise(model_wrap, sigmas)
         self.denoiser = ComfyDenoiser(
-            model_wrap, model_k, extra_args, sigmas, latent_image, self.max_denoise(model_wrap, sigmas), self.vae
+            model_wrap, model_k, extra_args, sigmas, latent_image, max_denoise, self.vae, self.decoder
         )
         try:
             self.result = ALGORITHMS[self.algorithm](
@@ -141,9 +151,8 @@ class PromptDenoiser(ComfyDenoiser):
         scheduler: str,
         decoder: Callable | None,
     ):
-        super().__init__(model_wrap, None, extra_args, sigmas, latent_image, max_denoise, vae)
-        self.guider, self.key, self.scheduler, self.decoder = model_wrap, key, scheduler, decoder
-        self.latent_out = plain_latent_format(self.inner.latent_format).process_out
+        super().__init__(model_wrap, None, extra_args, sigmas, latent_image, max_denoise, vae, decoder)
+        self.guider, self.key, self.scheduler = model_wrap, key, scheduler
 
     def sigmas(self, steps: int) -> torch.Tensor:
         return comfy.samplers.calculate_sigmas(self.model_sampling, self.scheduler, steps).to(self.device)
@@ -216,8 +225,12 @@ def sample_in_guider(
     preload: Sequence[Any] = (),
 ) -> torch.Tensor:
     """Run `sampler` through `guider` from the LATENT `samples` (zero noise: the sampler makes its own), outside
-    inference mode with gradients on and the reward model held; `preload` models are loaded fully first."""
+    inference mode with gradients on and the reward model held; `preload` models are loaded fully first.
+
+    `samples` and `sigmas` are cloned there: ComfyUI makes them in inference mode, and an inference tensor
+    cannot be saved for backward (the noise gradient multiplies the noise by the sigmas)."""
     with holding(reward_model), torch.inference_mode(False), torch.enable_grad():
+        samples, sigmas = samples.clone(), sigmas.clone()
         if preload:
             mm.load_models_gpu(list(preload), force_full_load=True)
         return guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, seed=seed)

@@ -1,10 +1,20 @@
 """Reward Noise Search: run a noise-search algorithm inside ComfyUI's sampling (guider + sigmas; the sampler
 bridge is nodes/sampler_bridge.py), return the best latent, its image, and a NOISE that replays it in
-SamplerCustomAdvanced with the `euler` sampler."""
+SamplerCustomAdvanced with the `euler` sampler.
+
+noise_gradient (ReNO-style) back-propagates the reward through the decode and every sampling step into the
+initial noise. ComfyUI creates weights in inference mode, which autograd cannot save for backward, so for the
+search only it samples with a trainable copy of the guider's diffusion model (nodes/rl_training.py's
+`trainable_copy`: one more model in RAM/VRAM, freed afterwards) and decodes with a private VAE copy.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import comfy.model_management as mm
 import comfy.utils
@@ -15,12 +25,14 @@ from ..backend import node_logic as nl
 from ..backend.rewards import ModelReward
 from ..backend.score_text import format_score
 from ..backend.search.algorithms import ALGORITHMS, BestSoFar, Progress
+from .autograd_copies import differentiable_decoder, trainable_copy
 from .common import criteria_input, preview_ui, prompt_input, reward_model_input
+from .memory import unload_patcher
+from .rope_grad import enable_rope_gradients
 from .sampler_bridge import SearchSampler, sample_in_guider
 from .types import SEARCH
 
-# ReNO-style gradient search needs weights created outside inference mode; ComfyUI loads models inside it.
-NODE_ALGORITHMS = [a for a in ALGORITHMS if a != "noise_gradient"]
+NODE_ALGORITHMS = list(ALGORITHMS)
 
 
 class FoundNoise:
@@ -44,6 +56,32 @@ class FoundNoise:
                 "sampling from it alone does not reproduce the searched latent (use the LATENT output)"
             )
         return self.noise.clone()
+
+
+def check_algorithm(algorithm: str, reward_model: Any) -> None:
+    """noise_gradient needs the reward's gradient, which a remote reward model cannot give."""
+    if algorithm == "noise_gradient" and not getattr(reward_model, "differentiable", False):
+        raise ValueError(
+            "algorithm: noise_gradient needs the reward's gradient, which a remote reward model cannot give; "
+            "choose another algorithm (e.g. search_over_paths or zero_order), or load the reward model locally"
+        )
+
+
+@contextlib.contextmanager
+def search_models(algorithm: str, guider: Any, vae: Any) -> Iterator[tuple[Any, Callable | None, list]]:
+    """(guider, decoder, models to preload) for the search. For noise_gradient: the guider over a trainable copy
+    of its model and a private VAE decoder (autograd-usable weights), both freed when the search ends."""
+    if algorithm != "noise_gradient":
+        yield guider, None, []
+        return
+    enable_rope_gradients()  # Wan, Flux...: ComfyUI's fused RoPE has no backward of its own
+    trainable = trainable_copy(guider.model_patcher)
+    gradient_guider = copy.copy(guider)  # same conditioning, cfg and options; samples the copy
+    gradient_guider.model_patcher = trainable
+    try:
+        yield gradient_guider, differentiable_decoder(vae), [trainable]
+    finally:
+        unload_patcher(lambda loaded: loaded is trainable)  # off the GPU now; its RAM goes with the node's locals
 
 
 def preview_progress(budget: int) -> Progress:
@@ -81,9 +119,9 @@ class RewardNoiseSearch(io.ComfyNode):
             display_name="Reward Noise Search",
             category=SEARCH,
             description="Inference-time scaling: spend `budget` denoiser calls searching for the initial noise (or the "
-            "paths) the reward model scores highest. For best_of_n, random_search and zero_order the NOISE "
-            "output replays the best result in SamplerCustomAdvanced with the same guider, sigmas and the "
-            "euler sampler. Cancel returns the best found so far.",
+            "paths) the reward model scores highest. For best_of_n, random_search, zero_order and "
+            "noise_gradient the NOISE output replays the best result in SamplerCustomAdvanced with the same "
+            "guider, sigmas and the euler sampler. Cancel returns the best found so far.",
             inputs=[
                 io.Guider.Input("guider", tooltip="the model and conditioning to sample with (e.g. CFGGuider)"),
                 io.Sigmas.Input("sigmas", tooltip="the noise schedule (e.g. BasicScheduler)"),
@@ -100,8 +138,9 @@ class RewardNoiseSearch(io.ComfyNode):
                     options=NODE_ALGORITHMS,
                     default="search_over_paths",
                     tooltip="search_over_paths branches and prunes trajectories (RewardDance's choice); its "
-                    "result is the LATENT output (the NOISE output replays only the seed-based "
-                    "algorithms)",
+                    "result is the LATENT output (the NOISE output replays the other algorithms). "
+                    "noise_gradient: gradient ascent of the reward on the initial noise through every step, for "
+                    "few-step models; holds a second copy of the model (needs a local reward model)",
                 ),
                 io.Int.Input("budget", default=64, min=1, max=100000, tooltip="denoiser calls to spend"),
                 io.Int.Input(
@@ -144,22 +183,26 @@ class RewardNoiseSearch(io.ComfyNode):
         samples = latent_image["samples"]
         if samples.shape[0] != 1:
             raise ValueError(f"latent_image: the search makes one image; pass a batch of 1, got {samples.shape[0]}")
+        check_algorithm(algorithm, reward_model)
         reward = ModelReward(
             reward_model,
             text,
             options=(criteria or nl.RewardCriteria()).reward_options(),
             differentiable=reward_model.differentiable,
         )
-        sampler = SearchSampler(
-            algorithm,
-            reward,
-            budget,
-            seed,
-            vae,
-            progress=preview_progress(budget),
-            should_stop=mm.processing_interrupted,
-        )
-        latent = sample_in_guider(guider, sampler, samples, sigmas, seed, reward_model)
+        with search_models(algorithm, guider, vae) as (search_guider, decoder, preload):
+            sampler = SearchSampler(
+                algorithm,
+                reward,
+                budget,
+                seed,
+                vae,
+                progress=preview_progress(budget),
+                should_stop=mm.processing_interrupted,
+                decoder=decoder,
+            )
+            latent = sample_in_guider(search_guider, sampler, samples, sigmas, seed, reward_model, preload=preload)
+            sampler.denoiser = None  # it holds the sampled model
         result = sampler.result
         image = result.image.detach()  # decoded when it was scored (a pending Cancel would stop a new decode)
         image = image.reshape(-1, *image.shape[-3:])  # a video's frames as an IMAGE batch

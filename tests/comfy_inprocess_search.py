@@ -1,8 +1,9 @@
 """Run by tests/test_comfyui_inprocess.py with ComfyUI's Python: the Reward Noise Search node on a tiny SD1.5-shaped
 model and a TAESD VAE built in-process, then replay its NOISE through SamplerCustomAdvanced's path
-(guider + euler). Prints one JSON line with the results.
+(guider + euler), all under inference mode as ComfyUI runs a prompt. Prints one JSON line with the results.
 
 usage: COMFYUI_PATH=... python tests/comfy_inprocess_search.py <pack dir> <tiny reward model dir> <algorithm> [interrupt]
+       ... <pack dir> <tiny reward model dir> gradient | bad_inputs
 """
 
 import importlib.util
@@ -87,7 +88,9 @@ def bad_inputs(pack_dir: str, rm_dir: str) -> None:
     search, reward_model = load_pack(pack_dir)
     scoring = importlib.import_module("rewarddance_pack.nodes.scoring")
     loaders = importlib.import_module("rewarddance_pack.nodes.loaders")
+    client = importlib.import_module("rewarddance_pack.backend.client")
     rm = reward_model.RewardModel.from_pretrained(rm_dir, dtype="fp32", device="cpu")
+    remote = client.RewardClient("http://127.0.0.1:9")  # never reached: the node refuses before sampling
     patcher = tiny_sd15()
     guider = comfy.samplers.CFGGuider(patcher)
     sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "normal", 2)
@@ -97,6 +100,9 @@ def bad_inputs(pack_dir: str, rm_dir: str) -> None:
         ),
         "search_prompt": lambda: search.RewardNoiseSearch.execute(
             guider, sigmas, {"samples": torch.zeros(1, 4, 8, 8)}, tiny_taesd(), rm, "  ", "best_of_n", 4, 0
+        ),
+        "gradient_remote": lambda: search.RewardNoiseSearch.execute(
+            guider, sigmas, {"samples": torch.zeros(1, 4, 8, 8)}, tiny_taesd(), remote, "x", "noise_gradient", 4, 0
         ),
         "video_missing": lambda: scoring.ScoreVideo.execute(rm, "x", 8.0, 0, 8),
         "hub_id_empty": lambda: loaders.checkpoint_path(loaders.HUB_CHOICE, " "),
@@ -112,9 +118,73 @@ def bad_inputs(pack_dir: str, rm_dir: str) -> None:
     print(json.dumps(out))
 
 
+def search_setup(pack_dir: str, rm_dir: str):
+    """The search module, guider (tiny SD1.5 + CFG 3), sigmas (4 steps), empty latent, TAESD and reward model, made
+    in inference mode as ComfyUI makes them (the reward model outside it, as nodes/memory.py loads it)."""
+    search, reward_model = load_pack(pack_dir)
+    memory = importlib.import_module("rewarddance_pack.nodes.memory")
+    rm = memory.load_managed(rm_dir, "fp32", "cpu", None, None)
+    with torch.inference_mode():
+        patcher, vae = tiny_sd15(), tiny_taesd()
+        g = torch.Generator().manual_seed(5)
+        guider = comfy.samplers.CFGGuider(patcher)
+        guider.set_conds([[torch.randn(1, 77, 32, generator=g), {}]], [[torch.randn(1, 77, 32, generator=g), {}]])
+        guider.set_cfg(3.0)
+        sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "normal", 4)
+        latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    return search, guider, sigmas, latent, vae, rm
+
+
+def recorded() -> dict:
+    """Every candidate's initial noise and score, in order, as the search's Tracker records them (instrumentation)."""
+    algorithms = importlib.import_module("rewarddance_pack.backend.search.algorithms")
+    seen = {"noises": [], "scores": []}
+    record = algorithms.Tracker.record
+
+    def spy(self, round_, latents, noise, scores, images):
+        seen["noises"].extend(n.clone() for n in noise)
+        seen["scores"].extend(float(x) for x in scores)
+        return record(self, round_, latents, noise, scores, images)
+
+    algorithms.Tracker.record = spy
+    return seen
+
+
+def gradient(pack_dir: str, rm_dir: str) -> None:
+    """noise_gradient twice: with the judge, then with its gradient cut (a constant reward, only the regulariser
+    moves the noise); the rounds' noises, scores, and how far the judge's gradient moved the noise."""
+    search, guider, sigmas, latent, vae, rm = search_setup(pack_dir, rm_dir)
+    seen = recorded()
+    with torch.inference_mode():
+        out = search.RewardNoiseSearch.execute(guider, sigmas, latent, vae, rm, "a red fox", "noise_gradient", 16, 3)
+        with_judge, scores = list(seen["noises"]), list(seen["scores"])
+        seen["noises"].clear()
+        rm.reward = lambda images, prompt, **kw: images.sum() * 0 + torch.full((images.shape[0],), 0.5)
+        search.RewardNoiseSearch.execute(guider, sigmas, latent, vae, rm, "a red fox", "noise_gradient", 16, 3)
+    cut = seen["noises"]
+    loaded = [m.model for m in comfy.model_management.current_loaded_models]
+    print(
+        json.dumps(
+            {
+                "rounds": len(with_judge),
+                "round_steps": [float((b - a).abs().max()) for a, b in zip(with_judge, with_judge[1:], strict=False)],
+                "judge_moved": float((with_judge[-1] - cut[-1]).abs().max()),
+                "scores": scores,
+                "best_score": float(out.args[3].split("best score ")[1].split()[0]),
+                "summary": out.args[3],
+                "copies_left_loaded": sum(
+                    1 for m in loaded if m is not guider.model_patcher and m is not rm.comfy_patcher
+                ),
+            }
+        )
+    )
+
+
 def main() -> None:
     if sys.argv[3] == "bad_inputs":
         return bad_inputs(sys.argv[1], sys.argv[2])
+    if sys.argv[3] == "gradient":
+        return gradient(sys.argv[1], sys.argv[2])
     pack_dir, rm_dir, algorithm = sys.argv[1:4]
     interrupt = {"on": sys.argv[4:5] == ["interrupt"]}
     import comfy.model_management as mm
@@ -130,23 +200,15 @@ def main() -> None:
             mm.interrupt_current_processing(True)  # the user presses Cancel after the first update
 
     comfy.utils.set_progress_bar_global_hook(hook)
-    search, reward_model = load_pack(pack_dir)
-    patcher, vae = tiny_sd15(), tiny_taesd()
-    g = torch.Generator().manual_seed(5)
-    guider = comfy.samplers.CFGGuider(patcher)
-    guider.set_conds([[torch.randn(1, 77, 32, generator=g), {}]], [[torch.randn(1, 77, 32, generator=g), {}]])
-    guider.set_cfg(3.0)
-    sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "normal", 4)
-    latent = {"samples": torch.zeros(1, 4, 8, 8)}
-    rm = reward_model.RewardModel.from_pretrained(rm_dir, dtype="fp32", device="cpu")
-    node = search.RewardNoiseSearch
-    out = node.execute(guider, sigmas, latent, vae, rm, "a red fox", algorithm, 24, 3)
-    best_latent, image, noise, summary = out.args
-    interrupt["on"] = False
-    mm.interrupt_current_processing(False)  # ComfyUI clears it before the next prompt
-    replay = guider.sample(
-        noise.generate_noise(latent), latent["samples"], comfy.samplers.sampler_object("euler"), sigmas, seed=3
-    )
+    search, guider, sigmas, latent, vae, rm = search_setup(pack_dir, rm_dir)
+    with torch.inference_mode():
+        out = search.RewardNoiseSearch.execute(guider, sigmas, latent, vae, rm, "a red fox", algorithm, 24, 3)
+        best_latent, image, noise, summary = out.args
+        interrupt["on"] = False
+        mm.interrupt_current_processing(False)  # ComfyUI clears it before the next prompt
+        replay = guider.sample(
+            noise.generate_noise(latent), latent["samples"], comfy.samplers.sampler_object("euler"), sigmas, seed=3
+        )
     first_noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     print(
         json.dumps(
@@ -158,6 +220,7 @@ def main() -> None:
                 "image_std": float(image.std()),
                 "score": float(rm.score(image, "a red fox").scores[0]),
                 "first_noise_differs": bool(not torch.equal(noise.noise, first_noise)),
+                "replays": noise.replays,
                 "previews": len(previews),
             }
         )

@@ -46,9 +46,12 @@ def last_json(out: subprocess.CompletedProcess) -> dict:
     return json.loads(lines[-1])
 
 
-@pytest.mark.parametrize("algorithm", ["best_of_n", "random_search", "zero_order", "search_over_paths"])
+@pytest.mark.parametrize(
+    "algorithm", ["best_of_n", "random_search", "zero_order", "search_over_paths", "noise_gradient"]
+)
 def test_noise_search_node_on_a_tiny_sd15_model(algorithm, tiny_dirs):
-    """The node in-process on a tiny SD1.5-shaped model + TAESD; its NOISE replays the latent through euler."""
+    """The node in-process (models made in inference mode) on a tiny SD1.5-shaped model + TAESD; its NOISE
+    replays the latent through euler."""
     result = last_json(run_script("comfy_inprocess_search.py", str(REPO), str(tiny_dirs["qwen2_5_vl"]), algorithm))
     assert result["latent_shape"] == [1, 4, 8, 8] and result["image_shape"] == [1, 64, 64, 3]
     assert result["summary"].startswith(algorithm) and "denoiser calls" in result["summary"]
@@ -56,6 +59,18 @@ def test_noise_search_node_on_a_tiny_sd15_model(algorithm, tiny_dirs):
     if algorithm != "search_over_paths":  # branched paths are not a function of the initial noise alone
         scale = 100.0  # the tiny random UNet's latents reach ~60: compare relative to that scale
         assert result["replay_max_diff"] <= 1e-6 * scale
+    assert result["replays"] is (algorithm != "search_over_paths")
+
+
+def test_noise_gradient_ascends_the_judge_through_sampling_and_decoding(tiny_dirs):
+    """noise_gradient under inference mode: every round's noise differs from the last, the judge's gradient
+    (not only the norm regulariser) moved it, the score rises from the first round, and no copy stays loaded."""
+    result = last_json(run_script("comfy_inprocess_search.py", str(REPO), str(tiny_dirs["qwen2_5_vl"]), "gradient"))
+    assert result["rounds"] == 4 and result["summary"].startswith("noise_gradient: best score")
+    assert all(step > 1e-5 for step in result["round_steps"])  # SGD moves the noise every round
+    assert result["judge_moved"] > 1e-4  # vs. the same search with the judge's gradient cut
+    assert result["best_score"] >= result["scores"][0] and result["scores"][-1] > result["scores"][0]
+    assert result["copies_left_loaded"] == 0  # the trainable model copy is unloaded after the search
 
 
 def test_noise_search_node_previews_and_cancel_return_the_best_so_far(tiny_dirs):
@@ -73,6 +88,7 @@ def test_node_inputs_refuse_bad_values_with_the_input_named(tiny_dirs):
     errors = last_json(run_script("comfy_inprocess_search.py", str(REPO), str(tiny_dirs["qwen2_5_vl"]), "bad_inputs"))
     assert errors["search_batch"].startswith("latent_image:") and "batch of 1" in errors["search_batch"]
     assert errors["search_prompt"].startswith("text:")
+    assert errors["gradient_remote"].startswith("algorithm: noise_gradient") and "locally" in errors["gradient_remote"]
     assert errors["video_missing"].startswith("frames / video:")
     assert errors["hub_id_empty"].startswith("hub_id:")
     assert errors["score_prompt"].startswith("text:")

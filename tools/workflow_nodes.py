@@ -20,8 +20,9 @@ HF = "https://huggingface.co/"
 CAT_PROMPT = "a photo of a cat"
 SEARCH_NOTE = (
     "The NOISE output replays the best result through SamplerCustomAdvanced with the same guider "
-    "and sigmas and the euler sampler (for best_of_n, random_search and zero_order; search_over_paths "
-    "returns its result as the LATENT).\n\n" + REWARD_MODEL_NOTE
+    "and sigmas and the euler sampler (for every algorithm but search_over_paths, which returns its result "
+    "as the LATENT). noise_gradient (ReNO-style) ascends the reward's gradient through sampling and "
+    "decoding: for few-step models, and it holds a second copy of the model.\n\n" + REWARD_MODEL_NOTE
 )
 
 
