@@ -139,8 +139,9 @@ def score(pack_dir: str, rm_dir: str) -> None:
     print(json.dumps(out))
 
 
-def search(pack_dir: str, rm_dir: str) -> None:
-    """Reward Noise Search on an empty Wan latent; the best score against re-scoring the returned frames."""
+def search(pack_dir: str, rm_dir: str, algorithm: str) -> None:
+    """Reward Noise Search with `algorithm` on an empty Wan latent; the best score against re-scoring the returned
+    frames."""
     with torch.inference_mode():
         rm = setup(pack_dir, rm_dir)
         search_nodes = importlib.import_module("rewarddance_pack.nodes.search")
@@ -152,7 +153,7 @@ def search(pack_dir: str, rm_dir: str) -> None:
         guider.set_cfg(3.0)
         sigmas = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "simple", 3)
         latent = empty_wan_latent()
-        out = search_nodes.RewardNoiseSearch.execute(guider, sigmas, latent, vae, rm, PROMPT, "best_of_n", 9, 3)
+        out = search_nodes.RewardNoiseSearch.execute(guider, sigmas, latent, vae, rm, PROMPT, algorithm, 9, 3)
         best_latent, image, noise, summary = out.args
         rescored = scoring.ScoreVideo.execute(rm, PROMPT, 16.0, 0, 32, frames=image).args[0]
         decoded = vae.decode(best_latent["samples"])
@@ -256,8 +257,8 @@ def main() -> None:
     pack_dir, rm_dir, out_dir, mode = sys.argv[1:5]
     if mode == "score":
         return score(pack_dir, rm_dir)
-    if mode == "search":
-        return search(pack_dir, rm_dir)
+    if mode.startswith("search:"):  # search:<algorithm>
+        return search(pack_dir, rm_dir, mode.partition(":")[2])
     return train(pack_dir, rm_dir, out_dir, mode)
 
 

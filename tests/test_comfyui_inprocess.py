@@ -202,13 +202,15 @@ def test_score_video_with_a_comfyui_video_equals_its_frames_and_the_judge(tiny_d
     assert errors["no_frames"].startswith("video:") and errors["no_image_frames"].startswith("frames:")
 
 
-def test_noise_search_node_on_an_empty_wan_video_latent(tiny_dirs, tmp_path):
+@pytest.mark.parametrize("algorithm", ["best_of_n", "noise_gradient"])
+def test_noise_search_node_on_an_empty_wan_video_latent(algorithm, tiny_dirs, tmp_path):
     """Reward Noise Search on EmptyHunyuanLatentVideo's [1, 16, 2, 4, 4] with ComfyUI's tiny WAN21 model and Wan VAE:
-    a video LATENT of the same shape, its 5 frames as IMAGE, and the best score is that of those frames as a video."""
-    result = run_video_script(tiny_dirs, tmp_path, "search")
+    a video LATENT of the same shape, its 5 frames as IMAGE, and the best score is that of those frames as a video.
+    noise_gradient differentiates through Wan's fused RoPE and latent format (made in inference mode)."""
+    result = run_video_script(tiny_dirs, tmp_path, f"search:{algorithm}")
     assert result["latent_in"] == result["latent_out"] == result["noise_shape"] == [1, 16, 2, 4, 4]
     assert result["image_shape"] == [5, 32, 32, 3] and result["image_std"] > 0.01
-    assert result["summary"].startswith("best_of_n: best score") and "3 candidates" in result["summary"]
+    assert result["summary"].startswith(f"{algorithm}: best score") and "3 candidates" in result["summary"]
     assert result["rescored"] == pytest.approx([result["best"]], abs=1e-5)
     assert result["decode_vs_image"] <= 1e-5  # the IMAGE is the returned LATENT decoded
 
