@@ -55,9 +55,9 @@ def fit_layout(name: str, nodes: list[N]) -> list[N]:
                 y = max(y, above.pos[1] + above_height + GAP)
         placed[node.id] = dataclasses.replace(node, pos=(node.pos[0], y))
     top = min((n.pos[1] - TITLE for n in placed.values()), default=0)
-    for note in notes:
-        width, height = extent(note, measured)
+    for note in notes:  # as wide as the spec says (a measured width would feed back), as tall as its text needs
+        _, height = extent(note, measured)
         placed[note.id] = dataclasses.replace(
-            note, pos=(note.pos[0], top - GAP - height + TITLE), size=(width, height - TITLE)
+            note, pos=(note.pos[0], top - GAP - height + TITLE), size=(note.size[0], height - TITLE)
         )
     return [placed[n.id] for n in nodes]
