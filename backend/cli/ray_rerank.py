@@ -33,7 +33,7 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="auto|ADDRESS",
         help="score with Ray Data: `auto` (the default) joins the cluster `ray start` runs on this machine or "
-        "$RAY_ADDRESS, else starts a local one; ADDRESS joins that cluster (e.g. ray://head:10001). DIRECTORY may "
+        "$RAY_ADDRESS, else starts a local one; ADDRESS joins that cluster (e.g. HEAD_IP:6379). DIRECTORY may "
         "then also be a manifest (.parquet, .jsonl, .csv: a path column, optional id, prompt, reference, criteria "
         "columns) and --out is a folder of result shards; rows already in it are skipped",
     )

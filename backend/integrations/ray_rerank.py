@@ -133,7 +133,7 @@ def source_rows(source: str | Path | list[dict], prompt: str | None) -> list[dic
 
 
 def run_settings(model: str, mode: str, reference: str | None, loading: dict, scoring: dict) -> dict:
-    """Everything besides a row that decides its score, as JSON values (kept in the output's settings.json)."""
+    """Everything besides a row that decides its score, as JSON values (kept in the output's _settings.json)."""
     settings = {
         "model": model,
         "mode": mode,

@@ -1,5 +1,5 @@
 """The output folder of a Ray rerank: result shards `part-NNNNN.parquet` (or `.jsonl`), each written whole
-(a temporary file renamed into place, so a killed job leaves only complete shards), and `settings.json`, the
+(a temporary file renamed into place, so a killed job leaves only complete shards), and `_settings.json`, the
 scoring settings the shards were made with. Resume reads the ids already in the shards and skips them."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from ..run_log import replace_file
 
 SHARD_FORMATS = ("parquet", "jsonl")
 RESULT_COLUMNS = ("id", "path", "prompt", "score", "error")
-SETTINGS_FILE = "settings.json"
+SETTINGS_FILE = "_settings.json"  # "_": Parquet readers of the folder skip it
 SHARD_NAME = re.compile(r"^part-(\d{5,})\.(parquet|jsonl)$")
 
 
