@@ -27,7 +27,9 @@ def folder_rows(root: Path, prompt: str | None, prompts: dict[Path, str] | None 
         raise ValueError(f"no images or videos found in {str(root)!r}")
     texts = prompts or {}
     return [
-        make_row(f.relative_to(root).as_posix(), str(f.absolute()), texts.get(f, prompt), None, None, f"{root}: {f.name}")
+        make_row(
+            f.relative_to(root).as_posix(), str(f.absolute()), texts.get(f, prompt), None, None, f"{root}: {f.name}"
+        )
         for f in files
     ]
 
