@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             image.save(folder / f"{i:04d}.png")
         ckpt = write_checkpoint(args.config, root / "judge", args.device, DTYPES[args.dtype])
         common = ["--model", str(ckpt), "--dtype", args.dtype, "--device", args.device, "--prompt", PROMPT, "--quiet"]
+        common += ["--top-k", "1"]  # print only the best file (both runs)
 
         local_s = timed_rerank(["rerank", str(folder), *common, "--out", str(root / "local.jsonl")])
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, configure_logging=False)

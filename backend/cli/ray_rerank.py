@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..integrations.ray_manifest import MANIFEST_SUFFIXES, folder_rows
 from ..integrations.ray_shards import SHARD_FORMATS
-from .checks import check_text, check_writable_folder, either
+from .checks import IMAGE_SUFFIXES, check_text, check_writable_file, check_writable_folder, either
 from .errors import CLIError
 from .io import list_media
 from .model_options import DEFAULT_MODEL, check_model_args, scoring_overrides
@@ -68,6 +68,9 @@ def check_ray_args(args: argparse.Namespace) -> None:
         raise CLIError(f"--top-k must be a positive integer, got {args.top_k}")
     if args.reference is not None and not Path(args.reference).is_file():
         raise CLIError(f"--reference {args.reference!r} does not exist; pass the reference image")
+    check_writable_file(args.sheet, "--sheet", IMAGE_SUFFIXES)  # redrawn by every run (a rerun resumes)
+    if args.sheet and args.reference and Path(args.sheet).resolve() == Path(args.reference).resolve():
+        raise CLIError(f"--sheet {args.sheet!r} is an input of this command; choose another --sheet")
 
 
 def ray_source(args: argparse.Namespace) -> str | list[dict]:

@@ -2,8 +2,8 @@
 to a pool of `RewardActor`s (`ray_scorer`), and come back as result shards in an output folder (`ray_shards`);
 rows already in the output are skipped, so a killed job is resumed by running it again.
 
-    from rewarddance.backend.integrations.ray_rerank import ray_rerank
-    summary = ray_rerank("manifest.parquet", "scores/", "path/to/judge", actors=4, gpus_per_actor=1)
+    from rewarddance.backend.integrations.ray_rerank import RayOptions, ray_rerank
+    summary = ray_rerank("manifest.parquet", "scores/", "path/to/judge", options=RayOptions(actors=4, gpus_per_actor=1))
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ def base(source, tmp_path, judge) -> list[str]:
         (["--mode", "pairwise"], "pairwise needs --reference IMAGE or a 'reference' column"),
         (["--top-k", "0"], "--top-k must be a positive integer"),
         (["--prompt", " "], "--prompt is empty"),
+        (["--sheet", "best.gif"], "--sheet must end in .png, .jpg, .jpeg or .webp"),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(tiny_dirs, ray_images, tmp_path, capsys, no_ray_start, extra, message):
