@@ -1,4 +1,5 @@
-"""`rewarddance score` (files in input order) and `rewarddance rerank` (a folder, ranked, resumable)."""
+"""`rewarddance score` (files in input order) and `rewarddance rerank` (a folder, ranked, resumable; `--ray`:
+backend/cli/ray_rerank.py)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def add_rerank_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of `rewarddance rerank`."""
-    p.add_argument("directory", help="folder of images and videos (searched recursively)")
+    p.add_argument(
+        "directory", help="folder of images and videos (searched recursively); with --ray also a manifest table"
+    )
     p.add_argument("--prompt", default=None, help="prompt shared by all files")
     p.add_argument("--prompts", default=None, help="per-file prompts: .jsonl {file,prompt}, .json, .csv or .tsv")
     p.add_argument("--mode", default="pointwise", choices=RERANK_MODES)
@@ -76,6 +79,9 @@ def add_rerank_arguments(p: argparse.ArgumentParser) -> None:
         "run it continues; an input image, the --reference or the --prompts file is never overwritten)",
     )
     add_model_options(p)
+    from .ray_rerank import add_ray_options
+
+    add_ray_options(p)
 
 
 def prompt_for(path: Path, root: Path, args: argparse.Namespace, prompts: dict[str, str] | None) -> str:
@@ -143,9 +149,13 @@ def check_not_ranked(path: str | None, flag: str, files: list[Path], root: Path)
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:
-    """Score every image/video in a folder, write results, print and draw the top-k."""
+    """Score every image/video in a folder, write results, print and draw the top-k (with --ray: on Ray)."""
     from ..media import to_visual
+    from .ray_rerank import check_no_ray_flags, cmd_ray_rerank
 
+    if args.ray is not None:
+        return cmd_ray_rerank(args)
+    check_no_ray_flags(args)
     root = Path(args.directory)
     check_rerank_args(args)
     if root.is_file():
