@@ -52,3 +52,11 @@ def photo_dir(tmp_path_factory):
 def photo_paths(photo_dir):
     """Sorted list of the sample photo paths."""
     return sorted(photo_dir.glob("*.png"))
+
+
+@pytest.fixture(scope="session")
+def ray_images(tmp_path_factory):
+    """A folder of six small random images and one file that is not an image (the Ray rerank tests)."""
+    from helpers import write_ray_images
+
+    return write_ray_images(tmp_path_factory.mktemp("ray_images"))

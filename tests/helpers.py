@@ -1,5 +1,7 @@
 """Test helpers shared by several test modules."""
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image as PILImage
 
@@ -135,3 +137,15 @@ def start_serve(model_dir, *flags: str):
         proc.kill()
         raise AssertionError(f"rewarddance serve did not start: {proc.stderr.read()[-3000:]}")
     return proc, line.split("serving on ")[1].split()[0]
+
+
+RAY_IMAGE_NAMES = [f"img{i:02d}.png" for i in range(6)]
+RAY_BROKEN_NAME = "broken.png"
+
+
+def write_ray_images(root: Path) -> Path:
+    """Six small random images (RAY_IMAGE_NAMES) and one file that is not an image (RAY_BROKEN_NAME) in `root`."""
+    for i, name in enumerate(RAY_IMAGE_NAMES):
+        random_image(48 + 8 * i, 64, seed=i).save(root / name)
+    (root / RAY_BROKEN_NAME).write_bytes(b"not an image")
+    return root

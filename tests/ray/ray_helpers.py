@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+from helpers import RAY_BROKEN_NAME as BROKEN
+from helpers import RAY_IMAGE_NAMES as NAMES
+
 from rewarddance.backend.cli import main
 
-NAMES = [f"img{i:02d}.png" for i in range(6)]
-BROKEN = "broken.png"
+__all__ = ["BROKEN", "NAMES", "local_rerank"]
 
 
 def local_rerank(folder, out, *flags: str) -> dict[str, float]:
