@@ -3,7 +3,9 @@
 - The transformers model is wrapped in a small module and a `ModelPatcher`, so "Unload models" and
   "Free memory" in ComfyUI move it off the GPU like any checkpoint, and ComfyUI evicts it when a
   generator needs the memory.
-- Before every scoring call `RewardModel.before_use` asks ComfyUI to load it back (`load_models_gpu`).
+- Before every scoring call `RewardModel.before_use` asks ComfyUI to load it back (`load_models_gpu`). When
+  the GPU is short of memory ComfyUI loads it partially and streams the rest layer by layer
+  (nodes/streaming.py): slower, never out of memory.
 - Loaded models are cached weakly by their settings: they live as long as ComfyUI's node cache holds the
   loader's output, so re-running a graph reuses them and "Free model and node cache" releases them.
 """
@@ -21,6 +23,9 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import torch
 from comfy.patcher_extension import CallbacksMP
+
+from ..backend.memory_budget import Part, check_fits
+from .streaming import make_streamable, move_buffers
 
 _CACHE: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
@@ -129,6 +134,8 @@ def load_managed(
                 max_pixels=max_pixels,
             )
         holder = VLMHolder(rm.vlm.model, offload_device)
+        make_streamable(holder, load_device)
+        rm.vlm.execution_device = load_device  # inputs go there even while some weights stay in RAM
         patcher = comfy.model_patcher.ModelPatcher(holder, load_device=load_device, offload_device=offload_device)
         rm_ref = weakref.ref(rm)
         if on_detach is not None:
@@ -136,7 +143,9 @@ def load_managed(
         rm.comfy_patcher = patcher
 
         def before_use() -> None:
-            mm.load_models_gpu([patcher], force_full_load=True)
+            mm.load_models_gpu([patcher])  # partially when the GPU is short of memory (the rest streams)
+            if getattr(holder, "model_lowvram", False):
+                move_buffers(holder, load_device)
             if on_use is not None:
                 on_use(rm_ref())
 
@@ -162,3 +171,35 @@ def unload_patcher(which: Any) -> None:
             loaded.model_unload()
             mm.current_loaded_models.remove(loaded)
     mm.soft_empty_cache()
+
+
+def device_budget(device: torch.device) -> int | None:
+    """Bytes of weights ComfyUI can hold on `device` (its total less what it reserves); None for the CPU."""
+    if device.type == "cpu":
+        return None
+    return mm.get_total_memory(device) - mm.extra_reserved_memory() - mm.minimum_inference_memory()
+
+
+def reward_model_part(rm: Any) -> Part | None:
+    """The reward model as a Part of the device budget: room for its two largest layers when its weights
+    stream; None for a remote reward model (its memory is elsewhere)."""
+    patcher = getattr(rm, "comfy_patcher", None)
+    if patcher is None:
+        return None
+    sizes = [mm.module_size(m) for m in patcher.model.modules() if hasattr(m, "comfy_cast_weights")]
+    streamed = sum(sorted(sizes)[-2:]) if sizes else patcher.model_size()
+    return Part("the reward model", patcher.model_size(), min(streamed, patcher.model_size()))
+
+
+def check_models_fit(model: Any, model_name: str, reward_model: Any, what: str) -> None:
+    """Refuse up front when a fully loaded copy of the MODEL and the reward model (streaming) cannot share the
+    MODEL's device within what ComfyUI reports; nothing is checked on the CPU."""
+    device = model.load_device
+    budget = device_budget(device)
+    if budget is None:
+        return
+    parts = [Part(model_name, model.model_size(), model.model_size())]
+    reward = reward_model_part(reward_model)
+    if reward is not None and reward_model.comfy_patcher.load_device == device:
+        parts.append(reward)
+    check_fits(parts, budget, str(device), what)

@@ -41,6 +41,7 @@ from ..backend.rl.trainers import Policy
 from ..backend.score_text import format_score
 from .autograd_copies import differentiable_decoder, trainable_copy
 from .common import criteria_input, reward_model_input
+from .memory import check_models_fit
 from .rope_grad import enable_rope_gradients
 from .sampler_bridge import TrainingSampler, sample_in_guider
 from .types import TRAINING
@@ -254,6 +255,7 @@ class RewardLoraTrainer(io.ComfyNode):
             algorithm, steps, learning_rate, lora_rank, lora_alpha, group_size, sample_steps, seed, save_every
         ).validate()
         check_algorithm(algorithm, reward_model, model)
+        check_models_fit(model, "the trainer's copy of MODEL", reward_model, "model")
         run_dir, final = output_paths(folder_paths.get_output_directory(), filename_prefix)
         config = training.config(prompt_list, run_dir)
         trainable, policy = lora_policy(

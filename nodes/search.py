@@ -27,7 +27,7 @@ from ..backend.score_text import format_score
 from ..backend.search.algorithms import ALGORITHMS, BestSoFar, Progress
 from .autograd_copies import differentiable_decoder, trainable_copy
 from .common import criteria_input, preview_ui, prompt_input, reward_model_input
-from .memory import unload_patcher
+from .memory import check_models_fit, unload_patcher
 from .rope_grad import enable_rope_gradients
 from .sampler_bridge import SearchSampler, sample_in_guider
 from .types import SEARCH
@@ -184,6 +184,8 @@ class RewardNoiseSearch(io.ComfyNode):
         if samples.shape[0] != 1:
             raise ValueError(f"latent_image: the search makes one image; pass a batch of 1, got {samples.shape[0]}")
         check_algorithm(algorithm, reward_model)
+        if algorithm == "noise_gradient":
+            check_models_fit(guider.model_patcher, "noise_gradient's copy of the model", reward_model, "algorithm")
         reward = ModelReward(
             reward_model,
             text,

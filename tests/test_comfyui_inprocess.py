@@ -228,3 +228,20 @@ def test_reward_lora_trainer_on_a_tiny_wan_video_model(algorithm, tiny_dirs, tmp
     assert result["files"] == [f"wan_{algorithm}.safetensors", f"wan_{algorithm}_run"]
     assert result["lora_keys"] == 3 * result["file_patches"] and result["file_patches"] == 10
     assert result["lora_up_max"] > 0  # trained: lora_up starts at zero
+
+
+def test_reward_model_loaded_partially_streams_its_weights_with_the_same_scores(tiny_dirs):
+    """ComfyUI's partial load of the reward model (a weight budget of half its size): some modules load, the rest
+    stream their weights, and scores and the reward's gradient equal the fully loaded model's; an unload ends it."""
+    result = last_json(run_script("comfy_inprocess_streaming.py", str(REPO), str(tiny_dirs["qwen2_5_vl"])))
+    assert result["streamable"] == result["with_weights"] > 10  # every module that holds weights can stream
+    assert result["lowvram"] and 0 < result["streamed"] < result["with_weights"]
+    assert result["after_unload"] == 0
+    assert result["partial_scores"] == pytest.approx(result["full_scores"], abs=1e-6)
+    assert result["partial_grad"] == pytest.approx(result["full_grad"], abs=1e-6)
+    full, minimum = result["reward_part"]
+    assert 0 < minimum < full  # the trainer and noise_gradient budget only the reward model's streaming room
+    assert result["refusal"].startswith("model: needs at least 0.0 GB on cpu (the trainer's copy of MODEL 0.0 GB, ")
+    assert (
+        "the reward model 0.0 GB of 0.0 GB (the rest streams)), but ComfyUI can use 0.0 GB there" in (result["refusal"])
+    )

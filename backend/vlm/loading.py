@@ -31,10 +31,14 @@ class LoadedVLM:
     chat_template: str
     family: VLMFamily
     path: str
+    execution_device: torch.device | None = None  # set when a host streams weights (ComfyUI's partial loading)
 
     @property
     def device(self) -> torch.device:
-        """Device of the input embeddings (where inputs go, also under a device_map)."""
+        """Where inputs go: the execution device when one is set, else that of the input embeddings (also under
+        a device_map)."""
+        if self.execution_device is not None:
+            return self.execution_device
         return self.model.get_input_embeddings().weight.device
 
     @property
