@@ -169,3 +169,18 @@ def test_http_field_and_server_scoring_spec():
         scoring_overrides({"judge": "bogus"})
     with pytest.raises(Exception, match=r"models\.j\.scoring: judge must be one of yes_no, unifiedreward"):
         ModelSpec(name="j", path="x", scoring={"judge": "bogus"}).validate()
+
+
+def test_rl_reward_specs_take_a_judge(judges, tiny_dirs):
+    from rewarddance.backend.rl.config import RewardSpecs, check_reward_spec
+
+    spec = {"kind": "pointwise", "model": str(tiny_dirs["qwen2_5_vl"]), "dtype": "fp32", "device": "cpu"}
+    check_reward_spec({**spec, "judge": "unifiedreward"}, "rewards")
+    for bad in ({**spec, "judge": "bogus"}, {"kind": "colour", "judge": "unifiedreward"}):
+        with pytest.raises(ValueError, match=r"rewards\[\]\.judge applies to pointwise, pairwise, pairwise_group"):
+            check_reward_spec(bad, "rewards")
+    reward = RewardSpecs(lambda prompt: None, 1).reward({**spec, "judge": "unifiedreward"}, "a red fox")
+    assert reward.options == {"judge": "unifiedreward"}
+    images = torch.rand(2, 56, 56, 3)
+    expected = judges["qwen2_5_vl"].score(images, "a red fox").scores
+    assert reward(images).tolist() == pytest.approx(expected, abs=1e-6)
