@@ -184,3 +184,16 @@ def test_rl_reward_specs_take_a_judge(judges, tiny_dirs):
     images = torch.rand(2, 56, 56, 3)
     expected = judges["qwen2_5_vl"].score(images, "a red fox").scores
     assert reward(images).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_server_batcher_reads_pairwise_rows_with_the_verdict_tokens(judges, photo_paths):
+    from rewarddance.backend.reward_model import compare_queries, score_queries
+    from rewarddance.backend.server.batcher import _score_prepared
+
+    rm = judges["qwen2_5_vl"]
+    files = [str(p) for p in photo_paths[:3]]
+    jobs = [compare_queries(files[1:], files[0], "a fox", rm.config), score_queries(files[:1], "a fox", rm.config)]
+    prepared = [rm.scorer.prepare(q) for q in jobs]
+    out = _score_prepared(rm, prepared, [rm.config, rm.config], 1536, lambda: False)
+    assert out[0] == pytest.approx(rm.compare(files[1:], files[0], "a fox").scores, abs=1e-6)
+    assert out[1] == pytest.approx(rm.score(files[:1], "a fox").scores, abs=1e-6)
