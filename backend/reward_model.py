@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from .media import to_visuals
 from .ranking import check_top_k, check_tournament_size, ranking_order
 from .scoring.answer import AnswerTokens, yes_probability
 from .scoring.config import ScoringConfig, default_batch_tokens
+from .scoring.judges import judge_named, judge_scores
 from .scoring.prompts import VERDICT_MARKER, FewShotExample, Query, pairwise_query, pointwise_query
 from .scoring.results import RankResult, ScoreResult, TournamentResult
 from .scoring.scorer import Scorer
@@ -127,17 +129,23 @@ class RewardModel:
         """The yes/no token ids `config` reads (ValueError when its answer words clash in this tokenizer)."""
         return AnswerTokens.from_config(self.vlm.tokenizer, config, with_space=config.cot == "reasoning_first")
 
-    def read_scores(self, logits: torch.Tensor, config: ScoringConfig) -> torch.Tensor:
-        """P("yes") from last-position logits [N, V] under `config`'s answer words and normalisation."""
-        return yes_probability(logits, self.answer_tokens(config), config.normalize)
+    def read_scores(
+        self, logits: torch.Tensor, config: ScoringConfig, pairwise: Sequence[bool] | None = None
+    ) -> torch.Tensor:
+        """[0, 1] scores from answer-position logits [N, V]: P("yes"), or a text judge's reading (`pairwise` per row)."""
+        judge = judge_named(config.judge)
+        if judge.own_wording:
+            return yes_probability(logits, self.answer_tokens(config), config.normalize)
+        rows = [False] * logits.shape[0] if pairwise is None else list(pairwise)
+        return judge_scores(logits, self.vlm.tokenizer, judge, rows)
 
     def probabilities(self, queries: list[Query], config: ScoringConfig) -> torch.Tensor:
-        """P("yes") for each query under `config` (the verdict position; no generation)."""
+        """The score of each query under `config` (read at the answer position; no generation)."""
         prepared = self.scorer.prepare(queries)
         logits = self.scorer.last_logits(
             prepared, self.batch_tokens(config), config.prefix_reuse, config.min_prefix_tokens
         )
-        return self.read_scores(logits, config)
+        return self.read_scores(logits, config, [q.pairwise for q in queries])
 
     def run(
         self, queries: list[Query], config: ScoringConfig, reasons: bool = False
@@ -150,7 +158,9 @@ class RewardModel:
             return self.probabilities(queries, config), texts
         scores = self.probabilities(queries, config)
         if reasons:
-            return scores, [self.scorer.generate(q, config.reason_tokens).strip() for q in queries]
+            # a text judge explains itself from the start of its answer, not after the answer prefix
+            plain = [replace(q, continuation="") for q in queries] if config.judge != "yes_no" else queries
+            return scores, [self.scorer.generate(q, config.reason_tokens).strip() for q in plain]
         return scores, None
 
     # --- public operations ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..devices import ATTENTION, DTYPE_CHOICES
 from ..scoring.config import COT_MODES, NORMALIZATIONS
+from ..scoring.judges import DEFAULT_JUDGE, JUDGES
 from ..scoring.prompts import CRITERIA_PRESETS
 from .checks import check_model_source, check_text, parse_criteria
 from .errors import CLIError
@@ -76,6 +77,14 @@ def add_prompt_options(p: argparse.ArgumentParser) -> None:
     """How the question put to the model is worded."""
     g = p.add_argument_group("prompt")
     g.add_argument(
+        "--judge",
+        default=None,
+        choices=tuple(JUDGES),
+        help=f"judge preset: the prompts and answer reading the checkpoint was trained on (default {DEFAULT_JUDGE}; "
+        "unifiedreward: CodeGoat24/UnifiedReward checkpoints, a 1-5 score / 'Image 1/2 is better' read as "
+        "probabilities in [0, 1])",
+    )
+    g.add_argument(
         "--question", default=None, help="custom question template, e.g. 'Does this image show \"{prompt}\"?'"
     )
     g.add_argument("--system", default=None, help="system prompt (default: the chat template's own)")
@@ -110,8 +119,30 @@ def check_model_args(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise CLIError(f"--attn: {exc}") from exc
     parse_criteria(args.criteria, args.criteria_text)
+    check_judge_args(args)
     for flag, value in (("--question", args.question), ("--answer", args.answer), ("--negative", args.negative)):
         check_text(value, flag)
+
+
+def check_judge_args(args: argparse.Namespace) -> None:
+    """A judge preset asks its own question: --criteria, --criteria-text, --question and --cot cannot apply."""
+    if args.judge in (None, DEFAULT_JUDGE):
+        return
+    flags = [
+        flag
+        for flag, value in (
+            ("--criteria", args.criteria),
+            ("--criteria-text", args.criteria_text),
+            ("--question", args.question),
+            ("--cot", args.cot if args.cot != "none" else None),
+        )
+        if value
+    ]
+    if flags:
+        raise CLIError(
+            f"--judge {args.judge} asks the checkpoint's own question, so {', '.join(flags)} cannot apply; "
+            f"remove {', '.join(flags)} or use --judge {DEFAULT_JUDGE}"
+        )
 
 
 def add_score_options(p: argparse.ArgumentParser) -> None:
@@ -172,7 +203,7 @@ class BoundClient:
 
 def scoring_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """ScoringConfig fields given on the command line."""
-    out = {k: getattr(args, k) for k in ("question", "system", "normalize", "answer", "negative", "cot")}
+    out = {k: getattr(args, k) for k in ("question", "system", "normalize", "answer", "negative", "cot", "judge")}
     if not getattr(args, "backend", None):
         out["max_batch_tokens"] = args.max_batch_tokens
     criteria = parse_criteria(args.criteria, args.criteria_text)

@@ -28,6 +28,7 @@ from ..rewards import (
 )
 from ..rewards.statistics import STATISTICS
 from ..runs import renamed_keys
+from ..scoring.judges import JUDGES
 from .lora import LoraSpec, add_lora
 from .trainers import ALGORITHMS, Policy, TrainerConfig
 
@@ -168,6 +169,13 @@ def check_reward_spec(spec: Any, where: str) -> None:
     if kind == "statistic" and spec.get("name") not in STATISTICS:
         raise ValueError(
             f"a statistic entry of {where} needs `name`, one of {', '.join(STATISTICS)}; got {spec.get('name')!r}"
+        )
+    if "judge" in spec and (
+        kind not in MODEL_KINDS or not isinstance(spec["judge"], str) or spec["judge"] not in JUDGES
+    ):
+        raise ValueError(
+            f"{where}[].judge applies to {', '.join(MODEL_KINDS)} entries and must be one of {', '.join(JUDGES)}; "
+            f"got {spec['judge']!r} in a {kind} entry"
         )
     if kind == "python" and not (isinstance(spec.get("function"), str) and ":" in spec["function"]):
         raise ValueError(
@@ -333,13 +341,14 @@ class RewardSpecs:
             seed = 2_000_000 + zlib.crc32(prompt.encode()) % 100_000
             with torch.no_grad():
                 images = gen.decode(sample(gen, seeded_noise(gen, n, seed), self.sample_steps)).float().cpu()
-            winner = self.backend(spec).tournament(images, prompt).ranking[0]
+            judge = {"judge": spec["judge"]} if spec.get("judge") else {}
+            winner = self.backend(spec).tournament(images, prompt, **judge).ranking[0]
             self.references[key] = images[winner : winner + 1]
         return self.references[key]
 
     def reward(self, spec: dict, prompt: str) -> Reward:
         """The reward one spec gives for `prompt`."""
-        options = {"criteria": spec["criteria"]} if spec.get("criteria") else {}
+        options = {k: spec[k] for k in ("criteria", "judge") if spec.get(k)}
         kind = spec["kind"]
         if kind == "colour":
             return ColourReward(int(spec.get("channel", 0)))

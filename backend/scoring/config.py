@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .criteria import CRITERIA_PRESETS
+from .judges import DEFAULT_JUDGE, JUDGES
 
 NORMALIZATIONS = ("vocab", "yes_no")
 # Default token budgets per forward: big batches fill a GPU; on CPUs a few sequences at a time stay in
@@ -38,9 +39,23 @@ class ScoringConfig:
     max_batch_tokens: int | None = None  # token budget of one forward (batch x padded length); None: by device
     prefix_reuse: bool = True  # compute a shared prefix (instruction, reference, examples) once
     min_prefix_tokens: int = 64  # shorter shared prefixes (e.g. just the system prompt) are not worth a cache
+    judge: str = DEFAULT_JUDGE  # judge preset (judges.py): the prompts a checkpoint was trained on, how it is read
 
     def validate(self) -> ScoringConfig:
         """Raise ValueError naming the field and the fix when a value is unusable; return self."""
+        if not isinstance(self.judge, str) or self.judge not in JUDGES:
+            raise ValueError(f"judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
+        if self.judge != DEFAULT_JUDGE:
+            used = [
+                name
+                for name, off in (("criteria", ()), ("question", None), ("cot", "none"))
+                if getattr(self, name) != off
+            ]
+            if used:
+                raise ValueError(
+                    f"judge {self.judge!r} asks its own question, so {', '.join(used)} cannot apply; "
+                    f"remove {', '.join(used)} or use judge {DEFAULT_JUDGE!r}"
+                )
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
         if self.cot not in COT_MODES:

@@ -15,6 +15,7 @@ from typing import Any
 from ..media import Video, Visual, to_visual
 from .config import ScoringConfig
 from .criteria import CRITERIA_PRESETS, VIDEO_ONLY_PRESETS
+from .judges import Judge, judge_named
 
 VQA_QUESTION = 'Does this {kind} show "{prompt}"? Please answer yes or no.'
 POINTWISE_QUESTION = (
@@ -55,6 +56,7 @@ class Query:
     messages: list[dict]
     visuals: list[Visual]
     continuation: str = ""
+    pairwise: bool = False  # candidate vs reference: a text-answering judge reads its verdict tokens
 
 
 def criteria_text(criteria: tuple[str, ...], kind: str) -> str:
@@ -149,6 +151,9 @@ def _visual_parts(visuals: list[Visual], pairwise: bool) -> list[dict]:
 
 def pointwise_query(visual: Visual, prompt: str, config: ScoringConfig, few_shot: list | None = None) -> Query:
     """One visual + prompt + criteria: "does it meet them?"; visual before the question."""
+    judge = judge_named(config.judge)
+    if not judge.own_wording:
+        return judge_query(judge, [visual], prompt, config, few_shot)
     shots, shot_visuals = _example_turns(list(few_shot or []), config, prompt, pairwise=False)
     question = question_text(config, prompt, _kind(visual), pairwise=False)
     user = {"role": "user", "content": _visual_parts([visual], False) + [{"type": "text", "text": question}]}
@@ -161,10 +166,29 @@ def pairwise_query(
     """Image 1 = reference, image 2 = candidate, then prompt + criteria: "is image 2 better than image 1?"."""
     if _kind(reference) != _kind(candidate):
         raise ValueError("reference and candidate must both be images or both be videos")
+    judge = judge_named(config.judge)
+    if not judge.own_wording:
+        return judge_query(judge, [reference, candidate], prompt, config, few_shot)
     shots, shot_visuals = _example_turns(list(few_shot or []), config, prompt, pairwise=True)
     question = question_text(config, prompt, _kind(candidate), pairwise=True)
     user = {
         "role": "user",
         "content": _visual_parts([reference, candidate], True) + [{"type": "text", "text": question}],
     }
-    return Query(_system_messages(config) + shots + [user], shot_visuals + [reference, candidate])
+    return Query(_system_messages(config) + shots + [user], shot_visuals + [reference, candidate], pairwise=True)
+
+
+def judge_query(judge: Judge, visuals: list[Visual], prompt: str, config: ScoringConfig, few_shot: Any) -> Query:
+    """A text-answering judge's own prompt: the visuals (reference first), its question, its answer prefix."""
+    if few_shot:
+        raise ValueError(f"few_shot: judge {judge.name!r} is used with its own prompt; remove few_shot")
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    if any(isinstance(v, Video) for v in visuals):
+        raise ValueError(f"judge {judge.name!r} scores images only; use judge 'yes_no' for videos")
+    pairwise = len(visuals) == 2
+    template = judge.pairwise if pairwise else judge.pointwise
+    parts = [{"type": "image"} for _ in visuals] + [{"type": "text", "text": template.replace("{prompt}", prompt)}]
+    prefix = judge.pairwise_prefix if pairwise else judge.pointwise_prefix
+    messages = _system_messages(config) + [{"role": "user", "content": parts}]
+    return Query(messages, list(visuals), continuation=prefix, pairwise=pairwise)

@@ -42,6 +42,7 @@ class PreparedQuery:
     visuals: list[EncodedVisual]
     spans: list[tuple[int, int]]  # token span of each visual
     keys: list[int]  # identity of each visual's source object
+    pairwise: bool = False  # from the query: which answer tokens a text-answering judge reads
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -124,7 +125,7 @@ class Scorer:
                 visuals.append(visual)
         input_ids = torch.tensor(ids, dtype=torch.long, device=self.vlm.device)
         positions = self.family.position_ids(self.vlm.model, input_ids, visuals)
-        return PreparedQuery(input_ids, positions, visuals, spans, [id(v) for v in query.visuals])
+        return PreparedQuery(input_ids, positions, visuals, spans, [id(v) for v in query.visuals], query.pairwise)
 
     # --- batching -------------------------------------------------------------------------------------
     @staticmethod

@@ -349,7 +349,9 @@ def _score_prepared(
         logits = model.scorer.last_logits(flat, max_tokens, base.prefix_reuse, base.min_prefix_tokens, stop)
         out, start = [], 0
         for rows, config in zip(prepared, configs):
-            out.append(model.read_scores(logits[start : start + len(rows)], config).tolist())
+            out.append(
+                model.read_scores(logits[start : start + len(rows)], config, [p.pairwise for p in rows]).tolist()
+            )
             start += len(rows)
     return out
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ..ranking import MIN_TOURNAMENT
 from ..scoring.config import COT_MODES, NORMALIZATIONS
 from ..scoring.criteria import CRITERIA_PRESETS
+from ..scoring.judges import JUDGES
 
 MAX_ITEMS = 1024  # images (or pairs) per request, frames per video
 MAX_TOURNAMENT = 64  # candidates: a round robin costs N x (N - 1) comparisons
@@ -59,6 +60,7 @@ SCORING_FIELDS = (
     Field("negative", "text", "the opposing word (for normalize = yes_no)"),
     Field("normalize", "enum", "how the answer probability becomes the score", enum=tuple(NORMALIZATIONS)),
     Field("cot", "enum", "chain-of-thought mode", enum=tuple(COT_MODES)),
+    Field("judge", "enum", "judge preset: the prompts and answer reading of the checkpoint", enum=tuple(JUDGES)),
     Field("answer_variants", "boolean", "also count case and spacing variants of the answer word"),
     Field("reason_tokens", "integer", "tokens a reason may take", minimum=1, maximum=MAX_REASON_TOKENS),
     Field(

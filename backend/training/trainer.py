@@ -115,7 +115,12 @@ class RMTrainConfig:
     def scoring_config(self) -> ScoringConfig:
         """The ScoringConfig the model is trained (and later scored) with."""
         try:
-            return ScoringConfig().with_overrides(**self.scoring)
+            config = ScoringConfig().with_overrides(**self.scoring)
+            if config.judge != "yes_no":
+                raise ValueError(
+                    f"judge {config.judge!r}: reward-model training teaches yes/no answers; use judge 'yes_no'"
+                )
+            return config
         except (TypeError, ValueError) as exc:
             raise ValueError(f"scoring: {exc}") from exc
 

@@ -20,6 +20,7 @@ from rewarddance.backend.server.settings import ServerSettings
 class FakePrepared:
     def __init__(self, value: float, tokens: int):
         self.value, self.tokens = value, tokens
+        self.pairwise = False
 
     def __len__(self) -> int:
         return self.tokens
@@ -64,7 +65,7 @@ class FakeModel:
     def batch_tokens(self, config):
         return 1000
 
-    def read_scores(self, logits, config):
+    def read_scores(self, logits, config, pairwise=None):
         return logits[:, 0] * (2.0 if config.normalize == "yes_no" else 1.0)
 
     def run(self, queries, config, reasons):
