@@ -140,7 +140,7 @@ def is_url(judge: str) -> bool:
     return "://" in judge
 
 
-def check_url(url: str, name: str = "judge") -> str:
+def check_url(url: str, name: str = "model") -> str:
     """An http(s)://HOST[:PORT] URL of a `rewarddance serve`, else ValueError naming `name`."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
@@ -173,9 +173,9 @@ def load_judge(judge: Any, server_model: str | None, token: str | None, loading:
         return RewardModel.from_pretrained(judge, **loading)
     if not all(callable(getattr(judge, m, None)) for m in ("score", "compare", "tournament")):
         raise ValueError(
-            f"judge: expected a RewardModel, a RewardClient, a checkpoint path or a server URL, got "
+            f"model: expected a RewardModel, a RewardClient, a checkpoint path or a server URL, got "
             f"{type(judge).__name__}"
         )
     if loading:
-        raise ValueError(f"{', '.join(sorted(loading))}: loading options apply only when judge is a path")
+        raise ValueError(f"{', '.join(sorted(loading))}: loading options apply only when model is a path")
     return judge

@@ -30,7 +30,7 @@ MODES = ("pointwise", "pairwise")
 class RewardFunction:
     """A Flow-GRPO-style reward: called with (images, prompts, metadata), returns (scores [B], info)."""
 
-    judge: Any  # a RewardModel or a RewardClient
+    model: Any  # a RewardModel or a RewardClient
     mode: str = "pointwise"
     reference_key: str = "reference"
     references: Mapping[str, Any] | None = None  # prompt -> reference, for prompts whose metadata has none
@@ -52,7 +52,7 @@ class RewardFunction:
             part = take(batch, index)
             part_texts = [texts[i] for i in index]
             if refs is None:
-                scores += self.judge.score(part, part_texts, **self.options).scores
+                scores += self.model.score(part, part_texts, **self.options).scores
                 calls += 1
             else:
                 values, used = self.pairwise(part, [refs[i] for i in index], part_texts)
@@ -85,12 +85,12 @@ class RewardFunction:
         refs = list(refs)
         for members in groups:
             refs[members[0]] = reference_image(refs[members[0]], f"metadata[{members[0]}].{self.reference_key}")
-        if isinstance(self.judge, RewardModel):
-            return local_pairwise(self.judge, candidates, refs, prompts, groups, self.options), 1
+        if isinstance(self.model, RewardModel):
+            return local_pairwise(self.model, candidates, refs, prompts, groups, self.options), 1
         scores = [0.0] * len(refs)
         for members in groups:
             part = take(candidates, members)
-            result = self.judge.compare(part, refs[members[0]], [prompts[i] for i in members], **self.options)
+            result = self.model.compare(part, refs[members[0]], [prompts[i] for i in members], **self.options)
             for i, s in zip(members, result.scores):
                 scores[i] = s
         return scores, len(groups)
@@ -105,7 +105,7 @@ class WinRateFunction:
     The score is b's mean win probability over its group, or (`hard`) the fraction of the group it beats
     (a win probability above 0.5; exactly 0.5 counts half). An image alone in its group scores 0.5."""
 
-    judge: Any
+    model: Any
     hard: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -121,7 +121,7 @@ class WinRateFunction:
         for members in groups:
             if len(members) < 2:
                 continue
-            matrix = self.judge.tournament(take(batch, members), texts[members[0]], **self.options).matrix
+            matrix = self.model.tournament(take(batch, members), texts[members[0]], **self.options).matrix
             group_soft, group_hard = symmetric_win_rates(matrix)  # the one reading, shared with GroupWinRate
             soft[members], hard[members] = group_soft, group_hard
         info = {"groups": groups, "win_probability": soft.copy(), "win_fraction": hard.copy()}
@@ -133,7 +133,7 @@ class WinRateFunction:
 
 
 def reward_function(
-    judge: Any,
+    model: Any,
     mode: str = "pointwise",
     *,
     reference_key: str = "reference",
@@ -146,7 +146,7 @@ def reward_function(
     """A Flow-GRPO-style reward function over a judge (RewardModel, RewardClient, checkpoint path or server URL).
 
     `options` are `ScoringConfig` fields (criteria, question, normalize, ...) and, for a path, the loading
-    keywords of `RewardModel.from_pretrained` (dtype, device, ...)."""
+    keywords of `RewardModel.from_pretrained` (dtype, device, judge, ...)."""
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
     check_batch_size(batch_size)
@@ -155,18 +155,19 @@ def reward_function(
     if references is not None and not isinstance(references, Mapping):
         raise ValueError(f"references: expected a dict {{prompt: reference image}}, got {type(references).__name__}")
     loading, scoring = split_options(options)
-    model = load_judge(judge, server_model, token, loading)
-    return RewardFunction(model, mode, reference_key, references, batch_size, scoring)
+    return RewardFunction(
+        load_judge(model, server_model, token, loading), mode, reference_key, references, batch_size, scoring
+    )
 
 
 def win_rate_reward(
-    judge: Any, *, hard: bool = False, server_model: str | None = None, token: str | None = None, **options: Any
+    model: Any, *, hard: bool = False, server_model: str | None = None, token: str | None = None, **options: Any
 ) -> WinRateFunction:
     """Pref-GRPO's group win-rate reward over a judge (RewardModel, RewardClient, checkpoint path or server URL)."""
     if not isinstance(hard, bool):
         raise ValueError(f"hard: expected True or False, got {hard!r}")
     loading, scoring = split_options(options)
-    return WinRateFunction(load_judge(judge, server_model, token, loading), hard, scoring)
+    return WinRateFunction(load_judge(model, server_model, token, loading), hard, scoring)
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -53,6 +53,13 @@ def test_pointwise_scores_equal_reward_model_score_for_every_format(rm, pils, ex
     assert info == {"mode": "pointwise", "calls": 1}
 
 
+def test_a_judge_preset_passes_through_as_a_scoring_option(rm, pils):
+    """`judge=` names the judge preset (the model is the first argument), as in RewardModel.score."""
+    scores, _ = reward_function(rm, judge="unifiedreward")(pils, PROMPTS)
+    np.testing.assert_allclose(scores, rm.score(pils, PROMPTS, judge="unifiedreward").scores, atol=1e-6)
+    assert not np.allclose(scores, rm.score(pils, PROMPTS).scores, atol=1e-4)
+
+
 class CountingJudge:
     """A RewardModel wrapper counting score / compare calls (duck-typed like a RewardClient)."""
 
@@ -194,7 +201,7 @@ def test_bad_metadata_and_missing_references(rm, pils):
         ({"batch_size": 0}, "batch_size: expected a positive integer"),
         ({"references": ["a.png"]}, "references: expected a dict"),
         ({"criteria": 3}, "criteria"),
-        ({"dtype": "fp32"}, "dtype: loading options apply only when judge is a path"),
+        ({"dtype": "fp32"}, "dtype: loading options apply only when model is a path"),
     ],
 )
 def test_bad_options_are_refused_before_scoring(rm, kwargs, match):
@@ -210,9 +217,9 @@ def test_unknown_scoring_option_is_named(rm):
 @pytest.mark.parametrize(
     "url, match",
     [
-        ("ftp://127.0.0.1:8765", "judge: unsupported URL scheme 'ftp'"),
-        ("http://:8765", "judge: 'http://:8765' names no host"),
-        ("http://127.0.0.1:port", "judge: the port of 'http://127.0.0.1:port' is not a number"),
+        ("ftp://127.0.0.1:8765", "model: unsupported URL scheme 'ftp'"),
+        ("http://:8765", "model: 'http://:8765' names no host"),
+        ("http://127.0.0.1:port", "model: the port of 'http://127.0.0.1:port' is not a number"),
     ],
 )
 def test_bad_urls_are_named(url, match):
@@ -221,7 +228,7 @@ def test_bad_urls_are_named(url, match):
 
 
 def test_judge_of_the_wrong_type():
-    with pytest.raises(ValueError, match="judge: expected a RewardModel, a RewardClient"):
+    with pytest.raises(ValueError, match="model: expected a RewardModel, a RewardClient"):
         reward_function(42)
 
 
