@@ -10,6 +10,7 @@ allow_hosts = ["gpubox.local"]             # Host names answered besides loopbac
 [models.judge]
 path = "Qwen/Qwen2.5-VL-7B-Instruct"
 dtype = "bf16"
+quantization = "nf4"                       # none (default), int8 or nf4: bitsandbytes, vision tower kept
 pinned = true                              # never evicted
 preload = true                             # loaded at start (otherwise on first use)
 [models.judge.scoring]                     # this model's default ScoringConfig fields
