@@ -34,6 +34,7 @@ from .vlm.loading import LoadedVLM, load_vlm
 # names, server model specs).
 LOADING_FIELDS = (
     "dtype",
+    "quantization",
     "device",
     "attn_implementation",
     "device_map",
@@ -48,7 +49,11 @@ LOADING_FIELDS = (
 class RewardModel:
     """A loaded VLM plus scoring settings; every method takes per-call overrides of `ScoringConfig` fields."""
 
-    differentiable = True  # `reward()` keeps the autograd graph (noise gradients, ReFL); a remote client cannot
+    @property
+    def differentiable(self) -> bool:
+        """True: `reward()` keeps the autograd graph (noise gradients, ReFL); a remote client or a quantised
+        judge (int8 / nf4 bitsandbytes weights) cannot."""
+        return getattr(self.vlm, "quantization", "none") == "none"
 
     def __init__(self, vlm: LoadedVLM, config: ScoringConfig | None = None):
         self.vlm = vlm
@@ -86,6 +91,7 @@ class RewardModel:
         device: str | None = "auto",
         attn_implementation: str | None = None,
         device_map: str | dict | None = None,
+        quantization: str | None = "none",
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         video_max_pixels: int | None = None,
@@ -94,7 +100,9 @@ class RewardModel:
         trust_remote_code: bool = False,
         **scoring: Any,
     ) -> RewardModel:
-        """Load a checkpoint directory or hub id; remaining keywords are `ScoringConfig` fields."""
+        """Load a checkpoint directory or hub id; remaining keywords are `ScoringConfig` fields.
+
+        `quantization`: none, int8 or nf4 (bitsandbytes; the vision tower and lm_head keep `dtype`)."""
         options = VisualOptions(
             min_pixels=min_pixels,
             max_pixels=max_pixels,
@@ -111,6 +119,7 @@ class RewardModel:
             device_map=device_map,
             options=options,
             trust_remote_code=trust_remote_code,
+            quantization=quantization,
         )
         config = ScoringConfig().with_overrides(**trained_scoring(vlm.path)).with_overrides(**scoring)
         return cls(vlm, config)
@@ -163,11 +172,22 @@ class RewardModel:
             return scores, [self.scorer.generate(q, config.reason_tokens).strip() for q in plain]
         return scores, None
 
+    def check_gradients(self, images: Any) -> None:
+        """Refuse gradients through a quantised judge (ReFL, noise-gradient search need ordinary weights)."""
+        if self.differentiable or not torch.is_grad_enabled() or not _requires_grad(images):
+            return
+        raise ValueError(
+            f"this judge is loaded with quantization {self.vlm.quantization!r}, which gives no reward gradients; "
+            "load it with quantization 'none' for gradient methods (refl, noise_gradient), or use a method "
+            "that only reads scores (raft, grpo, best_of_n)"
+        )
+
     # --- public operations ----------------------------------------------------------------------------------
     def reward(
         self, images: Any, prompt: str | Sequence[str], few_shot: list[FewShotExample] | None = None, **overrides: Any
     ) -> torch.Tensor:
         """Pointwise P("yes") as a float32 tensor [N]; differentiable w.r.t. input tensors that require grad."""
+        self.check_gradients(images)
         config = self.settings(overrides)
         queries = score_queries(images, prompt, config, few_shot)
         with self.use():
@@ -182,6 +202,7 @@ class RewardModel:
         **overrides: Any,
     ) -> torch.Tensor:
         """Pairwise P(candidate beats `reference`) as a float32 tensor [N]; differentiable w.r.t. the candidates."""
+        self.check_gradients(candidates)
         config = self.settings(overrides)
         queries = compare_queries(candidates, reference, prompt, config, few_shot)
         with self.use():
@@ -302,6 +323,15 @@ def reasoning_before_verdict(text: str) -> str:
     lower = text.lower()
     cut = lower.find(VERDICT_MARKER.lower())
     return (text[:cut] if cut >= 0 else text).rstrip()
+
+
+def _requires_grad(images: Any) -> bool:
+    """True when `images` (a tensor or a list of them) carries autograd history."""
+    if isinstance(images, torch.Tensor):
+        return images.requires_grad
+    if isinstance(images, (list, tuple)):
+        return any(isinstance(x, torch.Tensor) and x.requires_grad for x in images)
+    return False
 
 
 def expand_prompts(prompt: str | Sequence[str], n: int) -> list[str]:

@@ -1,4 +1,4 @@
-"""Random-weight Qwen2.5-VL judges at real model shapes (tiny, small, 3b, 7b) for the benchmarks: the tiny
+"""Random-weight Qwen2.5-VL judges at real model shapes (tiny, small, 0.5b, 3b, 7b) for the benchmarks: the tiny
 test checkpoint's tokenizer and special tokens with the real checkpoints' sizes and pixel budget."""
 
 from __future__ import annotations
@@ -50,6 +50,32 @@ CONFIGS: dict[str, dict[str, Any]] = {
         ),
         mrope=[8, 12, 12],
     ),
+    # ~0.5B: the text shape of Qwen2.5-0.5B (as in InternVL3-1B) with the small vision tower.
+    "0.5b": dict(
+        text=dict(
+            hidden_size=896,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            intermediate_size=4864,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+        ),
+        vision=dict(
+            depth=4,
+            hidden_size=256,
+            intermediate_size=768,
+            num_heads=4,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[1, 3],
+            tokens_per_second=2,
+            hidden_act="silu",
+        ),
+        mrope=[8, 12, 12],  # head_dim 64
+    ),
     "3b": dict(
         text=dict(
             hidden_size=2048,
@@ -85,7 +111,7 @@ REAL_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 28 * 28 * 16384}
 
 
 def write_checkpoint(name: str, out: Path, device: str, dtype: torch.dtype, seed: int = 0) -> Path:
-    """Write a random-weight Qwen2.5-VL checkpoint of config `name` (tiny, small, 3b, 7b) to `out`."""
+    """Write a random-weight Qwen2.5-VL checkpoint of config `name` (tiny, small, 0.5b, 3b, 7b) to `out`."""
     from rewarddance.backend.vlm.tiny import write_tiny_checkpoint
 
     if name == "tiny":

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from . import pairs, reward_training, scoring, search, serve, tiny, train
+from . import models, pairs, reward_training, scoring, search, serve, tiny, train
 from .command import Command
 
 COMMANDS: tuple[Command, ...] = (
     *scoring.COMMANDS,
     *serve.COMMANDS,
+    *models.COMMANDS,
     *search.COMMANDS,
     *train.COMMANDS,
     *reward_training.COMMANDS,

@@ -21,7 +21,7 @@ from .checks import (
 from .command import Command
 from .errors import CLIError
 from .io import CANDIDATE_FIELDS, CANDIDATES_FILE, CandidateWriter, check_new_folder, write_search_output
-from .model_options import DEFAULT_MODEL, add_criteria_flags
+from .model_options import DEFAULT_MODEL, add_criteria_flags, check_quantize_flag
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,6 +50,13 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reward-model", default=DEFAULT_MODEL, help="reward model checkpoint or hub id")
     add_criteria_flags(p)
     p.add_argument("--dtype", default="auto", help=f"{', '.join(DTYPE_CHOICES)} (auto: bf16 on GPU, fp32 on CPU)")
+    p.add_argument(
+        "--quantize",
+        dest="quantization",
+        default="none",
+        help="the reward model's quantization: none, int8, nf4 (bitsandbytes; no gradients, so not with "
+        "noise_gradient)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--out", default="best.png", help="where to write the best image")
     p.add_argument("--json", action="store_true", help="print the score and every candidate as JSON")
@@ -86,6 +93,12 @@ def check_search_args(args: argparse.Namespace) -> None:
         check_writable_folder(args.save_candidates, "--save-candidates")
     check_model_source(args.pipeline, "--pipeline")
     check_model_source(args.reward_model, "--reward-model")
+    check_quantize_flag(args.quantization)
+    if args.quantization != "none" and args.algorithm == "noise_gradient":
+        raise CLIError(
+            f"--quantize {args.quantization}: noise_gradient needs the reward's gradient, which a quantised judge "
+            "cannot give; use --quantize none or another --algorithm"
+        )
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -114,7 +127,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         gen = generator_for(pipeline, args.prompt, args.negative, args.guidance, args.height, args.width, args.frames)
     except ValueError as exc:
         raise CLIError(f"--pipeline: {exc}") from exc
-    rm = RewardModel.from_pretrained(args.reward_model, dtype=dtype, device=device)
+    rm = RewardModel.from_pretrained(args.reward_model, dtype=dtype, device=device, quantization=args.quantization)
     criteria = parse_criteria(args.criteria, args.criteria_text)
     reward = ModelReward(rm, args.prompt, options={"criteria": criteria} if criteria else {})
     on_candidate = None

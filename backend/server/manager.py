@@ -16,16 +16,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..memory_estimate import MemoryEstimate, estimate_memory
 from .batcher import Batcher
 from .errors import ApiError
 from .settings import MODEL_NAME_RE, ModelSpec, ServerSettings
 
 Loader = Callable[[ModelSpec], Any]
+DEFAULT_MAX_PIXELS = 28 * 28 * 1280  # the Qwen checkpoints' own image budget, for specs that set none
 
 
 def load_reward_model(spec: ModelSpec) -> Any:
@@ -52,25 +53,33 @@ def model_bytes(model: torch.nn.Module) -> dict[str, int]:
     return out
 
 
+def spec_estimate(spec: ModelSpec, batch_tokens: int | None = None) -> MemoryEstimate:
+    """The memory estimate of a configured model (memory_estimate.py) for its dtype, quantization and pixel
+    budget: weights from its safetensors headers or config.json (a hub id: the hub cache's config; unknown when
+    it has none)."""
+    from ..scoring.config import default_batch_tokens
+
+    device = "cuda" if _on_gpu(spec) else "cpu"
+    return estimate_memory(
+        spec.path,
+        spec.dtype,
+        spec.quantization,
+        max_pixels=spec.max_pixels or DEFAULT_MAX_PIXELS,
+        batch_tokens=batch_tokens or default_batch_tokens(device),
+        device=device,
+    )
+
+
 def estimate_bytes(spec: ModelSpec) -> dict[str, int]:
-    """Size of a local checkpoint's safetensors files, on the memory kind it will load to (0 if unknown)."""
-    path = Path(spec.path)
-    size = sum(f.stat().st_size for f in path.glob("*.safetensors")) if path.is_dir() else 0
-    if spec.dtype in ("bf16", "fp16", "bfloat16", "float16") and size:
-        size //= 2 if _checkpoint_is_fp32(path) else 1
-    on_gpu = spec.device.startswith("cuda") or (spec.device == "auto" and torch.cuda.is_available())
-    return {"gpu": size, "cpu": 0} if on_gpu else {"gpu": 0, "cpu": size}
+    """Estimated weight bytes of a configured model on the memory kind it will load to (0 when unknown: the
+    measured size is checked after the load)."""
+    size = spec_estimate(spec).weight_bytes or 0
+    return {"gpu": size, "cpu": 0} if _on_gpu(spec) else {"gpu": 0, "cpu": size}
 
 
-def _checkpoint_is_fp32(path: Path) -> bool:
-    """True when the config says the weights were saved in float32."""
-    import json
-
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return str(config.get("torch_dtype") or config.get("dtype") or "").endswith("float32")
+def _on_gpu(spec: ModelSpec) -> bool:
+    """True when the model will load onto a GPU."""
+    return spec.device.startswith("cuda") or (spec.device == "auto" and torch.cuda.is_available())
 
 
 EVICTION_POLL_S = 0.05  # how often an eviction waiting for a busy model looks again
@@ -100,6 +109,7 @@ class LoadedModel:
             "memory_bytes": dict(self.bytes),
             "device": str(getattr(vlm, "device", "")),
             "dtype": str(getattr(vlm, "dtype", "")).replace("torch.", ""),
+            "quantization": getattr(vlm, "quantization", "none"),
             "family": getattr(getattr(vlm, "family", None), "name", None),
             "queued": self.batcher.queued,
             "loaded_at": self.loaded_at,
@@ -221,8 +231,12 @@ class ModelManager:
     def register(self, name: str, model: Any, pinned: bool = True) -> LoadedModel:
         """Serve a model someone else loaded (e.g. ComfyUI's loader node) under `name`; never freed here."""
         if name not in self.settings.models:
+            vlm = getattr(model, "vlm", None)
             self.settings.models[name] = ModelSpec(
-                name=name, path=str(getattr(getattr(model, "vlm", None), "path", name))
+                name=name,
+                path=str(getattr(vlm, "path", name)),
+                dtype=str(getattr(vlm, "dtype", "auto")).replace("torch.", ""),
+                quantization=getattr(vlm, "quantization", "none"),
             )
         if self.settings.default_model is None:
             self.settings.default_model = name
@@ -323,6 +337,19 @@ class ModelManager:
         for entry in list(self.loaded.values()):
             await entry.batcher.close()
 
+    def estimate(self, spec: ModelSpec) -> dict[str, Any]:
+        """The spec's memory estimate as JSON (weight_bytes null when unknown); never fails a listing."""
+        try:
+            return spec_estimate(spec, self.settings.max_batch_tokens).as_dict()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return {
+                "weight_bytes": None,
+                "activation_bytes": None,
+                "total_bytes": None,
+                "source": "unknown",
+                "error": str(exc),
+            }
+
     def describe(self) -> list[dict[str, Any]]:
         """Every configured model, loaded or not, for GET /v1/models."""
         out = []
@@ -332,6 +359,8 @@ class ModelManager:
                 "default": name == self.settings.default_model,
                 "pinned": spec.pinned,
                 "loaded": False,
+                "quantization": spec.quantization,
+                "estimate": self.estimate(spec),
             }
             if name in self.loaded:
                 row.update(self.loaded[name].describe())

@@ -10,6 +10,7 @@ allow_hosts = ["gpubox.local"]             # Host names answered besides loopbac
 [models.judge]
 path = "Qwen/Qwen2.5-VL-7B-Instruct"
 dtype = "bf16"
+quantization = "nf4"                       # none (default), int8 or nf4: bitsandbytes, vision tower kept
 pinned = true                              # never evicted
 preload = true                             # loaded at start (otherwise on first use)
 [models.judge.scoring]                     # this model's default ScoringConfig fields
@@ -81,6 +82,7 @@ class ModelSpec:
     name: str
     path: str
     dtype: str = "auto"
+    quantization: str = "none"  # none, int8 or nf4 (bitsandbytes)
     device: str = "auto"
     attn_implementation: str | None = None
     device_map: str | None = None
@@ -102,6 +104,12 @@ class ModelSpec:
         for flag in ("trust_remote_code", "pinned", "preload"):
             if not isinstance(getattr(self, flag), bool):
                 raise SettingsError(f"models.{self.name}.{flag}: expected true or false, got {getattr(self, flag)!r}")
+        from ..vlm.quantization import check_quantization
+
+        try:
+            self.quantization = check_quantization(self.quantization)
+        except ValueError as exc:
+            raise SettingsError(f"models.{self.name}.quantization: {exc}") from exc
         if not isinstance(self.scoring, dict):
             raise SettingsError(f"models.{self.name}.scoring: expected a table of scoring options")
         from ..scoring.config import ScoringConfig

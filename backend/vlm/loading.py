@@ -13,6 +13,7 @@ import torch
 from ..devices import check_attention, resolve_device, resolve_dtype
 from ..model_sources import download_command, hub_offline, looks_like_hub_id, source_problem
 from .base import VisualOptions, VLMFamily
+from .quantization import check_quantization, check_quantized_device, quantization_config
 from .registry import family_for_config
 
 HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
@@ -32,6 +33,7 @@ class LoadedVLM:
     family: VLMFamily
     path: str
     execution_device: torch.device | None = None  # set when a host streams weights (ComfyUI's partial loading)
+    quantization: str = "none"  # none, int8 or nf4 (vlm/quantization.py)
 
     @property
     def device(self) -> torch.device:
@@ -133,14 +135,19 @@ def load_vlm(
     options: VisualOptions | None = None,
     trust_remote_code: bool = False,
     local_files_only: bool | None = None,
+    quantization: str | None = "none",
 ) -> LoadedVLM:
-    """Load a supported chat VLM for scoring: family from its config, weights from safetensors, eval mode."""
+    """Load a supported chat VLM for scoring: family from its config, weights from safetensors, eval mode;
+    `quantization` int8 / nf4 quantises the language model's linear layers with bitsandbytes."""
     from transformers import AutoConfig, AutoTokenizer
 
     check_attention(attn_implementation)
-    path = resolve_checkpoint(model, local_files_only)
+    quantization = check_quantization(quantization)
     device = resolve_device(device) if device_map is None else None
     torch_dtype = resolve_dtype(dtype, device or "cuda")
+    if quantization != "none":
+        check_quantized_device(quantization, device or "cuda", torch_dtype)
+    path = resolve_checkpoint(model, local_files_only)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:
@@ -153,18 +160,21 @@ def load_vlm(
     kwargs["dtype" if _accepts_dtype_kwarg() else "torch_dtype"] = torch_dtype
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if quantization != "none":
+        kwargs["quantization_config"] = quantization_config(quantization, torch_dtype)
+        device_map = device_map if device_map is not None else {"": device}  # quantised weights load in place
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
         vlm = cls.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load weights from {str(path)!r}: {exc}") from exc
-    if device_map is None:
+    if "device_map" not in kwargs:
         vlm = vlm.to(device)
     vlm.eval().requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedVLM(vlm, tokenizer, read_chat_template(path, tokenizer), family, str(path))
+    return LoadedVLM(vlm, tokenizer, read_chat_template(path, tokenizer), family, str(path), quantization)
 
 
 def _accepts_dtype_kwarg() -> bool:

@@ -231,8 +231,8 @@ def choices(parser, dest: str):
 def test_parser_is_built_from_the_registry():
     from rewarddance.backend.cli import COMMANDS, build_parser
 
-    names = ["score", "rerank", "serve", "search", "train", "train-rm", "eval-rm", "make-pairs", "tiny-model"]
-    names += ["tiny-generator", "sample-photos"]
+    names = ["score", "rerank", "serve", "models", "search", "train", "train-rm", "eval-rm", "make-pairs"]
+    names += ["tiny-model", "tiny-generator", "sample-photos"]
     assert [c.name for c in COMMANDS] == names
     sub = subparsers(build_parser())
     assert list(sub) == names
