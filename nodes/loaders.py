@@ -21,6 +21,8 @@ from ..backend.reward_model_choice import (
     model_options,
     resolve,
 )
+from ..backend.scoring.judges import JUDGES
+from ..backend.vlm.quantization import QUANTIZATIONS
 from . import service
 from .memory import device_choices, load_managed
 from .progress import progress_for
@@ -114,6 +116,24 @@ class RewardModelLoader(io.ComfyNode):
                     tooltip="off: unload the reward model from the GPU after every scoring node "
                     "(frees memory for the generator; reloads each time)",
                 ),
+                io.Combo.Input(
+                    "quantization",
+                    options=list(QUANTIZATIONS),
+                    default="none",
+                    optional=True,
+                    tooltip="int8 / nf4: load the language model's linear layers 8- or 4-bit with bitsandbytes "
+                    "(pip install bitsandbytes): about 0.6x / 0.45x the weights of a 7B judge; it then stays on "
+                    "its device and gives no gradients (refl and noise_gradient need none)",
+                ),
+                io.Combo.Input(
+                    "judge",
+                    options=list(JUDGES),
+                    default="yes_no",
+                    optional=True,
+                    tooltip='how the checkpoint is asked and read: yes_no (P("yes"), any chat VLM) or '
+                    "unifiedreward (UnifiedReward checkpoints: their own prompts, the 1-5 score and the pairwise "
+                    "verdict read as probabilities); scores stay in [0, 1]",
+                ),
             ],
             outputs=[RewardModelType.Output(tooltip="connect to the reward_model input of any RewardDance node")],
         )
@@ -130,7 +150,16 @@ class RewardModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, model: str, hub_id: str, dtype: str, device: str, attention: str, max_pixels: int, keep_loaded: bool = True
+        cls,
+        model: str,
+        hub_id: str,
+        dtype: str,
+        device: str,
+        attention: str,
+        max_pixels: int,
+        keep_loaded: bool = True,
+        quantization: str = "none",
+        judge: str = "yes_no",
     ) -> io.NodeOutput:
         path = checkpoint_path(model, hub_id)
         name = service.model_name(path)
@@ -143,6 +172,8 @@ class RewardModelLoader(io.ComfyNode):
             keep_loaded,
             on_use=lambda m: service.share(name, m),
             on_detach=service.forget,
+            quantization=quantization,
+            judge=judge,
         )
         service.share(name, rm)
         return io.NodeOutput(rm)

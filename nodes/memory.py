@@ -108,18 +108,25 @@ def load_managed(
     keep_loaded: bool = True,
     on_use: Any = None,
     on_detach: Any = None,
+    quantization: str = "none",
+    judge: str = "yes_no",
 ) -> Any:
     """A RewardModel whose weights ComfyUI's model management moves between GPU and CPU (cached weakly).
 
     `on_use(model)` runs after ComfyUI has loaded it for an operation; `on_detach(model)` when ComfyUI
     takes it off its device (unload, eviction, or a reload). With `keep_loaded=False` it is unloaded after
-    every operation (frees the GPU for the generator at the cost of a reload per scoring node).
+    every operation (frees the GPU for the generator at the cost of a reload per scoring node). A quantised
+    judge (int8/nf4, bitsandbytes) is loaded on its device and stays there, outside ComfyUI's model management
+    (moving bitsandbytes' layers would quantise them again): it is freed when ComfyUI's node cache drops it.
     """
     from ..backend.devices import resolve_dtype
     from ..backend.reward_model import RewardModel
 
     load_device, offload_device = devices(device)
-    key = (path, dtype, str(load_device), attn, max_pixels)
+    quantized = quantization != "none"
+    if quantized:  # bitsandbytes' layers are placed once, on the device they compute on
+        offload_device = load_device
+    key = (path, dtype, str(load_device), attn, max_pixels, quantization, judge)
     with _LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
@@ -132,9 +139,12 @@ def load_managed(
                 device=str(offload_device),
                 attn_implementation=attn,
                 max_pixels=max_pixels,
+                quantization=quantization,
+                judge=judge,
             )
         holder = VLMHolder(rm.vlm.model, offload_device)
-        make_streamable(holder, load_device)
+        if not quantized:
+            make_streamable(holder, load_device)
         rm.vlm.execution_device = load_device  # inputs go there even while some weights stay in RAM
         patcher = comfy.model_patcher.ModelPatcher(holder, load_device=load_device, offload_device=offload_device)
         rm_ref = weakref.ref(rm)
@@ -143,7 +153,8 @@ def load_managed(
         rm.comfy_patcher = patcher
 
         def before_use() -> None:
-            mm.load_models_gpu([patcher])  # partially when the GPU is short of memory (the rest streams)
+            if not quantized:  # ComfyUI moving bitsandbytes' layers would quantise them again: they stay put
+                mm.load_models_gpu([patcher])  # partially when the GPU is short of memory (the rest streams)
             if getattr(holder, "model_lowvram", False):
                 move_buffers(holder, load_device)
             if on_use is not None:

@@ -293,11 +293,11 @@ def training_latent(latent_image: dict) -> torch.Tensor:
 
 
 def check_algorithm(algorithm: str, reward_model: Any, model: Any) -> None:
-    """refl needs a local reward model's gradient; grpo's SDE needs a flow model."""
+    """refl needs a local, unquantised reward model's gradient; grpo's SDE needs a flow model."""
     if algorithm == "refl" and not reward_model.differentiable:
         raise ValueError(
-            "algorithm: refl needs the reward's gradient, which a remote reward model cannot give; "
-            "use raft or grpo with it, or load the reward model locally"
+            "algorithm: refl needs the reward's gradient, which a remote or quantised (int8/nf4) reward model "
+            "cannot give; use raft or grpo with it, or load the reward model locally with quantization none"
         )
     if algorithm == "grpo" and not isinstance(model.get_model_object("model_sampling"), comfy.model_sampling.CONST):
         raise ValueError(

@@ -59,11 +59,12 @@ class FoundNoise:
 
 
 def check_algorithm(algorithm: str, reward_model: Any) -> None:
-    """noise_gradient needs the reward's gradient, which a remote reward model cannot give."""
+    """noise_gradient needs the reward's gradient, which a remote or quantised reward model cannot give."""
     if algorithm == "noise_gradient" and not getattr(reward_model, "differentiable", False):
         raise ValueError(
-            "algorithm: noise_gradient needs the reward's gradient, which a remote reward model cannot give; "
-            "choose another algorithm (e.g. search_over_paths or zero_order), or load the reward model locally"
+            "algorithm: noise_gradient needs the reward's gradient, which a remote or quantised (int8/nf4) reward "
+            "model cannot give; choose another algorithm (e.g. search_over_paths or zero_order), or load the reward "
+            "model locally with quantization none"
         )
 
 

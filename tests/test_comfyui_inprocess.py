@@ -245,3 +245,19 @@ def test_reward_model_loaded_partially_streams_its_weights_with_the_same_scores(
     assert (
         "the reward model 0.0 GB of 0.0 GB (the rest streams)), but ComfyUI can use 0.0 GB there" in (result["refusal"])
     )
+
+
+@pytest.mark.parametrize("quantization, judge", [("nf4", "yes_no"), ("int8", "yes_no"), ("none", "unifiedreward")])
+def test_load_reward_model_with_a_quantization_and_a_judge_preset_scores_like_the_backend(
+    quantization, judge, tiny_dirs
+):
+    """Load Reward Model's quantization (bitsandbytes layers, no gradients, kept on its device) and judge inputs:
+    Score Images then gives the scores of the backend's RewardModel loaded the same way."""
+    if quantization != "none":
+        needs_in_comfy("bitsandbytes")
+    args = [str(REPO), str(tiny_dirs["qwen2_5_vl"]), quantization, judge]
+    result = last_json(run_script("comfy_inprocess_loader.py", *args))
+    assert result["node"] == pytest.approx(result["backend"], abs=1e-6)
+    expected = {"nf4": "Linear4bit", "int8": "Linear8bitLt", "none": "Linear"}[quantization]
+    assert expected in result["linear_types"]
+    assert result["differentiable"] is (quantization == "none")

@@ -32,8 +32,8 @@ class LoadedVLM:
     chat_template: str
     family: VLMFamily
     path: str
-    execution_device: torch.device | None = None  # set when a host streams weights (ComfyUI's partial loading)
     quantization: str = "none"  # none, int8 or nf4 (vlm/quantization.py)
+    execution_device: torch.device | None = None  # set when a host streams weights (ComfyUI's partial loading)
 
     @property
     def device(self) -> torch.device:
@@ -174,7 +174,7 @@ def load_vlm(
     vlm.eval().requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedVLM(vlm, tokenizer, read_chat_template(path, tokenizer), family, str(path), quantization)
+    return LoadedVLM(vlm, tokenizer, read_chat_template(path, tokenizer), family, str(path), quantization=quantization)
 
 
 def _accepts_dtype_kwarg() -> bool:
