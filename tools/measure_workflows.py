@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXTENTS = ROOT / "tools" / "node_extents.json"
 VUE_LAYOUT_SCALE = 1.2  # the frontend's SCALE_FACTOR for showing a classic layout in the Vue view
 STEP = 5  # extents are rounded up to this many graph units, so sub-pixel jitter does not rewrite the file
+BORDER = 2  # graph units of a node's border and sub-pixel layout, not rounded up to another STEP
 CLASSIC_JS = """() => window.app.graph._nodes.map(n => {
   const needed = n.computeSize(), title = LiteGraph.NODE_TITLE_HEIGHT;
   return [n.id, Math.max(n.size[0], needed[0]), Math.max(n.size[1], needed[1]) + title];
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> int:
                 workflow = json.loads(path.read_text())
                 views = [measure(page, workflow, vue) for vue in (False, True)]
                 extents[path.stem] = {
-                    str(i): [STEP * math.ceil(max(v[i][k] for v in views if i in v) / STEP) for k in (0, 1)]
+                    str(i): [STEP * math.ceil((max(v[i][k] for v in views if i in v) - BORDER) / STEP) for k in (0, 1)]
                     for i in views[0]
                 }
                 print(path.stem, extents[path.stem])
