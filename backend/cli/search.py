@@ -10,6 +10,7 @@ import torch
 
 from ..devices import DTYPE_CHOICES, DTYPES, resolve_device_and_dtype
 from ..search.algorithms import ALGORITHMS
+from ..search.pruning import DEFAULT_KEEP_FRACTION, Pruning, pruning_for
 from .checks import (
     IMAGE_SUFFIXES,
     check_model_source,
@@ -37,6 +38,21 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algorithm", default="search_over_paths", help=", ".join(ALGORITHMS))
     p.add_argument("--budget", type=int, default=64, help="denoiser calls to spend")
     p.add_argument("--steps", type=int, default=20, help="sampling steps per image")
+    p.add_argument(
+        "--prune-at",
+        default=None,
+        metavar="STEP|FRACTION",
+        help="early pruning (best_of_n, random_search): sample every candidate to this step (an index 1 .. "
+        "steps - 1, or a fraction of --steps such as 0.25), score its predicted clean image, finish only the top "
+        "--keep-fraction; more candidates fit the budget, pruned ones cost the prune step + 1 denoiser calls",
+    )
+    p.add_argument(
+        "--keep-fraction",
+        type=float,
+        default=None,
+        help=f"with --prune-at: the fraction of candidates finished, in (0, 1], at least one "
+        f"(default {DEFAULT_KEEP_FRACTION}; 1 is plain search)",
+    )
     p.add_argument(
         "--guidance",
         type=float,
@@ -80,6 +96,7 @@ def check_search_args(args: argparse.Namespace) -> None:
         raise CLIError(
             f"--budget ({args.budget} denoiser calls) must cover at least one sample of --steps {args.steps}"
         )
+    search_pruning(args)
     if not args.out.lower().endswith(IMAGE_SUFFIXES):
         raise CLIError(
             f"--out must be an image file name (.png, .jpg, .webp; videos are written as an animated "
@@ -99,6 +116,44 @@ def check_search_args(args: argparse.Namespace) -> None:
             f"--quantize {args.quantization}: noise_gradient needs the reward's gradient, which a quantised judge "
             "cannot give; use --quantize none or another --algorithm"
         )
+
+
+PRUNABLE = ("best_of_n", "random_search")
+
+
+def parse_prune_at(text: str) -> int | float:
+    """--prune-at as a step index ("5") or a fraction of the steps ("0.25")."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise CLIError(
+            f"--prune-at must be a step index (e.g. 2) or a fraction of --steps (e.g. 0.25), got {text!r}"
+        ) from None
+
+
+def search_pruning(args: argparse.Namespace) -> Pruning | None:
+    """The checked --prune-at / --keep-fraction (None: no pruning), with messages naming the flags."""
+    if args.prune_at is None and args.keep_fraction is None:
+        return None
+    if args.algorithm not in PRUNABLE:
+        flag = "--prune-at" if args.prune_at is not None else "--keep-fraction"
+        raise CLIError(f"{flag} works with --algorithm {' or '.join(PRUNABLE)}, not {args.algorithm}")
+    prune_at = None if args.prune_at is None else parse_prune_at(args.prune_at)
+    try:
+        return pruning_for(prune_at, args.keep_fraction, args.steps)
+    except ValueError as exc:
+        raise CLIError(str(exc).replace("prune_at", "--prune-at").replace("keep_fraction", "--keep-fraction")) from exc
+
+
+def pruning_kwargs(args: argparse.Namespace) -> dict:
+    """prune_at / keep_fraction for the search function (empty without --prune-at)."""
+    if search_pruning(args) is None:
+        return {}
+    return {"prune_at": parse_prune_at(args.prune_at), "keep_fraction": args.keep_fraction}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -133,7 +188,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     on_candidate = None
     if args.save_candidates is not None:
         on_candidate = CandidateWriter(args.save_candidates, args.prompt, args.seed, args.algorithm)
-    result = ALGORITHMS[args.algorithm](gen, reward, args.steps, args.budget, seed=args.seed, on_candidate=on_candidate)
+    result = ALGORITHMS[args.algorithm](
+        gen, reward, args.steps, args.budget, seed=args.seed, on_candidate=on_candidate, **pruning_kwargs(args)
+    )
     write_search_output(result.image[0], args.out)
     report = {
         "score": result.score,
@@ -141,6 +198,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         "scorer_calls": result.scorer_calls,
         "out": args.out,
         "history": [asdict(c) for c in result.history],
+        "early": [asdict(c) for c in result.early],  # --prune-at: every candidate scored at the pruning step
         "candidates": args.save_candidates,
         "seconds": result.seconds,
     }
@@ -149,7 +207,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         print(
             f"{args.algorithm}: best score {result.score:.6f} of {len(result.history)} candidates, "
-            f"{result.denoiser_calls} denoiser calls; wrote {args.out}"
+            f"{result.denoiser_calls} denoiser calls"
+            + (f" ({len(result.early)} screened at the pruning step)" if result.early else "")
+            + f"; wrote {args.out}"
             + (f" and {len(result.history)} candidates to {args.save_candidates}" if args.save_candidates else "")
         )
     return 0

@@ -4,6 +4,8 @@ the best latent, its initial noise, its image and score, and the full history of
 
 - best_of_n: N seeds sampled in batches, keep the best.
 - random_search: pools of 2, 4, 8, ... fresh seeds until the budget is spent (tt-scale-flux).
+  Both take early pruning (`prune_at`, `keep_fraction`; TTSnap-style, see pruning.py): candidates are scored on
+  their predicted clean images at an intermediate step and only the top fraction is finished.
 - zero_order: around the best noise, norm-preserving neighbours n' = |n| (c u + sqrt(1 - c^2) w);
   the pivot moves when a neighbour scores higher.
 - search_over_paths: N trajectories; at chosen steps each kept state's predicted clean image is re-noised
@@ -26,6 +28,7 @@ import torch
 from ..generators.protocol import Generator, initial_latent, noised, seeded_noise
 from ..generators.sampling import CallCounter, euler_step, sample
 from ..rewards.protocol import Reward
+from .pruning import pruning_for, sample_pool
 
 Progress = Callable[[int, int, "BestSoFar"], None]  # (denoiser calls spent, budget, the best candidate so far)
 StopCheck = Callable[[], bool]  # True: finish now and return the best so far (a user pressed stop)
@@ -65,6 +68,7 @@ class SearchResult:
     scorer_calls: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # total, denoiser, scorer, backward (gradient search)
     stopped: bool = False  # True when a stop request ended the search before its budget was spent
+    early: list[Candidate] = field(default_factory=list)  # early pruning: every candidate scored at the pruning step
 
 
 class Tracker:
@@ -86,6 +90,7 @@ class Tracker:
         self.stopped = False
         self.calls = CallCounter()
         self.history: list[Candidate] = []
+        self.early: list[Candidate] = []  # scored at a pruning step (not final, so never the best)
         self.best: tuple[float, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.time = {"denoiser": 0.0, "scorer": 0.0, "backward": 0.0}  # model time; the rest is machinery
         self.started = time.perf_counter()
@@ -131,7 +136,16 @@ class Tracker:
         score, latent, noise, image = self.best
         seconds = dict(self.time, total=time.perf_counter() - self.started)
         return SearchResult(
-            latent, noise, image, score, self.history, self.calls.denoiser, self.calls.scorer, seconds, self.stopped
+            latent,
+            noise,
+            image,
+            score,
+            self.history,
+            self.calls.denoiser,
+            self.calls.scorer,
+            seconds,
+            self.stopped,
+            self.early,
         )
 
 
@@ -145,17 +159,19 @@ def best_of_n(
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
     on_candidate: CandidateSink | None = None,
+    prune_at: int | float | None = None,
+    keep_fraction: float | None = None,
 ) -> SearchResult:
-    """floor(budget / steps) seeds, sampled `batch` at a time; the best by reward."""
+    """floor(budget / steps) seeds, sampled `batch` at a time; the best by reward.
+
+    With `prune_at` (a step index, or a fraction of the steps) all seeds that the budget allows with pruning are
+    sampled to that step, scored on their predicted clean images, and the top `keep_fraction` (default 0.25, at
+    least one) finished: the largest n with n (prune_at + 1) + keep(n) (steps - prune_at - 1) <= budget.
+    """
+    pruning = pruning_for(prune_at, keep_fraction, steps)
     t = Tracker(generator, reward, budget, progress, should_stop, on_candidate)
-    n = max(1, budget // steps)
-    noises = seeded_noise(generator, n, seed)
-    for start in range(0, n, batch):
-        if start and t.left() <= 0:
-            break
-        chunk = noises[start : start + batch]
-        latents = t.sample(chunk, steps)
-        t.record(0, latents, chunk, *t.score(latents))
+    n = max(1, budget // steps if pruning is None else pruning.pool_size(budget, steps))
+    sample_pool(t, seeded_noise(generator, n, seed), steps, 0, batch, pruning)
     return t.result()
 
 
@@ -169,15 +185,21 @@ def random_search(
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
     on_candidate: CandidateSink | None = None,
+    prune_at: int | float | None = None,
+    keep_fraction: float | None = None,
 ) -> SearchResult:
-    """Pools of fresh seeds doubling in size (2, 4, 8, ...) while the budget lasts."""
+    """Pools of fresh seeds doubling in size (2, 4, 8, ...) while the budget lasts.
+
+    With `prune_at` each pool is pruned as in best_of_n (a pool's size counts its candidates before pruning; the
+    last pool is the largest that fits the calls left).
+    """
+    pruning = pruning_for(prune_at, keep_fraction, steps)
     t = Tracker(generator, reward, budget, progress, should_stop, on_candidate)
     pool, round_ = first_pool, 0
     while t.left() >= steps:
-        n = min(pool, t.left() // steps)
+        n = min(pool, t.left() // steps) if pruning is None else pruning.pool_size(t.left(), steps, cap=pool)
         noises = seeded_noise(generator, n, seed + 7919 * round_)
-        latents = t.sample(noises, steps)
-        t.record(round_, latents, noises, *t.score(latents))
+        sample_pool(t, noises, steps, round_, n, pruning)
         pool, round_ = pool * 2, round_ + 1
     return t.result()
 
