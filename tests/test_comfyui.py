@@ -807,15 +807,19 @@ def test_saved_loader_values_of_older_versions_are_migrated_in_headless_chromium
 
 
 DEVICE_CHOICES_SCRIPT = """
-import importlib.util, json, sys
+import importlib, importlib.util, json, sys
 import torch
 sys.path.insert(0, sys.argv[1])
 from comfy.cli_args import args
 args.cpu = True
 import comfy.model_management as mm
-spec = importlib.util.spec_from_file_location("rd_memory", sys.argv[2])
-memory = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(memory)
+spec = importlib.util.spec_from_file_location(  # the pack as ComfyUI imports it, then its nodes/memory.py
+    "rewarddance_pack", sys.argv[2] + "/__init__.py", submodule_search_locations=[sys.argv[2]]
+)
+pack = importlib.util.module_from_spec(spec)
+sys.modules["rewarddance_pack"] = pack
+spec.loader.exec_module(pack)
+memory = importlib.import_module("rewarddance_pack.nodes.memory")
 out = {"cpu": memory.device_choices(), "cpu_default": str(memory.devices("default")[0])}
 mm.get_torch_device = lambda: torch.device("cuda", 0)  # ComfyUI on a machine with two GPUs
 torch.cuda.device_count = lambda: 2
@@ -829,7 +833,7 @@ def test_loader_device_choices_list_each_gpu_as_comfyui_names_it():
     """Load Reward Model's devices come from ComfyUI's model management: 'default', 'cpu', then every GPU."""
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     out = subprocess.run(
-        [python, "-c", DEVICE_CHOICES_SCRIPT, COMFYUI_PATH, str(REPO / "nodes" / "memory.py")],
+        [python, "-c", DEVICE_CHOICES_SCRIPT, COMFYUI_PATH, str(REPO)],
         capture_output=True,
         text=True,
         timeout=120,
