@@ -161,7 +161,7 @@ def test_main_job_runs_as_written(tmp_path):
 def test_reward_model_walkthrough_runs_as_written(tmp_path):
     """The train-rm walkthrough's commands word for word (not the pip line), with its rm.toml pointed at a tiny
     checkpoint for a few CPU steps (every file name in it kept)."""
-    walkthrough = block_with("bash", "train-rm --config rm.toml")
+    walkthrough = block_with("bash", "rewarddance make-pairs --out data")
     commands = "\n".join(line for line in walkthrough.splitlines() if not line.startswith("pip install"))
     rm_toml = tomllib.loads(block_with("toml", "# rm.toml"))
     assert rm_toml["pairs"] == "data/pairs.jsonl" and rm_toml["eval_pairs"] == "data/eval.jsonl"
