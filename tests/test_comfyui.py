@@ -515,11 +515,8 @@ def test_keep_loaded_off_unloads_after_the_node(comfy):
 
 def test_score_badge_appears_in_headless_chromium(comfy):
     """Load the score_images workflow in ComfyUI's frontend, run it, and see the extension's badge data drawn."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (uses the system Chromium)")
-    if not shutil.which("chromium"):
-        pytest.skip("no chromium (Debian: apt-get install chromium)")
-    sys.path.insert(0, str(REPO / "tools"))
-    from screenshot_workflows import open_comfyui, show
+    sync_api, tools = browser_tools()
+    open_comfyui, show = tools.open_comfyui, tools.show
 
     workflow = json.loads((REPO / "workflows" / "score_images.json").read_text())
     for node in workflow["nodes"]:
@@ -763,11 +760,8 @@ NOTE_FITS_JS = """() => window.app.graph._nodes.filter(n => n.type === "Markdown
 
 def test_workflow_notes_show_all_their_text_in_headless_chromium(comfy):
     """Every shipped workflow's note is tall enough for its text in ComfyUI's frontend (none is cut off)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (uses the system Chromium)")
-    if not shutil.which("chromium"):
-        pytest.skip("no chromium (Debian: apt-get install chromium)")
-    sys.path.insert(0, str(REPO / "tools"))
-    from screenshot_workflows import open_comfyui, show
+    sync_api, tools = browser_tools()
+    open_comfyui, show = tools.open_comfyui, tools.show
 
     cut = []
     with sync_api.sync_playwright() as p:
@@ -785,11 +779,8 @@ def test_workflow_notes_show_all_their_text_in_headless_chromium(comfy):
 
 def test_saved_loader_values_of_older_versions_are_migrated_in_headless_chromium(comfy):
     """A workflow saved with dtype/device 'auto' (and device 'cuda') opens with ComfyUI's 'default' instead."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (uses the system Chromium)")
-    if not shutil.which("chromium"):
-        pytest.skip("no chromium (Debian: apt-get install chromium)")
-    sys.path.insert(0, str(REPO / "tools"))
-    from screenshot_workflows import open_comfyui, show
+    sync_api, tools = browser_tools()
+    open_comfyui, show = tools.open_comfyui, tools.show
 
     workflow = json.loads((REPO / "workflows" / "score_images.json").read_text())
     loader = next(n for n in workflow["nodes"] if n["type"] == "RewardDanceModelLoader")
