@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..json_lines import json_objects
 from ..run_log import append_text, read_jsonl, replace_text, writing
 from .errors import CLIError
 
@@ -52,13 +53,15 @@ def read_json_prompts(path: Path, text: str) -> dict[str, str]:
 
 def read_jsonl_prompts(path: Path, text: str) -> dict[str, str]:
     """A .jsonl prompts file: one {"file", "prompt"} object per line; blank lines are skipped."""
+    try:
+        rows = json_objects(text, f"--prompts {path}", 'an object with "file" and "prompt"')
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
     out = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            row = json.loads(line)
-            if "file" not in row or "prompt" not in row:
-                raise CLIError(f'--prompts {path}:{n}: each line needs "file" and "prompt"')
-            out[str(row["file"])] = str(row["prompt"])
+    for n, row in rows:
+        if "file" not in row or "prompt" not in row:
+            raise CLIError(f'--prompts {path} line {n}: each line needs "file" and "prompt"')
+        out[str(row["file"])] = str(row["prompt"])
     return out
 
 
@@ -69,7 +72,7 @@ def read_table_prompts(path: Path, text: str, delimiter: str) -> dict[str, str]:
         if not row or (n == 1 and row[:2] == ["file", "prompt"]):
             continue
         if len(row) < 2:
-            raise CLIError(f"--prompts {path}:{n}: expected two columns, file and prompt")
+            raise CLIError(f"--prompts {path} line {n}: expected two columns, file and prompt")
         out[row[0]] = row[1]
     return out
 

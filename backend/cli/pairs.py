@@ -11,10 +11,10 @@ DIR/pairs.jsonl and DIR/eval.jsonl (--eval-fraction of the pairs, default 0.1).
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..json_lines import json_objects
 from .checks import check_writable_folder
 from .command import Command
 from .errors import CLIError
@@ -163,7 +163,7 @@ def read_candidates(folder: Path) -> list[Item]:
         )
     items, seen = [], set()
     for n, row in read_jsonl(table, "--candidates"):
-        where = f"--candidates {table}:{n}"
+        where = f"--candidates {table} line {n}"
         if not isinstance(row.get("file"), str) or not isinstance(row.get("prompt"), str):
             raise CLIError(f'{where}: each row needs "file" and "prompt" strings')
         path = folder / row["file"]
@@ -188,18 +188,10 @@ def read_folder(folder: Path, prompt: str) -> list[Item]:
 
 def read_jsonl(path: Path, flag: str) -> list[tuple[int, dict]]:
     """(line number, object) of every non-blank line, with one clear error per bad line."""
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CLIError(f"{flag} {path}:{n}: not valid JSON ({exc})") from exc
-        if not isinstance(row, dict):
-            raise CLIError(f"{flag} {path}:{n}: each line must be a JSON object")
-        rows.append((n, row))
-    return rows
+    try:
+        return json_objects(path.read_text(encoding="utf-8"), f"{flag} {path}")
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def load_judge_flag(spec: str, items: list[Item]):
@@ -240,7 +232,7 @@ def apply_scores_file(items: list[Item], path: Path, folder: Path) -> None:
     by_path = {i.path.resolve(): i for i in items}
     scored: set[Path] = set()
     for n, row in read_jsonl(path, "--scores"):
-        where = f"--scores {path}:{n}"
+        where = f"--scores {path} line {n}"
         if not isinstance(row.get("file"), str) or not is_finite_number(row.get("score")):
             raise CLIError(f'{where}: each row needs "file" (a string) and "score" (a finite number)')
         key = _score_key(row["file"], folder, path.parent, by_path)

@@ -6,10 +6,11 @@ A row is a dict with exactly the keys of ROW_KEYS (None where a column is absent
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from ..json_lines import json_objects
 
 MANIFEST_SUFFIXES = (".parquet", ".jsonl", ".csv")
 ROW_KEYS = ("id", "path", "prompt", "reference", "criteria")
@@ -65,20 +66,13 @@ def parquet_records(path: Path) -> list[dict]:
 
 def jsonl_records(path: Path) -> list[dict]:
     """A JSONL manifest's rows (one JSON object per line; blank lines skipped), each with a `path`."""
-    records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"manifest {str(path)!r} line {n}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict):
-            raise ValueError(f"manifest {str(path)!r} line {n}: expected a JSON object with a 'path' column")
+    rows = json_objects(
+        path.read_text(encoding="utf-8"), f"manifest {str(path)!r}", "a JSON object with a 'path' column"
+    )
+    for n, record in rows:
         if "path" not in record:
             raise ValueError(f"manifest {str(path)!r} line {n} has no 'path' column; every row needs one")
-        records.append(record)
-    return records
+    return [record for _, record in rows]
 
 
 def csv_records(path: Path) -> list[dict]:

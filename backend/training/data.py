@@ -12,6 +12,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..json_lines import json_objects
 from ..media import ANIMATION_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | ANIMATION_EXTENSIONS
@@ -47,23 +48,21 @@ def load_pairs(source: str | Path) -> list[PreferencePair]:
         raise DataError(f"{str(source)!r} does not exist; pass a pairs .jsonl file or a folder of pairs")
     if source.suffix.lower() != ".jsonl":
         raise DataError(f"{source}: expected a .jsonl file (one JSON object per line) or a folder of pairs")
-    pairs = []
-    for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            pairs.append(_parse_row(line, source, n))
+    try:
+        rows = json_objects(
+            source.read_text(encoding="utf-8"), str(source), "a JSON object with prompt, chosen and rejected"
+        )
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    pairs = [_parse_row(row, source, n) for n, row in rows]
     if not pairs:
         raise DataError(f"{source}: no pairs in the file")
     return _check_duplicates(pairs, str(source))
 
 
-def _parse_row(line: str, source: Path, n: int) -> PreferencePair:
-    where = f"{source}:{n}"
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc})") from exc
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: each line must be a JSON object with prompt, chosen and rejected")
+def _parse_row(row: dict, source: Path, n: int) -> PreferencePair:
+    """One pairs-file row as a PreferencePair, every field checked."""
+    where = f"{source} line {n}"
     unknown = sorted(set(row) - FIELDS)
     if unknown:
         raise DataError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}")

@@ -100,9 +100,9 @@ def test_prompts_tsv_and_txt(tmp_path):
     [
         ("p.json", '["a.png", "x"]', "a .json file must be an object mapping file names to prompts"),
         ("p.json", "{not json", "invalid JSON"),
-        ("p.jsonl", '{"file": "a.png", "prompt": "x"}\n{"file": "b.png"}\n', 'p.jsonl:2: each line needs "file"'),
+        ("p.jsonl", '{"file": "a.png", "prompt": "x"}\n{"file": "b.png"}\n', 'p.jsonl line 2: each line needs "file"'),
         ("p.jsonl", '{"file": "a.png", "prompt": "x"}\n{oops\n', "invalid JSON"),
-        ("p.csv", "a.png,x\nlonely\n", "p.csv:2: expected two columns, file and prompt"),
+        ("p.csv", "a.png,x\nlonely\n", "p.csv line 2: expected two columns, file and prompt"),
     ],
 )
 def test_prompts_file_errors_name_the_file_and_line(tmp_path, name, text, message):

@@ -55,7 +55,7 @@ def two_images(tmp_path):
 @pytest.mark.parametrize(
     "line,word",
     [
-        ("{not json", "not valid JSON"),
+        ("{not json", "invalid JSON"),
         ('["a"]', "JSON object"),
         ('{"prompt": "x", "chosen": "a.png"}', "'rejected' is required"),
         ('{"prompt": "", "chosen": "a.png", "rejected": "b.png"}', "'prompt' is required"),
@@ -71,7 +71,7 @@ def test_bad_rows_name_the_line(two_images, line, word):
     path.write_text('{"prompt": "ok", "chosen": "a.png", "rejected": "b.png"}\n' + line + "\n")
     with pytest.raises(DataError, match=word) as err:
         load_pairs(path)
-    assert "pairs.jsonl:2" in str(err.value)
+    assert "pairs.jsonl line 2" in str(err.value)
 
 
 def test_duplicates_folders_and_split(two_images):
