@@ -95,11 +95,13 @@ class Baseline:
         yes_id = vlm.tokenizer.encode(ANSWER, add_special_tokens=False)[0]
         return cls(vlm.model, vlm.tokenizer, vlm.chat_template, processor, int(yes_id))
 
-    def inputs(self, images: list[PILImage.Image], messages: list[dict]) -> dict[str, Any]:
-        """Model inputs of one chat (images in order of appearance), as the Qwen2.5-VL processor builds them."""
+    def inputs(self, images: list[PILImage.Image], messages: list[dict], continuation: str = "") -> dict[str, Any]:
+        """Model inputs of one chat (images in order of appearance) and any text after the assistant turn's start,
+        as the Qwen2.5-VL processor builds them."""
         text = self.tokenizer.apply_chat_template(
             messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
         )
+        text += continuation
         vision = self.processor(images=images, return_tensors="pt")
         merge = int(getattr(self.processor, "merge_size", 2))
         parts = text.split(self.pad_token)
@@ -123,7 +125,13 @@ class Baseline:
 
     def score_one(self, images: list[PILImage.Image], messages: list[dict]) -> float:
         """P("Yes") for one chat: greedy generate of one token, softmax over its scores."""
-        inputs = self.inputs(images, messages)
+        return float(self.next_token_probs(images, messages)[self.yes_id])
+
+    def next_token_probs(
+        self, images: list[PILImage.Image], messages: list[dict], continuation: str = ""
+    ) -> torch.Tensor:
+        """The first generated token's probabilities [V] after one chat (and `continuation`)."""
+        inputs = self.inputs(images, messages, continuation)
         # repetition_penalty=1.0: real Qwen checkpoints ship 1.05, which would bend `scores` away from the logits.
         with torch.inference_mode():
             out = self.model.generate(
@@ -135,8 +143,7 @@ class Baseline:
                 repetition_penalty=1.0,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        probs = torch.softmax(out.scores[0].float(), dim=-1)
-        return float(probs[0, self.yes_id])
+        return torch.softmax(out.scores[0][0].float(), dim=-1)
 
     def score(self, images: list[PILImage.Image], prompt: str) -> list[float]:
         """Pointwise scores of all images, one generate() call each."""
