@@ -22,12 +22,16 @@ prints both rates, the ratio engine / naive, the max |score difference| and max 
 tiny probabilities), for the generating cases whether the greedy texts are identical, and the engine's achieved
 GFLOP/s: the FLOPs of one more engine run of the case, counted with torch.utils.flop_counter.FlopCounterMode,
 divided by the timed run's seconds, also as a fraction of this machine's GEMM peak (a timed loop of large
-`torch.mm` in the run's dtype, measured at the start of the run). The last line is
+`torch.mm` in the run's dtype, measured at the start of the run), and the share of those FLOPs in the vision tower. The last line is
 `min_speedup=<smallest ratio among the context cases>` (every case but pointwise). The run fails (exit 1) when
 scores disagree (fp32: |diff| above 1e-4 or |log ratio| above 1e-2) or, in fp32, greedy texts differ.
 
---quick runs the sizes above (the 95M "small" config, 448 px, fp32, CPU); it takes about 6 minutes on 2 quiet CPU
-cores (bench/RESULTS.md). --n caps every case's size for shorter runs (the tournament keeps at least 2 candidates).
+The engine gets the PIL images as a user passes them. Each timed engine run comes before the FLOP-counting one, and
+every case has its own images, so no engine call finds its reference or examples already computed by an earlier one.
+
+--quick runs the sizes above (the 95M "small" config, 448 px, fp32, CPU), sized to finish within 10 minutes on 2
+quiet CPU cores (bench/RESULTS.md records measured runs). --n caps every case's size for shorter runs (the
+tournament keeps at least 2 candidates).
 
     python bench/context_bench.py --quick
     python bench/context_bench.py --quick --cases pairwise,few_shot --n 8
@@ -53,12 +57,13 @@ from PIL import Image as PILImage
 from score_throughput import (
     FP32_LOG_TOLERANCE,
     LOW_PRECISION_TOLERANCE,
-    PROMPT,
     Baseline,
+    add_model_options,
     describe,
     device_name,
     make_images,
     quiet_progress_bars,
+    resolve_model_options,
     synchronize,
     timed,
     transformers_version,
@@ -284,15 +289,17 @@ def cpu_attention_flops(query_shape: Any, key_shape: Any, value_shape: Any, *arg
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def counted_flops(fn: Callable[[], Any]) -> int:
-    """Total FLOPs of one run of `fn` (torch.utils.flop_counter, plus the CPU attention kernel it lacks)."""
+def counted_flops(fn: Callable[[], Any]) -> tuple[int, int]:
+    """FLOPs of one run of `fn` in all and inside the vision tower (Qwen-VL's `visual` module), counted with
+    torch.utils.flop_counter plus the CPU attention kernel it lacks."""
     mapping = {}
     cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if cpu_attention is not None:
         mapping[cpu_attention] = cpu_attention_flops
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
-    return counter.get_total_flops()
+    vision = sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items() if name.endswith(".visual"))
+    return counter.get_total_flops(), vision
 
 
 @dataclass
@@ -307,6 +314,7 @@ class Measurement:
     max_log_diff: float
     texts_identical: bool | None
     flops: int
+    vision_flops: int
     forwards: int
     prefix_forwards: int
     cpu_use: float
@@ -325,6 +333,7 @@ class Measurement:
             f"engine_img_s={self.judgements / self.engine_s:.3g} ratio={self.ratio:.2f} "
             f"max_diff={self.max_diff:.2g} max_log_diff={self.max_log_diff:.2g} texts_identical={texts} "
             f"engine_gflop_s={gflops:.3g} peak_fraction={gflops / peak_gflops:.2f} "
+            f"vision_flop_share={self.vision_flops / max(self.flops, 1):.2f} "
             f"forwards={self.forwards} prefix_forwards={self.prefix_forwards}"
         )
 
@@ -346,7 +355,7 @@ def measure(case: Case, rm: Any, device: str) -> Measurement:
         raise RuntimeError(f"{case.name}: {len(naive.scores)} naive scores but {len(engine.scores)} engine scores")
     diff, log_diff = score_differences(naive.scores, engine.scores)
     texts = None if naive.texts is None else naive.texts == engine.texts
-    flops = counted_flops(case.engine)
+    flops, vision_flops = counted_flops(case.engine)
     return Measurement(
         case.name,
         case.judgements,
@@ -356,6 +365,7 @@ def measure(case: Case, rm: Any, device: str) -> Measurement:
         log_diff,
         texts,
         flops,
+        vision_flops,
         forwards,
         prefix_forwards,
         min(naive_use, engine_use),
@@ -376,43 +386,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         epilog="--quick: the small (95M) config on the CPU in fp32 at the case sizes "
         + ", ".join(f"{k}={v}" for k, v in SIZES.items())
-        + " (tournament: candidates); about 6 minutes on 2 quiet cores.",
+        + " (tournament: candidates), sized for 10 minutes on 2 quiet cores.",
     )
-    parser.add_argument("--quick", action="store_true", help="CPU run of a few minutes: --config small, fp32")
-    parser.add_argument("--model", help="an existing Qwen2.5-VL / Qwen2-VL checkpoint directory")
-    parser.add_argument(
-        "--config",
-        choices=["tiny", "small", "0.5b", "3b", "7b"],
-        default=None,
-        help="build a random-weight Qwen2.5-VL of this size in a temp dir (default: small)",
-    )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    parser.add_argument(
-        "--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="default: fp32 on CPU, bf16 on GPU"
-    )
-    parser.add_argument("--size", type=int, default=448, help="square image side in pixels")
+    add_model_options(parser)
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
     parser.add_argument("--n", type=int, default=None, help="cap every case's size (tournament: >= 2 candidates)")
     parser.add_argument("--examples", type=int, default=4, help="few_shot: example images before each candidate")
     parser.add_argument("--reason-tokens", type=int, default=32, help="chain of thought: tokens to generate")
-    parser.add_argument("--max-batch-tokens", type=int, default=None, help="engine token budget per forward")
     parser.add_argument("--gemm-size", type=int, default=None, help="matrix side of the peak GEMM (CPU 2048, GPU 8192)")
-    parser.add_argument("--prompt", default=PROMPT)
     args = parser.parse_args(argv)
-    if args.model and args.config:
-        parser.error("pass either --model or --config, not both")
-    if args.quick:
-        args.device = args.device or "cpu"
-    if not args.model:
-        args.config = args.config or "small"
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    args.dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
+    resolve_model_options(parser, args)
     args.gemm_size = args.gemm_size or (8192 if args.device.startswith("cuda") else 2048)
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in args.cases if c not in CASES]
     if unknown or not args.cases:
         parser.error(f"--cases: unknown case(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(CASES)}")
-    for name, value, low in (("--n", args.n, 1), ("--examples", args.examples, 1), ("--size", args.size, 28)):
+    for name, value, low in (("--n", args.n, 1), ("--examples", args.examples, 1)):
         if value is not None and value < low:
             parser.error(f"{name} must be >= {low}, got {value}")
     if args.reason_tokens < 1 or args.gemm_size < 16:

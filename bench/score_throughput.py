@@ -209,14 +209,13 @@ def check_agreement(baseline: list[float], engine: list[float], dtype: torch.dty
 
 
 # --- command line ---------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options; --quick fills in the small CPU configuration."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options every scoring benchmark shares: the judge, its device and dtype, image size, prompt, budget."""
     parser.add_argument("--quick", action="store_true", help="CPU run of a few minutes: --config small, fp32")
     parser.add_argument("--model", help="an existing Qwen2.5-VL / Qwen2-VL checkpoint directory")
     parser.add_argument(
         "--config",
-        choices=["tiny", "small", "3b", "7b"],
+        choices=["tiny", "small", "0.5b", "3b", "7b"],
         default=None,
         help="build a random-weight Qwen2.5-VL of this size in a temp dir (default: small)",
     )
@@ -225,9 +224,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="default: fp32 on CPU, bf16 on GPU"
     )
     parser.add_argument("--size", type=int, default=448, help="square image side in pixels")
-    parser.add_argument("--n", type=int, default=64, help="number of candidate images")
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="engine token budget per forward")
     parser.add_argument("--prompt", default=PROMPT)
+
+
+def resolve_model_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill in the defaults of `add_model_options` (--quick: small config on the CPU); refuse conflicting ones."""
+    if args.model and args.config:
+        parser.error("pass either --model or --config, not both")
+    if args.quick:
+        args.device = args.device or "cpu"
+    if not args.model:
+        args.config = args.config or "small"
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
+    if args.size < 28:
+        parser.error(f"--size must be >= 28, got {args.size}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; --quick fills in the small CPU configuration."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_options(parser)
+    parser.add_argument("--n", type=int, default=64, help="number of candidate images")
     parser.add_argument(
         "--mode",
         choices=["pointwise", "pairwise"],
@@ -235,17 +254,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="pairwise: every candidate against one reference image (the shared prefix is reused)",
     )
     args = parser.parse_args(argv)
-    if args.model and args.config:
-        parser.error("pass either --model or --config, not both")
-    if args.quick:
-        args.config = args.config or "small"
-        args.device = args.device or "cpu"
-    if not args.model:
-        args.config = args.config or "small"
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    args.dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
-    if args.n < 1 or args.size < 28:
-        parser.error("--n must be >= 1 and --size >= 28")
+    resolve_model_options(parser, args)
+    if args.n < 1:
+        parser.error("--n must be >= 1")
     return args
 
 

@@ -37,6 +37,7 @@ def test_every_case_agrees_on_the_tiny_checkpoint(capsys):
         assert float(c["max_log_diff"]) <= 1e-2, name
         assert c["texts_identical"] == ("yes" if name in context_bench.GENERATING else "-"), name
         assert float(c["engine_gflop_s"]) > 0 and float(c["peak_fraction"]) > 0, name
+        assert 0 < float(c["vision_flop_share"]) < 1, name
         rate = float(c["engine_img_s"]) / float(c["naive_img_s"])
         assert rate == pytest.approx(float(c["ratio"]), rel=0.02, abs=0.01), name
     ratios = [float(c["ratio"]) for name, c in cases.items() if name != "pointwise"]
@@ -45,9 +46,9 @@ def test_every_case_agrees_on_the_tiny_checkpoint(capsys):
 
 def test_flop_count_includes_cpu_attention():
     a, b = torch.randn(8, 16), torch.randn(16, 4)
-    assert context_bench.counted_flops(lambda: torch.mm(a, b)) == 2 * 8 * 16 * 4
+    assert context_bench.counted_flops(lambda: torch.mm(a, b)) == (2 * 8 * 16 * 4, 0)
     q, k, v = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 7, 8), torch.randn(1, 2, 7, 8)
-    attention = context_bench.counted_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    attention = context_bench.counted_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))[0]
     assert attention == 2 * (2 * 1 * 2 * 5 * 7 * 8)  # q @ k^T and weights @ v
 
 
