@@ -94,20 +94,21 @@ class NaiveLoop:
         probs = self.base.next_token_probs(pil_images(query), query.messages, query.continuation)
         return float(probs[yes_ids].sum())
 
-    def generate(self, query: Any, max_new_tokens: int) -> tuple[str, torch.Tensor]:
-        """Greedy continuation of one query (decoded without special tokens) and its first step's logits [V]."""
+    def generate(self, query: Any, max_new_tokens: int, logits: bool = False) -> tuple[str, torch.Tensor | None]:
+        """Greedy continuation of one query (decoded without special tokens) and, when asked, its first step's
+        logits [V] (before any logits processor, as the engine reads them)."""
         inputs = self.base.inputs(pil_images(query), query.messages, query.continuation)
         with torch.inference_mode():
             out = self.base.model.generate(
                 **inputs,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                output_logits=True,
+                output_logits=logits,
                 return_dict_in_generate=True,
                 pad_token_id=self.base.tokenizer.pad_token_id,
             )
-        new_tokens = out.sequences[0, inputs["input_ids"].shape[1] :]
-        return self.base.tokenizer.decode(new_tokens, skip_special_tokens=True), out.logits[0][0].float()
+        text = self.base.tokenizer.decode(out.sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return text, out.logits[0][0].float() if logits else None
 
     def reasoning_first(self, query: Any, tokens: int, yes_ids: list[int]) -> tuple[float, str]:
         """Generate the reasoning, then read the verdict after it and the verdict marker."""
@@ -120,7 +121,7 @@ class NaiveLoop:
 
     def answer_first(self, query: Any, tokens: int, yes_ids: list[int]) -> tuple[float, str]:
         """One generate: the score from its first step, the reasons from its text."""
-        text, logits = self.generate(query, tokens)
+        text, logits = self.generate(query, tokens, logits=True)
         return float(torch.softmax(logits, dim=-1)[yes_ids].sum()), text.strip()
 
 
