@@ -64,3 +64,16 @@ def test_bad_options_name_the_option(argv, message, capsys):
     with pytest.raises(SystemExit):
         context_bench.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_disagreement_fails_the_run():
+    def measured(diff: float, log_diff: float, texts: bool | None):
+        return context_bench.Measurement("few_shot", 2, 1.0, 0.5, diff, log_diff, texts, 10, 2, 1, 0, 1.0)
+
+    assert context_bench.agrees(measured(1e-5, 1e-3, None), fp32=True)
+    assert context_bench.agrees(measured(1e-5, 1e-3, True), fp32=True)
+    assert not context_bench.agrees(measured(2e-4, 1e-3, None), fp32=True)
+    assert not context_bench.agrees(measured(1e-5, 0.1, None), fp32=True)
+    assert not context_bench.agrees(measured(1e-5, 1e-3, False), fp32=True)
+    assert context_bench.agrees(measured(1e-2, 1.0, False), fp32=False)  # bf16: batched kernels round differently
+    assert measured(0, 0, None).ratio == 2.0
