@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ FP32_TOLERANCE = 2e-3
 FP32_LOG_TOLERANCE = 1e-2  # |log P_baseline - log P_engine|: meaningful even when random weights give tiny P
 LOW_PRECISION_TOLERANCE = 3e-2
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+T = TypeVar("T")
 
 
 def make_images(n: int, size: int, seed: int = 0) -> list[PILImage.Image]:
@@ -181,8 +182,8 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], list[float]], device: str) -> tuple[list[float], float, float]:
-    """Run `fn` once; return its scores, the elapsed seconds and the share of the threads' time it got."""
+def timed(fn: Callable[[], T], device: str) -> tuple[T, float, float]:
+    """Run `fn` once; return its result (scores), the elapsed seconds and the share of the threads' time it got."""
     synchronize(device)
     start, cpu = time.perf_counter(), time.process_time()
     scores = fn()
