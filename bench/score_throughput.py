@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ FP32_TOLERANCE = 2e-3
 FP32_LOG_TOLERANCE = 1e-2  # |log P_baseline - log P_engine|: meaningful even when random weights give tiny P
 LOW_PRECISION_TOLERANCE = 3e-2
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+T = TypeVar("T")
 
 
 def make_images(n: int, size: int, seed: int = 0) -> list[PILImage.Image]:
@@ -95,11 +96,13 @@ class Baseline:
         yes_id = vlm.tokenizer.encode(ANSWER, add_special_tokens=False)[0]
         return cls(vlm.model, vlm.tokenizer, vlm.chat_template, processor, int(yes_id))
 
-    def inputs(self, images: list[PILImage.Image], messages: list[dict]) -> dict[str, Any]:
-        """Model inputs of one chat (images in order of appearance), as the Qwen2.5-VL processor builds them."""
+    def inputs(self, images: list[PILImage.Image], messages: list[dict], continuation: str = "") -> dict[str, Any]:
+        """Model inputs of one chat (images in order of appearance) and any text after the assistant turn's start,
+        as the Qwen2.5-VL processor builds them."""
         text = self.tokenizer.apply_chat_template(
             messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
         )
+        text += continuation
         vision = self.processor(images=images, return_tensors="pt")
         merge = int(getattr(self.processor, "merge_size", 2))
         parts = text.split(self.pad_token)
@@ -123,7 +126,13 @@ class Baseline:
 
     def score_one(self, images: list[PILImage.Image], messages: list[dict]) -> float:
         """P("Yes") for one chat: greedy generate of one token, softmax over its scores."""
-        inputs = self.inputs(images, messages)
+        return float(self.next_token_probs(images, messages)[self.yes_id])
+
+    def next_token_probs(
+        self, images: list[PILImage.Image], messages: list[dict], continuation: str = ""
+    ) -> torch.Tensor:
+        """The first generated token's probabilities [V] after one chat (and `continuation`)."""
+        inputs = self.inputs(images, messages, continuation)
         # repetition_penalty=1.0: real Qwen checkpoints ship 1.05, which would bend `scores` away from the logits.
         with torch.inference_mode():
             out = self.model.generate(
@@ -135,8 +144,7 @@ class Baseline:
                 repetition_penalty=1.0,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        probs = torch.softmax(out.scores[0].float(), dim=-1)
-        return float(probs[0, self.yes_id])
+        return torch.softmax(out.scores[0][0].float(), dim=-1)
 
     def score(self, images: list[PILImage.Image], prompt: str) -> list[float]:
         """Pointwise scores of all images, one generate() call each."""
@@ -174,8 +182,8 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], list[float]], device: str) -> tuple[list[float], float, float]:
-    """Run `fn` once; return its scores, the elapsed seconds and the share of the threads' time it got."""
+def timed(fn: Callable[[], T], device: str) -> tuple[T, float, float]:
+    """Run `fn` once; return its result (scores), the elapsed seconds and the share of the threads' time it got."""
     synchronize(device)
     start, cpu = time.perf_counter(), time.process_time()
     scores = fn()
@@ -202,14 +210,13 @@ def check_agreement(baseline: list[float], engine: list[float], dtype: torch.dty
 
 
 # --- command line ---------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options; --quick fills in the small CPU configuration."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options every scoring benchmark shares: the judge, its device and dtype, image size, prompt, budget."""
     parser.add_argument("--quick", action="store_true", help="CPU run of a few minutes: --config small, fp32")
     parser.add_argument("--model", help="an existing Qwen2.5-VL / Qwen2-VL checkpoint directory")
     parser.add_argument(
         "--config",
-        choices=["tiny", "small", "3b", "7b"],
+        choices=["tiny", "small", "0.5b", "3b", "7b"],
         default=None,
         help="build a random-weight Qwen2.5-VL of this size in a temp dir (default: small)",
     )
@@ -218,9 +225,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="default: fp32 on CPU, bf16 on GPU"
     )
     parser.add_argument("--size", type=int, default=448, help="square image side in pixels")
-    parser.add_argument("--n", type=int, default=64, help="number of candidate images")
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="engine token budget per forward")
     parser.add_argument("--prompt", default=PROMPT)
+
+
+def resolve_model_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill in the defaults of `add_model_options` (--quick: small config on the CPU); refuse conflicting ones."""
+    if args.model and args.config:
+        parser.error("pass either --model or --config, not both")
+    if args.quick:
+        args.device = args.device or "cpu"
+    if not args.model:
+        args.config = args.config or "small"
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
+    if args.size < 28:
+        parser.error(f"--size must be >= 28, got {args.size}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; --quick fills in the small CPU configuration."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_options(parser)
+    parser.add_argument("--n", type=int, default=64, help="number of candidate images")
     parser.add_argument(
         "--mode",
         choices=["pointwise", "pairwise"],
@@ -228,17 +255,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="pairwise: every candidate against one reference image (the shared prefix is reused)",
     )
     args = parser.parse_args(argv)
-    if args.model and args.config:
-        parser.error("pass either --model or --config, not both")
-    if args.quick:
-        args.config = args.config or "small"
-        args.device = args.device or "cpu"
-    if not args.model:
-        args.config = args.config or "small"
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    args.dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
-    if args.n < 1 or args.size < 28:
-        parser.error("--n must be >= 1 and --size >= 28")
+    resolve_model_options(parser, args)
+    if args.n < 1:
+        parser.error("--n must be >= 1")
     return args
 
 
