@@ -22,7 +22,7 @@ from .media import to_visuals
 from .ranking import check_top_k, check_tournament_size, ranking_order
 from .scoring.answer import AnswerTokens, yes_probability
 from .scoring.config import ScoringConfig, default_batch_tokens
-from .scoring.generation import Sampling
+from .scoring.generation import Sampling, verdict_logits
 from .scoring.judges import judge_named, judge_scores
 from .scoring.prompts import VERDICT_MARKER, FewShotExample, Query, pairwise_query, pointwise_query
 from .scoring.results import Judgements, RankResult, ScoreResult, TournamentResult
@@ -219,7 +219,12 @@ class RewardModel:
             for q, ts in zip(queries, texts)
             for t in ts
         ]
-        probs = self.probabilities(judged, config).reshape(len(queries), config.samples)
+        if config.samples > 1 and not torch.is_grad_enabled():  # each prompt once, its cache over its k judgements
+            logits = verdict_logits(self.scorer, self.scorer.prepare(judged), config.samples, self.batch_tokens(config))
+            probs = self.read_scores(logits, config, [q.pairwise for q in judged])
+        else:
+            probs = self.probabilities(judged, config)
+        probs = probs.reshape(len(queries), config.samples)
         spread = probs.std(dim=1, unbiased=False) if config.samples > 1 else None
         return Judgements(probs.mean(dim=1), [ts[0] for ts in texts], spread)
 

@@ -238,3 +238,36 @@ def row_seed(seed: int, key: int, sample: int) -> int:
     """The generator seed of one (query key, sample index) row under `seed` (stable across runs and machines)."""
     digest = hashlib.blake2b(f"{seed}:{key}:{sample}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def verdict_logits(scorer: Scorer, judged: list[PreparedQuery], samples: int, max_tokens: int) -> torch.Tensor:
+    """Last-position logits [N * samples, V] of each query's `samples` judged continuations (rows i*k .. i*k+k-1).
+
+    The tokens a query's k rows share (its prompt with every visual) run once; its KV cache is repeated over the
+    k continuations, so k judgements cost one prompt plus k reasonings rather than k prompts."""
+    out = []
+    for i in range(0, len(judged), samples):
+        rows = judged[i : i + samples]
+        cut = _shared_length(rows)
+        if cut <= max((e for r in rows for _, e in r.spans), default=0):  # a visual after the cut: no sharing
+            out.append(scorer.last_logits(rows, max_tokens, prefix_reuse=False))
+            continue
+        cache = scorer._prefix_cache(rows[0], cut)
+        logits: list[torch.Tensor | None] = [None] * len(rows)
+        for batch in scorer.token_batches([len(r) - cut for r in rows], max(1, max_tokens - cut)):
+            for j, logit in zip(batch, scorer._forward([rows[j] for j in batch], cut, cache)):
+                logits[j] = logit
+        out.append(torch.stack(logits))  # type: ignore[arg-type]
+    return torch.cat(out)
+
+
+def _shared_length(rows: list[PreparedQuery]) -> int:
+    """How many leading tokens every row has in common, leaving each row at least one token of its own."""
+    shortest = min(len(r) for r in rows)
+    first = rows[0].input_ids[:shortest]
+    same = torch.ones(shortest, dtype=torch.bool, device=first.device)
+    for r in rows[1:]:
+        same &= r.input_ids[:shortest] == first
+    differs = (~same).nonzero()
+    shared = int(differs[0]) if len(differs) else shortest
+    return min(shared, shortest - 1)
