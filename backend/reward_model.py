@@ -173,10 +173,10 @@ class RewardModel:
             config.reason_tokens,
             self.batch_tokens(config),
             sampling,
-            config.prefix_reuse,
-            config.min_prefix_tokens,
-            keys,
-            stop,
+            prefix_reuse=config.prefix_reuse,
+            min_prefix_tokens=config.min_prefix_tokens,
+            keys=keys,
+            stop=stop,
         )
 
     def run(

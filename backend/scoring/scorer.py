@@ -292,12 +292,9 @@ class Scorer:
         max_new_tokens: int,
         max_tokens: int,
         sampling: Sampling = GREEDY,
-        prefix_reuse: bool = True,
-        min_prefix_tokens: int = 64,
-        keys: list[int] | None = None,
-        stop: Callable[[], bool] | None = None,
+        **options,
     ) -> list[list[str]]:
-        """`sampling.samples` continuations per prepared query, all queries decoded together (generation.py)."""
-        return generate_batch(
-            self, prepared, max_new_tokens, max_tokens, sampling, prefix_reuse, min_prefix_tokens, keys, stop
-        )
+        """`sampling.samples` continuations per prepared query, all queries decoded together.
+
+        `options`: prefix_reuse, min_prefix_tokens, keys, stop (see `generation.generate_batch`)."""
+        return generate_batch(self, prepared, max_new_tokens, max_tokens, sampling, **options)
