@@ -109,6 +109,9 @@ def add_prompt_options(p: argparse.ArgumentParser) -> None:
         help="chain of thought: answer_first (reasons after the verdict) or reasoning_first",
     )
     g.add_argument("--reasons", action="store_true", help="generate and return the model's reasons")
+    g.add_argument(
+        "--reason-tokens", type=int, default=None, help="most tokens a reason or a reasoning may take (default 128)"
+    )
     add_sampling_flags(g)
 
 
@@ -130,11 +133,17 @@ def add_sampling_flags(g: Any) -> None:
     )
 
 
-SAMPLING_FLAGS = {"samples": "--samples", "temperature": "--temperature", "top_p": "--top-p", "seed": "--seed"}
+SAMPLING_FLAGS = {
+    "reason_tokens": "--reason-tokens",
+    "samples": "--samples",
+    "temperature": "--temperature",
+    "top_p": "--top-p",
+    "seed": "--seed",
+}
 
 
 def check_sampling_args(args: argparse.Namespace) -> None:
-    """The sampling flags make a valid scoring config with --cot (CLIError naming the flag otherwise)."""
+    """The generation flags make a valid scoring config with --cot (CLIError naming the flag otherwise)."""
     from ..scoring.config import ScoringConfig
 
     values = {name: getattr(args, name) for name in SAMPLING_FLAGS}

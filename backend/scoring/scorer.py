@@ -292,7 +292,7 @@ class Scorer:
         max_new_tokens: int,
         max_tokens: int,
         sampling: Sampling = GREEDY,
-        **options,
+        **options: Any,
     ) -> list[list[str]]:
         """`sampling.samples` continuations per prepared query, all queries decoded together.
 

@@ -232,6 +232,7 @@ def _cli(capsys, *args: str) -> tuple[int, str, str]:
         (["--top-p", "2"], "--top-p"),
         (["--temperature", "-1"], "--temperature"),
         (["--seed", "-2"], "--seed"),
+        (["--reason-tokens", "0"], "--reason-tokens"),
     ],
 )
 def test_cli_rejects_bad_sampling_flags_before_loading(capsys, tiny_dirs, photo_paths, flags, word):
@@ -242,12 +243,20 @@ def test_cli_rejects_bad_sampling_flags_before_loading(capsys, tiny_dirs, photo_
 
 def test_cli_samples_print_the_spread(capsys, tiny_dirs, reward_models, photo_paths):
     flags = ["--cot", "reasoning_first", "--samples", "3", "--temperature", "1.0", "--top-p", "0.9", "--seed", "2"]
+    flags += ["--reason-tokens", "5"]
     args = ["score", str(photo_paths[0]), "--prompt", "a cat", "--model", str(tiny_dirs["qwen2_5_vl"]), "--json"]
     status, out, err = _cli(capsys, *args, *flags, "--dtype", "fp32", "--device", "cpu")
     assert status == 0, err
     row = json.loads(out)[0]
     local = reward_models("qwen2_5_vl").score(
-        [str(photo_paths[0])], "a cat", cot="reasoning_first", samples=3, temperature=1.0, top_p=0.9, seed=2
+        [str(photo_paths[0])],
+        "a cat",
+        cot="reasoning_first",
+        samples=3,
+        temperature=1.0,
+        top_p=0.9,
+        seed=2,
+        reason_tokens=5,
     )
     assert row["score"] == pytest.approx(local.scores[0], abs=1e-5)
     assert row["spread"] == pytest.approx(local.spread[0], abs=1e-5)
