@@ -137,12 +137,13 @@ class RequestBuilder:
         """One ScoreResult from the answers of a split call, in input order."""
         scores = [s for a in answers for s in a["scores"]]
         reasons = [r for a in answers for r in a["reasons"]] if all("reasons" in a for a in answers) else None
+        spread = [s for a in answers for s in a["spread"]] if all("spread" in a for a in answers) else None
         self.last_usage = (
             answers[-1].get("usage", {})
             if len(answers) == 1
             else {"requests": len(answers), "queries": sum(a.get("usage", {}).get("queries", 0) for a in answers)}
         )
-        return ScoreResult(scores, reasons)
+        return ScoreResult(scores, reasons, spread)
 
     def rank_body(
         self, images: Any, prompt: Any, top_k: int | None, few_shot: Any, model: str | None, overrides: dict

@@ -19,7 +19,7 @@ from .annotate import annotate_batch, label_for
 from .media import Image, Video, images_from_batch, video_from_frames
 from .ranking import check_tournament_size, ranking_order
 from .score_text import format_score, item_name
-from .scoring.config import COT_MODES
+from .scoring.config import COT_MODES, ScoringConfig
 from .scoring.criteria import CRITERIA_PRESETS
 from .scoring.prompts import FewShotExample
 from .selection import check_scores, select_top_k, take_items, take_latents, video_groups
@@ -35,17 +35,21 @@ class RewardCriteria:
     criteria: tuple[str, ...] = ()
     cot: str = "none"
     few_shot: tuple[FewShotExample, ...] = field(default=(), compare=False)
+    sampling: tuple[tuple[str, Any], ...] = ()  # (name, value) of samples / temperature / top_p / seed not at default
 
     def overrides(self) -> dict[str, Any]:
         """Scoring options for RewardModel methods."""
-        out: dict[str, Any] = {"cot": self.cot}
+        out: dict[str, Any] = {"cot": self.cot, **dict(self.sampling)}
         if self.criteria:
             out["criteria"] = list(self.criteria)
         return out
 
     def reward_options(self) -> dict[str, Any]:
         """Options for a reward inside search or training loops: the criteria only (no chain of thought there)."""
-        return {k: v for k, v in self.overrides().items() if k != "cot"}
+        return {k: v for k, v in self.overrides().items() if k not in ("cot", *SAMPLING_DEFAULTS)}
+
+
+SAMPLING_DEFAULTS = {"samples": 1, "temperature": 0.0, "top_p": 1.0, "seed": 0}
 
 
 def build_criteria(
@@ -55,14 +59,22 @@ def build_criteria(
     examples: torch.Tensor | None = None,
     verdicts: str = "",
     example_prompt: str = "",
+    samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
 ) -> RewardCriteria:
-    """Criteria from preset names, free text, a CoT mode and optional example images with yes/no verdicts."""
+    """Criteria from preset names, free text, a CoT mode, optional example images with yes/no verdicts, and
+    sampled judgements (samples=k: the mean P(yes) of k reasoning-first judgements)."""
     unknown = [p for p in presets if p not in CRITERIA_PRESETS]
     if unknown:
         raise ValueError(f"criteria: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(CRITERIA_PRESETS)}")
     if cot not in COT_MODES:
         raise ValueError(f"cot must be one of {', '.join(COT_MODES)}, got {cot!r}")
     criteria = tuple(presets) + ((text.strip(),) if text and text.strip() else ())
+    given = {"samples": samples, "temperature": temperature, "top_p": top_p, "seed": seed}
+    ScoringConfig(cot=cot).with_overrides(**given)  # ValueError naming the input when a value cannot work
+    sampling = tuple((k, v) for k, v in given.items() if v != SAMPLING_DEFAULTS[k])
     shots: tuple[FewShotExample, ...] = ()
     if examples is not None:
         rows = images_from_batch(examples, "examples")
@@ -81,7 +93,7 @@ def build_criteria(
         )
     elif verdicts.strip():
         raise ValueError("verdicts: connect the example images they describe (examples input), or clear the verdicts")
-    return RewardCriteria(criteria, cot, shots)
+    return RewardCriteria(criteria, cot, shots, sampling)
 
 
 def exact_image(row: torch.Tensor) -> Image:

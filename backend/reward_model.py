@@ -22,10 +22,11 @@ from .media import to_visuals
 from .ranking import check_top_k, check_tournament_size, ranking_order
 from .scoring.answer import AnswerTokens, yes_probability
 from .scoring.config import ScoringConfig, default_batch_tokens
+from .scoring.generation import Sampling, verdict_logits
 from .scoring.judges import judge_named, judge_scores
 from .scoring.prompts import VERDICT_MARKER, FewShotExample, Query, pairwise_query, pointwise_query
-from .scoring.results import RankResult, ScoreResult, TournamentResult
-from .scoring.scorer import Scorer
+from .scoring.results import Judgements, RankResult, ScoreResult, TournamentResult
+from .scoring.scorer import PreparedQuery, Scorer
 from .training_record import TRAINING_RECORD, trained_scoring  # noqa: F401  (TRAINING_RECORD: its old home, one release)
 from .vlm.base import VisualOptions
 from .vlm.loading import LoadedVLM, load_vlm
@@ -148,29 +149,84 @@ class RewardModel:
         rows = [False] * logits.shape[0] if pairwise is None else list(pairwise)
         return judge_scores(logits, self.vlm.tokenizer, judge, rows)
 
-    def probabilities(self, queries: list[Query], config: ScoringConfig) -> torch.Tensor:
+    def probabilities(
+        self, queries: list[Query], config: ScoringConfig, prepared: list[PreparedQuery] | None = None
+    ) -> torch.Tensor:
         """The score of each query under `config` (read at the answer position; no generation)."""
-        prepared = self.scorer.prepare(queries)
+        prepared = self.scorer.prepare(queries) if prepared is None else prepared
         logits = self.scorer.last_logits(
             prepared, self.batch_tokens(config), config.prefix_reuse, config.min_prefix_tokens
         )
         return self.read_scores(logits, config, [q.pairwise for q in queries])
 
+    def generate(
+        self,
+        prepared: list[PreparedQuery],
+        config: ScoringConfig,
+        keys: list[int] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[list[str]]:
+        """`config.samples` continuations of each prepared query, every query generated in one batched call."""
+        sampling = Sampling(config.temperature, config.top_p, config.seed, config.samples)
+        return self.scorer.generate(
+            prepared,
+            config.reason_tokens,
+            self.batch_tokens(config),
+            sampling,
+            prefix_reuse=config.prefix_reuse,
+            min_prefix_tokens=config.min_prefix_tokens,
+            keys=keys,
+            stop=stop,
+        )
+
     def run(
-        self, queries: list[Query], config: ScoringConfig, reasons: bool = False
-    ) -> tuple[torch.Tensor, list[str] | None]:
-        """Scores (and reasons) for queries, following the chain-of-thought mode."""
+        self,
+        queries: list[Query],
+        config: ScoringConfig,
+        reasons: bool = False,
+        prepared: list[PreparedQuery] | None = None,
+        keys: list[int] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> Judgements:
+        """Scores (and reasons, and with samples=k the spread) for queries, following the chain-of-thought mode.
+
+        `prepared`: the queries already prepared (the server's batcher); `keys[i]` (default i) seeds query i's
+        sampled judgements; `stop` is asked before every generation forward."""
         if config.cot == "reasoning_first":
-            texts = [self.scorer.generate(q, config.reason_tokens) for q in queries]
-            for q, text in zip(queries, texts):
-                q.continuation = reasoning_before_verdict(text) + "\n" + VERDICT_MARKER
-            return self.probabilities(queries, config), texts
-        scores = self.probabilities(queries, config)
-        if reasons:
-            # a text judge explains itself from the start of its answer, not after the answer prefix
-            plain = [replace(q, continuation="") for q in queries] if config.judge != "yes_no" else queries
-            return scores, [self.scorer.generate(q, config.reason_tokens).strip() for q in plain]
-        return scores, None
+            return self._reasoning_first(queries, config, prepared, keys, stop)
+        prepared = self.scorer.prepare(queries) if prepared is None else prepared
+        scores = self.probabilities(queries, config, prepared)
+        if not reasons:
+            return Judgements(scores)
+        # a text judge explains itself from the start of its answer, not after the answer prefix
+        if config.judge != "yes_no":
+            prepared = self.scorer.prepare([replace(q, continuation="") for q in queries])
+        texts = self.generate(prepared, config, keys, stop)
+        return Judgements(scores, [t[0].strip() for t in texts])
+
+    def _reasoning_first(
+        self,
+        queries: list[Query],
+        config: ScoringConfig,
+        prepared: list[PreparedQuery] | None,
+        keys: list[int] | None,
+        stop: Callable[[], bool] | None,
+    ) -> Judgements:
+        """Generate k reasonings per query, then read the verdict after each; the score is their mean P(yes)."""
+        texts = self.generate(self.scorer.prepare(queries) if prepared is None else prepared, config, keys, stop)
+        judged = [
+            replace(q, continuation=reasoning_before_verdict(t) + "\n" + VERDICT_MARKER)
+            for q, ts in zip(queries, texts)
+            for t in ts
+        ]
+        if config.samples > 1 and not torch.is_grad_enabled():  # each prompt once, its cache over its k judgements
+            logits = verdict_logits(self.scorer, self.scorer.prepare(judged), config.samples, self.batch_tokens(config))
+            probs = self.read_scores(logits, config, [q.pairwise for q in judged])
+        else:
+            probs = self.probabilities(judged, config)
+        probs = probs.reshape(len(queries), config.samples)
+        spread = probs.std(dim=1, unbiased=False) if config.samples > 1 else None
+        return Judgements(probs.mean(dim=1), [ts[0] for ts in texts], spread)
 
     def check_gradients(self, images: Any) -> None:
         """Refuse gradients through a quantised judge (ReFL, noise-gradient search need ordinary weights)."""
@@ -220,8 +276,7 @@ class RewardModel:
         config = self.settings(overrides)
         queries = score_queries(images, prompt, config, few_shot)
         with self.use(), torch.no_grad():
-            scores, texts = self.run(queries, config, reasons)
-        return ScoreResult(scores.tolist(), texts)
+            return score_result(self.run(queries, config, reasons))
 
     def compare(
         self,
@@ -236,8 +291,7 @@ class RewardModel:
         config = self.settings(overrides)
         queries = compare_queries(candidates, reference, prompt, config, few_shot)
         with self.use(), torch.no_grad():
-            scores, texts = self.run(queries, config, reasons)
-        return ScoreResult(scores.tolist(), texts)
+            return score_result(self.run(queries, config, reasons))
 
     def rank(
         self,
@@ -298,6 +352,12 @@ def tournament_queries(
         raise ValueError(f"prompt: a tournament takes one prompt string, got {type(prompt).__name__}")
     pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
     return [pairwise_query(visuals[i], visuals[j], prompt, config) for i, j in pairs], pairs
+
+
+def score_result(judged: Judgements) -> ScoreResult:
+    """A ScoreResult from the engine's judgements (spread only with samples > 1)."""
+    spread = judged.spread.tolist() if judged.spread is not None else None
+    return ScoreResult(judged.scores.tolist(), judged.reasons, spread)
 
 
 def rank_result(scores: list[float], top_k: int, reasons: list[str] | None = None) -> RankResult:

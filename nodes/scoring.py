@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..backend import node_logic as nl
 from ..backend.holding import holding
-from ..backend.scoring.config import COT_MODES
+from ..backend.scoring.config import COT_MODES, MAX_SAMPLES, MAX_TEMPERATURE
 from ..backend.scoring.criteria import CRITERIA_PRESETS
 from .common import criteria_input, preview_ui, prompt_input, reward_model_input, scored_outputs
 from .progress import progress_for
@@ -40,7 +40,7 @@ class RewardCriteria(io.ComfyNode):
             display_name="Reward Criteria",
             category=SCORING,
             description="Criteria for the scoring nodes: up to three presets plus free text; optional example "
-            "images with yes/no verdicts (few-shot) and a chain-of-thought mode.",
+            "images with yes/no verdicts (few-shot), a chain-of-thought mode, and sampled judgements (samples).",
             inputs=[
                 io.Combo.Input(
                     "preset", options=PRESET_CHOICES, default="alignment", tooltip="a built-in criterion to judge"
@@ -65,6 +65,36 @@ class RewardCriteria(io.ComfyNode):
                 io.String.Input(
                     "example_text", default="", tooltip="the prompt of the examples (default: the scored prompt)"
                 ),
+                # sampled judgements (added last, so saved workflows keep their widget order)
+                io.Int.Input(
+                    "samples",
+                    default=1,
+                    min=1,
+                    max=MAX_SAMPLES,
+                    optional=True,
+                    tooltip="k reasoning-first judgements per image, the score their mean P(yes) (needs "
+                    "chain_of_thought reasoning_first and temperature > 0); k times slower",
+                ),
+                io.Float.Input(
+                    "temperature",
+                    default=0.0,
+                    min=0.0,
+                    max=MAX_TEMPERATURE,
+                    step=0.05,
+                    optional=True,
+                    tooltip="sampling temperature of the reasoning (0: greedy)",
+                ),
+                io.Float.Input(
+                    "top_p", default=1.0, min=0.01, max=1.0, step=0.01, optional=True, tooltip="nucleus sampling mass"
+                ),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=2**31 - 1,
+                    optional=True,
+                    tooltip="sampling seed: the same seed gives the same judgements",
+                ),
             ],
             outputs=[CriteriaType.Output(tooltip="connect to the criteria input of the scoring and selection nodes")],
         )
@@ -80,9 +110,16 @@ class RewardCriteria(io.ComfyNode):
         verdicts: str,
         example_text: str,
         examples=None,
+        samples: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
     ) -> io.NodeOutput:
         presets = list(dict.fromkeys(p for p in (preset, preset_2, preset_3) if p != "none"))
-        return io.NodeOutput(nl.build_criteria(presets, custom, chain_of_thought, examples, verdicts, example_text))
+        criteria = nl.build_criteria(
+            presets, custom, chain_of_thought, examples, verdicts, example_text, samples, temperature, top_p, seed
+        )
+        return io.NodeOutput(criteria)
 
 
 class ScoreImages(io.ComfyNode):

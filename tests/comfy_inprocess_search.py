@@ -107,6 +107,9 @@ def bad_inputs(pack_dir: str, rm_dir: str) -> None:
         "video_missing": lambda: scoring.ScoreVideo.execute(rm, "x", 8.0, 0, 8),
         "hub_id_empty": lambda: loaders.checkpoint_path(loaders.HUB_CHOICE, " "),
         "score_prompt": lambda: scoring.ScoreImages.execute(rm, "", torch.rand(1, 16, 16, 3), "exact", False),
+        "criteria_samples": lambda: scoring.RewardCriteria.execute(
+            "alignment", "none", "none", "", "reasoning_first", "", "", samples=3
+        ),
     }
     out = {}
     for name, call in calls.items():
@@ -115,6 +118,11 @@ def bad_inputs(pack_dir: str, rm_dir: str) -> None:
             out[name] = "no error"
         except ValueError as exc:
             out[name] = str(exc)
+    out["criteria_inputs"] = [i.id for i in scoring.RewardCriteria.define_schema().inputs]  # saved widget order
+    sampled = scoring.RewardCriteria.execute(
+        "alignment", "none", "none", "", "reasoning_first", "", "", samples=2, temperature=0.9, top_p=0.8, seed=3
+    ).result[0]
+    out["criteria_sampled"] = sampled.overrides()
     print(json.dumps(out))
 
 

@@ -92,6 +92,20 @@ def test_node_inputs_refuse_bad_values_with_the_input_named(tiny_dirs):
     assert errors["video_missing"].startswith("frames / video:")
     assert errors["hub_id_empty"].startswith("hub_id:")
     assert errors["score_prompt"].startswith("text:")
+    assert errors["criteria_samples"].startswith("samples 3") and "temperature" in errors["criteria_samples"]
+    # sampled judgements were added after the older inputs, so saved workflows keep their widget values in place
+    assert errors["criteria_inputs"] == [
+        *("preset", "preset_2", "preset_3", "custom", "chain_of_thought", "examples", "verdicts", "example_text"),
+        *("samples", "temperature", "top_p", "seed"),
+    ]
+    assert errors["criteria_sampled"] == {
+        "cot": "reasoning_first",
+        "samples": 2,
+        "temperature": 0.9,
+        "top_p": 0.8,
+        "seed": 3,
+        "criteria": ["alignment"],
+    }
 
 
 @pytest.mark.parametrize("strength", [1.0, 0.5])

@@ -109,6 +109,51 @@ def add_prompt_options(p: argparse.ArgumentParser) -> None:
         help="chain of thought: answer_first (reasons after the verdict) or reasoning_first",
     )
     g.add_argument("--reasons", action="store_true", help="generate and return the model's reasons")
+    g.add_argument(
+        "--reason-tokens", type=int, default=None, help="most tokens a reason or a reasoning may take (default 128)"
+    )
+    add_sampling_flags(g)
+
+
+def add_sampling_flags(g: Any) -> None:
+    """--samples, --temperature, --top-p and --seed: sampled reasoning-first judgements (inference-time scaling)."""
+    g.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="k reasoning-first judgements per file (with --cot reasoning_first and --temperature > 0): the score "
+        "is their mean P(yes); --json adds each file's spread (standard deviation); default 1",
+    )
+    g.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature of generated text (default 0: greedy)"
+    )
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass with --temperature (default 1)")
+    g.add_argument(
+        "--seed", type=int, default=None, help="sampling seed: the same seed gives the same texts (default 0)"
+    )
+
+
+SAMPLING_FLAGS = {
+    "reason_tokens": "--reason-tokens",
+    "samples": "--samples",
+    "temperature": "--temperature",
+    "top_p": "--top-p",
+    "seed": "--seed",
+}
+
+
+def check_sampling_args(args: argparse.Namespace) -> None:
+    """The generation flags make a valid scoring config with --cot (CLIError naming the flag otherwise)."""
+    from ..scoring.config import ScoringConfig
+
+    values = {name: getattr(args, name) for name in SAMPLING_FLAGS}
+    if all(v is None for v in values.values()):
+        return
+    try:  # without --cot a checkpoint's own setting may still be reasoning_first: check only the ranges then
+        ScoringConfig(cot=args.cot or "reasoning_first").with_overrides(**values)
+    except ValueError as exc:
+        field = str(exc).split()[0]
+        raise CLIError(f"{SAMPLING_FLAGS.get(field, '--' + field)}: {exc}") from exc
 
 
 def add_criteria_flags(g: Any) -> None:
@@ -134,6 +179,7 @@ def check_model_args(args: argparse.Namespace) -> None:
     check_quantize_flag(args.quantization)
     parse_criteria(args.criteria, args.criteria_text)
     check_judge_args(args)
+    check_sampling_args(args)
     for flag, value in (("--question", args.question), ("--answer", args.answer), ("--negative", args.negative)):
         check_text(value, flag)
 
@@ -229,7 +275,8 @@ class BoundClient:
 
 def scoring_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """ScoringConfig fields given on the command line."""
-    out = {k: getattr(args, k) for k in ("question", "system", "normalize", "answer", "negative", "cot", "judge")}
+    names = ("question", "system", "normalize", "answer", "negative", "cot", "judge", *SAMPLING_FLAGS)
+    out = {k: getattr(args, k, None) for k in names}
     if not getattr(args, "backend", None):
         out["max_batch_tokens"] = args.max_batch_tokens
     criteria = parse_criteria(args.criteria, args.criteria_text)

@@ -46,6 +46,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     if result.reasons is not None:
         for row, reason in zip(rows, result.reasons):
             row["reasons"] = reason
+    if getattr(result, "spread", None) is not None:
+        for row, spread in zip(rows, result.spread):
+            row["spread"] = spread
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -21,6 +22,8 @@ def default_batch_tokens(device_type: str) -> int:
 
 
 COT_MODES = ("none", "answer_first", "reasoning_first")
+MAX_SAMPLES = 64  # judgements per query (each costs a generation)
+MAX_TEMPERATURE = 10.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,11 @@ class ScoringConfig:
     prefix_reuse: bool = True  # compute a shared prefix (instruction, reference, examples) once
     min_prefix_tokens: int = 64  # shorter shared prefixes (e.g. just the system prompt) are not worth a cache
     judge: str = DEFAULT_JUDGE  # judge preset (judges.py): the prompts a checkpoint was trained on, how it is read
+    # Inference-time scaling of the judge: k reasoning-first judgements per query, score = mean P(yes) over them.
+    samples: int = 1  # judgements per query (k); > 1 needs cot "reasoning_first" and temperature > 0
+    temperature: float = 0.0  # of generated reasoning / reasons; 0: greedy
+    top_p: float = 1.0  # nucleus sampling mass (with temperature > 0); 1: the whole vocabulary
+    seed: int = 0  # sampling seed: the same seed gives the same texts and scores
 
     def validate(self) -> ScoringConfig:
         """Raise ValueError naming the field and the fix when a value is unusable; return self."""
@@ -70,6 +78,7 @@ class ScoringConfig:
             raise ValueError(f"max_batch_tokens must be a positive integer, got {self.max_batch_tokens!r}")
         if not isinstance(self.reason_tokens, int) or self.reason_tokens < 1:
             raise ValueError(f"reason_tokens must be a positive integer, got {self.reason_tokens!r}")
+        self._validate_sampling()
         if self.question is not None and (not isinstance(self.question, str) or not self.question.strip()):
             raise ValueError(
                 "question must be a non-empty template string such as 'Does this image show \"{prompt}\"?'"
@@ -79,6 +88,29 @@ class ScoringConfig:
         if not isinstance(self.criteria, tuple) or not all(isinstance(c, str) and c.strip() for c in self.criteria):
             raise ValueError("criteria must be a list of preset names or non-empty criteria texts")
         return self
+
+    def _validate_sampling(self) -> None:
+        """samples, temperature, top_p and seed: in range, and samples > 1 only where it means something."""
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or not 1 <= self.samples <= MAX_SAMPLES:
+            raise ValueError(f"samples must be an integer from 1 to {MAX_SAMPLES}, got {self.samples!r}")
+        if not _is_number(self.temperature) or not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise ValueError(
+                f"temperature must be a number from 0 (greedy) to {MAX_TEMPERATURE}, got {self.temperature!r}"
+            )
+        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.samples > 1 and self.cot != "reasoning_first":
+            raise ValueError(
+                f"samples {self.samples} draws several reasoning-first judgements; set cot to 'reasoning_first' "
+                "or samples to 1"
+            )
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(
+                f"samples {self.samples} at temperature 0 repeats one greedy judgement; set temperature > 0 "
+                "(e.g. 0.7) or samples to 1"
+            )
 
     @property
     def negative_word(self) -> str:
@@ -100,6 +132,11 @@ class ScoringConfig:
         if "criteria" in changes:
             changes["criteria"] = normalize_criteria(changes["criteria"])
         return replace(self, **changes).validate()
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def normalize_criteria(criteria: Any) -> tuple[str, ...]:

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+
+class Judgements(NamedTuple):
+    """What the engine's `RewardModel.run` returns for a list of queries.
+
+    `scores` [N] (a tensor; with samples=k the mean P(yes) over a query's k judgements), `reasons` (one text per
+    query, the first judgement's when k > 1; None when none were generated) and `spread` [N] (the population
+    standard deviation of the k judgements' P(yes); None when samples is 1)."""
+
+    scores: Any
+    reasons: list[str] | None = None
+    spread: Any = None
 
 
 @dataclass
 class ScoreResult:
-    """Scores in input order, and generated reasons when they were asked for."""
+    """Scores in input order, generated reasons when they were asked for, and with samples=k the spread.
+
+    With samples=k a score is the mean P(yes) of k sampled reasoning-first judgements, `spread` their standard
+    deviation (population), and `reasons` the first judgement's text per input."""
 
     scores: list[float]
     reasons: list[str] | None = None
+    spread: list[float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

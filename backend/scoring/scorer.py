@@ -8,6 +8,7 @@
 - Shared-prefix reuse: queries that begin with the same tokens and the same visuals (instruction,
   reference image, few-shot examples) run that prefix once; its KV cache is repeated for the suffixes.
 - CUDA out-of-memory splits the batch in half and retries, down to one query.
+- Chain of thought generates for every query of a call together (generation.py), from the same forward paths.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any
 import torch
 
 from ..media import Image, Video, Visual
-from ..vlm.base import EncodedVisual, accepts_argument, cache_keyword, output_cache
+from ..vlm.base import EncodedVisual, cache_keyword, output_cache
 from ..vlm.loading import LoadedVLM
+from .generation import GREEDY, Sampling, generate_batch
 from .prompts import Query
 
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -248,10 +250,13 @@ class Scorer:
         """Logits [B, keep, V] (float32) of each row's last `keep` positions, with gradients (for training)."""
         return self._forward(rows, keep=keep)
 
-    def _forward(self, rows: list[PreparedQuery], start: int = 0, cache: Any = None, keep: int = 1) -> torch.Tensor:
+    def _forward(
+        self, rows: list[PreparedQuery], start: int = 0, cache: Any = None, keep: int = 1, return_cache: bool = False
+    ) -> Any:
         """One left-padded forward over tokens [start:] of each row, optionally after a prefix cache.
 
-        Returns the last position's logits [B, V], or the last `keep` positions' [B, keep, V] when keep > 1.
+        Returns the last position's logits [B, V], or the last `keep` positions' [B, keep, V] when keep > 1;
+        with `return_cache`, (logits, the KV cache extended by this forward) for generation to continue.
         """
         device = self.vlm.device
         lengths = [len(r) - start for r in rows]
@@ -273,27 +278,23 @@ class Scorer:
             mask = torch.cat([torch.ones((len(rows), start), dtype=mask.dtype, device=device), mask], dim=1)
             kwargs.update({cache_keyword(self.vlm.model): cache, "use_cache": True})
         else:
-            kwargs["use_cache"] = False
+            kwargs["use_cache"] = return_cache
         out = self.vlm.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep, **kwargs)
         self.stats["forwards"] += 1
         self.stats["tokens"] += int(mask.sum())
-        return out.logits[:, -1].float() if keep == 1 else out.logits[:, -keep:].float()
+        logits = out.logits[:, -1].float() if keep == 1 else out.logits[:, -keep:].float()
+        return (logits, output_cache(out)) if return_cache else logits
 
     # --- generation (chain of thought) ------------------------------------------------------------------
-    def generate(self, query: Query, max_new_tokens: int) -> str:
-        """Greedy continuation of one query, decoded without special tokens."""
-        p = self.prepare([query])[0]
-        ids = p.input_ids[None]
-        kwargs: dict[str, Any] = self.family.model_inputs(p.visuals, self.vlm.dtype)
-        if self.family.mm_token_types and accepts_argument(self.vlm.model.forward, "mm_token_type_ids"):
-            kwargs["mm_token_type_ids"] = self.family.token_types(ids)
-        with torch.no_grad():
-            out = self.vlm.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-                **kwargs,
-            )
-        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    def generate(
+        self,
+        prepared: list[PreparedQuery],
+        max_new_tokens: int,
+        max_tokens: int,
+        sampling: Sampling = GREEDY,
+        **options: Any,
+    ) -> list[list[str]]:
+        """`sampling.samples` continuations per prepared query, all queries decoded together.
+
+        `options`: prefix_reuse, min_prefix_tokens, keys, stop (see `generation.generate_batch`)."""
+        return generate_batch(self, prepared, max_new_tokens, max_tokens, sampling, **options)

@@ -194,7 +194,7 @@ class ScoringService:
         except (MediaError, ValueError) as exc:
             raise bad_request(str(exc)) from exc
         alive = lambda: request.transport is not None and not request.transport.is_closing()  # noqa: E731
-        entry, (scores, reasons, usage) = await self.manager.submit(
+        entry, (scores, reasons, usage, spread) = await self.manager.submit(
             entry.name, queries, config, req.reasons, alive, self.settings.request_timeout_s
         )
         if endpoint == "rank":
@@ -206,6 +206,8 @@ class ScoringService:
             body = {"scores": scores}
             if reasons is not None:
                 body["reasons"] = reasons
+            if spread is not None:
+                body["spread"] = spread
         body.update(model=entry.name, usage=usage)
         return web.json_response(body)
 

@@ -6,13 +6,17 @@ How a batch forms (the loop in `Batcher._loop`):
    has waited less than `max_delay_ms` (requests that queued while the model was busy join at once).
 3. Run all their queries through the engine's scorer in one call: token-budget forwards, and shared-prefix
    reuse across requests (identical reference images decode to one object, so they share a prefix).
+   Requests that generate text (reasons, reasoning-first chain of thought, samples=k) merge with the requests of
+   an equal config (and the same `reasons`) into one batched generation; plain scoring requests merge with each
+   other whatever their config (`Job.merge_key`). Each kind runs as its own engine call, in order of arrival.
 4. Read each request's scores with its own answer words and normalisation; resolve its future.
 
 Requests whose client went away or timed out are dropped before they cost a forward, and a running batch is
 abandoned between forwards when all its clients are gone or the server is stopping (`abort`). A query longer than
 `max_query_tokens` fails alone with 413 before any forward. A batch that fails is
-retried request by request, so one bad request never fails the others. Requests that generate text
-(reasons, reasoning-first chain of thought) run alone. One worker thread per model runs every forward.
+retried request by request, so one bad request never fails the others. A generating request's sampled judgements
+are seeded per request (query i of a request is keyed i), so merging never changes its texts. One worker thread per
+model runs every forward.
 """
 
 from __future__ import annotations
@@ -50,6 +54,18 @@ class Job:
     def generates(self) -> bool:
         """True when scoring needs text generation (reasons or reasoning-first CoT)."""
         return self.reasons or self.config.cot == "reasoning_first"
+
+    @property
+    def merge_key(self) -> Any:
+        """Jobs with equal keys share an engine call: all plain scoring jobs; generating jobs of one config."""
+        return (self.config, self.reasons) if self.generates else None
+
+    @property
+    def budget_tokens(self) -> int:
+        """Tokens this job adds to a batch: its prompts, plus every token it may generate."""
+        if not self.generates:
+            return self.tokens
+        return self.tokens + len(self.queries) * self.config.reason_tokens * self.config.samples
 
     def abandoned(self) -> bool:
         """True when nobody waits for the result any more (client gone, timed out, cancelled)."""
@@ -103,8 +119,10 @@ class Batcher:
         reasons: bool = False,
         alive: Callable[[], bool] = lambda: True,
         timeout: float | None = None,
-    ) -> tuple[list[float], list[str] | None, dict]:
-        """Queue queries and wait for (scores, reasons, usage); 503 when the queue is full, 504 on timeout."""
+    ) -> tuple[list[float], list[str] | None, dict, list[float] | None]:
+        """Queue queries and wait for (scores, reasons, usage, spread); 503 when the queue is full, 504 on timeout.
+
+        `spread`: the standard deviation of each query's sampled judgements (samples > 1), else None."""
         if self.closing:
             raise ApiError(
                 503, "model_unloading", f"model {self.name!r} is being unloaded; retry", {"Retry-After": "1"}
@@ -164,8 +182,8 @@ class Batcher:
             job = await self._queue.get()
             if job is _STOP:
                 return
-            batch, stop = await self._gather(job)
-            if batch:
+            batches, stop = await self._gather(job)
+            for batch in batches:
                 await self._run(batch)
             if stop:
                 return
@@ -184,28 +202,24 @@ class Batcher:
         except asyncio.TimeoutError:
             return None
 
-    async def _gather(self, first: Job) -> tuple[list[Job], bool]:
-        """Jobs for one batch, starting with `first`: (batch, whether the stop marker was reached)."""
-        batch: list[Job] = []
+    async def _gather(self, first: Job) -> tuple[list[list[Job]], bool]:
+        """Jobs for one round, starting with `first`, split by merge key into engine calls (in order of arrival):
+        (batches, whether the stop marker was reached)."""
+        batches: dict[Any, list[Job]] = {}
         tokens = 0
         deadline = first.enqueued + self.settings.max_delay_ms / 1000.0
         job: Any = first
         while job is not None:
             if job is _STOP:
-                return batch, True
+                return list(batches.values()), True
             self._dequeued()
-            if job.generates:
-                if batch:
-                    await self._run(batch)
-                    batch, tokens = [], 0
-                await self._run_generating(job)
-            elif await self._prepare(job):
-                batch.append(job)
-                tokens += job.tokens
+            if await self._prepare(job):
+                batches.setdefault(job.merge_key, []).append(job)
+                tokens += job.budget_tokens
                 if tokens >= self.max_tokens:
                     break
             job = await self._next(deadline)
-        return batch, False
+        return list(batches.values()), False
 
     def _dequeued(self) -> None:
         self.queued -= 1
@@ -234,7 +248,7 @@ class Batcher:
         return True
 
     async def _run(self, batch: list[Job]) -> None:
-        """Score a batch; on failure retry job by job so only the failing ones fail."""
+        """Score (or generate for) a batch in one engine call; on failure retry job by job so only failing ones fail."""
         live = [j for j in batch if not self._dropped(j)]
         if not live:
             return
@@ -245,9 +259,17 @@ class Batcher:
             return self.aborting or all(j.abandoned() for j in live)
 
         try:
-            results = await self._in_thread(
-                _score_prepared, self.model, [j.prepared for j in live], [j.config for j in live], self.max_tokens, stop
-            )
+            if live[0].generates:
+                results = await self._in_thread(_run_with_generation, self.model, live, stop)
+            else:
+                results = await self._in_thread(
+                    _score_prepared,
+                    self.model,
+                    [j.prepared for j in live],
+                    [j.config for j in live],
+                    self.max_tokens,
+                    stop,
+                )
         except ScoringStopped:
             for j in live:
                 self._dropped(j)
@@ -261,32 +283,12 @@ class Batcher:
             return
         compute = time.perf_counter() - started
         self._record_batch(live, compute, self._tokens_counted() - before)
-        for job, scores in zip(live, results):
+        for job, (scores, texts, spread) in zip(live, results):
             job.usage.update(
                 compute_ms=compute * 1000.0, batch_requests=len(live), queries=len(job.queries), tokens=job.tokens
             )
             if not job.future.done():
-                job.future.set_result((scores, None, job.usage))
-
-    async def _run_generating(self, job: Job) -> None:
-        """A request that generates text runs on its own."""
-        if self._dropped(job):
-            return
-        job.usage["queue_ms"] = (time.perf_counter() - job.enqueued) * 1000.0
-        started = time.perf_counter()
-        before = self._tokens_counted()
-        try:
-            scores, texts = await self._in_thread(
-                _run_with_generation, self.model, job.queries, job.config, job.reasons
-            )
-        except Exception as exc:
-            _fail(job, exc)
-            return
-        compute = time.perf_counter() - started
-        self._record_batch([job], compute, self._tokens_counted() - before)
-        job.usage.update(compute_ms=compute * 1000.0, batch_requests=1, queries=len(job.queries))
-        if not job.future.done():
-            job.future.set_result((scores, texts, job.usage))
+                job.future.set_result((scores, texts, job.usage, spread))
 
     def _tokens_counted(self) -> int:
         stats = getattr(getattr(self.model, "scorer", None), "stats", None)
@@ -339,9 +341,12 @@ def _prepare_queries(model: Any, queries: list[Any]) -> list[Any]:
         return model.scorer.prepare(queries)
 
 
+Answer = tuple[list[float], list[str] | None, list[float] | None]  # one job's scores, reasons, spread
+
+
 def _score_prepared(
     model: Any, prepared: list[list[Any]], configs: list[Any], max_tokens: int, stop: Callable[[], bool]
-) -> list[list[float]]:
+) -> list[Answer]:
     """One engine call over every job's prepared queries; each job's scores read with its own config."""
     flat = [p for rows in prepared for p in rows]
     base = model.config
@@ -349,16 +354,24 @@ def _score_prepared(
         logits = model.scorer.last_logits(flat, max_tokens, base.prefix_reuse, base.min_prefix_tokens, stop)
         out, start = [], 0
         for rows, config in zip(prepared, configs):
-            out.append(
-                model.read_scores(logits[start : start + len(rows)], config, [p.pairwise for p in rows]).tolist()
-            )
+            scores = model.read_scores(logits[start : start + len(rows)], config, [p.pairwise for p in rows])
+            out.append((scores.tolist(), None, None))
             start += len(rows)
     return out
 
 
-def _run_with_generation(
-    model: Any, queries: list[Any], config: Any, reasons: bool
-) -> tuple[list[float], list[str] | None]:
+def _run_with_generation(model: Any, jobs: list[Job], stop: Callable[[], bool]) -> list[Answer]:
+    """One batched generation over the queries of jobs that share a config; each query keyed within its job."""
+    queries = [q for j in jobs for q in j.queries]
+    prepared = [p for j in jobs for p in j.prepared]
+    keys = [i for j in jobs for i in range(len(j.queries))]
     with holding(model), torch.no_grad():
-        scores, texts = model.run(queries, config, reasons)
-    return scores.tolist(), texts
+        judged = model.run(queries, jobs[0].config, jobs[0].reasons, prepared=prepared, keys=keys, stop=stop)
+    out, start = [], 0
+    for j in jobs:
+        end = start + len(j.queries)
+        texts = judged.reasons[start:end] if judged.reasons is not None else None
+        spread = judged.spread[start:end].tolist() if judged.spread is not None else None
+        out.append((judged.scores[start:end].tolist(), texts, spread))
+        start = end
+    return out

@@ -166,7 +166,7 @@ class ModelManager:
     async def submit(
         self, name: str, queries: list, config: Any, reasons: bool, alive: Any, timeout: float | None
     ) -> tuple[LoadedModel, tuple]:
-        """Queue a request on the model `name`: (the entry that answered, (scores, reasons, usage)).
+        """Queue a request on the model `name`: (the entry that answered, (scores, reasons, usage, spread)).
 
         A model being unloaded (evicted for another) is waited for and loaded again, within `timeout`,
         instead of failing the request with 503."""

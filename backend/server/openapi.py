@@ -40,6 +40,7 @@ SHAPES: dict[str, dict[str, Any]] = {
     "text": {"type": "string", "minLength": 1},
     "boolean": {"type": "boolean"},
     "integer": {"type": "integer"},
+    "number": {"type": "number"},
     "enum": {},
     "prompt": {"type": "string", "minLength": 1},
     "prompts": {"oneOf": [{"type": "string", "minLength": 1}, STRINGS]},
@@ -138,6 +139,10 @@ RESPONSE_SCHEMAS = {
         "properties": {
             "scores": {**NUMBERS, "description": "P(yes) per input, in input order"},
             "reasons": STRINGS,
+            "spread": {
+                **NUMBERS,
+                "description": "with samples > 1: the standard deviation of each input's sampled judgements",
+            },
             "model": {"type": "string"},
             "usage": USAGE,
         },

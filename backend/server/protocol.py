@@ -139,7 +139,7 @@ def parse_bool(value: Any, name: str) -> bool:
 
 
 def check_value(field: Field, value: Any) -> Any:
-    """A string, text, boolean, integer or enum field's value, checked against its declaration."""
+    """A string, text, boolean, integer, number or enum field's value, checked against its declaration."""
     name = field.name
     if field.kind in ("string", "text"):
         if not isinstance(value, str) or (field.kind == "text" and not value.strip()):
@@ -154,6 +154,10 @@ def check_value(field: Field, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
             wanted = f"an integer in {low}..{high}" if high is not None else _at_least(low)
             raise bad_request(f"{name}: expected {wanted}, got {value!r}")
+    elif field.kind == "number":
+        low, high = field.minimum, field.maximum
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise bad_request(f"{name}: expected a number from {low:g} to {high:g}, got {value!r}")
     else:
         raise TypeError(f"{name}: a {field.kind} field has its own parser")
     return value

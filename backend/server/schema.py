@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ranking import MIN_TOURNAMENT
-from ..scoring.config import COT_MODES, NORMALIZATIONS
+from ..scoring.config import COT_MODES, MAX_SAMPLES, MAX_TEMPERATURE, NORMALIZATIONS
 from ..scoring.criteria import CRITERIA_PRESETS
 from ..scoring.judges import JUDGES
 
@@ -26,16 +26,16 @@ VIDEO_KEYS = ("frames", "fps")
 class Field:
     """One request field: its JSON shape (`kind`), its bounds or choices, and what it means.
 
-    kinds: "string" (any string), "text" (a non-empty string), "boolean", "integer", "enum", "prompt" (one
-    string), "prompts" (one string or one per image), "criteria", "visual", "visuals", "few_shot".
-    `minimum` / `maximum` bound an integer's value, or a list's number of items.
+    kinds: "string" (any string), "text" (a non-empty string), "boolean", "integer", "number", "enum", "prompt"
+    (one string), "prompts" (one string or one per image), "criteria", "visual", "visuals", "few_shot".
+    `minimum` / `maximum` bound an integer's or a number's value, or a list's number of items.
     """
 
     name: str
     kind: str
     description: str = ""
-    minimum: int | None = None
-    maximum: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
     enum: tuple[str, ...] = ()
 
 
@@ -63,6 +63,23 @@ SCORING_FIELDS = (
     Field("judge", "enum", "judge preset: the prompts and answer reading of the checkpoint", enum=tuple(JUDGES)),
     Field("answer_variants", "boolean", "also count case and spacing variants of the answer word"),
     Field("reason_tokens", "integer", "tokens a reason may take", minimum=1, maximum=MAX_REASON_TOKENS),
+    Field(
+        "samples",
+        "integer",
+        "reasoning-first judgements per image (needs cot reasoning_first and temperature > 0); the score is their "
+        "mean P(yes), the response's spread their standard deviation",
+        minimum=1,
+        maximum=MAX_SAMPLES,
+    ),
+    Field(
+        "temperature",
+        "number",
+        "sampling temperature of generated text (0: greedy)",
+        minimum=0,
+        maximum=MAX_TEMPERATURE,
+    ),
+    Field("top_p", "number", "nucleus sampling mass (with temperature > 0)", minimum=0, maximum=1),
+    Field("seed", "integer", "sampling seed: the same seed gives the same texts and scores", minimum=0),
     Field(
         "criteria",
         "criteria",

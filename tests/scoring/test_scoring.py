@@ -208,7 +208,7 @@ def test_reasoning_first_reads_verdict_after_generated_reasoning(reward_models, 
     reasoning = result.reasons[0]
     config = ScoringConfig(cot="reasoning_first")
     q = pointwise_query(rm_visual(photo_paths[0]), "a cat", config)
-    assert rm.scorer.generate(q, 5) == reasoning  # greedy, deterministic
+    assert rm.scorer.generate(rm.scorer.prepare([q]), 5, 10**6) == [[reasoning]]  # greedy, deterministic
     from rewarddance.backend.reward_model import reasoning_before_verdict
 
     q.continuation = reasoning_before_verdict(reasoning) + "\n" + VERDICT_MARKER

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rewarddance.backend.scoring.config import ScoringConfig
+from rewarddance.backend.scoring.results import Judgements
 from rewarddance.backend.scoring.scorer import ScoringStopped
 from rewarddance.backend.server.batcher import Batcher
 from rewarddance.backend.server.errors import ApiError
@@ -61,6 +62,7 @@ class FakeModel:
     def __init__(self, tokens_per_query: int = 10):
         self.config = ScoringConfig()
         self.scorer = FakeScorer(tokens_per_query)
+        self.runs: list[tuple[list[float], list[int]]] = []  # every generating engine call: (queries, keys)
 
     def batch_tokens(self, config):
         return 1000
@@ -68,8 +70,16 @@ class FakeModel:
     def read_scores(self, logits, config, pairwise=None):
         return logits[:, 0] * (2.0 if config.normalize == "yes_no" else 1.0)
 
-    def run(self, queries, config, reasons):
-        return torch.tensor(queries, dtype=torch.float32), [f"reason {q}" for q in queries] if reasons else None
+    def run(self, queries, config, reasons, prepared=None, keys=None, stop=None):
+        self.scorer.entered.set()
+        self.scorer.gate.wait(10)
+        assert [p.value for p in prepared] == queries  # the batcher's prepared queries are passed on
+        self.runs.append((list(queries), list(keys)))
+        texts = [f"reason {q}" for q in queries] if reasons or config.cot == "reasoning_first" else None
+        spread = torch.tensor(queries) / 10 if config.samples > 1 else None
+        # a sampled score depends on the query's key (its index in its request), as the real seeding does
+        scores = torch.tensor(queries) + (torch.tensor(keys, dtype=torch.float32) * 100 if config.samples > 1 else 0)
+        return Judgements(scores, texts, spread)
 
 
 def make(max_batch_tokens=1000, max_queue=100, max_delay_ms=5.0, tokens_per_query=10):
@@ -113,8 +123,8 @@ def test_requests_queued_while_busy_are_merged_and_routed_back():
     assert calls[0] == [1.0]
     assert len(calls) == 2 and sorted(calls[1]) == sorted(v for i in range(1, 6) for v in (10.0 * i, 10.0 * i + 1))
     assert results[0][0] == [1.0]
-    for i, (scores, reasons, usage) in enumerate(results[1:], 1):
-        assert scores == [10.0 * i, 10.0 * i + 1] and reasons is None
+    for i, (scores, reasons, usage, spread) in enumerate(results[1:], 1):
+        assert scores == [10.0 * i, 10.0 * i + 1] and reasons is None and spread is None
         assert usage["batch_requests"] == 5 and usage["queries"] == 2 and usage["tokens"] == 20
 
 
@@ -208,7 +218,7 @@ def test_a_failing_request_does_not_fail_the_others():
     assert isinstance(invalid, ApiError) and invalid.status == 422 and "negative" in invalid.message
 
 
-def test_generating_requests_run_alone_and_close_drains_the_queue():
+def test_a_generating_request_runs_apart_from_scoring_ones_and_close_drains_the_queue():
     async def main():
         batcher, scorer = make()
         scorer.gate.clear()
@@ -316,7 +326,7 @@ def test_a_running_batch_is_abandoned_between_forwards_when_its_clients_are_gone
             await task
         return await batcher.submit([3.0], ScoringConfig())  # the next request is served as usual
 
-    scores, _, _ = run(scenario())
+    scores, _, _, _ = run(scenario())
     assert scorer.stopped == 1 and scores == [3.0] and [3.0] in scorer.calls and [1.0, 2.0] not in scorer.calls
 
 
@@ -336,3 +346,85 @@ def test_abort_fails_running_and_queued_requests_with_503():
     results = run(scenario())
     assert all(isinstance(r, ApiError) and r.status == 503 and r.type == "server_stopping" for r in results), results
     assert scorer.stopped == 1 and scorer.calls == []
+
+
+SAMPLED = ScoringConfig(cot="reasoning_first", samples=3, temperature=0.7)
+
+
+def test_concurrent_generating_requests_merge_into_one_model_call():
+    async def main():
+        batcher, scorer = make()
+        scorer.gate.clear()
+        busy = asyncio.create_task(batcher.submit([1.0], ScoringConfig()))
+        await in_model(scorer)  # both generating requests queue while the model is busy
+        a = asyncio.create_task(batcher.submit([2.0, 3.0], SAMPLED))
+        b = asyncio.create_task(batcher.submit([4.0], SAMPLED))
+        await until(lambda: batcher.queued == 2)
+        scorer.gate.set()
+        out = await asyncio.gather(busy, a, b)
+        await batcher.close()
+        return batcher.model.runs, out
+
+    runs, (_, a, b) = run(main())
+    assert runs == [([2.0, 3.0, 4.0], [0, 1, 0])]  # one engine call; each query keyed within its own request
+    assert a[0] == [2.0, 103.0] and a[1] == ["reason 2.0", "reason 3.0"] and a[3] == pytest.approx([0.2, 0.3])
+    assert b[0] == [4.0] and b[1] == ["reason 4.0"] and b[3] == pytest.approx([0.4])
+    assert a[2]["batch_requests"] == 2 and a[2]["queries"] == 2
+
+
+def test_generating_requests_of_different_configs_run_as_separate_calls():
+    async def main():
+        batcher, scorer = make()
+        scorer.gate.clear()
+        busy = asyncio.create_task(batcher.submit([1.0], ScoringConfig()))
+        await in_model(scorer)
+        tasks = [
+            asyncio.create_task(batcher.submit([2.0], SAMPLED)),
+            asyncio.create_task(batcher.submit([3.0], ScoringConfig(cot="reasoning_first"))),
+            asyncio.create_task(batcher.submit([4.0], ScoringConfig(), reasons=True)),
+            asyncio.create_task(batcher.submit([5.0], ScoringConfig())),
+            asyncio.create_task(batcher.submit([6.0], SAMPLED)),
+        ]
+        await until(lambda: batcher.queued == 5)
+        scorer.gate.set()
+        out = await asyncio.gather(busy, *tasks)
+        await batcher.close()
+        return batcher.model.runs, scorer.calls, out
+
+    runs, calls, out = run(main())
+    assert runs == [([2.0, 6.0], [0, 0]), ([3.0], [0]), ([4.0], [0])]  # in order of arrival
+    assert calls == [[1.0], [5.0]]
+    assert [o[0] for o in out] == [[1.0], [2.0], [3.0], [4.0], [5.0], [6.0]]
+
+
+def test_a_generating_query_over_max_query_tokens_fails_alone_before_any_forward():
+    async def main():
+        settings = ServerSettings(max_batch_tokens=1000, max_query_tokens=50, max_delay_ms=5.0)
+        model = FakeModel(tokens_per_query=60)
+        batcher = Batcher("fake", model, settings)
+        with pytest.raises(ApiError) as err:
+            await batcher.submit([2.0], SAMPLED)
+        await batcher.close()
+        return err.value, model.runs
+
+    err, runs = run(main())
+    assert err.status == 413 and "max_query_tokens" in err.message and runs == []
+
+
+def test_a_generating_batch_is_bounded_by_the_tokens_it_may_generate():
+    async def main():
+        batcher, scorer = make(max_batch_tokens=1000)
+        scorer.gate.clear()
+        busy = asyncio.create_task(batcher.submit([1.0], ScoringConfig()))
+        await in_model(scorer)
+        config = ScoringConfig(cot="reasoning_first", reason_tokens=100, samples=2, temperature=1.0)
+        tasks = [asyncio.create_task(batcher.submit([float(i)], config)) for i in range(2, 8)]
+        await until(lambda: batcher.queued == 6)
+        scorer.gate.set()
+        await asyncio.gather(busy, *tasks)
+        await batcher.close()
+        return batcher.model.runs
+
+    runs = run(main())
+    # each job: 10 prompt tokens + 100 reason tokens x 2 samples = 210; a batch closes once it reaches 1000
+    assert [len(q) for q, _ in runs] == [5, 1]

@@ -104,6 +104,32 @@ MALFORMED = [
         "at most 32",
     ),
     ("load unknown model", "/v1/models/ghost/load", b"", 404, "ghost"),
+    ("samples zero", "/v1/score", lambda b: {"prompt": "x", "images": [b], "samples": 0}, 400, "samples"),
+    ("samples a string", "/v1/score", lambda b: {"prompt": "x", "images": [b], "samples": "4"}, 400, "samples"),
+    (
+        "samples without reasoning first",
+        "/v1/score",
+        lambda b: {"prompt": "x", "images": [b], "samples": 4, "temperature": 0.7},
+        400,
+        "reasoning_first",
+    ),
+    (
+        "samples at temperature 0",
+        "/v1/score",
+        lambda b: {"prompt": "x", "images": [b], "samples": 4, "cot": "reasoning_first"},
+        400,
+        "temperature",
+    ),
+    (
+        "temperature negative",
+        "/v1/score",
+        lambda b: {"prompt": "x", "images": [b], "temperature": -1},
+        400,
+        "temperature",
+    ),
+    ("top_p zero", "/v1/score", lambda b: {"prompt": "x", "images": [b], "top_p": 0}, 400, "top_p"),
+    ("top_p a string", "/v1/score", lambda b: {"prompt": "x", "images": [b], "top_p": "high"}, 400, "top_p"),
+    ("seed negative", "/v1/score", lambda b: {"prompt": "x", "images": [b], "seed": -3}, 400, "seed"),
 ]
 
 

@@ -148,6 +148,15 @@ def test_request_options_change_the_score_like_the_engine(served, image_files, r
     assert len(with_reasons.reasons) == 1 and isinstance(with_reasons.reasons[0], str)
 
 
+def test_sampled_judgements_over_http_equal_the_engine(served, image_files, reward_models):
+    rm = reward_models("qwen2_5_vl")
+    c = RewardClient(served.url)
+    opts = {"cot": "reasoning_first", "reason_tokens": 4, "samples": 3, "temperature": 1.0, "top_p": 0.9, "seed": 5}
+    remote, local = c.score(image_files[:2], "a cat", **opts), rm.score(image_files[:2], "a cat", **opts)
+    assert remote.scores == pytest.approx(local.scores, abs=1e-5)
+    assert remote.spread == pytest.approx(local.spread, abs=1e-5) and remote.reasons == local.reasons
+
+
 def test_video_and_multipart(served, tiny_dirs, reward_models):
     import torch
 
