@@ -23,6 +23,7 @@ from .ranking import check_top_k, check_tournament_size, ranking_order
 from .scoring.answer import AnswerTokens, yes_probability
 from .scoring.config import ScoringConfig, default_batch_tokens
 from .scoring.judges import judge_named, judge_scores
+from .scoring.prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, PrefixCache, check_budget
 from .scoring.prompts import VERDICT_MARKER, FewShotExample, Query, pairwise_query, pointwise_query
 from .scoring.results import RankResult, ScoreResult, TournamentResult
 from .scoring.scorer import Scorer
@@ -55,10 +56,18 @@ class RewardModel:
         judge (int8 / nf4 bitsandbytes weights) cannot."""
         return getattr(self.vlm, "quantization", "none") == "none"
 
-    def __init__(self, vlm: LoadedVLM, config: ScoringConfig | None = None):
+    def __init__(
+        self,
+        vlm: LoadedVLM,
+        config: ScoringConfig | None = None,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+    ):
         self.vlm = vlm
         self.config = (config or ScoringConfig()).validate()
-        self.scorer = Scorer(vlm)
+        # KV caches of recent shared prefixes (reference images, few-shot sets, criteria), kept across calls
+        # within `prefix_cache_bytes` (0 disables); `clear_prefix_cache()` after changing the weights.
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        self.scorer = Scorer(vlm, self.prefix_cache)
         self._lock = threading.RLock()
         self._depth = 0
         # Called (under the lock) before the model runs; a host such as ComfyUI sets it to move offloaded
@@ -98,11 +107,13 @@ class RewardModel:
         max_frames: int = 32,
         fps: float = 2.0,
         trust_remote_code: bool = False,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
         **scoring: Any,
     ) -> RewardModel:
         """Load a checkpoint directory or hub id; remaining keywords are `ScoringConfig` fields.
 
-        `quantization`: none, int8 or nf4 (bitsandbytes; the vision tower and lm_head keep `dtype`)."""
+        `quantization`: none, int8 or nf4 (bitsandbytes; the vision tower and lm_head keep `dtype`).
+        `prefix_cache_bytes`: budget of the cross-call prefix cache (default 256 MiB; 0 disables it)."""
         options = VisualOptions(
             min_pixels=min_pixels,
             max_pixels=max_pixels,
@@ -111,6 +122,7 @@ class RewardModel:
             fps=fps,
         )
         options.validate()
+        check_budget(prefix_cache_bytes)
         vlm = load_vlm(
             model,
             dtype=dtype,
@@ -122,7 +134,12 @@ class RewardModel:
             quantization=quantization,
         )
         config = ScoringConfig().with_overrides(**trained_scoring(vlm.path)).with_overrides(**scoring)
-        return cls(vlm, config)
+        return cls(vlm, config, prefix_cache_bytes)
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every cached prefix (call it after changing the model's weights in place)."""
+        self.prefix_cache.clear()
+        self.scorer.stats["prefix_cache_bytes"] = 0
 
     # --- settings -----------------------------------------------------------------------------------------
     def settings(self, overrides: dict[str, Any]) -> ScoringConfig:
