@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .media import to_visuals
+from .media import to_visual, to_visuals
 from .ranking import check_top_k, check_tournament_size, ranking_order
 from .scoring.answer import AnswerTokens, yes_probability
 from .scoring.config import ScoringConfig, default_batch_tokens
@@ -285,6 +285,7 @@ def score_queries(
     """Pointwise queries, one per image or video, in input order."""
     visuals = to_visuals(images)
     prompts = expand_prompts(prompt, len(visuals))
+    few_shot = loaded_examples(few_shot)
     return [pointwise_query(v, p, config, few_shot) for v, p in zip(visuals, prompts)]
 
 
@@ -301,7 +302,22 @@ def compare_queries(
     if len(ref) != 1:
         raise ValueError(f"reference: pass exactly one reference image or video, got {len(ref)}")
     prompts = expand_prompts(prompt, len(visuals))
+    few_shot = loaded_examples(few_shot)
     return [pairwise_query(ref[0], v, p, config, few_shot) for v, p in zip(visuals, prompts)]
+
+
+def loaded_examples(few_shot: list[FewShotExample] | None) -> list[FewShotExample] | None:
+    """Few-shot examples with their visuals loaded once, so all queries of a call share them (and one prefix)."""
+    if not few_shot or not isinstance(few_shot, (list, tuple)):
+        return few_shot  # prompts.py names what is wrong with anything else
+    out = []
+    for i, ex in enumerate(few_shot):
+        if isinstance(ex, FewShotExample):
+            visual = to_visual(ex.visual, f"few_shot[{i}].visual")
+            reference = None if ex.reference is None else to_visual(ex.reference, f"few_shot[{i}].reference")
+            ex = replace(ex, visual=visual, reference=reference)
+        out.append(ex)
+    return out
 
 
 def tournament_queries(
