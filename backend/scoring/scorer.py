@@ -81,7 +81,7 @@ class FeatureStore:
                 found[id(v)] = f
                 if self.uses[id(v)] > 1:  # a later forward needs it too
                     self.kept[id(v)] = f
-        return [self.kept.get(id(v)) or found[id(v)] for v in visuals]
+        return [self.kept[id(v)] if id(v) in self.kept else found[id(v)] for v in visuals]
 
     def release(self, visuals: list[EncodedVisual]) -> None:
         """One forward over `visuals` is done (or not needed): drop features no later forward reads."""

@@ -295,17 +295,17 @@ def test_out_of_memory_splits_and_retries(reward_models, photo_paths, monkeypatc
     expected = rm.score(photo_paths, "a cat", prefix_reuse=False).scores
     real_forward = rm.scorer._forward
 
-    def flaky(rows, start=0, cache=None):
+    def flaky(rows, start=0, cache=None, **kw):
         if len(rows) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(rows, start, cache)
+        return real_forward(rows, start, cache, **kw)
 
     monkeypatch.setattr(rm.scorer, "_forward", flaky)
     before = rm.scorer.stats["oom_splits"]
     assert rm.score(photo_paths, "a cat", prefix_reuse=False).scores == pytest.approx(expected, abs=1e-5)
     assert rm.scorer.stats["oom_splits"] > before
 
-    def always(rows, start=0, cache=None):
+    def always(rows, start=0, cache=None, **kw):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(rm.scorer, "_forward", always)
