@@ -18,12 +18,13 @@ from typing import Any
 
 import torch
 
-from .media import to_visuals
+from .media import to_visual, to_visuals
 from .ranking import check_top_k, check_tournament_size, ranking_order
 from .scoring.answer import AnswerTokens, yes_probability
 from .scoring.config import ScoringConfig, default_batch_tokens
 from .scoring.generation import Sampling, verdict_logits
 from .scoring.judges import judge_named, judge_scores
+from .scoring.prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, PrefixCache, check_budget
 from .scoring.prompts import VERDICT_MARKER, FewShotExample, Query, pairwise_query, pointwise_query
 from .scoring.results import Judgements, RankResult, ScoreResult, TournamentResult
 from .scoring.scorer import PreparedQuery, Scorer
@@ -56,10 +57,18 @@ class RewardModel:
         judge (int8 / nf4 bitsandbytes weights) cannot."""
         return getattr(self.vlm, "quantization", "none") == "none"
 
-    def __init__(self, vlm: LoadedVLM, config: ScoringConfig | None = None):
+    def __init__(
+        self,
+        vlm: LoadedVLM,
+        config: ScoringConfig | None = None,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+    ):
         self.vlm = vlm
         self.config = (config or ScoringConfig()).validate()
-        self.scorer = Scorer(vlm)
+        # KV caches of recent shared prefixes (reference images, few-shot sets, criteria), kept across calls
+        # within `prefix_cache_bytes` (0 disables); `clear_prefix_cache()` after changing the weights.
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        self.scorer = Scorer(vlm, self.prefix_cache)
         self._lock = threading.RLock()
         self._depth = 0
         # Called (under the lock) before the model runs; a host such as ComfyUI sets it to move offloaded
@@ -99,11 +108,13 @@ class RewardModel:
         max_frames: int = 32,
         fps: float = 2.0,
         trust_remote_code: bool = False,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
         **scoring: Any,
     ) -> RewardModel:
         """Load a checkpoint directory or hub id; remaining keywords are `ScoringConfig` fields.
 
-        `quantization`: none, int8 or nf4 (bitsandbytes; the vision tower and lm_head keep `dtype`)."""
+        `quantization`: none, int8 or nf4 (bitsandbytes; the vision tower and lm_head keep `dtype`).
+        `prefix_cache_bytes`: budget of the cross-call prefix cache (default 256 MiB; 0 disables it)."""
         options = VisualOptions(
             min_pixels=min_pixels,
             max_pixels=max_pixels,
@@ -112,6 +123,7 @@ class RewardModel:
             fps=fps,
         )
         options.validate()
+        check_budget(prefix_cache_bytes)
         vlm = load_vlm(
             model,
             dtype=dtype,
@@ -123,7 +135,12 @@ class RewardModel:
             quantization=quantization,
         )
         config = ScoringConfig().with_overrides(**trained_scoring(vlm.path)).with_overrides(**scoring)
-        return cls(vlm, config)
+        return cls(vlm, config, prefix_cache_bytes)
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every cached prefix (call it after changing the model's weights in place)."""
+        self.prefix_cache.clear()
+        self.scorer.stats["prefix_cache_bytes"] = 0
 
     # --- settings -----------------------------------------------------------------------------------------
     def settings(self, overrides: dict[str, Any]) -> ScoringConfig:
@@ -322,6 +339,7 @@ def score_queries(
     """Pointwise queries, one per image or video, in input order."""
     visuals = to_visuals(images)
     prompts = expand_prompts(prompt, len(visuals))
+    few_shot = loaded_examples(few_shot)
     return [pointwise_query(v, p, config, few_shot) for v, p in zip(visuals, prompts)]
 
 
@@ -338,7 +356,22 @@ def compare_queries(
     if len(ref) != 1:
         raise ValueError(f"reference: pass exactly one reference image or video, got {len(ref)}")
     prompts = expand_prompts(prompt, len(visuals))
+    few_shot = loaded_examples(few_shot)
     return [pairwise_query(ref[0], v, p, config, few_shot) for v, p in zip(visuals, prompts)]
+
+
+def loaded_examples(few_shot: list[FewShotExample] | None) -> list[FewShotExample] | None:
+    """Few-shot examples with their visuals loaded once, so all queries of a call share them (and one prefix)."""
+    if not few_shot or not isinstance(few_shot, (list, tuple)):
+        return few_shot  # prompts.py names what is wrong with anything else
+    out = []
+    for i, ex in enumerate(few_shot):
+        if isinstance(ex, FewShotExample):
+            visual = to_visual(ex.visual, f"few_shot[{i}].visual")
+            reference = None if ex.reference is None else to_visual(ex.reference, f"few_shot[{i}].reference")
+            ex = replace(ex, visual=visual, reference=reference)
+        out.append(ex)
+    return out
 
 
 def tournament_queries(

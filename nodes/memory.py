@@ -148,6 +148,7 @@ def load_managed(
         rm.vlm.execution_device = load_device  # inputs go there even while some weights stay in RAM
         patcher = comfy.model_patcher.ModelPatcher(holder, load_device=load_device, offload_device=offload_device)
         rm_ref = weakref.ref(rm)
+        patcher.add_callback(CallbacksMP.ON_DETACH, lambda _patcher, _unpatch_all: forget_prefixes(rm_ref()))
         if on_detach is not None:
             patcher.add_callback(CallbacksMP.ON_DETACH, lambda _patcher, _unpatch_all: on_detach(rm_ref()))
         rm.comfy_patcher = patcher
@@ -165,6 +166,12 @@ def load_managed(
         rm.after_use = None if keep_loaded else (lambda: unload(rm_ref()))
         _CACHE[key] = rm
         return rm
+
+
+def forget_prefixes(rm: Any) -> None:
+    """Free a reward model's cached prefix KV caches when ComfyUI takes it off its device (they live there)."""
+    if rm is not None:
+        rm.clear_prefix_cache()
 
 
 def unload(rm: Any) -> None:

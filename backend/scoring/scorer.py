@@ -5,8 +5,12 @@
   position's logits are computed (`logits_to_keep=1`).
 - Position ids are computed per sequence with the model's own rules, so a score never depends on which
   other queries share its batch.
+- Vision features once per distinct visual: the vision tower runs once per visual in a call (batched, within
+  the token budget), and every forward gets those features at the visual's tokens instead of pixels, so a
+  tournament or a pairwise set never re-encodes a candidate or a reference (`reuse_features`).
 - Shared-prefix reuse: queries that begin with the same tokens and the same visuals (instruction,
   reference image, few-shot examples) run that prefix once; its KV cache is repeated for the suffixes.
+  A `PrefixCache` (prefix_cache.py) keeps those KV caches across calls; never with gradients.
 - CUDA out-of-memory splits the batch in half and retries, down to one query.
 - Chain of thought generates for every query of a call together (generation.py), from the same forward paths.
 """
@@ -23,9 +27,11 @@ from typing import Any
 import torch
 
 from ..media import Image, Video, Visual
-from ..vlm.base import EncodedVisual, cache_keyword, output_cache
+from ..vlm.base import EncodedVisual, VisualFeatures, cache_keyword, output_cache
 from ..vlm.loading import LoadedVLM
+from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
 from .generation import GREEDY, Sampling, generate_batch
+from .prefix_cache import PrefixCache, prefix_key
 from .prompts import Query
 
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -54,17 +60,68 @@ class PreparedQuery:
         return [v for v, (s, _) in zip(self.visuals, self.spans) if s >= start]
 
 
+class FeatureStore:
+    """Vision features of one call: each visual encoded once, kept while a later forward still needs it."""
+
+    def __init__(self, scorer: Scorer, max_tokens: int, uses: Counter[int] | None = None):
+        self.scorer = scorer
+        self.max_tokens = max_tokens  # vision tokens per tower call
+        self.uses = uses if uses is not None else Counter()  # id(EncodedVisual) -> forwards still to read it
+        self.kept: dict[int, VisualFeatures] = {}
+
+    def get(self, visuals: list[EncodedVisual]) -> list[VisualFeatures] | None:
+        """Features of `visuals` in order (missing ones through the tower, batched within `max_tokens`);
+        None when the family passes pixels instead."""
+        found: dict[int, VisualFeatures] = {}
+        missing = [v for v in {id(v): v for v in visuals}.values() if id(v) not in self.kept]
+        for chunk in self._chunks(missing, self.max_tokens):
+            features = self.scorer.family.visual_features(self.scorer.vlm.model, chunk, self.scorer.vlm.dtype)
+            if features is None:
+                return None
+            self.scorer.stats["vision_encodes"] += len(chunk)
+            for v, f in zip(chunk, features):
+                found[id(v)] = f
+                if self.uses[id(v)] > 1:  # a later forward needs it too
+                    self.kept[id(v)] = f
+        return [self.kept[id(v)] if id(v) in self.kept else found[id(v)] for v in visuals]
+
+    def release(self, visuals: list[EncodedVisual]) -> None:
+        """One forward over `visuals` is done (or not needed): drop features no later forward reads."""
+        for v in visuals:
+            self.uses[id(v)] -= 1
+            if self.uses[id(v)] <= 0:
+                self.kept.pop(id(v), None)
+
+    @staticmethod
+    def _chunks(visuals: list[EncodedVisual], max_tokens: int) -> Iterator[list[EncodedVisual]]:
+        """Consecutive runs of visuals whose vision tokens fit `max_tokens` (at least one visual each)."""
+        chunk: list[EncodedVisual] = []
+        total = 0
+        for v in visuals:
+            if chunk and total + v.num_tokens > max_tokens:
+                yield chunk
+                chunk, total = [], 0
+            chunk.append(v)
+            total += v.num_tokens
+        if chunk:
+            yield chunk
+
+
 class Scorer:
     """Runs prepared queries through a loaded VLM and returns last-position logits."""
 
-    def __init__(self, vlm: LoadedVLM):
+    def __init__(self, vlm: LoadedVLM, prefix_cache: PrefixCache | None = None):
         self.vlm = vlm
         self.family = vlm.family
         self.tokenizer = vlm.tokenizer
+        self.prefix_cache = prefix_cache  # shared prefixes' KV caches across calls (None or 0 bytes: off)
+        self.reuse_features = True  # False: every forward passes pixels and runs the vision tower itself
         kinds = self.family.placeholder_kinds
         pattern = "|".join(re.escape(p) for p in sorted(kinds, key=len, reverse=True))  # longest form first
         self._placeholder_re = re.compile(f"({pattern})")
-        self.stats = Counter()  # forwards, prefix_forwards, oom_splits, tokens
+        # forwards, prefix_forwards, oom_splits, tokens, vision_encodes (visuals through the tower),
+        # prefix_cache_hits / _misses / _evictions and prefix_cache_bytes (the cross-call cache's size now)
+        self.stats = Counter()
 
     # --- preparation ----------------------------------------------------------------------------------
     def encode_visuals(self, visuals: list[Visual]) -> dict[int, EncodedVisual]:
@@ -145,13 +202,14 @@ class Scorer:
             yield batch
 
     def prefix_groups(
-        self, prepared: list[PreparedQuery], min_tokens: int
+        self, prepared: list[PreparedQuery], min_tokens: int, singles: bool = False
     ) -> tuple[list[tuple[int, list[int]]], list[int]]:
         """Split queries into (prefix length, members) groups that share a prefix, and the rest.
 
         The prefix of a query is everything before its last visual (the candidate in every prompt layout:
         after the reference in pairwise and tournament queries, after the examples in few-shot ones).
         Queries group only when those tokens and the source objects of the visuals in them are identical.
+        `singles`: a query alone with its prefix forms a group too (a cross-call cache can reuse that prefix).
         """
         by_key: dict[tuple, list[int]] = defaultdict(list)
         rest: list[int] = []
@@ -164,7 +222,7 @@ class Scorer:
             by_key[(tuple(p.input_ids[:cut].tolist()), shared_keys)].append(i)
         groups = []
         for (prefix, _), members in by_key.items():
-            if len(members) >= 2 and len(prefix) >= min_tokens:
+            if (len(members) >= 2 or singles) and len(prefix) >= min_tokens:
                 groups.append((len(prefix), members))
             else:
                 rest.extend(members)
@@ -192,30 +250,53 @@ class Scorer:
         grad = torch.is_grad_enabled() and any(v.pixel_values.requires_grad for p in prepared for v in p.visuals)
         with torch.set_grad_enabled(grad):
             if prefix_reuse and not grad:
-                groups, rest = self.prefix_groups(prepared, min_prefix_tokens)
+                groups, rest = self.prefix_groups(prepared, min_prefix_tokens, singles=self._cross_call)
             else:
                 groups, rest = [], list(range(len(prepared)))
+            store = FeatureStore(self, max_tokens, self._visual_uses(prepared, groups, rest))
             for batch in self.token_batches([len(prepared[i]) for i in rest], max_tokens):
                 check()
                 rows = [rest[j] for j in batch]
-                for i, logit in zip(rows, self._forward_split([prepared[i] for i in rows])):
+                for i, logit in zip(rows, self._forward_split([prepared[i] for i in rows], store=store)):
                     out[i] = logit
             for prefix_len, members in groups:
                 check()
-                cache = self._prefix_cache(prepared[members[0]], prefix_len)
+                cache = self._prefix_cache(prepared[members[0]], prefix_len, store)
                 suffix_lengths = [len(prepared[i]) - prefix_len for i in members]
                 for batch in self.token_batches(suffix_lengths, max(1, max_tokens - prefix_len)):
                     check()
                     rows = [members[j] for j in batch]
-                    logits = self._forward_split([prepared[i] for i in rows], prefix_len, cache)
+                    logits = self._forward_split([prepared[i] for i in rows], prefix_len, cache, store)
                     for i, logit in zip(rows, logits):
                         out[i] = logit
         return torch.stack(out)  # type: ignore[arg-type]
 
-    def _forward_split(self, rows: list[PreparedQuery], start: int = 0, cache: Any = None) -> torch.Tensor:
+    @property
+    def _cross_call(self) -> bool:
+        """True when a cross-call prefix cache is attached and has a byte budget."""
+        return self.prefix_cache is not None and self.prefix_cache.enabled
+
+    @staticmethod
+    def _visual_uses(
+        prepared: list[PreparedQuery], groups: list[tuple[int, list[int]]], rest: list[int]
+    ) -> Counter[int]:
+        """How many forwards of this call read each visual (a prefix counts once for its whole group)."""
+        uses: Counter[int] = Counter()
+        for i in rest:
+            uses.update(id(v) for v in prepared[i].visuals)
+        for prefix_len, members in groups:
+            first = prepared[members[0]]
+            uses.update(id(v) for v, (s, _) in zip(first.visuals, first.spans) if s < prefix_len)
+            for i in members:
+                uses.update(id(v) for v in prepared[i].visuals_from(prefix_len))
+        return uses
+
+    def _forward_split(
+        self, rows: list[PreparedQuery], start: int = 0, cache: Any = None, store: FeatureStore | None = None
+    ) -> torch.Tensor:
         """Forward `rows`; on out-of-memory split the batch in half and retry."""
         try:
-            return self._forward(rows, start, cache)
+            return self._forward(rows, start, cache, store=store)
         except OutOfMemoryError as exc:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -227,31 +308,72 @@ class Scorer:
             self.stats["oom_splits"] += 1
             half = len(rows) // 2
             return torch.cat(
-                [self._forward_split(rows[:half], start, cache), self._forward_split(rows[half:], start, cache)]
+                [
+                    self._forward_split(rows[:half], start, cache, store),
+                    self._forward_split(rows[half:], start, cache, store),
+                ]
             )
 
-    def _prefix_cache(self, query: PreparedQuery, prefix_len: int) -> Any:
-        """Run the shared prefix once and return its KV cache."""
+    def _prefix_cache(self, query: PreparedQuery, prefix_len: int, store: FeatureStore | None = None) -> Any:
+        """The shared prefix's KV cache: from the cross-call cache, else run once (and stored there)."""
+        visuals = [v for v, (s, _) in zip(query.visuals, query.spans) if s < prefix_len]
+        key = None
+        if self._cross_call:
+            key = prefix_key(
+                query.input_ids[:prefix_len],
+                query.positions[..., :prefix_len],
+                visuals,
+                self.vlm.dtype,
+                self.vlm.device,
+            )
+            cached = self.prefix_cache.get(key)
+            if cached is not None:
+                self.stats["prefix_cache_hits"] += 1
+                if store is not None:
+                    store.release(visuals)
+                return cached
+            self.stats["prefix_cache_misses"] += 1
         ids = query.input_ids[None, :prefix_len]
+        store = store if store is not None else FeatureStore(self, self._tower_tokens)
         out = self.vlm.model(
-            input_ids=ids,
             attention_mask=torch.ones_like(ids),
             position_ids=query.positions[..., :prefix_len].unsqueeze(-2),
             use_cache=True,
             logits_to_keep=1,
-            **self.family.model_inputs(
-                [v for v, (s, _) in zip(query.visuals, query.spans) if s < prefix_len], self.vlm.dtype
-            ),
+            **self._visual_inputs(ids, visuals, store),
         )
+        store.release(visuals)
         self.stats["prefix_forwards"] += 1
-        return output_cache(out)
+        cache = output_cache(out)
+        if key is not None:
+            self.stats["prefix_cache_evictions"] += self.prefix_cache.put(key, cache)
+            self.stats["prefix_cache_bytes"] = self.prefix_cache.bytes
+        return cache
+
+    def _visual_inputs(self, ids: torch.Tensor, visuals: list[EncodedVisual], store: FeatureStore) -> dict[str, Any]:
+        """Forward keywords for `ids` [B, L] and its visuals: their features (encoded once per call), else pixels."""
+        features = store.get(visuals) if self.reuse_features and visuals else None
+        if features is None:
+            return {"input_ids": ids, **self.family.model_inputs(visuals, self.vlm.dtype)}
+        return self.family.feature_inputs(self.vlm.model, ids, features)
+
+    @property
+    def _tower_tokens(self) -> int:
+        """Vision tokens per tower call outside `last_logits`: the device's default forward budget."""
+        return GPU_BATCH_TOKENS if self.vlm.device.type == "cuda" else CPU_BATCH_TOKENS
 
     def position_logits(self, rows: list[PreparedQuery], keep: int) -> torch.Tensor:
         """Logits [B, keep, V] (float32) of each row's last `keep` positions, with gradients (for training)."""
         return self._forward(rows, keep=keep)
 
     def _forward(
-        self, rows: list[PreparedQuery], start: int = 0, cache: Any = None, keep: int = 1, return_cache: bool = False
+        self,
+        rows: list[PreparedQuery],
+        start: int = 0,
+        cache: Any = None,
+        keep: int = 1,
+        store: FeatureStore | None = None,
+        return_cache: bool = False,
     ) -> Any:
         """One left-padded forward over tokens [start:] of each row, optionally after a prefix cache.
 
@@ -271,7 +393,8 @@ class Scorer:
             mask[b, width - n :] = 1
             positions[..., b, width - n :] = r.positions[..., start:]
         visuals = [v for r in rows for v in r.visuals_from(start)]
-        kwargs: dict[str, Any] = self.family.model_inputs(visuals, self.vlm.dtype)
+        store = store if store is not None else FeatureStore(self, self._tower_tokens)
+        kwargs: dict[str, Any] = self._visual_inputs(ids, visuals, store)
         if cache is not None:
             cache = copy.deepcopy(cache)
             cache.batch_repeat_interleave(len(rows))
@@ -279,7 +402,8 @@ class Scorer:
             kwargs.update({cache_keyword(self.vlm.model): cache, "use_cache": True})
         else:
             kwargs["use_cache"] = return_cache
-        out = self.vlm.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep, **kwargs)
+        out = self.vlm.model(attention_mask=mask, position_ids=positions, logits_to_keep=keep, **kwargs)
+        store.release(visuals)
         self.stats["forwards"] += 1
         self.stats["tokens"] += int(mask.sum())
         logits = out.logits[:, -1].float() if keep == 1 else out.logits[:, -keep:].float()

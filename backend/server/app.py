@@ -64,6 +64,7 @@ class ScoringService:
         self.metrics = Metrics()
         self.manager = manager or ModelManager(settings, self.metrics)
         self.manager.metrics = self.metrics
+        self.metrics.watch_models(lambda: {name: entry.model for name, entry in self.manager.loaded.items()})
         self.decoder = VisualDecoder(
             settings.max_image_pixels,
             max_request_pixels=settings.max_request_pixels,

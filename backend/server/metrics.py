@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 try:  # the *_created series only add noise to a scrape
     from prometheus_client import disable_created_metrics
@@ -17,7 +20,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class Metrics:
-    """Requests, errors by type, batches, batch size, queue / compute / end-to-end time, tokens."""
+    """Requests, errors by type, batches, batch size, queue / compute / end-to-end time, tokens, prefix caches."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -62,6 +65,12 @@ class Metrics:
         self.model_unloads = Counter(p + "model_unloads", "model unloads by reason", ["model", "reason"], registry=r)
         self.load_seconds = Histogram(p + "model_load_seconds", "time to load a model", ["model"], registry=r)
         r.register(_AverageBatchSize(self))
+        self._prefix_caches = _PrefixCaches()
+        r.register(self._prefix_caches)
+
+    def watch_models(self, models: Callable[[], dict[str, Any]]) -> None:
+        """Report the prefix cache of each model `models()` returns (name -> RewardModel) at every scrape."""
+        self._prefix_caches.models = models
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
@@ -93,3 +102,30 @@ class _AverageBatchSize:
         for model, count in counts.items():
             family.add_metric([model], sums.get(model, 0.0) / count if count else 0.0)
         yield family
+
+
+class _PrefixCaches:
+    """Each loaded model's cross-call prefix cache, read at scrape time: hits, misses, evictions, entries, bytes."""
+
+    COUNTERS = (("hits", "prefix KV caches reused"), ("misses", "prefixes not cached"), ("evictions", "evicted"))
+    GAUGES = (
+        ("entries", "prefixes cached"),
+        ("bytes", "bytes of cached prefix KV caches"),
+        ("max_bytes", "the prefix cache's byte budget"),
+    )
+
+    def __init__(self) -> None:
+        self.models: Callable[[], dict[str, Any]] = dict
+
+    def collect(self):
+        p = "rewarddance_prefix_cache_"
+        families = {k: CounterMetricFamily(p + k, help_, labels=["model"]) for k, help_ in self.COUNTERS}
+        families |= {k: GaugeMetricFamily(p + k, help_, labels=["model"]) for k, help_ in self.GAUGES}
+        for name, model in list(self.models().items()):
+            cache = getattr(model, "prefix_cache", None)
+            if cache is None:
+                continue
+            for key, value in cache.stats().items():
+                if key in families:
+                    families[key].add_metric([name], value)
+        yield from families.values()

@@ -4,6 +4,8 @@ A family (one file each: qwen2_vl.py, qwen2_5_vl.py, qwen3_vl.py, internvl.py) k
 - turn `Image`s / `Video`s into its pixel tensors on the model's device (differentiable for tensors),
 - say which token ids replace the chat template's image/video placeholder,
 - build the model's keyword inputs for a batch and the position ids of one sequence,
+- run the vision tower once over a batch of visuals (`visual_features`) and hand a forward those features
+  instead of pixels (`feature_inputs`), so a visual shared by many queries is encoded once per call,
 - describe its tiny random-weight test checkpoint (config, special tokens, chat template, preprocessor files).
 Everything is declared on `VLMFamily` with a default, so callers read attributes and never probe.
 The scorer never looks inside a family; adding a family means adding one file and registering it
@@ -61,6 +63,15 @@ class EncodedVisual:
     num_tokens: int  # vision tokens fed to the language model
     grid_thw: torch.Tensor | None = None  # Qwen: [1, 3] (t, h, w) in patches
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class VisualFeatures:
+    """One visual's vision-tower output, ready to be placed at its tokens in the language model's input."""
+
+    kind: str  # "image" or "video"
+    embeds: torch.Tensor  # [tokens, hidden]: one row per feature token of the visual, in order
+    deepstack: list[torch.Tensor] = field(default_factory=list)  # Qwen3-VL: [tokens, hidden] per early layer
 
 
 class VLMFamily:
@@ -127,6 +138,31 @@ class VLMFamily:
     def visual_token_ids(self) -> set[int]:
         """Token ids that belong to a visual's expansion (the prefix cache never cuts through them)."""
         raise NotImplementedError
+
+    @property
+    def feature_token_ids(self) -> set[int]:
+        """Token ids whose embeddings the vision features replace (default: the image and video placeholders)."""
+        return {self.token_id(self.image_placeholder), self.token_id(self.video_placeholder)}
+
+    def visual_features(
+        self, model: Any, visuals: list[EncodedVisual], dtype: torch.dtype
+    ) -> list[VisualFeatures] | None:
+        """Vision-tower output of each visual, the tower run once over the batch; None when this family cannot
+        hand features to its model (the scorer then passes pixels to every forward)."""
+        return None
+
+    def feature_inputs(self, model: Any, input_ids: torch.Tensor, features: list[VisualFeatures]) -> dict[str, Any]:
+        """Forward keywords for `input_ids` [B, L] whose visuals' features (in order of appearance, row by row)
+        are given: `inputs_embeds` with each feature row at its token, as the model's own forward places them."""
+        if not features:
+            return {"input_ids": input_ids}
+        embeds = model.get_input_embeddings()(input_ids)
+        ids = torch.tensor(sorted(self.feature_token_ids), device=input_ids.device)
+        mask = torch.isin(input_ids, ids)
+        values = torch.cat([f.embeds for f in features]).to(embeds.device, embeds.dtype)
+        if int(mask.sum()) != values.shape[0]:
+            raise ValueError(f"{int(mask.sum())} visual tokens in the batch but {values.shape[0]} feature rows")
+        return {"inputs_embeds": embeds.masked_scatter(mask[..., None], values)}
 
     def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
         """`mm_token_type_ids` for `input_ids`: 0 for text, `mm_token_types` values for special tokens."""

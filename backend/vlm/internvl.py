@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..media import Image, Video
-from .base import EncodedVisual, VLMFamily
+from .base import EncodedVisual, VisualFeatures, VLMFamily
 from .resize import normalize, resize_pil, resize_tensor, sample_frame_indices
 from .tiny_config import IMAGE_PROCESSING, chat_token_ids, padded_vocab, text_config
 
@@ -167,6 +167,23 @@ class InternVLFamily(VLMFamily):
     def visual_token_ids(self) -> set[int]:
         """`<IMG_CONTEXT>`, `<img>` and `</img>` ids."""
         return {self.token_id(self.image_placeholder), self.token_id("<img>"), self.token_id("</img>")}
+
+    @property
+    def feature_token_ids(self) -> set[int]:
+        """`<IMG_CONTEXT>`: the projected tile features replace these; `<img>` / `</img>` stay text."""
+        return {self.token_id(self.image_placeholder)}
+
+    def visual_features(
+        self, model: Any, visuals: list[EncodedVisual], dtype: torch.dtype
+    ) -> list[VisualFeatures] | None:
+        """All tiles and frames through the ViT and its projector in one call, split back per visual."""
+        if not visuals:
+            return []
+        pixels = torch.cat([v.pixel_values for v in visuals]).to(dtype)
+        output = model.get_image_features(pixel_values=pixels)
+        tiles = output.pooler_output if hasattr(output, "pooler_output") else output  # [tiles, tokens, hidden]
+        per_visual = torch.split(tiles, [v.pixel_values.shape[0] for v in visuals])
+        return [VisualFeatures(v.kind, t.reshape(-1, t.shape[-1])) for v, t in zip(visuals, per_visual)]
 
     def model_inputs(self, visuals: list[EncodedVisual], dtype: torch.dtype) -> dict[str, Any]:
         """All tiles and frames, in order of appearance, as one `pixel_values` tensor."""

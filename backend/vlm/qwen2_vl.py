@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..media import Image, Video
-from .base import EncodedVisual, VLMFamily, call_with_supported
+from .base import EncodedVisual, VisualFeatures, VLMFamily, call_with_supported
 from .resize import normalize, resize_pil, resize_tensor, sample_frame_indices, smart_resize
 from .tiny_config import IMAGE_PROCESSING, chat_token_ids, config_class, mrope, padded_vocab, text_config
 
@@ -241,6 +241,27 @@ class Qwen2VLFamily(VLMFamily):
             inputs["video_grid_thw"] = torch.cat([v.grid_thw for v in videos]).to(videos[0].pixel_values.device)
             inputs.update(self.video_time_inputs(videos))
         return inputs
+
+    def visual_features(
+        self, model: Any, visuals: list[EncodedVisual], dtype: torch.dtype
+    ) -> list[VisualFeatures] | None:
+        """One vision-tower call per kind over all the visuals (the tower attends within each visual only)."""
+        out: list[VisualFeatures | None] = [None] * len(visuals)
+        for kind in ("image", "video"):
+            index = [i for i, v in enumerate(visuals) if v.kind == kind]
+            if not index:
+                continue
+            pixels = torch.cat([visuals[i].pixel_values for i in index]).to(dtype)
+            grid = torch.cat([visuals[i].grid_thw for i in index]).to(pixels.device)
+            tower = model.get_image_features if kind == "image" else model.get_video_features
+            for i, features in zip(index, self.split_features(kind, tower(pixels, grid))):
+                out[i] = features
+        return out  # type: ignore[return-value]
+
+    def split_features(self, kind: str, output: Any) -> list[VisualFeatures]:
+        """Per-visual features from `get_image_features` / `get_video_features` (already split per visual)."""
+        pooled = output.pooler_output if hasattr(output, "pooler_output") else output
+        return [VisualFeatures(kind, embeds) for embeds in pooled]
 
     def video_time_inputs(self, videos: list[EncodedVisual]) -> dict[str, Any]:
         """Extra video timing inputs (none for Qwen2-VL)."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from ..media import Video
-from .base import EncodedVisual
+from .base import EncodedVisual, VisualFeatures, accepts_argument
 from .qwen2_vl import Qwen2VLFamily, qwen_vision_config
 from .resize import smart_resize
 from .tiny_config import mrope, text_config
@@ -55,6 +55,39 @@ class Qwen3VLFamily(Qwen2VLFamily):
             beta = math.sqrt(lo / (num_frames * height * width))
             h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
         return h, w
+
+    def visual_features(
+        self, model: Any, visuals: list[EncodedVisual], dtype: torch.dtype
+    ) -> list[VisualFeatures] | None:
+        """Qwen2-VL's batched tower calls, keeping the deepstack features; None when this transformers release
+        takes no precomputed features (`mm_encoder_outputs`), since `inputs_embeds` alone would drop deepstack."""
+        if not accepts_argument(model.forward, "mm_encoder_outputs"):
+            return None
+        return super().visual_features(model, visuals, dtype)
+
+    def split_features(self, kind: str, output: Any) -> list[VisualFeatures]:
+        """Each visual's merged features plus its slice of every deepstack layer's features."""
+        layers = output.deepstack_features or []
+        return [
+            VisualFeatures(kind, embeds, [layer[i] for layer in layers])
+            for i, embeds in enumerate(output.pooler_output)
+        ]
+
+    def feature_inputs(self, model: Any, input_ids: torch.Tensor, features: list[VisualFeatures]) -> dict[str, Any]:
+        """The model's own precomputed-features input (`mm_encoder_outputs`): it places the features and joins the
+        image and video deepstack features at the visual tokens exactly as when it runs the tower itself."""
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+        outputs = {}
+        for kind in ("image", "video"):
+            chosen = [f for f in features if f.kind == kind]
+            if chosen:
+                layers = len(chosen[0].deepstack)
+                outputs[kind] = BaseModelOutputWithDeepstackFeatures(
+                    pooler_output=tuple(f.embeds for f in chosen),
+                    deepstack_features=[tuple(f.deepstack[k] for f in chosen) for k in range(layers)],
+                )
+        return {"input_ids": input_ids, "mm_encoder_outputs": outputs} if outputs else {"input_ids": input_ids}
 
     @classmethod
     def model_class_for(cls, model_type: str) -> str:
