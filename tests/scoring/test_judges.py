@@ -195,5 +195,5 @@ def test_server_batcher_reads_pairwise_rows_with_the_verdict_tokens(judges, phot
     jobs = [compare_queries(files[1:], files[0], "a fox", rm.config), score_queries(files[:1], "a fox", rm.config)]
     prepared = [rm.scorer.prepare(q) for q in jobs]
     out = _score_prepared(rm, prepared, [rm.config, rm.config], 1536, lambda: False)
-    assert out[0] == pytest.approx(rm.compare(files[1:], files[0], "a fox").scores, abs=1e-6)
-    assert out[1] == pytest.approx(rm.score(files[:1], "a fox").scores, abs=1e-6)
+    assert out[0][0] == pytest.approx(rm.compare(files[1:], files[0], "a fox").scores, abs=1e-6)
+    assert out[1][0] == pytest.approx(rm.score(files[:1], "a fox").scores, abs=1e-6)
