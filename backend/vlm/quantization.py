@@ -15,6 +15,7 @@ quantised. bitsandbytes runs on CUDA GPUs and, from 0.45, on the CPU.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Iterable
@@ -151,16 +152,32 @@ def _untie(model: torch.nn.Module) -> None:
 
 def quantized_embedding(table: torch.Tensor, quantization: str, dtype: torch.dtype) -> torch.nn.Module:
     """bitsandbytes' EmbeddingNF4 / Embedding8bit holding `table` [vocab, hidden] quantised, returning `dtype`."""
-    import bitsandbytes as bnb
 
     vocab, hidden = table.shape
-    if quantization == "nf4":
-        module = bnb.nn.EmbeddingNF4(vocab, hidden, dtype=dtype, device="meta")
-        module.weight = _nf4_parameter(table, module)
-    else:
-        module = bnb.nn.Embedding8bit(vocab, hidden, dtype=dtype, device="meta")
-        module.weight = _int8_parameter(table)
+    module = _embedding_class(quantization)(vocab, hidden, dtype=dtype, device="meta")
+    module.weight = _nf4_parameter(table, module) if quantization == "nf4" else _int8_parameter(table)
     return module
+
+
+@functools.cache
+def _embedding_class(quantization: str) -> type:
+    """bitsandbytes' EmbeddingNF4 / Embedding8bit with a state dict (the quantised table and its statistics, as
+    their Linear classes save theirs; bitsandbytes' own raise), so sizing a model by its state dict works
+    (ComfyUI's model_size)."""
+    import bitsandbytes as bnb
+
+    base = bnb.nn.EmbeddingNF4 if quantization == "nf4" else bnb.nn.Embedding8bit
+
+    def _save_to_state_dict(self: Any, destination: dict, prefix: str, keep_vars: bool) -> None:
+        torch.nn.Module._save_to_state_dict(self, destination, prefix, keep_vars)
+        if quantization == "nf4":
+            stats = {f"weight.{k}": v for k, v in self.weight.quant_state.as_dict(packed=True).items()}
+        else:
+            stats = {"SCB": self.weight.SCB}
+        for key, value in stats.items():
+            destination[prefix + key] = value if keep_vars else value.detach()
+
+    return type(base.__name__, (base,), {"_save_to_state_dict": _save_to_state_dict, "__module__": __name__})
 
 
 def quantized_linear(

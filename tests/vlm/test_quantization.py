@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import FAMILIES
 
+from rewarddance.backend.memory_estimate import estimate_memory, measured_weight_bytes
 from rewarddance.backend.vlm.quantization import (
     KEEP_UNQUANTIZED,
     ExactRowsHead,
@@ -51,7 +52,9 @@ def test_quantised_judge_keeps_vision_and_head_and_scores(family, quantization, 
 
     rm = RewardModel.from_pretrained(str(tiny_dirs[family]), dtype="fp32", device="cpu", quantization=quantization)
     names = quantized_module_names(rm.vlm.model)
-    assert names and all("language_model" in n or n.startswith("model.layers") or n == "lm_head.quantized" for n in names)
+    assert names and all(
+        "language_model" in n or n.startswith("model.layers") or n == "lm_head.quantized" for n in names
+    )
     assert not any(part in n.split(".") for n in names for part in KEEP_UNQUANTIZED)
     embedding, head = rm.vlm.model.get_input_embeddings(), rm.vlm.model.get_output_embeddings()
     assert type(embedding).__name__ == TABLE_CLASSES[quantization][0] and isinstance(head, ExactRowsHead)
@@ -147,6 +150,9 @@ def test_answer_rows_are_exact(quantization, tiny_dirs):
     torch.testing.assert_close(logits[..., exact_ids], hidden @ weight[exact_ids].T, atol=1e-5, rtol=0)
     others = [i for i in range(weight.shape[0]) if i not in exact_ids]
     assert not torch.allclose(logits[..., others], hidden @ weight[others].T, atol=1e-5)  # quantised there
+    state = rm.vlm.model.state_dict()  # sizing by state dict works (ComfyUI's model_size): quantised tables
+    stored = sum(t.nbytes for t in state.values())
+    assert abs(stored / measured_weight_bytes(rm.vlm.model) - 1) < 0.02  # all but the exact rows (not saved)
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +191,8 @@ def test_tied_embeddings_leave_no_full_precision_table(quantization, tied_dir):
     model.tie_weights()  # transformers re-ties on request (and when resizing): nothing to tie any more
     assert full_tables() == [] and isinstance(model.get_output_embeddings(), ExactRowsHead)
     assert model.config.tie_word_embeddings is False
+    estimate = estimate_memory(str(tied_dir), "fp32", quantization).weight_bytes  # lm_head's own quantised copy
+    assert abs(estimate / measured_weight_bytes(model) - 1) < 0.15
     exact_ids = model.get_output_embeddings().token_ids.tolist()
     ids = torch.tensor([rm.vlm.tokenizer("a photo of a dog. No", add_special_tokens=False)["input_ids"]])
     logits, last = text_forward(model, ids)
@@ -195,7 +203,9 @@ def test_tied_embeddings_leave_no_full_precision_table(quantization, tied_dir):
 def test_quantised_judge_generates_its_reasoning(quantization, tiny_dirs, photos):
     from rewarddance.backend import RewardModel
 
-    rm = RewardModel.from_pretrained(str(tiny_dirs["qwen2_5_vl"]), dtype="fp32", device="cpu", quantization=quantization)
+    rm = RewardModel.from_pretrained(
+        str(tiny_dirs["qwen2_5_vl"]), dtype="fp32", device="cpu", quantization=quantization
+    )
     result = rm.score(photos[:2], "a photo", cot="reasoning_first", reason_tokens=6, reasons=True)
     assert len(result.scores) == 2 and all(0 < s < 1 for s in result.scores)
     assert len(result.reasons) == 2 and all(isinstance(r, str) and r for r in result.reasons)
