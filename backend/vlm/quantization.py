@@ -113,6 +113,7 @@ class ExactRowsHead(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [..., vocab]: the quantised head's, with the exact rows' columns written over."""
+        x = x.to(self.rows.device)  # under a multi-device map the hidden states may come from another device
         logits = self.quantized(x)
         if self.token_ids.numel() == 0:
             return logits
