@@ -1,13 +1,17 @@
 """How much memory a judge needs, read before loading it: weights for a dtype and quantization, plus activations
 for a pixel budget and a forward's token budget.
 
-Weights. Every tensor is one of two kinds: the language model's linear weights (2-D `*.weight` tensors outside
-the vision tower, the projector, the embeddings and `lm_head`), which int8 / nf4 quantise, and the rest, which
-stays in the judge's dtype. The element counts come from the safetensors headers when the files are local
-(exact: the sizes of the stored tensors, nothing loaded), else from config.json's sizes (`config_counts`).
+Weights. Every tensor is one of two kinds: the language model's 2-D `*.weight` tensors (its linear layers, the
+input token embedding and `lm_head`), which int8 / nf4 quantise, and the rest (the vision tower, the projector,
+norms, biases), which stays in the judge's dtype. A checkpoint with tied embeddings stores one table for both; a
+quantised load gives lm_head its own quantised copy (`tied_head`). The exact lm_head rows a quantised judge keeps
+for its answer tokens (a few dozen rows) are not counted. The element counts come from the safetensors headers when
+the files are local (exact: the sizes of the stored tensors, nothing loaded), else from config.json's sizes
+(`config_counts`).
 
     weight_bytes = other_elements * dtype_bytes + quantised_elements * q + quantised_rows * r
-    none: q = dtype_bytes, r = 0; int8: q = 1, r = 4 (one fp32 scale per output row);
+    (quantised: + tied_head elements and rows)
+    none: q = dtype_bytes, r = 0; int8: q = 1, r = 4 (one fp32 scale per row);
     nf4: q = 0.5 + 4 / 64 (two 4-bit codes per byte, one fp32 absmax per block of 64), r = 0
 
 Activations (a rough upper bound of one scoring forward, not measured to the same bar):
@@ -33,17 +37,22 @@ from .vlm.quantization import KEEP_UNQUANTIZED, NF4_BLOCK, check_quantization
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 INT8_ROW_SCALE_BYTES = 4
-NOT_QUANTIZED_PARTS = (*KEEP_UNQUANTIZED, "embed_tokens", "vision_model", "mlp1")
+NOT_QUANTIZED_PARTS = (*KEEP_UNQUANTIZED, "vision_model", "mlp1")  # vision tower / projector, older names too
+EMBEDDING_PARTS = ("embed_tokens",)  # the input token embedding (tied to lm_head when lm_head is not stored)
+HEAD_PARTS = ("lm_head",)
 
 
 @dataclass(frozen=True)
 class WeightCounts:
-    """Element counts of a checkpoint's weights: those int8 / nf4 quantise (and their output rows), the rest."""
+    """Element counts of a checkpoint's weights: those int8 / nf4 quantise (and their output rows), the rest, and
+    the tied lm_head a quantised load adds (0 when lm_head is stored)."""
 
     quantized: int
     quantized_rows: int
     other: int
     source: str  # "safetensors" (exact) or "config" (from config.json's sizes)
+    tied_head: int = 0
+    tied_head_rows: int = 0
 
     @property
     def total(self) -> int:
@@ -76,7 +85,7 @@ class MemoryEstimate:
 
 # --- weights ----------------------------------------------------------------------------------------------------
 def is_quantized_tensor(name: str, shape: list[int]) -> bool:
-    """True for the language model's linear weights (what bitsandbytes replaces under our skip list)."""
+    """True for the language model's 2-D weights: linear layers, token embedding, lm_head (what int8 / nf4 replace)."""
     parts = name.split(".")
     return len(shape) == 2 and parts[-1] == "weight" and not any(p in NOT_QUANTIZED_PARTS for p in parts)
 
@@ -96,23 +105,33 @@ def safetensors_counts(folder: Path) -> WeightCounts | None:
     if not files:
         return None
     quantized = rows = other = 0
+    embedding, has_head = (0, 0), False
     for file in files:
         for name, info in safetensors_header(file).items():
             shape = list(info["shape"])
             n = _product(shape)
             if is_quantized_tensor(name, shape):
                 quantized, rows = quantized + n, rows + shape[0]
+                parts = name.split(".")
+                has_head = has_head or any(p in HEAD_PARTS for p in parts)
+                embedding = (n, shape[0]) if any(p in EMBEDDING_PARTS for p in parts) else embedding
             else:
                 other += n
-    return WeightCounts(quantized, rows, other, "safetensors")
+    tied_head, tied_rows = (0, 0) if has_head else embedding
+    return WeightCounts(quantized, rows, other, "safetensors", tied_head, tied_rows)
 
 
 def config_counts(config: dict[str, Any]) -> WeightCounts:
     """Approximate counts from config.json's sizes (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL)."""
     text = config.get("text_config") or config.get("llm_config") or config
     vision = config.get("vision_config") or {}
-    linear, linear_rows, other = _text_counts(text, _tied(config, text))
-    return WeightCounts(linear, linear_rows, other + _vision_count(config, vision, text), "config")
+    tied = _tied(config, text)
+    linear, linear_rows, other = _text_counts(text, tied)
+    vocab, h = text["vocab_size"], text["hidden_size"]
+    tied_head, tied_rows = (vocab * h, vocab) if tied else (0, 0)
+    return WeightCounts(
+        linear, linear_rows, other + _vision_count(config, vision, text), "config", tied_head, tied_rows
+    )
 
 
 def _tied(config: dict[str, Any], text: dict[str, Any]) -> bool:
@@ -121,7 +140,7 @@ def _tied(config: dict[str, Any], text: dict[str, Any]) -> bool:
 
 
 def _text_counts(text: dict[str, Any], tied: bool) -> tuple[int, int, int]:
-    """(quantised linear elements, their rows, other elements) of the language model."""
+    """(quantised elements: linear layers and token tables, their rows, other elements) of the language model."""
     h, layers, inter = text["hidden_size"], text["num_hidden_layers"], text["intermediate_size"]
     heads = text["num_attention_heads"]
     kv = text.get("num_key_value_heads") or heads
@@ -131,9 +150,10 @@ def _text_counts(text: dict[str, Any], tied: bool) -> tuple[int, int, int]:
     per_layer_rows = q + 2 * k + h + 2 * inter + h
     bias = 0 if text.get("attention_bias") is False else q + 2 * k  # Qwen2 / 2.5 q, k, v biases
     qk_norm = 2 * hd if str(text.get("model_type", "")).startswith("qwen3") else 0
-    embed = text["vocab_size"] * h
-    other = embed * (1 if tied else 2) + layers * (2 * h + bias + qk_norm) + h
-    return layers * per_layer, layers * per_layer_rows, other
+    tables = 1 if tied else 2  # the input embedding, and lm_head when it is stored
+    embed, embed_rows = tables * text["vocab_size"] * h, tables * text["vocab_size"]
+    other = layers * (2 * h + bias + qk_norm) + h
+    return layers * per_layer + embed, layers * per_layer_rows + embed_rows, other
 
 
 def _vision_count(config: dict[str, Any], vision: dict[str, Any], text: dict[str, Any]) -> int:
@@ -177,10 +197,11 @@ def _product(shape: list[int]) -> int:
 def weight_bytes(counts: WeightCounts, dtype: str, quantization: str) -> int:
     """Weight bytes of `counts` in `dtype` with `quantization` applied to the quantised linear layers."""
     size = DTYPE_BYTES[dtype]
+    elements, rows = counts.quantized + counts.tied_head, counts.quantized_rows + counts.tied_head_rows
     if quantization == "int8":
-        quantized = counts.quantized * 1 + counts.quantized_rows * INT8_ROW_SCALE_BYTES
+        quantized = elements * 1 + rows * INT8_ROW_SCALE_BYTES
     elif quantization == "nf4":
-        quantized = round(counts.quantized * (0.5 + 4 / NF4_BLOCK))
+        quantized = round(elements * (0.5 + 4 / NF4_BLOCK))
     else:
         quantized = counts.quantized * size
     return counts.other * size + quantized
@@ -291,7 +312,8 @@ def estimate_from_config(
 
 def measured_weight_bytes(model: torch.nn.Module) -> int:
     """Bytes a loaded model's weights hold: parameters and buffers once each, plus bitsandbytes' quantisation
-    statistics (int8 row scales, nf4 absmax), which are not parameters."""
+    statistics (int8 row scales, nf4 absmax), which are not parameters (an int8 layer moves its scales into its
+    state on its first call)."""
     seen: set[int] = set()
     total = 0
     for t in [*model.parameters(), *model.buffers()]:
@@ -300,7 +322,10 @@ def measured_weight_bytes(model: torch.nn.Module) -> int:
             total += t.numel() * t.element_size()
     for module in model.modules():
         weight = getattr(module, "weight", None)
-        for stat in (getattr(weight, "SCB", None), getattr(getattr(weight, "quant_state", None), "absmax", None)):
+        scales = getattr(weight, "SCB", None)
+        if scales is None:
+            scales = getattr(getattr(module, "state", None), "SCB", None)
+        for stat in (scales, getattr(getattr(weight, "quant_state", None), "absmax", None)):
             if isinstance(stat, torch.Tensor):
                 total += stat.numel() * stat.element_size()
     return total

@@ -23,7 +23,7 @@ from .ranking import check_top_k, check_tournament_size, ranking_order
 from .scoring.answer import AnswerTokens, yes_probability
 from .scoring.config import ScoringConfig, default_batch_tokens
 from .scoring.generation import Sampling, verdict_logits
-from .scoring.judges import judge_named, judge_scores
+from .scoring.judges import JUDGES, judge_named, judge_scores
 from .scoring.prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, PrefixCache, check_budget
 from .scoring.prompts import VERDICT_MARKER, FewShotExample, Query, pairwise_query, pointwise_query
 from .scoring.results import Judgements, RankResult, ScoreResult, TournamentResult
@@ -113,7 +113,8 @@ class RewardModel:
     ) -> RewardModel:
         """Load a checkpoint directory or hub id; remaining keywords are `ScoringConfig` fields.
 
-        `quantization`: none, int8 or nf4 (bitsandbytes; the vision tower and lm_head keep `dtype`).
+        `quantization`: none, int8 or nf4 (bitsandbytes; the vision tower and the lm_head rows of the answer tokens
+        keep `dtype`).
         `prefix_cache_bytes`: budget of the cross-call prefix cache (default 256 MiB; 0 disables it)."""
         options = VisualOptions(
             min_pixels=min_pixels,
@@ -133,6 +134,7 @@ class RewardModel:
             options=options,
             trust_remote_code=trust_remote_code,
             quantization=quantization,
+            exact_token_ids=lambda tokenizer, path: reading_token_ids(tokenizer, path, scoring),
         )
         config = ScoringConfig().with_overrides(**trained_scoring(vlm.path)).with_overrides(**scoring)
         return cls(vlm, config, prefix_cache_bytes)
@@ -409,6 +411,23 @@ def tournament_result(pairs: list[tuple[int, int]], probs: list[float]) -> Tourn
     mean = [sum(matrix[i][j] for i in range(n) if i != j) / (n - 1) for j in range(n)]
     ranking = sorted(range(n), key=lambda j: (-wins[j], -mean[j], j))
     return TournamentResult(wins, mean, ranking, matrix)
+
+
+def reading_token_ids(tokenizer: Any, path: Any, scoring: dict[str, Any]) -> set[int]:
+    """Ids of every token a score may be read from: the yes/no words of the default settings (with variants, both
+    space forms) and of this checkpoint's settings, and every judge preset's score and verdict tokens (a quantised
+    judge keeps these lm_head rows exact)."""
+    configs = [ScoringConfig(), ScoringConfig(answer_variants=True)]
+    configs.append(ScoringConfig().with_overrides(**trained_scoring(path)).with_overrides(**scoring))
+    ids: set[int] = set()
+    for config in configs:
+        for with_space in (False, True):
+            tokens = AnswerTokens.from_config(tokenizer, config, with_space=with_space)
+            ids.update(tokens.yes_ids + tokens.no_ids)
+    for judge in JUDGES.values():
+        for text in judge.score_tokens + judge.verdict_tokens:
+            ids.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return ids
 
 
 def reasoning_before_verdict(text: str) -> str:

@@ -22,8 +22,9 @@ LOADING_FLAGS: dict[str, tuple[str, type, str]] = {
     "quantization": (
         "--quantize",
         str,
-        f"{', '.join(QUANTIZATIONS)}: int8 / nf4 quantise the language model's linear layers with bitsandbytes "
-        "(about 1/2 and 1/4 of their bf16 memory; vision tower and lm_head kept; CUDA or CPU)",
+        f"{', '.join(QUANTIZATIONS)}: int8 / nf4 quantise the language model's linear layers and token tables "
+        "with bitsandbytes (about 1/2 and 1/3 of a 7B judge's bf16 memory; vision tower and the answer tokens' "
+        "lm_head rows kept; CUDA or CPU)",
     ),
     "device": ("--device", str, "auto, cpu, cuda, cuda:1, mps"),
     "attn_implementation": ("--attn", str, ", ".join(ATTENTION)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import torch
 from ..devices import check_attention, resolve_device, resolve_dtype
 from ..model_sources import download_command, hub_offline, looks_like_hub_id, source_problem
 from .base import VisualOptions, VLMFamily
-from .quantization import check_quantization, check_quantized_device, quantization_config
+from .quantization import check_quantization, check_quantized_device, quantization_config, quantize_token_tables
 from .registry import family_for_config
 
 HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
@@ -45,8 +46,10 @@ class LoadedVLM:
 
     @property
     def dtype(self) -> torch.dtype:
-        """Dtype of the model's floating-point weights."""
-        return self.model.get_input_embeddings().weight.dtype
+        """Dtype of the model's floating-point weights (a quantised embedding records the dtype it returns)."""
+        embedding = self.model.get_input_embeddings()
+        recorded = getattr(embedding, "dtype", None)  # bitsandbytes' Embedding8bit / EmbeddingNF4
+        return recorded if isinstance(recorded, torch.dtype) else embedding.weight.dtype
 
 
 def resolve_checkpoint(model: str, local_files_only: bool | None = None) -> Path:
@@ -136,9 +139,12 @@ def load_vlm(
     trust_remote_code: bool = False,
     local_files_only: bool | None = None,
     quantization: str | None = "none",
+    exact_token_ids: Callable[[Any, Path], Iterable[int]] | None = None,
 ) -> LoadedVLM:
     """Load a supported chat VLM for scoring: family from its config, weights from safetensors, eval mode;
-    `quantization` int8 / nf4 quantises the language model's linear layers with bitsandbytes."""
+    `quantization` int8 / nf4 quantises the language model's linear layers and token tables with bitsandbytes,
+    keeping exact the lm_head rows of `exact_token_ids(tokenizer, checkpoint folder)` (the tokens scores are read
+    from; RewardModel passes them)."""
     from transformers import AutoConfig, AutoTokenizer
 
     check_attention(attn_implementation)
@@ -171,6 +177,9 @@ def load_vlm(
         raise ModelLoadError(f"cannot load weights from {str(path)!r}: {exc}") from exc
     if "device_map" not in kwargs:
         vlm = vlm.to(device)
+    if quantization != "none":
+        exact = exact_token_ids(tokenizer, path) if exact_token_ids is not None else ()
+        quantize_token_tables(vlm, quantization, torch_dtype, exact)
     vlm.eval().requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
