@@ -147,12 +147,10 @@ def nft_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int, 
         for term in batch:
             loss, kl, dev = term_loss(policy, cfg, term)
             opt.backward(loss * len(term.images) / n_images)
-            loss_sum, kl_sum, deviation, pieces = (
-                loss_sum + float(loss.detach()),
-                kl_sum + kl,
-                deviation + dev,
-                pieces + 1,
-            )
+            loss_sum += float(loss.detach())
+            kl_sum += kl
+            deviation += dev
+            pieces += 1
         opt.step()
     return reward_stats(rewards) | {
         "loss": loss_sum / pieces,
