@@ -10,7 +10,7 @@
    reward-model trainer on those pairs, pointwise and pairwise. Each is scored against the gold judge on
    fresh samples it never saw (held-out pairwise accuracy of the kind of judgement it was trained for).
 4. Steering at equal budget with the proxy RMs: every noise-search algorithm, and every RL trainer (raft,
-   refl, grpo), plus the paper's pairwise recipe (grpo rewarded by P(beats the frozen model's best-of-N
+   refl, grpo, nft), plus the paper's pairwise recipe (grpo rewarded by P(beats the frozen model's best-of-N
    tournament winner)), Pref-GRPO (grpo rewarded by each image's win rate within its group) and two
    ensembles of the pointwise RMs (mean and worst case). Search is measured on held-out seeds against each
    seed's first sample; RL on held-out seeds before vs after, with the held-out proxy, gold and KL to the frozen
@@ -45,6 +45,7 @@ TRAINERS = {  # per trainer: its knobs and learning rate (the rest is shared), a
     "raft": ({"raft_updates": 4}, 1e-3),
     "refl": ({"grad_steps": 2}, 3e-3),
     "grpo": ({"clip_range": 0.2, "noise_level": 0.7}, 3e-3),
+    "nft": ({"nft_timesteps": 3, "minibatches": 2}, 3e-3),
 }
 
 
@@ -206,8 +207,8 @@ def rl_run(
 ) -> dict:
     """One RL run with held-out gold (and proxy) monitors; its summary and curves."""
     from rewarddance.backend.rl.config import RLConfig
-    from rewarddance.backend.rl.run import train_rl
     from rewarddance.backend.run_log import read_rows
+    from rewarddance.backend.runs import run_task
 
     knobs, lr = TRAINERS[algorithm]
     cfg = RLConfig(
@@ -231,7 +232,8 @@ def rl_run(
         **extra,
     )
     started = time.perf_counter()
-    summary = train_rl(cfg)
+    task = timed_task(cfg)
+    summary = run_task(task, task.optimizer())
     rows = read_rows(Path(cfg.out) / "log.jsonl")
     curve = [(0, summary["held_out_before"])] + [(r["step"], r["held_out"]) for r in rows if "held_out" in r]
     curve.append((args.rl_steps, summary["held_out_after"]))
@@ -252,7 +254,48 @@ def rl_run(
         "curve": [(step, h[proxy], h[gold], h.get("kl", float("nan"))) for step, h in curve],
         "std_curve": [(r["step"], r["window_std"]) for r in rows if "window_std" in r],
         "seconds": time.perf_counter() - started,
+        "train_seconds": sum(train_seconds(r) for r in rows),
+        "gold_time_curve": [
+            (sum(train_seconds(r) for r in rows if r["step"] <= step), relative(before[gold], h[gold]))
+            for step, h in curve
+        ],
     }
+
+
+def timed_task(cfg: Any) -> Any:
+    """The RL task of `cfg`, its held-out evaluations timed (`eval_seconds`), so training time can leave them out."""
+    from rewarddance.backend.rl.run import RLTask
+
+    class TimedRLTask(RLTask):
+        def evaluate(self) -> dict[str, float]:
+            started = time.perf_counter()
+            held_out = super().evaluate()
+            return held_out | {"eval_seconds": time.perf_counter() - started}
+
+    return TimedRLTask(cfg)
+
+
+def train_seconds(row: dict) -> float:
+    """A logged step's wall time without its held-out evaluation."""
+    return row["seconds"] - row.get("held_out", {}).get("eval_seconds", 0.0)
+
+
+def relative(before: float, after: float) -> float:
+    """(after - before) / |before|."""
+    return (after - before) / abs(before)
+
+
+def add_time_to_grpo_gold(rl: dict[tuple[str, str], dict]) -> None:
+    """Per RL row, the training wall time (held-out evaluations left out) at which its held-out gold gain first
+    reached the final gold gain of grpo with the same reward (or with the default RM); None if it never did."""
+    default = rl.get(("pointwise s", "grpo"))
+    for (label, _), r in rl.items():
+        grpo = rl.get((label, "grpo"), default)
+        if grpo is None:
+            r["time_to_grpo_gold"] = None
+            continue
+        target = grpo["gold_gain"]
+        r["time_to_grpo_gold"] = next((t for t, gain in r["gold_time_curve"] if gain >= target), None)
 
 
 # --- 5: the chart -----------------------------------------------------------------------------------------------
@@ -387,15 +430,31 @@ def print_tables(gold: str, search: dict, rl: dict, accuracy: dict, args: argpar
     )
     print(
         f"{'reward':>31} {'method':>17} {'proxy':>15} {'proxy gain':>10} {'gold':>15} {'gold gain':>9} "
-        f"{'final std':>9} {'KL':>7} {'gold peak':>9} {'warned':>6}"
+        f"{'final std':>9} {'KL':>7} {'gold peak':>9} {'warned':>6} {'train s':>8} {'t_grpo_gold':>11}"
     )
     for (label, method), r in list(search.items()) + list(rl.items()):
         extra = ""
         if "curve" in r:
-            extra = f"{r['final_std']:>9.4f} {r['kl']:>7.4f} {r['gold_peak_step']:>9} {str(r['warning_step']):>6}"
+            reached = r.get("time_to_grpo_gold")
+            extra = (
+                f"{r['final_std']:>9.4f} {r['kl']:>7.4f} {r['gold_peak_step']:>9} {str(r['warning_step']):>6} "
+                f"{r['train_seconds']:>8.1f} {'never' if reached is None else f'{reached:.1f}':>11}"
+            )
         print(
             f"{label:>31} {method:>17} {r['proxy_before']:>6.3f}->{r['proxy_after']:<7.3f} {r['proxy_gain']:>+10.1%} "
             f"{r['gold_before']:>6.3f}->{r['gold_after']:<7.3f} {r['gold_gain']:>+9.1%} {extra}"
+        )
+    grpo, nft = rl.get(("pointwise s", "grpo")), rl.get(("pointwise s", "nft"))
+    if grpo and nft:
+        reached = nft["time_to_grpo_gold"]
+        print(
+            f"\nnft vs grpo (default RM): grpo's final gold gain {grpo['gold_gain']:+.1%} after {grpo['train_seconds']:.1f} "
+            f"s of training; nft's final {nft['gold_gain']:+.1%} after {nft['train_seconds']:.1f} s; nft reached grpo's "
+            + (
+                f"gain at {reached:.1f} s ({reached / grpo['train_seconds']:.2f} of grpo's time)"
+                if reached is not None
+                else "gain never in this run"
+            )
         )
     print(f"\nRM size vs hacking (gold {gold}; peak: the held-out step where gold was highest)")
     print(
@@ -422,6 +481,7 @@ def study(gold_name: str, root: Path, gen: Any, base: Path, args: argparse.Names
     trained, accuracy = proxy_models(root, gen, gold, args, clock)
     search = search_study(gen, gold, trained, args, clock)
     rl = rl_study(root, base, gold, trained, args, clock)
+    add_time_to_grpo_gold(rl)
     print_tables(gold_name, search, rl, accuracy, args)
     chart = write_chart(rl, Path(args.chart or root.parent) / f"overoptimisation_{gold_name}.png", gold_name)
     results = {

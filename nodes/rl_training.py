@@ -1,5 +1,6 @@
-"""Reward LoRA Trainer: fine-tune a LoRA of the MODEL with RL (RAFT, Flow-GRPO, ReFL) against the reward model,
-inside ComfyUI's own sampling (its conditioning, CFG, model management and wrappers).
+"""Reward LoRA Trainer: fine-tune a LoRA of the MODEL with RL (RAFT, Flow-GRPO, ReFL, DiffusionNFT) against the
+reward model, inside ComfyUI's own sampling (its conditioning, CFG, model management and wrappers; nft's samples
+come from the ComfyUI sampler the user picks).
 
 How it fits ComfyUI:
 - ComfyUI creates weights in inference mode, which autograd cannot use, and the user's MODEL must not change:
@@ -43,7 +44,7 @@ from .autograd_copies import differentiable_decoder, trainable_copy
 from .common import criteria_input, reward_model_input
 from .memory import check_models_fit
 from .rope_grad import enable_rope_gradients
-from .sampler_bridge import TrainingSampler, sample_in_guider
+from .sampler_bridge import TrainingSampler, comfy_sample_clean, sample_in_guider
 from .types import TRAINING
 
 
@@ -121,7 +122,9 @@ TRAINER_DESCRIPTION = (
     "RL fine-tuning of a LoRA so the model's images score higher with the reward model. raft: best "
     "of each group, then the usual diffusion loss on it (any model). grpo: Flow-GRPO with SDE "
     "sampling and group-relative advantages (flow models: SD3, Flux, Wan...). refl: the reward's "
-    "gradient through the last sampling step (needs a local reward model). Files go to "
+    "gradient through the last sampling step (needs a local reward model). nft: DiffusionNFT, a "
+    "denoising loss contrasting better and worse samples of each group (any model; its samples come from "
+    "sampler_name, any ComfyUI sampler; cfg 1 trains CFG-free as the paper). Files go to "
     "output/<filename_prefix>.safetensors (ComfyUI LoRA), a LoRA every save_every steps, and "
     "<filename_prefix>_run/ (checkpoint, log.jsonl, chart.png). Cancel saves a checkpoint; queue "
     "again with the same settings to resume. Watch the window std in the chart: when it collapses "
@@ -162,7 +165,8 @@ class RewardLoraTrainer(io.ComfyNode):
                     "algorithm",
                     options=list(NODE_ALGORITHMS),
                     default="raft",
-                    tooltip="raft: any model; grpo: flow models (SD3, Flux, Wan); refl: needs a local reward model",
+                    tooltip="raft: any model; grpo: flow models (SD3, Flux, Wan); refl: needs a local reward model; "
+                    "nft: any model, samples with sampler_name",
                 ),
                 io.Int.Input("steps", default=100, min=1, max=100000, tooltip="training steps (one prompt per step)"),
                 io.Float.Input(
@@ -209,6 +213,14 @@ class RewardLoraTrainer(io.ComfyNode):
                     tooltip="where the LoRA goes, under ComfyUI's output folder (also names the run folder)",
                 ),
                 criteria_input(),
+                io.Combo.Input(
+                    "sampler_name",
+                    options=list(comfy.samplers.KSampler.SAMPLERS),
+                    default="euler",
+                    optional=True,
+                    tooltip="nft: the ComfyUI sampler that makes the training samples (any: nft needs only clean "
+                    "samples and their rewards); raft, grpo and refl sample with their own Euler / SDE steps",
+                ),
             ],
             outputs=[
                 io.Model.Output(tooltip="the model with the trained LoRA applied"),
@@ -245,6 +257,7 @@ class RewardLoraTrainer(io.ComfyNode):
         save_every: int,
         filename_prefix: str,
         criteria=None,
+        sampler_name: str = "euler",
     ) -> io.NodeOutput:
         """Train the LoRA inside one ComfyUI sampling call and save it (Cancel checkpoints; queue again to resume)."""
         require("peft", "The Reward LoRA Trainer node")
@@ -255,12 +268,14 @@ class RewardLoraTrainer(io.ComfyNode):
             algorithm, steps, learning_rate, lora_rank, lora_alpha, group_size, sample_steps, seed, save_every
         ).validate()
         check_algorithm(algorithm, reward_model, model)
+        sample_clean = comfy_sample_clean(sampler_name) if algorithm == "nft" else None  # checks sampler_name
         check_models_fit(model, "the trainer's copy of MODEL", reward_model, "model")
         run_dir, final = output_paths(folder_paths.get_output_directory(), filename_prefix)
         config = training.config(prompt_list, run_dir)
         trainable, policy = lora_policy(
             model, reward_model, prompt_list, algorithm, LoraSpec(lora_rank, lora_alpha), seed, criteria
         )
+        policy.sample_clean = sample_clean
         progress = live_progress(
             steps, run_dir, final, policy.network, policy.family, save_every, getattr(cls.hidden, "unique_id", None)
         )

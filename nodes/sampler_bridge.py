@@ -4,6 +4,8 @@ ComfyUI processes the conditioning, applies its model wrappers and loads the mod
 - `ComfyDenoiser` is the generator protocol over that call (the guider's CFG denoiser at its sigmas);
   `PromptDenoiser` is the trainer's variant (one prompt's conditioning, any number of steps).
 - `SearchSampler` and `TrainingSampler` are the `comfy.samplers.Sampler`s whose `sample` runs the engine.
+- `comfy_sample_clean` samples one prompt's clean latents with any of ComfyUI's samplers (dpmpp_2m, uni_pc, ...)
+  over a `PromptDenoiser`: nft's `Policy.sample_clean` in the trainer node.
 - `sample_in_guider` runs such a sampler with ordinary (not inference-mode) tensors and gradients on, while
   the reward model is held.
 """
@@ -174,6 +176,45 @@ class PromptDenoiser(ComfyDenoiser):
         if self.decoder is not None:
             return self.decoder(self.latent_out(latents))  # differentiable (ReFL)
         return super().decode(latents)
+
+
+class PromptModel:
+    """A `PromptDenoiser` in the shape ComfyUI's samplers call a guider: `model(x, sigma, model_options=..., seed=...)`
+    -> x0, with `inner_model` the BaseModel (its model_sampling scales the noise)."""
+
+    def __init__(self, denoiser: PromptDenoiser):
+        self.denoiser, self.inner_model = denoiser, denoiser.inner
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict | None = None, seed=None):
+        d = self.denoiser
+        conds = d.guider.conds
+        options = d.extra_args["model_options"] if model_options is None else model_options
+        return comfy.samplers.sampling_function(
+            d.inner, x, sigma, conds.get("negative"), conds[d.key], d.guider.cfg, model_options=options, seed=seed
+        )
+
+
+def comfy_sample_clean(sampler_name: str) -> Callable[[PromptDenoiser, torch.Tensor, int], torch.Tensor]:
+    """(denoiser, unit noise [k, ...], steps) -> clean latents in the sampler's space, sampled by ComfyUI's sampler
+    `sampler_name` at the denoiser's scheduler, as KSampler would (the samplers that discard the penultimate sigma
+    get steps + 1 sigmas, that one dropped)."""
+    if sampler_name not in comfy.samplers.KSampler.SAMPLERS:
+        raise ValueError(
+            f"sampler_name must be one of ComfyUI's samplers ({', '.join(comfy.samplers.KSampler.SAMPLERS)}), "
+            f"got {sampler_name!r}"
+        )
+    sampler = comfy.samplers.sampler_object(sampler_name)
+    discard = sampler_name in comfy.samplers.KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS
+
+    def sample_clean(denoiser: PromptDenoiser, noise: torch.Tensor, steps: int) -> torch.Tensor:
+        sigmas = denoiser.sigmas(steps + 1 if discard else steps)
+        if discard:
+            sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+        latent = denoiser.latent_image.expand(noise.shape[0], *denoiser.latent_image.shape[1:])
+        extra_args = dict(denoiser.extra_args)  # KSAMPLER.sample writes its denoise_mask into it
+        return sampler.sample(PromptModel(denoiser), sigmas, extra_args, None, noise, latent, None, True)
+
+    return sample_clean
 
 
 def plain_latent_format(latent_format: Any) -> Any:

@@ -4,7 +4,7 @@ a tiny real CLIP text encoder, a TAESD VAE and the tiny reward model loaded as t
 Prints one JSON line.
 
 usage: COMFYUI_PATH=... python tests/comfy_inprocess_training.py <pack dir> <reward model dir> <output dir> <mode>
-modes: raft | grpo | refl (train and check the outputs), cancel (Cancel at a reward call of step 3, then queue
+modes: raft | grpo | refl | nft (train and check the outputs; nft 2 steps with ComfyUI's dpmpp_2m), cancel (Cancel at a reward call of step 3, then queue
 again), bad_inputs (print each bad input's error), live_progress (the per-step messages of a resumed run, sent to a
 recording PromptServer)
 """
@@ -127,15 +127,31 @@ def run_node(training, model, vae, clip, rm, algorithm: str, steps: int, **overr
     return training.RewardLoraTrainer.execute(**args)
 
 
+def counting(module, name: str, calls: list) -> None:
+    """Wrap module.name so each call appends to `calls` (which ComfyUI sampler functions ran)."""
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    setattr(module, name, wrapper)
+
+
 def train(pack_dir: str, rm_dir: str, out_dir: str, algorithm: str) -> None:
-    previews = []
+    import comfy.k_diffusion.sampling as k_sampling
+
+    previews, sampler_calls = [], []
     comfy.utils.set_progress_bar_global_hook(
         lambda value, total, preview, node_id=None: previews.append(preview is not None)
     )
+    counting(k_sampling, "sample_dpmpp_2m", sampler_calls)
+    steps, extra = (2, {"sampler_name": "dpmpp_2m"}) if algorithm == "nft" else (4, {})
     with torch.inference_mode():
         training, model, vae, clip, rm = setup(pack_dir, rm_dir, out_dir, flow=algorithm == "grpo")
-        if algorithm == "grpo":  # the tiny random VLM gives every image of a group the same score (zero std: grpo
-            # rightly skips such groups), so grpo's plumbing is checked with a score that sees the image: its redness
+        if algorithm in ("grpo", "nft"):  # the tiny random VLM gives every image of a group the same score (zero std:
+            # grpo skips such groups, nft sees no signal), so their plumbing is checked with a score that sees the
+            # image: its redness
             rm.score = lambda images, prompt, **kw: SimpleNamespace(scores=[float(i[..., 0].mean()) for i in images])
         torch.manual_seed(5)
         x, sigma, ctx = (
@@ -144,7 +160,7 @@ def train(pack_dir: str, rm_dir: str, out_dir: str, algorithm: str) -> None:
             torch.randn(2, 77, 32),
         )
         user_before = prediction(model, x, sigma, ctx)
-        out = run_node(training, model, vae, clip, rm, algorithm, steps=4)
+        out = run_node(training, model, vae, clip, rm, algorithm, steps=steps, **extra)
         trained, lora, chart, summary = out.args
         user_after = prediction(model, x, sigma, ctx)
         trained_out = prediction(trained, x, sigma, ctx)
@@ -173,6 +189,7 @@ def train(pack_dir: str, rm_dir: str, out_dir: str, algorithm: str) -> None:
                 "previews": sum(previews),
                 "trained_requires_grad": any(p.requires_grad for p in trained.model.parameters()),
                 "lora_up_max": max(float(v.abs().max()) for k, v in lora.items() if "lora_up" in k),
+                "sampler_calls": len(sampler_calls),
             }
         )
     )
@@ -219,6 +236,8 @@ def bad_inputs(pack_dir: str, rm_dir: str, out_dir: str) -> None:
             "grpo_group": dict(algorithm="grpo", group_size=1),
             "prefix": dict(filename_prefix="../outside"),
             "learning_rate": dict(learning_rate=1.5),
+            "nft_group": dict(algorithm="nft", group_size=1),
+            "nft_sampler": dict(algorithm="nft", sampler_name="euler_nonexistent"),
         }
         for name, override in cases.items():
             args = {"algorithm": "raft", **override}

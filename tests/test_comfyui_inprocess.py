@@ -150,6 +150,22 @@ def test_reward_lora_trainer_node_trains_exports_and_leaves_the_model_alone(algo
     assert result["trained_requires_grad"] is False
 
 
+def test_reward_lora_trainer_trains_nft_with_a_comfyui_sampler_and_its_lora_loads(tiny_dirs, tmp_path):
+    """nft on the tiny SD1.5-shaped (epsilon) model, its samples made by ComfyUI's dpmpp_2m: 2 steps train the LoRA
+    through the ComfyUI denoiser, and the saved file loaded by LoraLoaderModelOnly (and the LORA_MODEL output)
+    reproduce the trained MODEL's output; the user's MODEL is unchanged."""
+    needs_in_comfy("peft")
+    result = run_training_script(tiny_dirs, tmp_path, "nft")
+    assert result["summary"].startswith("nft: 2 steps") and "held-out reward" in result["summary"]
+    assert result["log_steps"] == [1, 2]
+    assert result["sampler_calls"] == 2  # one dpmpp_2m sampling of the group per step (held-out samples use Euler)
+    assert result["files"] == ["test_nft.safetensors", "test_nft_run", "test_nft_step00002.safetensors"]
+    assert result["user_model_changed"] == 0.0 and result["trained_requires_grad"] is False
+    assert result["lora_up_max"] > 0  # trained: lora_up starts at zero
+    assert result["file_vs_trained"] <= 1e-6 and result["lora_model_vs_trained"] <= 1e-6
+    assert result["lora_effect"] > 100 * max(result["file_vs_trained"], 1e-7)
+
+
 def test_reward_lora_trainer_cancel_checkpoints_and_queueing_again_resumes(tiny_dirs, tmp_path):
     """Cancel in the middle of step 3: the run stops with a checkpoint at step 2 and its LoRA file; the same node
     queued again resumes and ends at the requested 5 steps, each logged once."""
@@ -171,6 +187,8 @@ def test_reward_lora_trainer_refuses_bad_inputs_naming_them(tiny_dirs, tmp_path)
         "grpo_group": "group_size:",
         "prefix": "filename_prefix:",
         "learning_rate": "learning_rate",
+        "nft_group": "group_size: nft",
+        "nft_sampler": "sampler_name must be one of ComfyUI's samplers",
     }
     for case, start in expected.items():
         assert errors[case].startswith(start), (case, errors[case])

@@ -1,6 +1,6 @@
 """The gold-vs-proxy loop of README ("Does a trained judge steer?"), run as written, then checked on held-out seeds:
 the judge trained on a taste the project has never seen ranks pictures that taste prefers higher, and best-of-N,
-zero-order search and RAFT driven by it raise the taste's mean."""
+zero-order search, RAFT and DiffusionNFT driven by it raise the taste's mean."""
 
 from __future__ import annotations
 
@@ -103,17 +103,21 @@ def test_search_with_the_trained_judge_raises_the_taste(generator, judge, taste,
     assert after > before + 0.02, (float(before), float(after))
 
 
-def test_raft_with_the_trained_judge_raises_the_taste(loop, tmp_path):
+@pytest.mark.parametrize(
+    "algorithm, knobs, learning_rate",
+    [("raft", {"raft_updates": 4}, 1e-3), ("nft", {"nft_timesteps": 3, "minibatches": 2}, 3e-3)],
+)
+def test_rl_with_the_trained_judge_raises_the_taste(loop, tmp_path, algorithm, knobs, learning_rate):
     from rewarddance.backend.rl.config import RLConfig
     from rewarddance.backend.rl.run import train_rl
 
     where = loop[0]
     cfg = RLConfig(
-        algorithm="raft",
-        out=str(tmp_path / "raft"),
+        algorithm=algorithm,
+        out=str(tmp_path / algorithm),
         prompts=[PROMPT],
         steps=6,
-        learning_rate=1e-3,
+        learning_rate=learning_rate,
         lora_rank=4,
         lora_alpha=8.0,
         eval_seeds=8,
@@ -121,9 +125,9 @@ def test_raft_with_the_trained_judge_raises_the_taste(loop, tmp_path):
         generator=str(where / "gen"),
         rewards=[{"kind": "pointwise", "model": str(where / "judge" / "model"), "dtype": "fp32", "device": "cpu"}],
         monitors=[{"kind": "python", "function": f"{where / 'my_taste.py'}:coolness", "label": "taste"}],
-        trainer={"group_size": 8, "sample_steps": 8, "raft_updates": 4},
+        trainer={"group_size": 8, "sample_steps": 8, **knobs},
     )
     summary = train_rl(cfg)
     before, after = summary["held_out_before"], summary["held_out_after"]
-    assert after["reward"] > before["reward"]  # the proxy: what RAFT optimised
+    assert after["reward"] > before["reward"]  # the proxy: what the trainer optimised
     assert after["taste"] > before["taste"] + 0.01, (before, after)  # the gold: what it never saw

@@ -18,7 +18,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """LoRA RL fine-tuning of a generator with the reward (raft, refl, grpo); Ctrl+C checkpoints, the same command resumes."""
+    """LoRA RL fine-tuning of a generator with the reward (raft, refl, grpo, nft); Ctrl+C checkpoints, the same command resumes."""
     from ..rl.config import load_rl_config
     from ..rl.run import train_rl
 
@@ -64,7 +64,7 @@ def summary_line(algorithm: str, summary: dict) -> str:
 COMMANDS = (
     Command(
         "train",
-        "LoRA RL fine-tuning of a generator with the reward (raft, refl, grpo)",
+        "LoRA RL fine-tuning of a generator with the reward (raft, refl, grpo, nft)",
         add_train_arguments,
         cmd_train,
         interrupt_hint="the last checkpoint is kept; run the same command to resume",

@@ -122,7 +122,12 @@ class RLConfig:
             raise ValueError(
                 f"eval_every must be 0 (before and after only) or a positive integer, got {self.eval_every!r}"
             )
-        self.trainer_config()
+        tcfg = self.trainer_config()
+        if self.algorithm == "nft" and tcfg.group_size < 2:
+            raise ValueError(
+                f"trainer.group_size: nft normalises each image's reward within its prompt's group; use 2 or more "
+                f"(4-8 is typical), got {tcfg.group_size}"
+            )
         if isinstance(self.lora_rank, bool) or not (isinstance(self.lora_rank, int) and self.lora_rank >= 1):
             raise ValueError(f"lora_rank must be a positive integer, got {self.lora_rank!r}")
         if isinstance(self.lora_alpha, bool) or not (isinstance(self.lora_alpha, (int, float)) and self.lora_alpha > 0):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import RLConfig
 
-NODE_ALGORITHMS = ("raft", "grpo", "refl")
+NODE_ALGORITHMS = ("raft", "grpo", "refl", "nft")
 MAX_EVAL_PROMPTS = 4  # held-out reward before/after: the first prompts, EVAL_SEEDS seeds each
 EVAL_SEEDS = 2
 
@@ -83,8 +83,10 @@ class NodeTraining:
     def validate(self) -> NodeTraining:
         if self.algorithm not in NODE_ALGORITHMS:
             raise ValueError(f"algorithm must be one of {', '.join(NODE_ALGORITHMS)}, got {self.algorithm!r}")
-        if self.algorithm == "grpo" and self.group_size < 2:
-            raise ValueError("group_size: grpo compares images of the same prompt; use 2 or more (4-8 is typical)")
+        if self.algorithm in ("grpo", "nft") and self.group_size < 2:
+            raise ValueError(
+                f"group_size: {self.algorithm} compares images of the same prompt; use 2 or more (4-8 is typical)"
+            )
         if not 0 < self.learning_rate < 1:
             raise ValueError(
                 f"learning_rate must be in (0, 1) (1e-4 is a good start for a LoRA), got {self.learning_rate}"

@@ -1,4 +1,4 @@
-"""One RL run on the shared run runtime (`backend/runs.py`): the RL step (raft, refl or grpo on this process's
+"""One RL run on the shared run runtime (`backend/runs.py`): the RL step (raft, refl, grpo or nft on this process's
 prompts), the held-out reward before and after, the reward-collapse warning, the chart and the exported LoRA files.
 
 Each step's randomness comes from (seed, step) alone, so a run resumed from a checkpoint takes the same
@@ -22,6 +22,7 @@ from .config import RENAMED_KEYS, RLConfig, build_monitors, build_policy, frozen
 from .evaluation import held_out_metrics
 from .export import save_comfyui_lora, save_peft_adapter
 from .lora import LoraSpec, network_family
+from .nft import nft_step
 from .trainers import Optimizing, Policy, grpo_step, raft_step, refl_step
 
 __all__ = ["RLTask", "distributed", "train_rl", "write_rl_chart"]
@@ -134,6 +135,8 @@ class RLTask(RunTask):
                 metrics = raft_step(self.policy, self.tcfg, prompts, seed, opt)
             elif self.cfg.algorithm == "refl":
                 metrics = refl_step(self.policy, self.tcfg, prompts, seed, opt, self.pretrain_data)
+            elif self.cfg.algorithm == "nft":
+                metrics = nft_step(self.policy, self.tcfg, prompts, seed, opt)
             else:
                 metrics = grpo_step(self.policy, self.tcfg, prompts, seed, opt)
         finally:

@@ -1,5 +1,5 @@
-"""The three RL trainers over the generator protocol. Each `step` trains on one batch of prompts and returns
-its metrics; gradients flow only into the LoRA parameters (the reward model is frozen).
+"""The RL trainers over the generator protocol. Each `step` trains on one batch of prompts and returns its metrics;
+gradients flow only into the LoRA parameters (the reward model is frozen). DiffusionNFT (`nft`) is in nft.py.
 
 - RAFT: best-of-N per prompt with the reward model, then the ordinary denoising loss on the winners.
 - ReFL / DRaFT-K: sample without gradient to a late step, keep gradients through the last K steps, take the
@@ -26,7 +26,7 @@ from ..rewards.protocol import Reward, as_reward
 from .lora import adapters_disabled
 from .sde import sde_step, sigma_cap, step_scale, transition_kl
 
-ALGORITHMS = ("raft", "refl", "grpo")
+ALGORITHMS = ("raft", "refl", "grpo", "nft")  # nft: backend/rl/nft.py (DiffusionNFT)
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Policy:
     params: list[nn.Parameter]
     family: str | None = None  # the network's LoRA family (export key names); None: from its class
     monitors_for: Callable[[str], dict[str, Reward]] | None = None  # measured on held-out samples, not optimised
+    # nft's sampler: (generator, unit noise [k, ...], steps) -> clean latents; None: the Euler ODE `sample`
+    sample_clean: Callable[[Generator, torch.Tensor, int], torch.Tensor] | None = None
 
 
 @dataclass
@@ -51,7 +53,7 @@ class Optimizing:
 
 @dataclass
 class TrainerConfig:
-    """Hyper-parameters of all three trainers (each uses its own)."""
+    """Hyper-parameters of all the trainers (each uses its own)."""
 
     group_size: int = 4  # images per prompt per step
     sample_steps: int = 8  # sampling steps while training
@@ -72,7 +74,10 @@ class TrainerConfig:
     adv_std: str = "global"  # "global": std of the whole batch; "group": per prompt
     adv_clip: float = 5.0
     window: int = 0  # 0: SDE on all steps but the last; w > 0: SDE on the first w (high-noise) steps only
-    minibatches: int = 2  # optimizer updates per step (groups split into this many minibatches)
+    minibatches: int = 2  # optimizer updates per step (grpo: groups, nft: images split into this many minibatches)
+    # DiffusionNFT (also uses adv_std, adv_clip, kl_beta and minibatches)
+    nft_beta: float = 1.0  # implicit policies (1 - beta) old + beta theta and (1 + beta) old - beta theta
+    nft_timesteps: int = 0  # noise levels of the sampling schedule each image is trained at per step; 0: all
 
     def validate(self) -> TrainerConfig:
         checks = [
@@ -90,15 +95,28 @@ class TrainerConfig:
             ("window", 0 <= self.window < self.sample_steps or self.sample_steps == 1),
             ("minibatches", self.minibatches >= 1),
             ("pretrain_weight", self.pretrain_weight >= 0),
+            ("nft_beta", _number(self.nft_beta) and 0 < self.nft_beta <= 1),
+            ("nft_timesteps", _whole(self.nft_timesteps) and 0 <= self.nft_timesteps <= self.sample_steps),
         ]
         bad = [name for name, ok in checks if not ok]
         if bad:
             values = ", ".join(f"{n}={getattr(self, n)!r}" for n in bad)
             raise ValueError(
                 f"invalid trainer settings: {values} (raft_keep <= group_size, grad_steps + random_stop <= "
-                "sample_steps, window < sample_steps, adv_std 'global' or 'group')"
+                "sample_steps, window < sample_steps, adv_std 'global' or 'group', nft_beta in (0, 1], "
+                "nft_timesteps from 0 (all) to sample_steps)"
             )
         return self
+
+
+def _number(value: object) -> bool:
+    """A real number (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _whole(value: object) -> bool:
+    """An integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def denoising_loss(generator: Generator, x0: torch.Tensor, seed: int, sigma_grid: int = 100) -> torch.Tensor:
