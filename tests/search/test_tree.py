@@ -159,3 +159,59 @@ def test_it_is_registered_and_bad_knobs_are_named(generator):
         tree_search(generator, ColourReward(), STEPS, 16, eta=1.5)
     with pytest.raises(ValueError, match="budget"):
         tree_search(generator, ColourReward(), STEPS, 0)
+
+
+def parsed(*flags: str):
+    """`rewarddance search` flags parsed (no checks run)."""
+    import argparse
+
+    from rewarddance.backend.cli.search import add_search_arguments
+
+    p = argparse.ArgumentParser()
+    add_search_arguments(p)
+    return p.parse_args(["--pipeline", "p", "--prompt", "x", "--steps", "8", "--budget", "64", *flags])
+
+
+def test_cli_tree_flags_are_checked_and_named():
+    import re
+
+    from rewarddance.backend.cli.errors import CLIError
+    from rewarddance.backend.cli.search import tree_kwargs
+
+    assert tree_kwargs(parsed("--algorithm", "tree")) == {}
+    args = parsed("--algorithm", "tree", "--children", "3", "--eta", "0.5", "--root-children", "6")
+    assert tree_kwargs(args) == {"children": 3, "eta": 0.5, "root_children": 6}
+    args = parsed("--algorithm", "tree", "--temperature", "0.1", "--exploration", "0.5")
+    assert tree_kwargs(args) == {"temperature": 0.1, "exploration": 0.5}
+    bad = [
+        (("--children", "3"), "--children works with --algorithm tree, not search_over_paths"),
+        (("--algorithm", "tree", "--children", "1"), "--children (the most children of a tree node) must be"),
+        (("--algorithm", "tree", "--root-children", "0"), "--root-children (initial seeds of the tree) must be"),
+        (("--algorithm", "tree", "--eta", "0"), "--eta (the share of fresh noise in a branching step) must lie"),
+        (("--algorithm", "tree", "--temperature", "-1"), "--temperature (of the soft-Bellman backup) must be"),
+        (("--algorithm", "tree", "--exploration", "-1"), "--exploration (the weight of the UCT bonus) must be"),
+    ]
+    for flags, message in bad:
+        with pytest.raises(CLIError, match=re.escape(message)):
+            tree_kwargs(parsed(*flags))
+
+
+def test_cli_tree_search_on_a_tiny_generator(tmp_path, capsys):
+    """`rewarddance search --algorithm tree` end to end on a tiny generator and reward model directory."""
+    import json
+
+    from rewarddance.backend.cli import main
+
+    gen, rm = tmp_path / "gen", tmp_path / "rm"
+    assert main(["tiny-generator", "--out", str(gen), "--size", "56", "--steps", "3", "--width", "8"]) == 0
+    assert main(["tiny-model", "--family", "qwen2_5_vl", "--out", str(rm)]) == 0
+    capsys.readouterr()
+    args = ["search", "--pipeline", str(gen), "--prompt", "a red fox", "--reward-model", str(rm), "--device", "cpu"]
+    args += ["--algorithm", "tree", "--steps", "4", "--budget", "24", "--out", str(tmp_path / "best.png")]
+    assert main([*args, "--children", "2", "--root-children", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # 2 root seeds (8 calls), then 2-child fills down the best path: 1 x 3 + 1 x 2 + ... while calls are left
+    assert report["denoiser_calls"] <= 24 and report["denoiser_calls"] > 24 - 4
+    assert report["score"] == max(c["score"] for c in report["history"]) and len(report["history"]) > 24 // 4
+    assert main([*args, "--eta", "2"]) == 2
+    assert "--eta (the share of fresh noise" in capsys.readouterr().err
