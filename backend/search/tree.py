@@ -23,11 +23,15 @@ valued by the reward on its decoded image.
   does not depend on the reward's scale; 0, the default, is pure greedy descent). Ties go to the earlier child.
   The root's width is `root_children` (default max(children, budget // (4 steps)): a quarter of best_of_n's
   seeds), every other node's `children`.
-- Expansion fills the selected node's missing children at once (one batch), as many as the budget left allows.
+- Expansion fills the selected node's missing children at once (one batch of at most `batch`), as many as the
+  budget left allows.
 - Cost, in denoiser calls: a new child of a node at level i costs steps - i - 1 (the root's children cost
   `steps`). A node whose children do not fit the budget left is descended through instead; the search ends
-  when nothing affordable is open, so it never spends more than the budget. With budget <= root_children x
-  steps only root children are made: it is best_of_n, sample for sample.
+  when nothing affordable is open, so it never spends more than the budget. The root's children are best_of_n's
+  candidates, sample for sample (the same seeds and Euler steps, `batch` at a time), so with root_children =
+  budget / steps (a multiple of steps) the tree is best_of_n.
+- Memory: every node that may still branch keeps its state and x0 on the generator's device (two latents per
+  denoiser call at most); a node is freed once its subtree is closed.
 """
 
 from __future__ import annotations
