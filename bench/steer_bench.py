@@ -9,7 +9,8 @@
 3. Proxy reward models: tiny Qwen2.5-VL checkpoints of three sizes (`--sizes`), fine-tuned with the project's
    reward-model trainer on those pairs, pointwise and pairwise. Each is scored against the gold judge on
    fresh samples it never saw (held-out pairwise accuracy of the kind of judgement it was trained for).
-4. Steering at equal budget with the proxy RMs: every noise-search algorithm, and every RL trainer (raft,
+4. Steering at equal budget with the proxy RMs: every noise-search algorithm (tree search included) and the
+   early-pruned variants of best-of-N and random search (SEARCH_VARIANTS), and every RL trainer (raft,
    refl, grpo, nft), plus the paper's pairwise recipe (grpo rewarded by P(beats the frozen model's best-of-N
    tournament winner)), Pref-GRPO (grpo rewarded by each image's win rate within its group) and two
    ensembles of the pointwise RMs (mean and worst case). Search is measured on held-out seeds against each
@@ -41,6 +42,10 @@ from typing import Any
 
 PROMPT = "a photo"  # the tiny generator is unconditional; the reward models are trained for this prompt
 SEARCH_SEED_BASE = 5000  # held-out search seeds (the RM's training samples come from seeds 0 and 1)
+SEARCH_VARIANTS = {  # rows beside ALGORITHMS at the same budget: name -> (algorithm, its keywords)
+    "best_of_n_pruned": ("best_of_n", {"prune_at": 0.25, "keep_fraction": 0.25}),
+    "random_search_pruned": ("random_search", {"prune_at": 0.25, "keep_fraction": 0.25}),
+}
 TRAINERS = {  # per trainer: its knobs and learning rate (the rest is shared), as in bench/rl_bench.py
     "raft": ({"raft_updates": 4}, 1e-3),
     "refl": ({"grad_steps": 2}, 3e-3),
@@ -160,9 +165,12 @@ def train_proxy(root: Path, size: str, objective: str, pairs: Path, steps: int, 
 
 
 # --- 4: steering ---------------------------------------------------------------------------------------------------
-def search_row(gen: Any, reward: Any, gold: Any, algorithm: str, args: argparse.Namespace) -> dict:
-    """Mean proxy and gold of each held-out seed's first sample and of the search's pick."""
+def search_row(gen: Any, reward: Any, gold: Any, method: str, args: argparse.Namespace) -> dict:
+    """Mean proxy and gold of each held-out seed's first sample and of the search's pick (`method`: an algorithm
+    or a SEARCH_VARIANTS name)."""
     from rewarddance.backend.search.algorithms import ALGORITHMS
+
+    algorithm, options = SEARCH_VARIANTS.get(method, (method, {}))
 
     first_proxy, first_gold, best_proxy, best_gold, seconds = [], [], [], [], 0.0
     for k in range(args.search_seeds):
@@ -170,7 +178,7 @@ def search_row(gen: Any, reward: Any, gold: Any, algorithm: str, args: argparse.
         first = samples(gen, 1, seed, args.steps)
         first_proxy.append(float(reward(first)[0]))
         first_gold.append(float(gold(first)[0]))
-        result = ALGORITHMS[algorithm](gen, reward, args.steps, args.budget, seed=seed)
+        result = ALGORITHMS[algorithm](gen, reward, args.steps, args.budget, seed=seed, **options)
         best_proxy.append(result.score)
         best_gold.append(float(gold(result.image)[0]))
         seconds += result.seconds["total"]
@@ -367,7 +375,7 @@ def proxy_models(root: Path, gen: Any, gold: Any, args: argparse.Namespace, cloc
 
 
 def search_study(gen: Any, gold: Any, trained: dict, args: argparse.Namespace, clock: Clock) -> dict:
-    """Every algorithm with the default RM; best-of-N (quick) or every algorithm (full) with the others."""
+    """Every algorithm and variant with the default RM; best-of-N (quick) or all of them (full) with the others."""
     from rewarddance.backend.reward_model import RewardModel
     from rewarddance.backend.rewards import ModelReward
     from rewarddance.backend.search.algorithms import ALGORITHMS
@@ -383,8 +391,9 @@ def search_study(gen: Any, gold: Any, trained: dict, args: argparse.Namespace, c
             rewards[f"pointwise {size}"] = ModelReward(load((size, "pointwise")), PROMPT)
     rows = {}
     for label, reward in rewards.items():
-        for algorithm in ALGORITHMS if label == "pointwise s" or not args.quick else ["best_of_n"]:
-            rows[(label, algorithm)] = search_row(gen, reward, gold, algorithm, args)
+        methods = [*ALGORITHMS, *SEARCH_VARIANTS]
+        for method in methods if label == "pointwise s" or not args.quick else ["best_of_n"]:
+            rows[(label, method)] = search_row(gen, reward, gold, method, args)
         clock.lap(f"search with {label}")
     return rows
 
@@ -429,7 +438,7 @@ def print_tables(gold: str, search: dict, rl: dict, accuracy: dict, args: argpar
         f"(RL, {args.rl_steps} steps, {args.eval_seeds} held-out seeds)"
     )
     print(
-        f"{'reward':>31} {'method':>17} {'proxy':>15} {'proxy gain':>10} {'gold':>15} {'gold gain':>9} "
+        f"{'reward':>31} {'method':>20} {'proxy':>15} {'proxy gain':>10} {'gold':>15} {'gold gain':>9} "
         f"{'final std':>9} {'KL':>7} {'gold peak':>9} {'warned':>6} {'train s':>8} {'t_grpo_gold':>11}"
     )
     for (label, method), r in list(search.items()) + list(rl.items()):
@@ -441,7 +450,7 @@ def print_tables(gold: str, search: dict, rl: dict, accuracy: dict, args: argpar
                 f"{r['train_seconds']:>8.1f} {'never' if reached is None else f'{reached:.1f}':>11}"
             )
         print(
-            f"{label:>31} {method:>17} {r['proxy_before']:>6.3f}->{r['proxy_after']:<7.3f} {r['proxy_gain']:>+10.1%} "
+            f"{label:>31} {method:>20} {r['proxy_before']:>6.3f}->{r['proxy_after']:<7.3f} {r['proxy_gain']:>+10.1%} "
             f"{r['gold_before']:>6.3f}->{r['gold_after']:<7.3f} {r['gold_gain']:>+9.1%} {extra}"
         )
     grpo, nft = rl.get(("pointwise s", "grpo")), rl.get(("pointwise s", "nft"))

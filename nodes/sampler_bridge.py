@@ -90,8 +90,10 @@ class SearchSampler(comfy.samplers.Sampler):
         progress: Progress,
         should_stop: StopCheck,
         decoder: Callable | None = None,
+        options: dict | None = None,
     ):
         self.algorithm, self.reward, self.budget, self.seed = algorithm, reward, budget, seed
+        self.options = dict(options or {})  # the algorithm's own keywords (e.g. prune_at, keep_fraction)
         self.vae, self.progress, self.should_stop, self.decoder = vae, progress, should_stop, decoder
         self.result: SearchResult | None = None
         self.best: BestSoFar | None = None
@@ -123,6 +125,7 @@ class SearchSampler(comfy.samplers.Sampler):
                 seed=self.seed,
                 progress=self.track,
                 should_stop=self.should_stop,
+                **self.options,
             )
         except mm.InterruptProcessingException:
             if self.best is None:

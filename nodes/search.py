@@ -25,6 +25,7 @@ from ..backend import node_logic as nl
 from ..backend.rewards import ModelReward
 from ..backend.score_text import format_score
 from ..backend.search.algorithms import ALGORITHMS, BestSoFar, Progress
+from ..backend.search.pruning import DEFAULT_KEEP_FRACTION, pruning_for
 from .autograd_copies import differentiable_decoder, trainable_copy
 from .common import criteria_input, preview_ui, prompt_input, reward_model_input
 from .memory import check_models_fit, unload_patcher
@@ -33,6 +34,8 @@ from .sampler_bridge import SearchSampler, sample_in_guider
 from .types import SEARCH
 
 NODE_ALGORITHMS = list(ALGORITHMS)
+PRUNABLE = ("best_of_n", "random_search")
+BRANCHED = ("search_over_paths", "tree")  # results that also depend on noise drawn along the way
 
 
 class FoundNoise:
@@ -41,7 +44,9 @@ class FoundNoise:
     def __init__(self, noise: torch.Tensor, seed: int, replays: bool = True):
         self.noise = noise.detach().cpu()
         self.seed = seed
-        self.replays = replays  # False for search_over_paths: its result also depends on the re-noising
+        self.replays = (
+            replays  # False for search_over_paths and tree: their results also depend on noise drawn on the way
+        )
 
     def generate_noise(self, input_latent: dict) -> torch.Tensor:
         shape = tuple(input_latent["samples"].shape)
@@ -52,7 +57,7 @@ class FoundNoise:
             )
         if not self.replays:
             logging.warning(
-                "RewardDance: this NOISE is the root noise of the best search_over_paths trajectory; "
+                "RewardDance: this NOISE is the root noise of the best search_over_paths / tree trajectory; "
                 "sampling from it alone does not reproduce the searched latent (use the LATENT output)"
             )
         return self.noise.clone()
@@ -66,6 +71,23 @@ def check_algorithm(algorithm: str, reward_model: Any) -> None:
             "model cannot give; choose another algorithm (e.g. search_over_paths or zero_order), or load the reward "
             "model locally with quantization none"
         )
+
+
+def pruning_options(algorithm: str, prune_at: float, keep_fraction: float, steps: int) -> dict:
+    """The search's early-pruning keywords from the node's inputs (prune_at 0: none), checked before sampling."""
+    if prune_at == 0:
+        return {}
+    if algorithm not in PRUNABLE:
+        raise ValueError(
+            f"prune_at: early pruning works with {' or '.join(PRUNABLE)}, not {algorithm}; set prune_at to 0"
+        )
+    if prune_at >= 1 and prune_at != int(prune_at):
+        raise ValueError(
+            f"prune_at must be a whole step index (1 to {steps - 1}) or a fraction of the steps below 1, got {prune_at}"
+        )
+    step = int(prune_at) if prune_at >= 1 else float(prune_at)
+    pruning_for(step, keep_fraction, steps)  # raises naming prune_at / keep_fraction
+    return {"prune_at": step, "keep_fraction": keep_fraction}
 
 
 @contextlib.contextmanager
@@ -122,7 +144,8 @@ class RewardNoiseSearch(io.ComfyNode):
             description="Inference-time scaling: spend `budget` denoiser calls searching for the initial noise (or the "
             "paths) the reward model scores highest. For best_of_n, random_search, zero_order and "
             "noise_gradient the NOISE output replays the best result in SamplerCustomAdvanced with the same "
-            "guider, sigmas and the euler sampler. Cancel returns the best found so far.",
+            "guider, sigmas and the euler sampler. best_of_n and random_search can prune early (prune_at). "
+            "Cancel returns the best found so far.",
             inputs=[
                 io.Guider.Input("guider", tooltip="the model and conditioning to sample with (e.g. CFGGuider)"),
                 io.Sigmas.Input("sigmas", tooltip="the noise schedule (e.g. BasicScheduler)"),
@@ -138,8 +161,9 @@ class RewardNoiseSearch(io.ComfyNode):
                     "algorithm",
                     options=NODE_ALGORITHMS,
                     default="search_over_paths",
-                    tooltip="search_over_paths branches and prunes trajectories (RewardDance's choice); its "
-                    "result is the LATENT output (the NOISE output replays the other algorithms). "
+                    tooltip="search_over_paths branches and prunes trajectories (RewardDance's choice); tree is "
+                    "diffusion tree search (DTS*: branches where the reward's backed-up values lead); their result "
+                    "is the LATENT output (the NOISE output replays the other algorithms). "
                     "noise_gradient: gradient ascent of the reward on the initial noise through every step, for "
                     "few-step models; holds a second copy of the model (needs a local reward model)",
                 ),
@@ -153,13 +177,34 @@ class RewardNoiseSearch(io.ComfyNode):
                     tooltip="seed of the search's random draws",
                 ),
                 criteria_input(),
+                io.Float.Input(
+                    "prune_at",
+                    default=0.0,
+                    min=0.0,
+                    max=1000.0,
+                    step=0.05,
+                    optional=True,
+                    tooltip="early pruning for best_of_n and random_search: 0 off; a fraction of the steps below 1 "
+                    "(e.g. 0.25) or a step index (e.g. 2): every candidate is sampled to that step, scored on its "
+                    "predicted clean image, and only the top keep_fraction finished, so more candidates fit the "
+                    "budget",
+                ),
+                io.Float.Input(
+                    "keep_fraction",
+                    default=DEFAULT_KEEP_FRACTION,
+                    min=0.01,
+                    max=1.0,
+                    step=0.05,
+                    optional=True,
+                    tooltip="with prune_at: the fraction of candidates finished (at least one; 1 is the plain search)",
+                ),
             ],
             outputs=[
                 io.Latent.Output(tooltip="the best latent found"),
                 io.Image.Output(tooltip="the best latent decoded (as it was scored)"),
                 io.Noise.Output(
                     tooltip="replays the best result in SamplerCustomAdvanced with the same guider, sigmas and the "
-                    "euler sampler (not for search_over_paths)"
+                    "euler sampler (not for search_over_paths or tree)"
                 ),
                 io.String.Output(display_name="summary", tooltip="the best score, candidates and calls spent"),
             ],
@@ -179,12 +224,15 @@ class RewardNoiseSearch(io.ComfyNode):
         budget: int,
         seed: int,
         criteria=None,
+        prune_at: float = 0.0,
+        keep_fraction: float = DEFAULT_KEEP_FRACTION,
     ) -> io.NodeOutput:
         nl.check_prompt(text)
         samples = latent_image["samples"]
         if samples.shape[0] != 1:
             raise ValueError(f"latent_image: the search makes one image; pass a batch of 1, got {samples.shape[0]}")
         check_algorithm(algorithm, reward_model)
+        options = pruning_options(algorithm, prune_at, keep_fraction, len(sigmas) - 1)
         if algorithm == "noise_gradient":
             check_models_fit(guider.model_patcher, "noise_gradient's copy of the model", reward_model, "algorithm")
         reward = ModelReward(
@@ -203,6 +251,7 @@ class RewardNoiseSearch(io.ComfyNode):
                 progress=preview_progress(budget),
                 should_stop=mm.processing_interrupted,
                 decoder=decoder,
+                options=options,
             )
             latent = sample_in_guider(search_guider, sampler, samples, sigmas, seed, reward_model, preload=preload)
             sampler.denoiser = None  # it holds the sampled model
@@ -215,9 +264,10 @@ class RewardNoiseSearch(io.ComfyNode):
         summary = (
             f"{algorithm}: best score {format_score(result.score)} of {len(scores)} candidates; "
             f"{result.denoiser_calls} denoiser calls, {result.scorer_calls} scorer calls"
+            + (f", {len(result.early)} screened early (prune_at {prune_at:g})" if result.early else "")
             + (" (stopped early: best so far)" if sampler.stopped_early else "")
         )
         row = {"index": 0, "name": "best", "score": result.score, "rank": 1}
         data = preview_ui(cls, image.detach().float().cpu(), [row])
-        noise = FoundNoise(result.noise, seed, replays=algorithm != "search_over_paths")
+        noise = FoundNoise(result.noise, seed, replays=algorithm not in BRANCHED)
         return io.NodeOutput(out, image.detach().float().cpu(), noise, summary, ui=data)

@@ -3,7 +3,7 @@ model and a TAESD VAE built in-process, then replay its NOISE through SamplerCus
 (guider + euler), all under inference mode as ComfyUI runs a prompt. Prints one JSON line with the results.
 
 usage: COMFYUI_PATH=... python tests/comfy_inprocess_search.py <pack dir> <tiny reward model dir> <algorithm> [interrupt]
-       ... <pack dir> <tiny reward model dir> gradient | bad_inputs
+       ... <pack dir> <tiny reward model dir> gradient | bad_inputs | pruning
 """
 
 import importlib.util
@@ -104,6 +104,18 @@ def bad_inputs(pack_dir: str, rm_dir: str) -> None:
         "gradient_remote": lambda: search.RewardNoiseSearch.execute(
             guider, sigmas, {"samples": torch.zeros(1, 4, 8, 8)}, tiny_taesd(), remote, "x", "noise_gradient", 4, 0
         ),
+        "prune_other": lambda: search.RewardNoiseSearch.execute(
+            guider, sigmas, {"samples": torch.zeros(1, 4, 8, 8)}, tiny_taesd(), rm, "x", "tree", 4, 0, None, 0.5
+        ),
+        "prune_step": lambda: search.RewardNoiseSearch.execute(
+            guider, sigmas, {"samples": torch.zeros(1, 4, 8, 8)}, tiny_taesd(), rm, "x", "best_of_n", 4, 0, None, 1.5
+        ),
+        "prune_past_the_end": lambda: search.RewardNoiseSearch.execute(
+            guider, sigmas, {"samples": torch.zeros(1, 4, 8, 8)}, tiny_taesd(), rm, "x", "best_of_n", 4, 0, None, 2
+        ),
+        "keep_fraction": lambda: search.RewardNoiseSearch.execute(
+            guider, sigmas, {"samples": torch.zeros(1, 4, 8, 8)}, tiny_taesd(), rm, "x", "best_of_n", 4, 0, None, 1, 0
+        ),
         "video_missing": lambda: scoring.ScoreVideo.execute(rm, "x", 8.0, 0, 8),
         "hub_id_empty": lambda: loaders.checkpoint_path(loaders.HUB_CHOICE, " "),
         "score_prompt": lambda: scoring.ScoreImages.execute(rm, "", torch.rand(1, 16, 16, 3), "exact", False),
@@ -188,9 +200,40 @@ def gradient(pack_dir: str, rm_dir: str) -> None:
     )
 
 
+def pruning(pack_dir: str, rm_dir: str) -> None:
+    """best_of_n plain, with prune_at 0.5 and keep_fraction 1 (the plain search), and pruned to a quarter."""
+    search, guider, sigmas, latent, vae, rm = search_setup(pack_dir, rm_dir)
+    runs = {}
+    with torch.inference_mode():
+        for name, extra in {"plain": (), "keep_all": (None, 0.5, 1.0), "pruned": (None, 0.5, 0.25)}.items():
+            out = search.RewardNoiseSearch.execute(
+                guider, sigmas, latent, vae, rm, "a red fox", "best_of_n", 24, 3, *extra
+            )
+            best_latent, image, noise, summary = out.args
+            replay = guider.sample(
+                noise.generate_noise(latent), latent["samples"], comfy.samplers.sampler_object("euler"), sigmas, seed=3
+            )
+            runs[name] = {
+                "latent": best_latent["samples"],
+                "summary": summary,
+                "replay_max_diff": float((replay - best_latent["samples"]).abs().max()),
+            }
+    print(
+        json.dumps(
+            {
+                "summaries": {k: v["summary"] for k, v in runs.items()},
+                "keep_all_equal": bool(torch.equal(runs["plain"]["latent"], runs["keep_all"]["latent"])),
+                "replay_max_diff": {k: v["replay_max_diff"] for k, v in runs.items()},
+            }
+        )
+    )
+
+
 def main() -> None:
     if sys.argv[3] == "bad_inputs":
         return bad_inputs(sys.argv[1], sys.argv[2])
+    if sys.argv[3] == "pruning":
+        return pruning(sys.argv[1], sys.argv[2])
     if sys.argv[3] == "gradient":
         return gradient(sys.argv[1], sys.argv[2])
     pack_dir, rm_dir, algorithm = sys.argv[1:4]
@@ -217,6 +260,7 @@ def main() -> None:
         replay = guider.sample(
             noise.generate_noise(latent), latent["samples"], comfy.samplers.sampler_object("euler"), sigmas, seed=3
         )
+        decoded = vae.decode(best_latent["samples"])  # what VAEDecode makes of the LATENT output
     first_noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     print(
         json.dumps(
@@ -227,6 +271,8 @@ def main() -> None:
                 "replay_max_diff": float((replay - best_latent["samples"]).abs().max()),
                 "image_std": float(image.std()),
                 "score": float(rm.score(image, "a red fox").scores[0]),
+                "latent_rescored": float(rm.score(decoded, "a red fox").scores[0]),
+                "best_score": float(summary.split("best score ")[1].split()[0]),
                 "first_noise_differs": bool(not torch.equal(noise.noise, first_noise)),
                 "replays": noise.replays,
                 "previews": len(previews),

@@ -47,19 +47,34 @@ def last_json(out: subprocess.CompletedProcess) -> dict:
 
 
 @pytest.mark.parametrize(
-    "algorithm", ["best_of_n", "random_search", "zero_order", "search_over_paths", "noise_gradient"]
+    "algorithm", ["best_of_n", "random_search", "zero_order", "search_over_paths", "noise_gradient", "tree"]
 )
 def test_noise_search_node_on_a_tiny_sd15_model(algorithm, tiny_dirs):
     """The node in-process (models made in inference mode) on a tiny SD1.5-shaped model + TAESD; its NOISE
-    replays the latent through euler."""
+    replays the latent through euler (not search_over_paths / tree: their LATENT decoded rescores to the best)."""
     result = last_json(run_script("comfy_inprocess_search.py", str(REPO), str(tiny_dirs["qwen2_5_vl"]), algorithm))
     assert result["latent_shape"] == [1, 4, 8, 8] and result["image_shape"] == [1, 64, 64, 3]
     assert result["summary"].startswith(algorithm) and "denoiser calls" in result["summary"]
     assert result["image_std"] > 0.01
-    if algorithm != "search_over_paths":  # branched paths are not a function of the initial noise alone
+    branched = algorithm in ("search_over_paths", "tree")  # paths are not a function of the initial noise alone
+    if not branched:
         scale = 100.0  # the tiny random UNet's latents reach ~60: compare relative to that scale
         assert result["replay_max_diff"] <= 1e-6 * scale
-    assert result["replays"] is (algorithm != "search_over_paths")
+    assert result["replays"] is (not branched)
+    assert result["latent_rescored"] == pytest.approx(result["score"], abs=1e-5)  # the LATENT is the IMAGE scored
+    assert result["latent_rescored"] == pytest.approx(result["best_score"], rel=1e-3)  # ... and the reported best
+
+
+def test_noise_search_node_prunes_early_and_keep_fraction_one_is_plain_best_of_n(tiny_dirs):
+    """prune_at / keep_fraction (optional inputs at the end): keep_fraction 1 is plain best_of_n, latent for latent;
+    pruned to a quarter it screens more candidates in the same budget, and every NOISE still replays."""
+    result = last_json(run_script("comfy_inprocess_search.py", str(REPO), str(tiny_dirs["qwen2_5_vl"]), "pruning"))
+    summaries = result["summaries"]
+    assert result["keep_all_equal"] and summaries["keep_all"] == summaries["plain"]
+    assert summaries["plain"].startswith("best_of_n: best score") and "of 6 candidates" in summaries["plain"]
+    # 4 steps, pruned at step 2: n (2 + 1) + keep(n) (4 - 2 - 1) <= 24 -> 7 screened, 1 finished, 22 calls
+    assert "of 1 candidates; 22 denoiser calls" in summaries["pruned"] and "7 screened early" in summaries["pruned"]
+    assert all(diff <= 1e-4 for diff in result["replay_max_diff"].values())
 
 
 def test_noise_gradient_ascends_the_judge_through_sampling_and_decoding(tiny_dirs):
@@ -89,6 +104,10 @@ def test_node_inputs_refuse_bad_values_with_the_input_named(tiny_dirs):
     assert errors["search_batch"].startswith("latent_image:") and "batch of 1" in errors["search_batch"]
     assert errors["search_prompt"].startswith("text:")
     assert errors["gradient_remote"].startswith("algorithm: noise_gradient") and "locally" in errors["gradient_remote"]
+    assert errors["prune_other"].startswith("prune_at: early pruning works with best_of_n or random_search, not tree")
+    assert errors["prune_step"].startswith("prune_at must be a whole step index (1 to 1)")
+    assert errors["prune_past_the_end"].startswith("prune_at must be a step index from 1 to 1 (steps 2)")
+    assert errors["keep_fraction"].startswith("keep_fraction must lie in (0, 1]")
     assert errors["video_missing"].startswith("frames / video:")
     assert errors["hub_id_empty"].startswith("hub_id:")
     assert errors["score_prompt"].startswith("text:")

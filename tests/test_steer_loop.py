@@ -1,6 +1,6 @@
 """The gold-vs-proxy loop of README ("Does a trained judge steer?"), run as written, then checked on held-out seeds:
 the judge trained on a taste the project has never seen ranks pictures that taste prefers higher, and best-of-N,
-zero-order search, RAFT and DiffusionNFT driven by it raise the taste's mean."""
+zero-order search, tree search, RAFT and DiffusionNFT driven by it raise the taste's mean."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_the_trained_judge_ranks_what_the_taste_prefers(generator, judge, taste)
     assert agree.float().mean() > 0.8, agree.float().mean()
 
 
-@pytest.mark.parametrize("algorithm", ["best_of_n", "zero_order"])
+@pytest.mark.parametrize("algorithm", ["best_of_n", "zero_order", "tree"])
 def test_search_with_the_trained_judge_raises_the_taste(generator, judge, taste, algorithm):
     from rewarddance.backend.rewards import ModelReward
     from rewarddance.backend.search.algorithms import ALGORITHMS

@@ -11,6 +11,13 @@ import torch
 from ..devices import DTYPE_CHOICES, DTYPES, resolve_device_and_dtype
 from ..search.algorithms import ALGORITHMS
 from ..search.pruning import DEFAULT_KEEP_FRACTION, Pruning, pruning_for
+from ..search.tree import (
+    DEFAULT_CHILDREN,
+    DEFAULT_ETA,
+    DEFAULT_EXPLORATION,
+    DEFAULT_TEMPERATURE,
+    tree_options,
+)
 from .checks import (
     IMAGE_SUFFIXES,
     check_model_source,
@@ -53,6 +60,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
         help=f"with --prune-at: the fraction of candidates finished, in (0, 1], at least one "
         f"(default {DEFAULT_KEEP_FRACTION}; 1 is plain search)",
     )
+    add_tree_arguments(p)
     p.add_argument(
         "--guidance",
         type=float,
@@ -86,6 +94,51 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+TREE_FLAGS = {  # flag: (tree_search keyword, type, help)
+    "--children": ("children", int, f"the most children of a tree node (default {DEFAULT_CHILDREN})"),
+    "--root-children": (
+        "root_children",
+        int,
+        "the initial seeds at the tree's root (default max(--children, budget / (4 steps)))",
+    ),
+    "--eta": ("eta", float, f"the share of fresh noise in a branching step, in (0, 1] (default {DEFAULT_ETA})"),
+    "--temperature": (
+        "temperature",
+        float,
+        f"of the soft-Bellman value backup, > 0 (small: the children's max; large: their mean; default "
+        f"{DEFAULT_TEMPERATURE})",
+    ),
+    "--exploration": (
+        "exploration",
+        float,
+        f"weight of the UCT bonus in the descent, >= 0, in units of the leaf-score spread (default "
+        f"{DEFAULT_EXPLORATION}: greedy)",
+    ),
+}
+
+
+def add_tree_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of --algorithm tree (diffusion tree search, DTS*)."""
+    for flag, (dest, kind, text) in TREE_FLAGS.items():
+        p.add_argument(flag, dest=f"tree_{dest}", type=kind, default=None, help=f"--algorithm tree: {text}")
+
+
+def tree_kwargs(args: argparse.Namespace) -> dict:
+    """The checked tree-search keywords given on the command line (empty when none), with messages naming flags."""
+    given = {flag: getattr(args, f"tree_{dest}") for flag, (dest, _, _) in TREE_FLAGS.items()}
+    given = {flag: value for flag, value in given.items() if value is not None}
+    if given and args.algorithm != "tree":
+        raise CLIError(f"{next(iter(given))} works with --algorithm tree, not {args.algorithm}")
+    kwargs = {TREE_FLAGS[flag][0]: value for flag, value in given.items()}
+    try:
+        tree_options(args.steps, args.budget, **kwargs)
+    except ValueError as exc:
+        dest = str(exc).split(" ", 1)[0]
+        flag = next((f for f, (d, _, _) in TREE_FLAGS.items() if d == dest), None)
+        raise CLIError(str(exc) if flag is None else flag + str(exc)[len(dest) :]) from exc
+    return kwargs
+
+
 def check_search_args(args: argparse.Namespace) -> None:
     """The cheap checks of search's flags, before any pipeline or model is loaded."""
     if args.algorithm not in ALGORITHMS:
@@ -97,6 +150,7 @@ def check_search_args(args: argparse.Namespace) -> None:
             f"--budget ({args.budget} denoiser calls) must cover at least one sample of --steps {args.steps}"
         )
     search_pruning(args)
+    tree_kwargs(args)
     if not args.out.lower().endswith(IMAGE_SUFFIXES):
         raise CLIError(
             f"--out must be an image file name (.png, .jpg, .webp; videos are written as an animated "
@@ -189,7 +243,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.save_candidates is not None:
         on_candidate = CandidateWriter(args.save_candidates, args.prompt, args.seed, args.algorithm)
     result = ALGORITHMS[args.algorithm](
-        gen, reward, args.steps, args.budget, seed=args.seed, on_candidate=on_candidate, **pruning_kwargs(args)
+        gen,
+        reward,
+        args.steps,
+        args.budget,
+        seed=args.seed,
+        on_candidate=on_candidate,
+        **pruning_kwargs(args),
+        **tree_kwargs(args),
     )
     write_search_output(result.image[0], args.out)
     report = {

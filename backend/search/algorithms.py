@@ -13,6 +13,8 @@ the best latent, its initial noise, its image and score, and the full history of
   are kept, down to sigma 0 (what RewardDance used for inference-time scaling).
 - noise_gradient: ReNO-style gradient ascent on the initial noise through sampling, decoding and a
   differentiable reward, with the Gaussian-shell regulariser 0.01 (0.5 |z|^2 - (d - 1) log |z|).
+- tree: diffusion tree search (DTS*, tree.py): a tree of stochastic denoising paths grown where the verifier's
+  soft-Bellman backed-up values lead (greedy descent with a UCT bonus).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..generators.protocol import Generator, initial_latent, noised, seeded_nois
 from ..generators.sampling import CallCounter, euler_step, sample
 from ..rewards.protocol import Reward
 from .pruning import pruning_for, sample_pool
+from .tree import tree_search
 
 Progress = Callable[[int, int, "BestSoFar"], None]  # (denoiser calls spent, budget, the best candidate so far)
 StopCheck = Callable[[], bool]  # True: finish now and return the best so far (a user pressed stop)
@@ -345,4 +348,5 @@ ALGORITHMS: dict[str, Callable[..., SearchResult]] = {
     "zero_order": zero_order,
     "search_over_paths": search_over_paths,
     "noise_gradient": noise_gradient,
+    "tree": tree_search,
 }
