@@ -135,7 +135,7 @@ class RLTask(RunTask):
             elif self.cfg.algorithm == "refl":
                 metrics = refl_step(self.policy, self.tcfg, prompts, seed, opt, self.pretrain_data)
             else:
-                metrics = grpo_step(self.policy, self.tcfg, prompts, seed, opt)
+                metrics = grpo_step(self.policy, self.tcfg, prompts, seed, opt, step=run.step)
         finally:
             self.policy.network.eval()
         if self.cfg.eval_every and (run.step + 1) % self.cfg.eval_every == 0 and run.step + 1 < self.steps:
