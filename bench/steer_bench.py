@@ -10,7 +10,8 @@
    reward-model trainer on those pairs, pointwise and pairwise. Each is scored against the gold judge on
    fresh samples it never saw (held-out pairwise accuracy of the kind of judgement it was trained for).
 4. Steering at equal budget with the proxy RMs: every noise-search algorithm, and every RL trainer (raft,
-   refl, grpo), plus the paper's pairwise recipe (grpo rewarded by P(beats the frozen model's best-of-N
+   refl, grpo; grpo's sliding window and branching, `GRPO_VARIANTS`, at grpo's steps: see their wall time),
+   plus the paper's pairwise recipe (grpo rewarded by P(beats the frozen model's best-of-N
    tournament winner)), Pref-GRPO (grpo rewarded by each image's win rate within its group) and two
    ensembles of the pointwise RMs (mean and worst case). Search is measured on held-out seeds against each
    seed's first sample; RL on held-out seeds before vs after, with the held-out proxy, gold and KL to the frozen
@@ -45,6 +46,12 @@ TRAINERS = {  # per trainer: its knobs and learning rate (the rest is shared), a
     "raft": ({"raft_updates": 4}, 1e-3),
     "refl": ({"grad_steps": 2}, 3e-3),
     "grpo": ({"clip_range": 0.2, "noise_level": 0.7}, 3e-3),
+}
+GRPO_VARIANTS = {  # grpo options run beside grpo with the default RM (grpo's knobs and learning rate, plus these)
+    # MixGRPO: SDE on 2 of 8 steps (ODE elsewhere), the window one step later every 4 training steps
+    "grpo_sliding": {"window": 2, "window_mode": "sliding", "window_shift_every": 4, "window_stride": 1},
+    # TempFlow-GRPO-style branching: 2 members x 4 SDE branches at step 1 (grpo's 8 images a prompt), step 1 trained
+    "grpo_branch": {"group_size": 2, "branch_at": 1, "branches": 4},
 }
 
 
@@ -202,9 +209,11 @@ def rl_run(
     algorithm: str,
     rewards: list[dict],
     monitors: list[dict],
+    trainer_knobs: dict | None = None,
     **extra: Any,
 ) -> dict:
-    """One RL run with held-out gold (and proxy) monitors; its summary and curves."""
+    """One RL run with held-out gold (and proxy) monitors (`trainer_knobs` on top of the algorithm's); its summary
+    and curves."""
     from rewarddance.backend.rl.config import RLConfig
     from rewarddance.backend.rl.run import train_rl
     from rewarddance.backend.run_log import read_rows
@@ -227,7 +236,7 @@ def rl_run(
         generator=str(base),
         rewards=rewards,
         monitors=monitors,
-        trainer={"group_size": 8, "sample_steps": args.steps, **knobs},
+        trainer={"group_size": 8, "sample_steps": args.steps, **knobs, **(trainer_knobs or {})},
         **extra,
     )
     started = time.perf_counter()
@@ -347,7 +356,8 @@ def search_study(gen: Any, gold: Any, trained: dict, args: argparse.Namespace, c
 
 
 def rl_study(root: Path, base: Path, gold: Any, trained: dict, args: argparse.Namespace, clock: Clock) -> dict:
-    """raft, refl and grpo with the default RM (and every size), the pairwise recipe, Pref-GRPO, ensembles."""
+    """raft, refl and grpo with the default RM (and every size), grpo's variants, the pairwise recipe, Pref-GRPO,
+    ensembles."""
     monitor = [{"kind": "statistic", "name": gold.name}]
     spec = {size: {"kind": "pointwise", "model": str(trained[(size, "pointwise")])} for size in args.sizes}
     pair_spec = {"kind": "pairwise", "model": str(trained[("s", "pairwise")])}
@@ -358,6 +368,11 @@ def rl_study(root: Path, base: Path, gold: Any, trained: dict, args: argparse.Na
                 f"{algorithm}_{size}", root, base, args, gold.name, algorithm, [spec[size]], monitor
             )
             clock.lap(f"RL {algorithm} with pointwise {size}")
+    for variant, knobs in GRPO_VARIANTS.items():  # at grpo's rl_steps: the wall time column shows the cost
+        runs[("pointwise s", variant)] = rl_run(
+            f"{variant}_s", root, base, args, gold.name, "grpo", [spec["s"]], monitor, trainer_knobs=knobs
+        )
+        clock.lap(f"RL {variant} with pointwise s")
     runs[("pairwise s (vs tournament ref)", "grpo")] = rl_run(
         "grpo_pairwise", root, base, args, gold.name, "grpo", [pair_spec], monitor
     )
@@ -387,12 +402,15 @@ def print_tables(gold: str, search: dict, rl: dict, accuracy: dict, args: argpar
     )
     print(
         f"{'reward':>31} {'method':>17} {'proxy':>15} {'proxy gain':>10} {'gold':>15} {'gold gain':>9} "
-        f"{'final std':>9} {'KL':>7} {'gold peak':>9} {'warned':>6}"
+        f"{'final std':>9} {'KL':>7} {'gold peak':>9} {'warned':>6} {'wall s':>7}"
     )
     for (label, method), r in list(search.items()) + list(rl.items()):
         extra = ""
         if "curve" in r:
-            extra = f"{r['final_std']:>9.4f} {r['kl']:>7.4f} {r['gold_peak_step']:>9} {str(r['warning_step']):>6}"
+            extra = (
+                f"{r['final_std']:>9.4f} {r['kl']:>7.4f} {r['gold_peak_step']:>9} {str(r['warning_step']):>6} "
+                f"{r['seconds']:>7.1f}"
+            )
         print(
             f"{label:>31} {method:>17} {r['proxy_before']:>6.3f}->{r['proxy_after']:<7.3f} {r['proxy_gain']:>+10.1%} "
             f"{r['gold_before']:>6.3f}->{r['gold_after']:<7.3f} {r['gold_gain']:>+9.1%} {extra}"
