@@ -417,7 +417,7 @@ def print_tables(gold: str, search: dict, rl: dict, accuracy: dict, args: argpar
         )
     print(f"\nRM size vs hacking (gold {gold}; peak: the held-out step where gold was highest)")
     print(
-        f"{'size':>5} {'params':>9} {'accuracy':>9} {'trainer':>8} {'gold gain':>10} {'gold peak (step)':>17} "
+        f"{'size':>5} {'params':>9} {'accuracy':>9} {'trainer':>12} {'gold gain':>10} {'gold peak (step)':>17} "
         f"{'gold after':>10} {'final std':>10} {'warned':>6}"
     )
     for size in args.sizes:
@@ -425,7 +425,7 @@ def print_tables(gold: str, search: dict, rl: dict, accuracy: dict, args: argpar
             if label == f"pointwise {size}":
                 a = accuracy[(size, "pointwise")]
                 print(
-                    f"{size:>5} {a['params']:>9,} {a['accuracy']:>9.3f} {method:>8} {r['gold_gain']:>+10.1%} "
+                    f"{size:>5} {a['params']:>9,} {a['accuracy']:>9.3f} {method:>12} {r['gold_gain']:>+10.1%} "
                     f"{r['gold_peak']:>10.3f} ({r['gold_peak_step']:>3}) {r['gold_after']:>10.3f} "
                     f"{r['final_std']:>10.4f} {str(r['warning_step']):>6}"
                 )
