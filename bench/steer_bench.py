@@ -11,7 +11,8 @@
    fresh samples it never saw (held-out pairwise accuracy of the kind of judgement it was trained for).
 4. Steering at equal budget with the proxy RMs: every noise-search algorithm (tree search included) and the
    early-pruned variants of best-of-N and random search (SEARCH_VARIANTS), and every RL trainer (raft,
-   refl, grpo, nft), plus the paper's pairwise recipe (grpo rewarded by P(beats the frozen model's best-of-N
+   refl, grpo, nft; grpo's sliding window and branching, `GRPO_VARIANTS`, at grpo's steps: see their wall time),
+   plus the paper's pairwise recipe (grpo rewarded by P(beats the frozen model's best-of-N
    tournament winner)), Pref-GRPO (grpo rewarded by each image's win rate within its group) and two
    ensembles of the pointwise RMs (mean and worst case). Search is measured on held-out seeds against each
    seed's first sample; RL on held-out seeds before vs after, with the held-out proxy, gold and KL to the frozen
@@ -51,6 +52,13 @@ TRAINERS = {  # per trainer: its knobs and learning rate (the rest is shared), a
     "refl": ({"grad_steps": 2}, 3e-3),
     "grpo": ({"clip_range": 0.2, "noise_level": 0.7}, 3e-3),
     "nft": ({"nft_timesteps": 3, "minibatches": 2}, 3e-3),
+}
+NFT_LONG = 3  # nft is also run for this many times --rl-steps (time_to_grpo_gold: does it reach grpo's gain sooner?)
+GRPO_VARIANTS = {  # grpo options run beside grpo with the default RM (grpo's knobs and learning rate, plus these)
+    # MixGRPO: SDE on 2 of 8 steps (ODE elsewhere), the window one step later every 4 training steps
+    "grpo_sliding": {"window": 2, "window_mode": "sliding", "window_shift_every": 4, "window_stride": 1},
+    # TempFlow-GRPO-style branching: 2 members x 4 SDE branches at step 1 (grpo's 8 images a prompt), step 1 trained
+    "grpo_branch": {"group_size": 2, "branch_at": 1, "branches": 4},
 }
 
 
@@ -211,19 +219,23 @@ def rl_run(
     algorithm: str,
     rewards: list[dict],
     monitors: list[dict],
+    trainer_knobs: dict | None = None,
+    steps: int | None = None,
     **extra: Any,
 ) -> dict:
-    """One RL run with held-out gold (and proxy) monitors; its summary and curves."""
+    """One RL run with held-out gold (and proxy) monitors (`trainer_knobs` on top of the algorithm's; `steps`
+    instead of --rl-steps); its summary and curves."""
     from rewarddance.backend.rl.config import RLConfig
     from rewarddance.backend.run_log import read_rows
     from rewarddance.backend.runs import run_task
 
     knobs, lr = TRAINERS[algorithm]
+    steps = steps or args.rl_steps
     cfg = RLConfig(
         algorithm=algorithm,
         out=str(root / "rl" / name),
         prompts=[PROMPT],
-        steps=args.rl_steps,
+        steps=steps,
         learning_rate=lr,
         lora_rank=4,
         lora_alpha=8.0,
@@ -236,7 +248,7 @@ def rl_run(
         generator=str(base),
         rewards=rewards,
         monitors=monitors,
-        trainer={"group_size": 8, "sample_steps": args.steps, **knobs},
+        trainer={"group_size": 8, "sample_steps": args.steps, **knobs, **(trainer_knobs or {})},
         **extra,
     )
     started = time.perf_counter()
@@ -244,7 +256,7 @@ def rl_run(
     summary = run_task(task, task.optimizer())
     rows = read_rows(Path(cfg.out) / "log.jsonl")
     curve = [(0, summary["held_out_before"])] + [(r["step"], r["held_out"]) for r in rows if "held_out" in r]
-    curve.append((args.rl_steps, summary["held_out_after"]))
+    curve.append((steps, summary["held_out_after"]))
     proxy = "proxy" if any(m.get("label") == "proxy" for m in monitors) else "reward"
     before, after = summary["held_out_before"], summary["held_out_after"]
     golds = [h[gold] for _, h in curve]
@@ -399,7 +411,8 @@ def search_study(gen: Any, gold: Any, trained: dict, args: argparse.Namespace, c
 
 
 def rl_study(root: Path, base: Path, gold: Any, trained: dict, args: argparse.Namespace, clock: Clock) -> dict:
-    """raft, refl and grpo with the default RM (and every size), the pairwise recipe, Pref-GRPO, ensembles."""
+    """raft, refl and grpo with the default RM (and every size), grpo's variants, the pairwise recipe, Pref-GRPO,
+    ensembles."""
     monitor = [{"kind": "statistic", "name": gold.name}]
     spec = {size: {"kind": "pointwise", "model": str(trained[(size, "pointwise")])} for size in args.sizes}
     pair_spec = {"kind": "pairwise", "model": str(trained[("s", "pairwise")])}
@@ -410,6 +423,16 @@ def rl_study(root: Path, base: Path, gold: Any, trained: dict, args: argparse.Na
                 f"{algorithm}_{size}", root, base, args, gold.name, algorithm, [spec[size]], monitor
             )
             clock.lap(f"RL {algorithm} with pointwise {size}")
+    for variant, knobs in GRPO_VARIANTS.items():  # at grpo's rl_steps: the wall time column shows the cost
+        runs[("pointwise s", variant)] = rl_run(
+            f"{variant}_s", root, base, args, gold.name, "grpo", [spec["s"]], monitor, trainer_knobs=knobs
+        )
+        clock.lap(f"RL {variant} with pointwise s")
+    # nft's steps cost a fraction of grpo's (no SDE, no per-step log-probs): at equal wall time it takes more of them
+    runs[("pointwise s", f"nft x{NFT_LONG}")] = rl_run(
+        "nft_long_s", root, base, args, gold.name, "nft", [spec["s"]], monitor, steps=NFT_LONG * args.rl_steps
+    )
+    clock.lap(f"RL nft with pointwise s, {NFT_LONG}x the steps")
     runs[("pairwise s (vs tournament ref)", "grpo")] = rl_run(
         "grpo_pairwise", root, base, args, gold.name, "grpo", [pair_spec], monitor
     )
@@ -453,21 +476,24 @@ def print_tables(gold: str, search: dict, rl: dict, accuracy: dict, args: argpar
             f"{label:>31} {method:>20} {r['proxy_before']:>6.3f}->{r['proxy_after']:<7.3f} {r['proxy_gain']:>+10.1%} "
             f"{r['gold_before']:>6.3f}->{r['gold_after']:<7.3f} {r['gold_gain']:>+9.1%} {extra}"
         )
-    grpo, nft = rl.get(("pointwise s", "grpo")), rl.get(("pointwise s", "nft"))
-    if grpo and nft:
-        reached = nft["time_to_grpo_gold"]
-        print(
-            f"\nnft vs grpo (default RM): grpo's final gold gain {grpo['gold_gain']:+.1%} after {grpo['train_seconds']:.1f} "
-            f"s of training; nft's final {nft['gold_gain']:+.1%} after {nft['train_seconds']:.1f} s; nft reached grpo's "
-            + (
-                f"gain at {reached:.1f} s ({reached / grpo['train_seconds']:.2f} of grpo's time)"
-                if reached is not None
-                else "gain never in this run"
+    grpo = rl.get(("pointwise s", "grpo"))
+    for method in ("nft", f"nft x{NFT_LONG}"):
+        nft = rl.get(("pointwise s", method))
+        if grpo and nft:
+            reached = nft["time_to_grpo_gold"]
+            print(
+                f"{method} vs grpo (default RM): grpo's final gold gain {grpo['gold_gain']:+.1%} after "
+                f"{grpo['train_seconds']:.1f} s of training; {method}'s final {nft['gold_gain']:+.1%} after "
+                f"{nft['train_seconds']:.1f} s; it reached grpo's gain "
+                + (
+                    f"at {reached:.1f} s ({reached / grpo['train_seconds']:.2f} of grpo's time)"
+                    if reached is not None
+                    else "never in this run"
+                )
             )
-        )
     print(f"\nRM size vs hacking (gold {gold}; peak: the held-out step where gold was highest)")
     print(
-        f"{'size':>5} {'params':>9} {'accuracy':>9} {'trainer':>8} {'gold gain':>10} {'gold peak (step)':>17} "
+        f"{'size':>5} {'params':>9} {'accuracy':>9} {'trainer':>12} {'gold gain':>10} {'gold peak (step)':>17} "
         f"{'gold after':>10} {'final std':>10} {'warned':>6}"
     )
     for size in args.sizes:
@@ -475,7 +501,7 @@ def print_tables(gold: str, search: dict, rl: dict, accuracy: dict, args: argpar
             if label == f"pointwise {size}":
                 a = accuracy[(size, "pointwise")]
                 print(
-                    f"{size:>5} {a['params']:>9,} {a['accuracy']:>9.3f} {method:>8} {r['gold_gain']:>+10.1%} "
+                    f"{size:>5} {a['params']:>9,} {a['accuracy']:>9.3f} {method:>12} {r['gold_gain']:>+10.1%} "
                     f"{r['gold_peak']:>10.3f} ({r['gold_peak_step']:>3}) {r['gold_after']:>10.3f} "
                     f"{r['final_std']:>10.4f} {str(r['warning_step']):>6}"
                 )

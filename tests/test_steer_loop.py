@@ -1,6 +1,7 @@
 """The gold-vs-proxy loop of README ("Does a trained judge steer?"), run as written, then checked on held-out seeds:
 the judge trained on a taste the project has never seen ranks pictures that taste prefers higher, and best-of-N,
-zero-order search, tree search, RAFT and DiffusionNFT driven by it raise the taste's mean."""
+zero-order search, tree search, RAFT, DiffusionNFT and grpo's sliding window and branching driven by it raise
+the taste's mean."""
 
 from __future__ import annotations
 
@@ -130,4 +131,37 @@ def test_rl_with_the_trained_judge_raises_the_taste(loop, tmp_path, algorithm, k
     summary = train_rl(cfg)
     before, after = summary["held_out_before"], summary["held_out_after"]
     assert after["reward"] > before["reward"]  # the proxy: what the trainer optimised
+    assert after["taste"] > before["taste"] + 0.01, (before, after)  # the gold: what it never saw
+
+
+GRPO_OPTIONS = {  # grpo's options (tests/rl/test_grpo_window.py has their mechanics)
+    "sliding window": {"window": 2, "window_mode": "sliding", "window_shift_every": 2, "window_stride": 2},
+    "branching": {"group_size": 2, "branch_at": 1, "branches": 4},  # 2 members x 4 branches: 8 images a prompt
+}
+
+
+@pytest.mark.parametrize("option", list(GRPO_OPTIONS))
+def test_grpo_options_with_the_trained_judge_raise_the_taste(loop, tmp_path, option):
+    from rewarddance.backend.rl.config import RLConfig
+    from rewarddance.backend.rl.run import train_rl
+
+    where = loop[0]
+    cfg = RLConfig(
+        algorithm="grpo",
+        out=str(tmp_path / "grpo"),
+        prompts=[PROMPT],
+        steps=6,
+        learning_rate=3e-3,
+        lora_rank=4,
+        lora_alpha=8.0,
+        eval_seeds=8,
+        save_every=0,
+        generator=str(where / "gen"),
+        rewards=[{"kind": "pointwise", "model": str(where / "judge" / "model"), "dtype": "fp32", "device": "cpu"}],
+        monitors=[{"kind": "python", "function": f"{where / 'my_taste.py'}:coolness", "label": "taste"}],
+        trainer={"group_size": 8, "sample_steps": 8, "clip_range": 0.2, **GRPO_OPTIONS[option]},
+    )
+    summary = train_rl(cfg)
+    before, after = summary["held_out_before"], summary["held_out_after"]
+    assert after["reward"] > before["reward"]  # the proxy: what grpo optimised
     assert after["taste"] > before["taste"] + 0.01, (before, after)  # the gold: what it never saw

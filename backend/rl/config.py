@@ -141,7 +141,10 @@ class RLConfig:
         unknown = sorted(set(self.trainer) - known)
         if unknown:
             raise ValueError(f"trainer: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return TrainerConfig(**self.trainer).validate()
+        try:
+            return TrainerConfig(**self.trainer).validate()
+        except ValueError as exc:  # name the table the knob lives in: trainer = { window_mode = ... }
+            raise ValueError(f"trainer: {exc}") from None
 
     def prompt_list(self, which: str = "prompts") -> list[str]:
         value = getattr(self, which)

@@ -138,7 +138,7 @@ class RLTask(RunTask):
             elif self.cfg.algorithm == "nft":
                 metrics = nft_step(self.policy, self.tcfg, prompts, seed, opt)
             else:
-                metrics = grpo_step(self.policy, self.tcfg, prompts, seed, opt)
+                metrics = grpo_step(self.policy, self.tcfg, prompts, seed, opt, step=run.step)
         finally:
             self.policy.network.eval()
         if self.cfg.eval_every and (run.step + 1) % self.cfg.eval_every == 0 and run.step + 1 < self.steps:

@@ -7,7 +7,14 @@ gradients flow only into the LoRA parameters (the reward model is frozen). Diffu
   `random_stop` > 0 stops 0..random_stop steps earlier at random (ReFL); 0 with K steps is DRaFT-K.
 - Flow-GRPO: SDE sampling with per-step log-probs, group-relative advantages, PPO clip, optional KL to the
   frozen model (the same network with its LoRA switched off), SDE on all steps but the last or a high-noise
-  window (ODE elsewhere).
+  window (ODE elsewhere). Only the SDE steps are trained. Options:
+  - `window_mode = "sliding"` (MixGRPO): a window of `window` SDE steps starts at step 0 and moves
+    `window_stride` steps later every `window_shift_every` training steps; past the last position where it
+    fits before the final step it wraps back to step 0 (MixGRPO's released recipe rolls back to the start).
+  - `branch_at` = i with `branches` = k (TempFlow-GRPO-style trajectory branching): each group member is
+    sampled with the ODE up to step i, then k SDE branches leave its state at step i, each finished with the
+    ODE. Advantages compare the k branches of one member (they share everything but that one transition), and
+    only the transition at step i is trained: per-step credit for step i.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from .lora import adapters_disabled
 from .sde import sde_step, sigma_cap, step_scale, transition_kl
 
 ALGORITHMS = ("raft", "refl", "grpo", "nft")  # nft: backend/rl/nft.py (DiffusionNFT)
+WINDOW_MODES = ("fixed", "sliding")  # grpo's SDE window
 
 
 @dataclass
@@ -75,6 +83,11 @@ class TrainerConfig:
     adv_clip: float = 5.0
     window: int = 0  # 0: SDE on all steps but the last; w > 0: SDE on the first w (high-noise) steps only
     minibatches: int = 2  # optimizer updates per step (grpo: groups, nft: images split into this many minibatches)
+    window_mode: str = "fixed"  # "fixed": the window stays first; "sliding": it moves later as training goes on
+    window_shift_every: int = 10  # sliding: training steps between two moves of the window
+    window_stride: int = 1  # sliding: sampling steps the window moves per shift (it wraps back to step 0)
+    branch_at: int | None = None  # branching: the one SDE (and trained) step; None: off
+    branches: int = 4  # branching: SDE branches per group member at `branch_at`
     # DiffusionNFT (also uses adv_std, adv_clip, kl_beta and minibatches)
     nft_beta: float = 1.0  # implicit policies (1 - beta) old + beta theta and (1 + beta) old - beta theta
     nft_timesteps: int = 0  # noise levels of the sampling schedule each image is trained at per step; 0: all
@@ -106,7 +119,41 @@ class TrainerConfig:
                 "sample_steps, window < sample_steps, adv_std 'global' or 'group', nft_beta in (0, 1], "
                 "nft_timesteps from 0 (all) to sample_steps)"
             )
+        self.validate_grpo_options()
         return self
+
+    def validate_grpo_options(self) -> None:
+        """Raise ValueError naming the bad sliding-window or branching knob and the fix."""
+        if self.window_mode not in WINDOW_MODES:
+            raise ValueError(f"window_mode must be 'fixed' or 'sliding', got {self.window_mode!r}")
+        for name in ("window_shift_every", "window_stride", "branches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.window_mode == "sliding" and not 1 <= self.window <= self.sample_steps - 1:
+            raise ValueError(
+                f"window_mode 'sliding' moves a window of `window` SDE steps inside the first sample_steps - 1 "
+                f"steps: set window to 1..{self.sample_steps - 1} (MixGRPO: 4 of 25), got window={self.window}"
+            )
+        if self.branch_at is None:
+            return
+        if isinstance(self.branch_at, bool) or not isinstance(self.branch_at, int):
+            raise ValueError(f"branch_at must be a step index or None (off), got {self.branch_at!r}")
+        if not 0 <= self.branch_at <= self.sample_steps - 2:
+            raise ValueError(
+                f"branch_at must be a step in 0..sample_steps - 2 = {self.sample_steps - 2} (the last step lands "
+                f"on sigma 0 and is not stochastic), got branch_at={self.branch_at} with sample_steps="
+                f"{self.sample_steps}"
+            )
+        if self.branches < 2:
+            raise ValueError(f"branches must be at least 2 (advantages compare the branches), got {self.branches}")
+        if self.noise_level <= 0:
+            raise ValueError("branch_at needs noise_level > 0: the branches differ only by the SDE step's noise")
+        if self.window or self.window_mode != "fixed":
+            raise ValueError(
+                "branch_at replaces the SDE window (the branch step is the only SDE step): leave window = 0 and "
+                f"window_mode = 'fixed', got window={self.window}, window_mode={self.window_mode!r}"
+            )
 
 
 def _number(value: object) -> bool:
@@ -209,7 +256,9 @@ def refl_step(
 # --- Flow-GRPO ------------------------------------------------------------------------------------------------------
 @dataclass
 class Trajectory:
-    """One prompt's group: the states, which steps were stochastic, their old log-probs, and the rewards."""
+    """One group: its states, which steps were stochastic, their old log-probs, and the rewards. A plain group is
+    one prompt's `group_size` images; a branching group is one member's `branches` images, whose states up to
+    `branch_at` are the member's one shared state ([1, ...]) and [branches, ...] after it."""
 
     prompt: str
     states: list[torch.Tensor]  # [steps + 1] x [k, ...]
@@ -218,24 +267,51 @@ class Trajectory:
     rewards: torch.Tensor | None = None
 
 
-def sde_window(cfg: TrainerConfig) -> list[int]:
-    """The steps sampled (and trained) with the SDE: all but the last, or the first `window` high-noise steps."""
-    return list(range(cfg.window or max(cfg.sample_steps - 1, 1)))
+def window_start(cfg: TrainerConfig, step: int) -> int:
+    """The window's first step at training step `step`: 0 for a fixed window; for a sliding one
+    window_stride * (step // window_shift_every), wrapped back to 0 past the last start from which the window
+    still ends before the final sampling step."""
+    if cfg.window_mode != "sliding":
+        return 0
+    starts = range(0, cfg.sample_steps - cfg.window, cfg.window_stride)
+    return starts[(step // cfg.window_shift_every) % len(starts)]
 
 
-def sample_trajectory(
-    gen: Generator, noise: torch.Tensor, cfg: TrainerConfig, seed: int, noise_level: float | None = None
-) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
-    """SDE sampling on the window's steps, Euler elsewhere; returns the states and the window's log-probs."""
+def sde_window(cfg: TrainerConfig, step: int = 0) -> list[int]:
+    """The steps sampled (and trained) with the SDE at training step `step`: the branch step; all but the last;
+    or `window` steps from `window_start` (a fixed window: the first, high-noise steps)."""
+    if cfg.branch_at is not None:
+        return [cfg.branch_at]
+    if not cfg.window:
+        return list(range(max(cfg.sample_steps - 1, 1)))
+    start = window_start(cfg, step)
+    return list(range(start, start + cfg.window))
+
+
+def require_flow(gen: Generator) -> None:
+    """Refuse an epsilon model: the SDE below is written for flow models."""
     if gen.parameterization != "flow":
         raise ValueError(
             "grpo's SDE is written for flow models (SD3, Flux, Wan, the tiny flow model); use raft or "
             "refl for epsilon models (SD 1.x/2.x, SDXL)"
         )
+
+
+def sample_trajectory(
+    gen: Generator,
+    noise: torch.Tensor,
+    cfg: TrainerConfig,
+    seed: int,
+    noise_level: float | None = None,
+    step: int = 0,
+) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+    """SDE sampling on training step `step`'s window, Euler elsewhere; returns the states and the window's
+    log-probs."""
+    require_flow(gen)
     level = cfg.noise_level if noise_level is None else noise_level
     sigmas = gen.sigmas(cfg.sample_steps).to(gen.device)
     cap = sigma_cap(sigmas)
-    window = set(sde_window(cfg))
+    window = set(sde_window(cfg, step))
     g = torch.Generator().manual_seed(seed)
     x = initial_latent(gen, noise, sigmas[0]).float()
     states, logps = [x], {}
@@ -247,6 +323,65 @@ def sample_trajectory(
             x, _ = euler_step(gen, x, sigmas[i], sigmas[i + 1])
         states.append(x)
     return states, logps
+
+
+def sample_branches(
+    gen: Generator, noise: torch.Tensor, cfg: TrainerConfig, seed: int
+) -> list[tuple[list[torch.Tensor], dict[int, torch.Tensor]]]:
+    """Per group member (a row of `noise`): Euler steps up to `branch_at`, then `branches` SDE steps from that one
+    state (one denoiser call, a noise per branch), each branch finished with Euler steps (all members' branches
+    in one batch). Each member's states ([1, ...] up to branch_at, [branches, ...] after) and the branch step's
+    log-probs."""
+    require_flow(gen)
+    sigmas = gen.sigmas(cfg.sample_steps).to(gen.device)
+    cap, b = sigma_cap(sigmas), cfg.branch_at
+    g = torch.Generator().manual_seed(seed)
+    x = initial_latent(gen, noise, sigmas[0]).float()
+    prefix = [x]
+    for i in range(b):
+        x, _ = euler_step(gen, x, sigmas[i], sigmas[i + 1])
+        prefix.append(x)
+    members = []
+    for m in range(x.shape[0]):
+        z = torch.randn((cfg.branches, *x.shape[1:]), generator=g).to(x.device)
+        y, logp, _ = sde_step(gen, x[m : m + 1], sigmas[b], sigmas[b + 1], cap, cfg.noise_level, noise=z)
+        members.append(([s[m : m + 1] for s in prefix] + [y], {b: logp}))
+    y = torch.cat([states[-1] for states, _ in members])
+    for i in range(b + 1, cfg.sample_steps):
+        y, _ = euler_step(gen, y, sigmas[i], sigmas[i + 1])
+        for (states, _), part in zip(members, y.split(cfg.branches)):
+            states.append(part)
+    return members
+
+
+def sample_groups(
+    policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int, step: int
+) -> tuple[list[Trajectory], int]:
+    """Every prompt's groups with their rewards (a prompt is scored while the next one samples), and the
+    denoiser calls the sampling took (calls, not images: each is batched)."""
+    groups, futures, calls = [], [], 0
+    with torch.no_grad():
+        for j, prompt in enumerate(prompts):
+            gen = policy.generator_for(prompt)
+            noise = seeded_noise(gen, cfg.group_size, seed + j)
+            if cfg.branch_at is None:
+                states, logps = sample_trajectory(gen, noise, cfg, seed * 7919 + j, step=step)
+                group = [Trajectory(prompt, states, sorted(logps), logps)]
+                calls += cfg.sample_steps
+            else:
+                members = sample_branches(gen, noise, cfg, seed * 7919 + j)
+                group = [Trajectory(prompt, states, sorted(logps), logps) for states, logps in members]
+                calls += cfg.sample_steps - 1 + cfg.group_size  # one branch call per member
+            groups.append(group)
+            images = gen.decode(torch.cat([t.states[-1] for t in group]))
+            futures.append(as_reward(policy.reward_for(prompt)).submit(images))
+    trajectories = []
+    for group, future in zip(groups, futures):
+        rewards = future.result().float()
+        for t, r in zip(group, rewards.split(len(rewards) // len(group))):
+            t.rewards = r
+            trajectories.append(t)
+    return trajectories, calls
 
 
 def group_advantages(
@@ -265,18 +400,18 @@ def group_advantages(
 
 
 def grpo_step(
-    policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int, opt: Optimizing, ratio_probe: list | None = None
+    policy: Policy,
+    cfg: TrainerConfig,
+    prompts: list[str],
+    seed: int,
+    opt: Optimizing,
+    ratio_probe: list | None = None,
+    step: int = 0,
 ) -> dict[str, float]:
-    """Sample groups with the SDE, score, then PPO-clip updates (minibatches of groups) over the SDE steps."""
-    trajectories, futures = [], []
-    with torch.no_grad():
-        for j, prompt in enumerate(prompts):
-            gen = policy.generator_for(prompt)
-            states, logps = sample_trajectory(gen, seeded_noise(gen, cfg.group_size, seed + j), cfg, seed * 7919 + j)
-            trajectories.append(Trajectory(prompt, states, sorted(logps), logps))
-            futures.append(as_reward(policy.reward_for(prompt)).submit(gen.decode(states[-1])))
-    for t, f in zip(trajectories, futures):
-        t.rewards = f.result().float()
+    """Sample groups with the SDE (training step `step`'s window, or branches), score, then PPO-clip updates
+    (minibatches of groups) over the SDE steps. `grad_calls` counts the denoiser calls with gradient (one per
+    trained step of a kept group), `sample_calls` those of sampling."""
+    trajectories, sample_calls = sample_groups(policy, cfg, prompts, seed, step)
     advantages, keep = group_advantages([t.rewards for t in trajectories], cfg.adv_std == "group", cfg.adv_clip)
     kept = [(t, a) for t, a, k in zip(trajectories, advantages, keep) if k]
     stats = reward_stats(torch.cat([t.rewards for t in trajectories])) | {
@@ -285,7 +420,11 @@ def grpo_step(
         "kl": 0.0,
         "clip_frac": 0.0,
         "ratio_mean": 1.0,
+        "grad_calls": 0,
+        "sample_calls": sample_calls,
     }
+    if cfg.window_mode == "sliding":
+        stats["window_start"] = window_start(cfg, step)
     if not kept:
         return stats
     batches = [kept[i :: cfg.minibatches] for i in range(min(cfg.minibatches, len(kept)))]
@@ -298,6 +437,7 @@ def grpo_step(
             cap = sigma_cap(sigmas)
             a = adv.to(gen.device)
             for i in t.sde_steps:
+                # a branch state is [1, ...] and its branches [k, ...]: the log-prob broadcasts over them
                 x, x_next = t.states[i], t.states[i + 1]
                 _, logp, mean = sde_step(gen, x, sigmas[i], sigmas[i + 1], cap, cfg.noise_level, x_next=x_next)
                 ratio = torch.exp(logp - t.old_logps[i])
@@ -324,6 +464,7 @@ def grpo_step(
         "kl": kl_sum / pieces,
         "clip_frac": clipped / pieces,
         "ratio_mean": ratios / pieces,
+        "grad_calls": pieces,
     }
 
 
