@@ -254,7 +254,7 @@ def verdict_logits(scorer: Scorer, judged: list[PreparedQuery], samples: int, ma
             continue
         cache = scorer._prefix_cache(rows[0], cut)
         logits: list[torch.Tensor | None] = [None] * len(rows)
-        for batch in scorer.token_batches([len(r) - cut for r in rows], max(1, max_tokens - cut)):
+        for batch in scorer.suffix_batches([len(r) - cut for r in rows], cut, max_tokens):
             for j, logit in zip(batch, scorer._forward([rows[j] for j in batch], cut, cache)):
                 logits[j] = logit
         out.append(torch.stack(logits))  # type: ignore[arg-type]

@@ -1,8 +1,9 @@
 """The batched scorer: queries -> token ids and pixels -> one forward per batch -> last-position logits.
 
 - Each distinct visual is preprocessed once per call (tensor images of one size in one batched op).
-- Batches are formed by a token budget (batch size x padded length), left-padded, and only the last
-  position's logits are computed (`logits_to_keep=1`).
+- Batches are formed by a token budget (batch size x padded length; after a shared prefix, of the suffixes, with
+  the rows' copies of the prefix's KV cache bounded too), left-padded, and only the last position's logits are
+  computed (`logits_to_keep=1`).
 - Position ids are computed per sequence with the model's own rules, so a score never depends on which
   other queries share its batch.
 - Vision features once per distinct visual: the vision tower runs once per visual in a call (batched, within
@@ -35,6 +36,9 @@ from .prefix_cache import PrefixCache, prefix_key
 from .prompts import Query
 
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+# A suffix batch after a shared prefix repeats the prefix's KV cache once per row; those copies may hold up to this
+# many times the forward's token budget (the suffix tokens themselves are what the budget counts).
+PREFIX_COPIES = 8
 
 
 class ScoringStopped(Exception):
@@ -201,6 +205,15 @@ class Scorer:
         if batch:
             yield batch
 
+    @classmethod
+    def suffix_batches(cls, lengths: list[int], prefix_len: int, max_tokens: int) -> Iterator[list[int]]:
+        """Index batches of suffixes after a shared prefix: each within `max_tokens` of new tokens, and holding at
+        most PREFIX_COPIES x `max_tokens` tokens of repeated prefix KV cache (its rows' copies of the prefix)."""
+        rows_by_cache = max(1, PREFIX_COPIES * max_tokens // max(1, prefix_len))
+        for batch in cls.token_batches(lengths, max_tokens):
+            for i in range(0, len(batch), rows_by_cache):
+                yield batch[i : i + rows_by_cache]
+
     def prefix_groups(
         self, prepared: list[PreparedQuery], min_tokens: int, singles: bool = False
     ) -> tuple[list[tuple[int, list[int]]], list[int]]:
@@ -263,7 +276,7 @@ class Scorer:
                 check()
                 cache = self._prefix_cache(prepared[members[0]], prefix_len, store)
                 suffix_lengths = [len(prepared[i]) - prefix_len for i in members]
-                for batch in self.token_batches(suffix_lengths, max(1, max_tokens - prefix_len)):
+                for batch in self.suffix_batches(suffix_lengths, prefix_len, max_tokens):
                     check()
                     rows = [members[j] for j in batch]
                     logits = self._forward_split([prepared[i] for i in rows], prefix_len, cache, store)
