@@ -149,3 +149,15 @@ def write_ray_images(root: Path) -> Path:
         random_image(48 + 8 * i, 64, seed=i).save(root / name)
     (root / RAY_BROKEN_NAME).write_bytes(b"not an image")
     return root
+
+
+def write_tiny_flow(folder: Path) -> Path:
+    """A tiny flow model fitted to photo crops (150 steps, seed 0), saved as FOLDER/tiny.safetensors for configs."""
+    from safetensors.torch import save_file
+
+    from rewarddance.backend.generators.tiny_flow import train_tiny_flow
+
+    gen = train_tiny_flow(steps=150, seed=0)
+    path = folder / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in gen.net.state_dict().items()}, str(path))
+    return path

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_tiny_flow
 
 pytest.importorskip("peft")
 
 from rewarddance.backend.generators.protocol import initial_latent, seeded_noise  # noqa: E402
-from rewarddance.backend.generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet, train_tiny_flow  # noqa: E402
+from rewarddance.backend.generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet  # noqa: E402
 from rewarddance.backend.rewards import ColourReward  # noqa: E402
 from rewarddance.backend.rl.config import RLConfig  # noqa: E402
 from rewarddance.backend.rl.lora import LoraSpec, add_lora  # noqa: E402
@@ -23,12 +24,7 @@ from rewarddance.backend.rl.trainers import Optimizing, Policy, TrainerConfig  #
 @pytest.fixture(scope="module")
 def base_flow(tmp_path_factory) -> Path:
     """A tiny flow model fitted to photo crops once, saved where configs can point at it."""
-    from safetensors.torch import save_file
-
-    gen = train_tiny_flow(steps=150, seed=0)
-    path = tmp_path_factory.mktemp("base") / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in gen.net.state_dict().items()}, str(path))
-    return path
+    return write_tiny_flow(tmp_path_factory.mktemp("base"))
 
 
 def nft_config(tmp_path: Path, base: Path, steps: int, **trainer) -> RLConfig:

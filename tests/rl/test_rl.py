@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_tiny_flow
 
 pytest.importorskip("peft")
 
 from rewarddance.backend.generators.protocol import seeded_noise as seeded  # noqa: E402
 from rewarddance.backend.generators.sampling import sample  # noqa: E402
-from rewarddance.backend.generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet, train_tiny_flow  # noqa: E402
+from rewarddance.backend.generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet  # noqa: E402
 from rewarddance.backend.rewards import ColourReward, Transformed  # noqa: E402
 from rewarddance.backend.rl.config import RLConfig, load_rl_config  # noqa: E402
 from rewarddance.backend.rl.export import comfyui_state_dict, load_peft_adapter, save_peft_adapter  # noqa: E402
@@ -39,12 +40,7 @@ TRAINERS = {
 @pytest.fixture(scope="module")
 def base_flow(tmp_path_factory) -> Path:
     """A tiny flow model fitted to photo crops once, saved where configs can point at it."""
-    from safetensors.torch import save_file
-
-    gen = train_tiny_flow(steps=150, seed=0)
-    path = tmp_path_factory.mktemp("base") / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in gen.net.state_dict().items()}, str(path))
-    return path
+    return write_tiny_flow(tmp_path_factory.mktemp("base"))
 
 
 def config(tmp_path: Path, base: Path, algorithm: str, steps: int, **extra) -> RLConfig:
