@@ -101,7 +101,8 @@ class RunTask:
     name: str = "rewarddance train"  # how log messages start
 
     def trainable(self) -> dict[str, torch.Tensor]:
-        """The live trainable tensors by name (saved, restored, snapshotted and averaged across processes)."""
+        """The live tensors of the run by name: saved, restored and snapshotted; those that require gradients are
+        the ones optimised (and averaged across processes), others are the trainer's own state."""
         raise NotImplementedError
 
     def config_record(self) -> dict[str, Any]:
@@ -190,7 +191,7 @@ class Run:
 
     def optimizer_step(self) -> bool:
         """Average gradients across processes; skip the update if anything is non-finite, else clip and step."""
-        params = self.params()
+        params = [p for p in self.params() if p.requires_grad]  # not a trainer's own state (nft's old policy)
         if self.world > 1:
             for p in params:
                 if p.grad is None:

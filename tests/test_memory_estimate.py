@@ -49,7 +49,7 @@ def test_weight_estimate_within_15_percent_of_loaded(family, size, sized):
         assert abs(from_config / measured - 1) < 0.15, (quantization, from_config, measured)
 
 
-def test_quantisation_shrinks_only_the_linear_layers(tiny_dirs):
+def test_quantisation_shrinks_the_estimate(tiny_dirs):
     est = {q: estimate_memory(str(tiny_dirs["qwen2_5_vl"]), "bf16", q) for q in MODES}
     assert est["nf4"].weight_bytes < est["int8"].weight_bytes < est["none"].weight_bytes
     assert est["none"].source == "safetensors" and est["none"].parameters > 0

@@ -26,14 +26,21 @@ Written on x0, with the forward process of the model's own parameterisation (`no
 for flow models, x0 + sigma eps for eps models such as SD1.5), the loss is the paper's for flow models and the
 same construction for eps models.
 
-The old policy is the weights the step starts from: it samples the step's images, and its x0 predictions are
-taken before the step's first update (so no second copy of the weights is kept). This is the paper's old-policy
-update old <- decay old + (1 - decay) theta after every step at decay 0 (its schedules start at 0 and ramp up to
-0.5 or 0.999); with `minibatches` > 1 the updates after the first train a policy that has moved away from it.
+The old policy samples the step's images and gives the x0_old predictions. As in the paper it is an exponential
+moving average of the trained weights, old <- d old + (1 - d) theta after every step, with d from
+`old_policy_decay`: 0 before `nft_decay_start`, then `nft_decay_rate` per step up to `nft_decay_max` (the paper's
+schedules: rate 0.001 up to 0.5, or rate 0.0075 up to 0.999 after 75 steps; it counts optimizer updates, two per
+step in its configs, where d here counts training steps). With rate 0 (the default) d is always 0: the old policy
+is the weights the step starts from, its x0 predictions are taken before the step's first update and no copy is
+kept. With rate > 0 `OldPolicy` keeps the EMA copy of the LoRA tensors (saved in the run's checkpoint) and swaps
+it in to sample and predict. With `minibatches` > 1 the updates after the first train a policy that has moved
+away from the one that sampled.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +71,42 @@ class NftTerm:
     sigma: torch.Tensor
     x_noisy: torch.Tensor
     x0_old: torch.Tensor | None = None
+
+
+class OldPolicy:
+    """DiffusionNFT's old policy when it is an EMA: a copy of the LoRA tensors, swapped in to sample and predict."""
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.params = params
+        self.tensors = [p.detach().clone() for p in params]
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Inside the block the LoRA holds the old weights; the trained ones are put back after (errors too)."""
+        trained = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, old in zip(self.params, self.tensors):
+                p.copy_(old)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, t in zip(self.params, trained):
+                    p.copy_(t)
+
+    def update(self, decay: float) -> None:
+        """old <- decay old + (1 - decay) theta."""
+        with torch.no_grad():
+            for old, p in zip(self.tensors, self.params):
+                old.mul_(decay).add_(p.detach().to(old.dtype), alpha=1 - decay)
+
+
+def old_policy_decay(cfg: TrainerConfig, step: int) -> float:
+    """The EMA decay applied after training step `step` (0-based): 0 before nft_decay_start, then nft_decay_rate
+    per step since, at most nft_decay_max."""
+    if step < cfg.nft_decay_start:
+        return 0.0
+    return min(cfg.nft_decay_rate * (step - cfg.nft_decay_start), cfg.nft_decay_max)
 
 
 def normalised_rewards(advantages: torch.Tensor, adv_clip: float) -> torch.Tensor:
@@ -131,15 +174,25 @@ def minibatch_terms(policy: Policy, cfg: TrainerConfig, groups: list[NftGroup], 
     return batches
 
 
-def nft_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int, opt: Optimizing) -> dict[str, float]:
+def nft_step(
+    policy: Policy,
+    cfg: TrainerConfig,
+    prompts: list[str],
+    seed: int,
+    opt: Optimizing,
+    old: OldPolicy | None = None,
+    step: int = 0,
+) -> dict[str, float]:
     """Sample clean groups with any sampler, normalise rewards per group to [0, 1], then `minibatches` updates of
-    the DiffusionNFT loss on the re-noised samples."""
-    groups, rewards = sample_groups(policy, cfg, prompts, seed)
-    batches = minibatch_terms(policy, cfg, groups, seed)
-    with torch.no_grad():  # the old policy's predictions for the batches after the first (the first computes its own)
-        for batch in batches[1:]:
-            for term in batch:
-                term.x0_old = policy.generator_for(term.group.prompt).denoise(term.x_noisy, term.sigma).detach()
+    the DiffusionNFT loss on the re-noised samples. `old`: the EMA old policy (None: the step's start weights),
+    updated at the end with the decay of training step `step`."""
+    with old.active() if old is not None else nullcontext():
+        groups, rewards = sample_groups(policy, cfg, prompts, seed)
+        batches = minibatch_terms(policy, cfg, groups, seed)
+        with torch.no_grad():  # the old policy's predictions (with no EMA, the first batch computes its own)
+            for batch in batches if old is not None else batches[1:]:
+                for term in batch:
+                    term.x0_old = policy.generator_for(term.group.prompt).denoise(term.x_noisy, term.sigma).detach()
     zero_std = sum(1 for group in groups if bool((group.r == group.r[0]).all())) / len(groups)
     loss_sum, kl_sum, deviation, pieces = 0.0, 0.0, 0.0, 0
     for batch in batches:
@@ -152,6 +205,8 @@ def nft_step(policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int, 
             deviation += dev
             pieces += 1
         opt.step()
+    if old is not None:
+        old.update(old_policy_decay(cfg, step))
     return reward_stats(rewards) | {
         "loss": loss_sum / pieces,
         "kl": kl_sum / pieces,

@@ -22,7 +22,7 @@ from .config import RENAMED_KEYS, RLConfig, build_monitors, build_policy, frozen
 from .evaluation import held_out_metrics
 from .export import save_comfyui_lora, save_peft_adapter
 from .lora import LoraSpec, network_family
-from .nft import nft_step
+from .nft import OldPolicy, nft_step
 from .trainers import Optimizing, Policy, grpo_step, raft_step, refl_step
 
 __all__ = ["RLTask", "distributed", "train_rl", "write_rl_chart"]
@@ -36,6 +36,7 @@ CHART_PANELS = [
     ("KL / clip fraction", ["kl", "clip_frac"]),
     ("zero-std groups", ["zero_std_ratio"]),
 ]
+OLD_POLICY_PREFIX = "nft_old."  # checkpoint names of nft's EMA old-policy tensors
 KL_NOISE_LEVEL = 0.7  # the SDE noise level of the held-out KL when the trainer's own is 0 (or not an SDE trainer)
 
 
@@ -67,6 +68,8 @@ class RLTask(RunTask):
         self.eval_prompts = cfg.prompt_list("eval_prompts")
         self.warned = False
         self.names = _param_names(policy)
+        # DiffusionNFT's EMA old policy (None: the old policy is the weights each step starts from)
+        self.old_policy = OldPolicy(policy.params) if cfg.algorithm == "nft" and self.tcfg.nft_decay_rate > 0 else None
 
     def optimizer(self) -> torch.optim.Optimizer:
         """AdamW over the LoRA parameters."""
@@ -74,8 +77,11 @@ class RLTask(RunTask):
 
     # --- the runtime's contract -------------------------------------------------------------------------------
     def trainable(self) -> dict[str, torch.Tensor]:
-        """The LoRA parameters by their module names."""
-        return dict(zip(self.names, self.policy.params))
+        """The LoRA parameters by their module names (and nft's EMA old policy, `nft_old.` + name, when kept)."""
+        tensors = dict(zip(self.names, self.policy.params))
+        if self.old_policy is not None:
+            tensors |= {f"{OLD_POLICY_PREFIX}{n}": t for n, t in zip(self.names, self.old_policy.tensors)}
+        return tensors
 
     def config_record(self) -> dict[str, Any]:
         """The RLConfig as plain data."""
@@ -136,7 +142,7 @@ class RLTask(RunTask):
             elif self.cfg.algorithm == "refl":
                 metrics = refl_step(self.policy, self.tcfg, prompts, seed, opt, self.pretrain_data)
             elif self.cfg.algorithm == "nft":
-                metrics = nft_step(self.policy, self.tcfg, prompts, seed, opt)
+                metrics = nft_step(self.policy, self.tcfg, prompts, seed, opt, self.old_policy, run.step)
             else:
                 metrics = grpo_step(self.policy, self.tcfg, prompts, seed, opt, step=run.step)
         finally:

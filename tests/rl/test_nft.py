@@ -1,5 +1,5 @@
 """DiffusionNFT (backend/rl/nft.py) on the tiny flow generator with a visible reward (redness): the loss by hand,
-training that raises the held-out reward, any sampler, and bad knobs named."""
+training that raises the held-out reward, any sampler, the EMA old policy, and bad knobs named."""
 
 from __future__ import annotations
 
@@ -12,11 +12,18 @@ from helpers import write_tiny_flow
 pytest.importorskip("peft")
 
 from rewarddance.backend.generators.protocol import initial_latent, seeded_noise  # noqa: E402
+from rewarddance.backend.generators.sampling import sample  # noqa: E402
 from rewarddance.backend.generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet  # noqa: E402
 from rewarddance.backend.rewards import ColourReward  # noqa: E402
 from rewarddance.backend.rl.config import RLConfig  # noqa: E402
-from rewarddance.backend.rl.lora import LoraSpec, add_lora  # noqa: E402
-from rewarddance.backend.rl.nft import nft_loss, nft_step, normalised_rewards  # noqa: E402
+from rewarddance.backend.rl.lora import LoraSpec, adapters_disabled, add_lora  # noqa: E402
+from rewarddance.backend.rl.nft import (  # noqa: E402
+    OldPolicy,
+    nft_loss,
+    nft_step,
+    normalised_rewards,
+    old_policy_decay,
+)
 from rewarddance.backend.rl.run import train_rl  # noqa: E402
 from rewarddance.backend.rl.trainers import Optimizing, Policy, TrainerConfig  # noqa: E402
 
@@ -133,6 +140,91 @@ def test_kl_to_the_frozen_model_is_zero_before_the_lora_moves(base_flow):
     assert metrics["kl"] == 0.0 and metrics["old_deviation"] == 0.0  # lora_B starts at zero; one update, not applied
 
 
+def test_the_old_policy_decay_follows_the_papers_schedules():
+    slow = TrainerConfig(nft_decay_rate=0.001, nft_decay_max=0.5)
+    assert [old_policy_decay(slow, s) for s in (0, 100, 499, 2000)] == pytest.approx([0.0, 0.1, 0.499, 0.5])
+    late = TrainerConfig(nft_decay_rate=0.0075, nft_decay_max=0.999, nft_decay_start=75)
+    assert [old_policy_decay(late, s) for s in (0, 74, 75, 100, 400)] == pytest.approx([0, 0, 0, 0.1875, 0.999])
+    assert old_policy_decay(TrainerConfig(), 10_000) == 0.0
+
+
+def _perturb_lora(policy: Policy, scale: float = 0.05) -> list[torch.Tensor]:
+    """Give every LoRA tensor a seeded random value (lora_B starts at zero); the values, cloned."""
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in policy.params:
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return [p.detach().clone() for p in policy.params]
+
+
+def test_an_ema_old_policy_at_decay_zero_is_the_step_start_weights(base_flow):
+    """With the EMA copy made at the step's start and decay 0, the step equals the copy-free path exactly, and the
+    copy ends equal to the trained weights."""
+    cfg = TrainerConfig(group_size=4, sample_steps=3, minibatches=2, nft_timesteps=2).validate()
+    results = []
+    for with_copy in (False, True):
+        policy, _ = tiny_policy(base_flow)
+        _perturb_lora(policy)
+        opt = torch.optim.SGD(policy.params, lr=0.05)
+        old = OldPolicy(policy.params) if with_copy else None
+        metrics = nft_step(policy, cfg, ["a"], 7, Optimizing(lambda loss: loss.backward(), _stepper(opt)), old, 0)
+        results.append((metrics, [p.detach().clone() for p in policy.params], old))
+    (plain, plain_params, _), (ema, ema_params, old) = results
+    assert ema["reward_mean"] == plain["reward_mean"] and ema["loss"] == pytest.approx(plain["loss"], rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(plain_params, ema_params))
+    assert all(torch.equal(t, p) for t, p in zip(old.tensors, ema_params))
+
+
+def test_the_ema_old_policy_samples_predicts_and_moves_by_its_decay(base_flow):
+    """The old weights (here: the base model) sample the step's images; the trained weights are put back for the
+    update; afterwards old = d old + (1 - d) theta with d of the step."""
+    policy, gen = tiny_policy(base_flow)
+    base = [p.detach().clone() for p in policy.params]  # lora_B = 0: the LoRA is off
+    old = OldPolicy(policy.params)
+    trained = _perturb_lora(policy)
+    cfg = TrainerConfig(group_size=4, sample_steps=3, minibatches=1, nft_decay_rate=0.25, nft_decay_max=0.5).validate()
+    seen = []
+    metrics = nft_step(policy, cfg, ["a"], 9, Optimizing(lambda loss: seen.append(loss), lambda: True), old, step=1)
+    with torch.no_grad(), adapters_disabled(policy.network):
+        expected = ColourReward(0)(gen.decode(sample(gen, seeded_noise(gen, 4, 9), 3)))
+    assert metrics["reward_mean"] == pytest.approx(float(expected.mean()), abs=1e-6)
+    assert metrics["old_deviation"] > 0  # x0_old came from the base model, x0_theta from the trained LoRA
+    assert all(torch.equal(p.detach(), t) for p, t in zip(policy.params, trained))  # no update was applied
+    assert all(
+        torch.allclose(o, 0.25 * b + 0.75 * t, atol=1e-7) for o, b, t in zip(old.tensors, base, trained)
+    )  # decay at step 1: min(0.25 * 1, 0.5)
+
+
+def test_a_run_with_an_ema_old_policy_checkpoints_it_and_resumes_to_the_same_weights(base_flow, tmp_path):
+    from safetensors.torch import load_file
+
+    knobs = {"nft_timesteps": 2, "nft_decay_rate": 0.3, "nft_decay_max": 0.5, "sample_steps": 3, "group_size": 4}
+    straight = train_rl(nft_config(tmp_path / "straight", base_flow, 3, **knobs))
+    train_rl(nft_config(tmp_path / "split", base_flow, 2, **knobs))
+    saved = load_file(str(tmp_path / "split" / "nft" / "checkpoint" / "trainable.safetensors"))
+    olds = [n for n in saved if n.startswith("nft_old.")]
+    assert olds and len(olds) * 2 == len(saved)
+    assert any(not torch.equal(saved[n], saved[n.removeprefix("nft_old.")]) for n in olds)  # decay 0.3 after step 1
+    resumed = train_rl(nft_config(tmp_path / "split", base_flow, 3, **knobs))
+    assert resumed["step"] == 3 and resumed["reward_after"] == pytest.approx(straight["reward_after"], abs=1e-6)
+    final = {
+        run: load_file(str(tmp_path / run / "nft" / "checkpoint" / "trainable.safetensors"))
+        for run in ("straight", "split")
+    }
+    assert all(torch.allclose(final["straight"][n], final["split"][n], atol=1e-6) for n in final["straight"])
+
+
+def _stepper(opt: torch.optim.Optimizer):
+    """An Optimizing.step that applies and clears the gradients."""
+
+    def step() -> bool:
+        opt.step()
+        opt.zero_grad()
+        return True
+
+    return step
+
+
 @pytest.mark.parametrize(
     "trainer, message",
     [
@@ -141,6 +233,9 @@ def test_kl_to_the_frozen_model_is_zero_before_the_lora_moves(base_flow):
         ({"nft_beta": "high"}, "nft_beta='high'"),
         ({"nft_timesteps": 7}, "nft_timesteps=7 .*nft_timesteps from 0"),
         ({"nft_timesteps": -1}, "nft_timesteps=-1"),
+        ({"nft_decay_rate": -0.1}, r"nft_decay_rate=-0.1 .*nft_decay_rate in \[0, 1\]"),
+        ({"nft_decay_max": 1.0}, r"nft_decay_max=1.0 .*nft_decay_max in \[0, 1\)"),
+        ({"nft_decay_start": 1.5}, "nft_decay_start=1.5"),
         ({"group_size": 1}, "trainer.group_size: nft normalises"),
         ({"nft_betas": 1}, "unknown key.*nft_betas"),
     ],
