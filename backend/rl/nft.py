@@ -1,11 +1,13 @@
 """DiffusionNFT (Zheng et al., ICLR 2026): RL on the forward process. Clean samples of the old policy are re-noised
 and the model is trained with a denoising loss that contrasts an implicit positive and an implicit negative policy,
 weighted by each sample's normalised reward. No likelihoods, no SDE: the samples may come from any sampler (our
-Euler ODE, a diffusers scheduler, a ComfyUI sampler such as dpmpp_2m), and guidance may be off (CFG-free).
+Euler, Heun or DPM-Solver++(2M) over any generator, the diffusers adapters included; a ComfyUI sampler in the
+node), and guidance may be off (CFG-free).
 
 One step (`nft_step`):
-1. Each prompt's group of `group_size` clean samples from `policy.sample_clean` (default: the Euler ODE `sample`),
-   with the weights the step starts from (the old policy), and their rewards.
+1. Each prompt's group of `group_size` clean samples from `policy.sample_clean` (default: `nft_sampler`, our Euler,
+   Heun or DPM-Solver++(2M) ODE sampler; the ComfyUI node passes ComfyUI's sampler), with the old policy's
+   weights, and their rewards.
 2. Rewards -> r in [0, 1] per group, as the paper does: grpo's group-relative advantage A (group mean; std of the
    batch or of the group; clipped to +-adv_clip), then r = clamp(A / adv_clip / 2 + 1/2, 0, 1) (1: best, 1/2: the
    group mean, 0: worst).
@@ -46,7 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from ..generators.protocol import Generator, noised, seeded_noise
-from ..generators.sampling import sample
+from ..generators.sampling import ODE_SAMPLERS
 from ..rewards.protocol import as_reward
 from .lora import adapters_disabled
 from .trainers import Optimizing, Policy, TrainerConfig, group_advantages, reward_stats
@@ -138,7 +140,7 @@ def sample_groups(
     policy: Policy, cfg: TrainerConfig, prompts: list[str], seed: int
 ) -> tuple[list[NftGroup], torch.Tensor]:
     """Clean samples of every prompt from the policy's sampler, their rewards (all, for the metrics) and r."""
-    sampler = policy.sample_clean or sample
+    sampler = policy.sample_clean or ODE_SAMPLERS[cfg.nft_sampler]
     pending = []
     with torch.no_grad():
         for j, prompt in enumerate(prompts):

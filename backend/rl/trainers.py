@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..generators.protocol import Generator, initial_latent, noised, seeded_noise
-from ..generators.sampling import euler_step, sample
+from ..generators.sampling import ODE_SAMPLERS, euler_step, sample
 from ..rewards.protocol import Reward, as_reward
 from .lora import adapters_disabled
 from .sde import sde_step, sigma_cap, step_scale, transition_kl
@@ -91,6 +91,7 @@ class TrainerConfig:
     # DiffusionNFT (also uses adv_std, adv_clip, kl_beta and minibatches)
     nft_beta: float = 1.0  # implicit policies (1 - beta) old + beta theta and (1 + beta) old - beta theta
     nft_timesteps: int = 0  # noise levels of the sampling schedule each image is trained at per step; 0: all
+    nft_sampler: str = "euler"  # the ODE sampler of the clean samples (ODE_SAMPLERS); the node uses ComfyUI's own
     # the old policy: an EMA of the LoRA, old <- d old + (1 - d) theta after each step, d = 0 before
     # nft_decay_start, then nft_decay_rate per step up to nft_decay_max (rate 0: old is the step's start weights)
     nft_decay_rate: float = 0.0
@@ -115,6 +116,7 @@ class TrainerConfig:
             ("pretrain_weight", self.pretrain_weight >= 0),
             ("nft_beta", _number(self.nft_beta) and 0 < self.nft_beta <= 1),
             ("nft_timesteps", _whole(self.nft_timesteps) and 0 <= self.nft_timesteps <= self.sample_steps),
+            ("nft_sampler", self.nft_sampler in ODE_SAMPLERS),
             ("nft_decay_rate", _number(self.nft_decay_rate) and 0 <= self.nft_decay_rate <= 1),
             ("nft_decay_max", _number(self.nft_decay_max) and 0 <= self.nft_decay_max < 1),
             ("nft_decay_start", _whole(self.nft_decay_start) and self.nft_decay_start >= 0),
@@ -125,8 +127,9 @@ class TrainerConfig:
             raise ValueError(
                 f"invalid trainer settings: {values} (raft_keep <= group_size, grad_steps + random_stop <= "
                 "sample_steps, window < sample_steps, adv_std 'global' or 'group', nft_beta in (0, 1], "
-                "nft_timesteps from 0 (all) to sample_steps, nft_decay_rate in [0, 1], nft_decay_max in [0, 1), "
-                "nft_decay_start a whole number >= 0)"
+                "nft_timesteps from 0 (all) to sample_steps, nft_sampler one of "
+                f"{', '.join(ODE_SAMPLERS)}, nft_decay_rate in [0, 1], nft_decay_max in [0, 1), nft_decay_start a "
+                "whole number >= 0)"
             )
         self.validate_grpo_options()
         return self

@@ -11,8 +11,8 @@ from helpers import write_tiny_flow
 
 pytest.importorskip("peft")
 
-from rewarddance.backend.generators.protocol import initial_latent, seeded_noise  # noqa: E402
-from rewarddance.backend.generators.sampling import sample  # noqa: E402
+from rewarddance.backend.generators.protocol import seeded_noise  # noqa: E402
+from rewarddance.backend.generators.sampling import sample, sample_dpmpp_2m, sample_heun  # noqa: E402
 from rewarddance.backend.generators.tiny_flow import TinyFlowGenerator, TinyVelocityNet  # noqa: E402
 from rewarddance.backend.rewards import ColourReward  # noqa: E402
 from rewarddance.backend.rl.config import RLConfig  # noqa: E402
@@ -60,21 +60,6 @@ def tiny_policy(base: Path, **extra) -> tuple[Policy, TinyFlowGenerator]:
     return Policy(lambda p: gen, lambda p: ColourReward(0), gen.net, params, **extra), gen
 
 
-def heun(gen, noise: torch.Tensor, steps: int) -> torch.Tensor:
-    """A second-order (Heun) ODE sampler: not our Euler, as a stand-in for any outside sampler."""
-    sigmas = gen.sigmas(steps)
-    x = initial_latent(gen, noise, sigmas[0])
-    for i in range(steps):
-        d = (x - gen.denoise(x, sigmas[i])) / sigmas[i]
-        if sigmas[i + 1] == 0:
-            x = x + d * (sigmas[i + 1] - sigmas[i])
-            continue
-        guess = x + d * (sigmas[i + 1] - sigmas[i])
-        d2 = (guess - gen.denoise(guess, sigmas[i + 1])) / sigmas[i + 1]
-        x = x + (d + d2) / 2 * (sigmas[i + 1] - sigmas[i])
-    return x
-
-
 def test_the_loss_equals_the_hand_computation():
     x0_theta, x0_old, x0 = torch.tensor([[3.0, 1.0]]), torch.tensor([[1.0, -1.0]]), torch.tensor([[0.5, 0.0]])
     # beta 0.5: positive = 0.5 old + 0.5 theta = [2, 0], error [1.5, 0]: mean square 1.125 / mean |.| 0.75 = 1.5;
@@ -102,20 +87,31 @@ def test_a_fixed_seed_run_raises_the_held_out_reward(base_flow, tmp_path):
 
 def test_any_sampler_gives_the_clean_samples(base_flow):
     """With a Heun sampler on the policy the step scores (and trains on) exactly Heun's samples."""
-    policy, gen = tiny_policy(base_flow, sample_clean=heun)
+    policy, gen = tiny_policy(base_flow, sample_clean=sample_heun)
     cfg = TrainerConfig(group_size=4, sample_steps=4, minibatches=2, nft_timesteps=2).validate()
     updates = []
     metrics = nft_step(policy, cfg, ["a"], 11, Optimizing(lambda loss: loss.backward(), lambda: updates.append(1)))
     with torch.no_grad():
-        expected = ColourReward(0)(gen.decode(heun(gen, seeded_noise(gen, 4, 11), 4)))
+        expected = ColourReward(0)(gen.decode(sample_heun(gen, seeded_noise(gen, 4, 11), 4)))
     assert metrics["reward_mean"] == pytest.approx(float(expected.mean()), abs=1e-6)
     assert updates == [1, 1] and metrics["loss"] > 0 and metrics["kl"] == 0.0
     lora_b = [p for n, p in policy.network.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.grad is not None and float(p.grad.abs().max()) > 0 for p in lora_b)
 
 
+def test_nft_sampler_picks_the_ode_sampler_of_the_clean_samples(base_flow):
+    policy, gen = tiny_policy(base_flow)
+    cfg = TrainerConfig(group_size=4, sample_steps=4, minibatches=1, nft_timesteps=1, nft_sampler="dpmpp_2m")
+    metrics = nft_step(policy, cfg.validate(), ["a"], 12, Optimizing(lambda loss: loss.backward(), lambda: True))
+    with torch.no_grad():
+        expected = ColourReward(0)(gen.decode(sample_dpmpp_2m(gen, seeded_noise(gen, 4, 12), 4)))
+        euler = ColourReward(0)(gen.decode(sample(gen, seeded_noise(gen, 4, 12), 4)))
+    assert metrics["reward_mean"] == pytest.approx(float(expected.mean()), abs=1e-6)
+    assert abs(float(expected.mean()) - float(euler.mean())) > 1e-4  # a different sampler, not Euler again
+
+
 def test_training_with_another_sampler_raises_the_reward(base_flow):
-    policy, gen = tiny_policy(base_flow, sample_clean=heun)
+    policy, gen = tiny_policy(base_flow, sample_clean=sample_heun)
     opt = torch.optim.AdamW(policy.params, lr=3e-3)
 
     def update() -> bool:
@@ -124,7 +120,7 @@ def test_training_with_another_sampler_raises_the_reward(base_flow):
         return True
 
     cfg = TrainerConfig(group_size=8, sample_steps=4, nft_timesteps=2).validate()
-    held_out = lambda: float(ColourReward(0)(gen.decode(heun(gen, seeded_noise(gen, 8, 10**6), 4))).mean())  # noqa: E731
+    held_out = lambda: float(ColourReward(0)(gen.decode(sample_heun(gen, seeded_noise(gen, 8, 10**6), 4))).mean())  # noqa: E731
     with torch.no_grad():
         before = held_out()
     for step in range(5):
@@ -233,6 +229,7 @@ def _stepper(opt: torch.optim.Optimizer):
         ({"nft_beta": "high"}, "nft_beta='high'"),
         ({"nft_timesteps": 7}, "nft_timesteps=7 .*nft_timesteps from 0"),
         ({"nft_timesteps": -1}, "nft_timesteps=-1"),
+        ({"nft_sampler": "dpm"}, "nft_sampler='dpm' .*nft_sampler one of euler, heun, dpmpp_2m"),
         ({"nft_decay_rate": -0.1}, r"nft_decay_rate=-0.1 .*nft_decay_rate in \[0, 1\]"),
         ({"nft_decay_max": 1.0}, r"nft_decay_max=1.0 .*nft_decay_max in \[0, 1\)"),
         ({"nft_decay_start": 1.5}, "nft_decay_start=1.5"),
@@ -250,9 +247,12 @@ def test_the_train_command_takes_nft_and_names_a_bad_knob(tmp_path, capsys):
     from rewarddance.backend.rl.config import load_rl_config
 
     path = tmp_path / "nft.toml"
-    path.write_text('algorithm = "nft"\nout = "o"\nprompts = ["a"]\n[trainer]\nnft_beta = 0.1\nnft_timesteps = 3\n')
-    cfg = load_rl_config(path)
-    assert cfg.trainer_config().nft_beta == 0.1 and cfg.trainer_config().nft_timesteps == 3
+    path.write_text(
+        'algorithm = "nft"\nout = "o"\nprompts = ["a"]\n[trainer]\nnft_beta = 0.1\nnft_timesteps = 3\n'
+        'nft_sampler = "dpmpp_2m"\nnft_decay_rate = 0.001\n'
+    )
+    tcfg = load_rl_config(path).trainer_config()
+    assert (tcfg.nft_beta, tcfg.nft_timesteps, tcfg.nft_sampler, tcfg.nft_decay_rate) == (0.1, 3, "dpmpp_2m", 0.001)
     path.write_text('algorithm = "nft"\nout = "o"\nprompts = ["a"]\n[trainer]\nnft_beta = 2\n')
     assert main(["train", "--config", str(path)]) == 2
     assert "nft_beta=2" in capsys.readouterr().err
