@@ -394,10 +394,11 @@ def test_search_command_line(tiny_sd, tiny_dirs, tmp_path, capsys):
     )
 
 
-@pytest.mark.parametrize("algorithm,family", [("raft", "sd"), ("grpo", "sd3"), ("refl", "flux")])
+@pytest.mark.parametrize("algorithm,family", [("raft", "sd"), ("grpo", "sd3"), ("refl", "flux"), ("nft", "sd")])
 def test_rl_training_on_diffusers_pipelines_exports_comfyui_keys(algorithm, family, request, tmp_path):
     """A LoRA trained on a diffusers pipeline (UNet or transformer) runs, exports the family's ComfyUI keys and
-    a PEFT directory that reloads into a fresh network to the same outputs."""
+    a PEFT directory that reloads into a fresh network to the same outputs (nft: clean samples by DPM-Solver++(2M)
+    over the adapter)."""
     pytest.importorskip("peft")
     from safetensors.torch import load_file
 
@@ -418,7 +419,8 @@ def test_rl_training_on_diffusers_pipelines_exports_comfyui_keys(algorithm, fami
         eval_seeds=1,
         save_every=1,
         generator={"kind": "diffusers", "path": str(path), "height": 16, "width": 16, "device": "cpu"},
-        trainer={"group_size": 2, "sample_steps": 3, "raft_updates": 1, "minibatches": 1},
+        trainer={"group_size": 2, "sample_steps": 3, "raft_updates": 1, "minibatches": 1}
+        | ({"nft_sampler": "dpmpp_2m", "nft_timesteps": 1} if algorithm == "nft" else {}),
     )
     summary = train_rl(cfg)
     assert summary["step"] == 2 and summary["skipped_updates"] == 0
