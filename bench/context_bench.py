@@ -299,8 +299,15 @@ def counted_flops(fn: Callable[[], Any]) -> tuple[int, int]:
         mapping[cpu_attention] = cpu_attention_flops
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
-    vision = sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items() if name.endswith(".visual"))
+    vision = sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items() if is_vision_tower(name))
     return counter.get_total_flops(), vision
+
+
+def is_vision_tower(name: str) -> bool:
+    """Whether the FLOP counter's module name is the vision tower itself: `...model.visual` when the model's forward
+    runs it (the naive loop), its class name at the top when the engine runs it on its own (vision features once
+    per visual)."""
+    return name.endswith(".visual") or ("." not in name and "Vision" in name)
 
 
 @dataclass
