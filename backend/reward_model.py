@@ -188,21 +188,16 @@ class RewardModel:
         stop: Callable[[], bool] | None = None,
     ) -> list[list[str]]:
         """`config.samples` continuations of each prepared query, every query generated in one batched call."""
-        return self.scorer.generate(
-            prepared, *self._generation_args(config), **self._generation_options(config, keys, stop)
-        )
+        return self.scorer.generate(prepared, **self._generation_options(config, keys, stop))
 
-    def _generation_args(self, config: ScoringConfig) -> tuple[int, int, Sampling]:
-        """Token budget of the continuations and of one forward, and the sampling, under `config`."""
-        sampling = Sampling(config.temperature, config.top_p, config.seed, config.samples)
-        return config.reason_tokens, self.batch_tokens(config), sampling
-
-    @staticmethod
     def _generation_options(
-        config: ScoringConfig, keys: list[int] | None, stop: Callable[[], bool] | None
+        self, config: ScoringConfig, keys: list[int] | None, stop: Callable[[], bool] | None
     ) -> dict[str, Any]:
-        """The keyword options of a generation call under `config` (prefix reuse, seeds' keys, stop)."""
+        """The keyword arguments of a generation call under `config`: budgets, sampling, prefix reuse, keys, stop."""
         return {
+            "max_new_tokens": config.reason_tokens,
+            "max_tokens": self.batch_tokens(config),
+            "sampling": Sampling(config.temperature, config.top_p, config.seed, config.samples),
             "prefix_reuse": config.prefix_reuse,
             "min_prefix_tokens": config.min_prefix_tokens,
             "keys": keys,
@@ -274,12 +269,8 @@ class RewardModel:
                 known = dict(zip(prepared[i].keys, prepared[i].visuals))
             return self.scorer.prepare([judged_query(queries[i], text)], known)[0]
 
-        options = self._generation_options(config, keys, stop)
-        samples = [
-            s
-            for row in self.scorer.generate_judged(prepared, judge, *self._generation_args(config), **options)
-            for s in row
-        ]
+        generated = self.scorer.generate_judged(prepared, judge, **self._generation_options(config, keys, stop))
+        samples = [s for row in generated for s in row]
         missing = [r for r, s in enumerate(samples) if s.logits is None]
         logits = [s.logits for s in samples]
         if missing:

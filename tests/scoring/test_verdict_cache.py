@@ -141,7 +141,7 @@ def test_judged_ids_that_leave_the_fed_ids_early_read_from_the_cut(fresh, photos
 
 def test_rows_the_cache_cannot_serve_run_in_full(fresh, photos, monkeypatch):
     rm = fresh("qwen2_5_vl")
-    config = ScoringConfig(**REASONING, samples=2, temperature=1.0)
+    config = ScoringConfig(**REASONING)
     queries = mixed_queries(photos, config)
     expected, _ = full_reforward(rm, queries, config)
     reusable = generation._reusable_prefix
