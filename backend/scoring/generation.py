@@ -349,7 +349,8 @@ def row_seed(seed: int, key: int, sample: int) -> int:
 
 
 def verdict_logits(scorer: Scorer, judged: list[PreparedQuery], samples: int, max_tokens: int) -> torch.Tensor:
-    """Last-position logits [N * samples, V] of each query's `samples` judged continuations (rows i*k .. i*k+k-1).
+    """Last-position logits [N * samples, V] of each query's `samples` judged continuations (rows i*k .. i*k+k-1),
+    each run again in full (the reasoning-first path when the decode cache is not read: `verdicts_from_cache` off).
 
     The tokens a query's k rows share (its prompt with every visual) run once; its KV cache is repeated over the
     k continuations, so k judgements cost one prompt plus k reasonings rather than k prompts."""

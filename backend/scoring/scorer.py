@@ -13,7 +13,8 @@
   reference image, few-shot examples) run that prefix once; its KV cache is repeated for the suffixes.
   A `PrefixCache` (prefix_cache.py) keeps those KV caches across calls; never with gradients.
 - CUDA out-of-memory splits the batch in half and retries, down to one query.
-- Chain of thought generates for every query of a call together (generation.py), from the same forward paths.
+- Chain of thought generates for every query of a call together (generation.py), from the same forward paths;
+  reasoning-first verdicts are read from each decode batch's own KV cache (`generate_judged`).
 """
 
 from __future__ import annotations
