@@ -69,6 +69,8 @@ class RewardModel:
         # within `prefix_cache_bytes` (0 disables); `clear_prefix_cache()` after changing the weights.
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.scorer = Scorer(vlm, self.prefix_cache)
+        # reasoning-first verdicts read from the generation's KV cache (False: each judged query runs again in full)
+        self.verdicts_from_cache = True
         self._lock = threading.RLock()
         self._depth = 0
         # Called (under the lock) before the model runs; a host such as ComfyUI sets it to move offloaded
@@ -186,17 +188,21 @@ class RewardModel:
         stop: Callable[[], bool] | None = None,
     ) -> list[list[str]]:
         """`config.samples` continuations of each prepared query, every query generated in one batched call."""
-        sampling = Sampling(config.temperature, config.top_p, config.seed, config.samples)
-        return self.scorer.generate(
-            prepared,
-            config.reason_tokens,
-            self.batch_tokens(config),
-            sampling,
-            prefix_reuse=config.prefix_reuse,
-            min_prefix_tokens=config.min_prefix_tokens,
-            keys=keys,
-            stop=stop,
-        )
+        return self.scorer.generate(prepared, **self._generation_options(config, keys, stop))
+
+    def _generation_options(
+        self, config: ScoringConfig, keys: list[int] | None, stop: Callable[[], bool] | None
+    ) -> dict[str, Any]:
+        """The keyword arguments of a generation call under `config`: budgets, sampling, prefix reuse, keys, stop."""
+        return {
+            "max_new_tokens": config.reason_tokens,
+            "max_tokens": self.batch_tokens(config),
+            "sampling": Sampling(config.temperature, config.top_p, config.seed, config.samples),
+            "prefix_reuse": config.prefix_reuse,
+            "min_prefix_tokens": config.min_prefix_tokens,
+            "keys": keys,
+            "stop": stop,
+        }
 
     def run(
         self,
@@ -231,21 +237,61 @@ class RewardModel:
         keys: list[int] | None,
         stop: Callable[[], bool] | None,
     ) -> Judgements:
-        """Generate k reasonings per query, then read the verdict after each; the score is their mean P(yes)."""
-        texts = self.generate(self.scorer.prepare(queries) if prepared is None else prepared, config, keys, stop)
-        judged = [
-            replace(q, continuation=reasoning_before_verdict(t) + "\n" + VERDICT_MARKER)
-            for q, ts in zip(queries, texts)
-            for t in ts
-        ]
-        if config.samples > 1 and not torch.is_grad_enabled():  # each prompt once, its cache over its k judgements
-            logits = verdict_logits(self.scorer, self.scorer.prepare(judged), config.samples, self.batch_tokens(config))
-            probs = self.read_scores(logits, config, [q.pairwise for q in judged])
+        """Generate k reasonings per query, then read the verdict after each; the score is their mean P(yes).
+
+        Each verdict is read from its generation's own KV cache (one more forward per decode batch); with gradients
+        through the visuals, or with `verdicts_from_cache` off, the judged queries run again in full."""
+        prepared = self.scorer.prepare(queries) if prepared is None else prepared
+        if self.verdicts_from_cache and not self.scorer.needs_grad(prepared):
+            texts, logits = self._verdicts_from_cache(queries, prepared, config, keys, stop)
         else:
-            probs = self.probabilities(judged, config)
-        probs = probs.reshape(len(queries), config.samples)
+            texts = self.generate(prepared, config, keys, stop)
+            logits = self._verdicts_by_forward(queries, texts, config)
+        pairwise = [q.pairwise for q in queries for _ in range(config.samples)]
+        probs = self.read_scores(logits, config, pairwise).reshape(len(queries), config.samples)
         spread = probs.std(dim=1, unbiased=False) if config.samples > 1 else None
         return Judgements(probs.mean(dim=1), [ts[0] for ts in texts], spread)
+
+    def _verdicts_from_cache(
+        self,
+        queries: list[Query],
+        prepared: list[PreparedQuery],
+        config: ScoringConfig,
+        keys: list[int] | None,
+        stop: Callable[[], bool] | None,
+    ) -> tuple[list[list[str]], torch.Tensor]:
+        """Each query's reasonings and their verdict logits [N * k, V], read from the generation's KV cache (a
+        judgement the cache cannot serve, its ids leaving it before a visual's end, runs in full)."""
+
+        def judge(i: int, text: str) -> PreparedQuery:
+            known = {}
+            if prepared[i].keys == [id(v) for v in queries[i].visuals]:  # prepared from these very visuals
+                known = dict(zip(prepared[i].keys, prepared[i].visuals))
+            return self.scorer.prepare([judged_query(queries[i], text)], known)[0]
+
+        generated = self.scorer.generate_judged(prepared, judge, **self._generation_options(config, keys, stop))
+        samples = [s for row in generated for s in row]
+        missing = [r for r, s in enumerate(samples) if s.logits is None]
+        logits = [s.logits for s in samples]
+        if missing:
+            full = self.scorer.last_logits(
+                [samples[r].judged for r in missing],
+                self.batch_tokens(config),
+                config.prefix_reuse,
+                config.min_prefix_tokens,
+                stop,
+            )
+            for r, logit in zip(missing, full):
+                logits[r] = logit
+        k = config.samples
+        return [[s.text for s in samples[i : i + k]] for i in range(0, len(samples), k)], torch.stack(logits)
+
+    def _verdicts_by_forward(self, queries: list[Query], texts: list[list[str]], config: ScoringConfig) -> torch.Tensor:
+        """Verdict logits [N * k, V] of every reasoning, each judged query run again in full (under gradients too)."""
+        judged = self.scorer.prepare([judged_query(q, t) for q, ts in zip(queries, texts) for t in ts])
+        if config.samples > 1 and not torch.is_grad_enabled():  # each prompt once, its cache over its k judgements
+            return verdict_logits(self.scorer, judged, config.samples, self.batch_tokens(config))
+        return self.scorer.last_logits(judged, self.batch_tokens(config), config.prefix_reuse, config.min_prefix_tokens)
 
     def check_gradients(self, images: Any) -> None:
         """Refuse gradients through a quantised judge (ReFL, noise-gradient search need ordinary weights)."""
@@ -428,6 +474,11 @@ def reading_token_ids(tokenizer: Any, path: Any, scoring: dict[str, Any]) -> set
         for text in judge.score_tokens + judge.verdict_tokens:
             ids.update(tokenizer(text, add_special_tokens=False)["input_ids"])
     return ids
+
+
+def judged_query(query: Query, reasoning: str) -> Query:
+    """`query` continued by a generated reasoning (up to any verdict line of its own) and the verdict marker."""
+    return replace(query, continuation=reasoning_before_verdict(reasoning) + "\n" + VERDICT_MARKER)
 
 
 def reasoning_before_verdict(text: str) -> str:

@@ -1,5 +1,7 @@
 """Test helpers shared by several test modules."""
 
+from __future__ import annotations
+
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +163,25 @@ def write_tiny_flow(folder: Path) -> Path:
     path = folder / "tiny.safetensors"
     save_file({k: v.contiguous() for k, v in gen.net.state_dict().items()}, str(path))
     return path
+
+
+class TowerCounter:
+    """Counts the pixel rows (Qwen patches, InternVL tiles) the model's vision tower is run on."""
+
+    def __init__(self, rm):
+        inner = rm.vlm.model.model
+        tower = getattr(inner, "visual", None) or inner.vision_tower
+        self.rows = 0
+        self.calls = 0
+        self.handle = tower.register_forward_hook(self.hook, with_kwargs=True)
+
+    def hook(self, module, args, kwargs, output) -> None:
+        pixels = args[0] if args else kwargs["pixel_values"]
+        self.rows += int(pixels.shape[0])
+        self.calls += 1
+
+    def __enter__(self) -> TowerCounter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()

@@ -16,6 +16,13 @@ Why a small loop of our own over the model's forward rather than transformers' `
   seed and its key only, never on which other queries share its batch (or a server batch).
 The prefill goes through the scorer's own `_forward` / `_prefix_cache`, so it feeds visuals exactly as scoring does.
 
+Reasoning-first verdicts (`generate_judged` with a `judge`) are read from the decode batch's own KV cache before it is
+freed: it already holds each row's prompt and the generated tokens that were fed, and the judged query (prompt,
+reasoning, "\nFinal answer:") shares a long prefix with them. One more forward per decode batch runs only each row's
+remaining judged tokens (left-padded), each row seeing the cache columns of its own common prefix and nothing after
+it, and keeps the last position's logits: no second pass over prompt and visuals. A row whose common prefix ends
+before a visual's last token (a retokenised prompt) is left to the caller, who runs its judged query in full.
+
 Greedy output equals transformers' one-query `generate(do_sample=False)` token for token. Of the checkpoint's
 generation config, `eos_token_id` (one id or a list) and `repetition_penalty` are honoured, as `generate` applies
 them; its sampling defaults (temperature, top_k, top_p) are not: `Sampling` says how to sample.
@@ -54,7 +61,35 @@ class Sampling:
 GREEDY = Sampling()
 
 
+Judge = Callable[[int, str], "PreparedQuery"]  # (query index, generated text) -> the judged query to read
+
+
+@dataclass
+class Sample:
+    """One generated continuation; with a judge, its judged query and verdict logits [V] (float32) read from the
+    decode cache (`logits` None: the judged ids leave the cache before a visual's end, run that query in full)."""
+
+    text: str
+    judged: PreparedQuery | None = None
+    logits: torch.Tensor | None = None
+
+
 def generate_batch(
+    scorer: Scorer,
+    prepared: list[PreparedQuery],
+    max_new_tokens: int,
+    max_tokens: int,
+    sampling: Sampling = GREEDY,
+    **options: Any,
+) -> list[list[str]]:
+    """`sampling.samples` continuations of every prepared query (texts[i][j]), decoded without special tokens.
+
+    `options`: prefix_reuse, min_prefix_tokens, keys, stop (see `generate_judged`)."""
+    samples = generate_judged(scorer, prepared, max_new_tokens, max_tokens, sampling, **options)
+    return [[s.text for s in row] for row in samples]
+
+
+def generate_judged(
     scorer: Scorer,
     prepared: list[PreparedQuery],
     max_new_tokens: int,
@@ -64,14 +99,16 @@ def generate_batch(
     min_prefix_tokens: int = 64,
     keys: list[int] | None = None,
     stop: Callable[[], bool] | None = None,
-) -> list[list[str]]:
-    """`sampling.samples` continuations of every prepared query (texts[i][j]), decoded without special tokens.
+    judge: Judge | None = None,
+) -> list[list[Sample]]:
+    """`sampling.samples` continuations of every prepared query (samples[i][j]); with `judge`, each one's verdict.
 
     `keys[i]` (default i) seeds query i's samples with `sampling.seed`; `stop` is asked before every forward
-    (True ends the call with `ScoringStopped`)."""
+    (True ends the call with `ScoringStopped`); `judge(i, text)` gives the judged query of a continuation of query i,
+    whose last-position logits are read from the decode batch's KV cache (one more forward per decode batch)."""
     keys = list(range(len(prepared))) if keys is None else keys
     k = sampling.samples
-    out: list[list[str] | None] = [None] * len(prepared)
+    out: list[list[Sample] | None] = [None] * len(prepared)
     with torch.no_grad():
         if prefix_reuse:
             groups, rest = scorer.prefix_groups(prepared, min_prefix_tokens)
@@ -86,7 +123,8 @@ def generate_batch(
             lengths = [len(prepared[i]) - start + max_new_tokens for i in members]
             for batch in scorer.token_batches(lengths, max(1, (max_tokens - start) // k)):
                 rows = [members[j] for j in batch]
-                texts = _decode_batch(
+                local = None if judge is None else _local_judge(judge, rows)
+                samples = _decode_batch(
                     scorer,
                     [prepared[i] for i in rows],
                     start,
@@ -95,10 +133,16 @@ def generate_batch(
                     sampling,
                     [keys[i] for i in rows],
                     stop,
+                    local,
                 )
-                for i, t in zip(rows, texts):
-                    out[i] = t
+                for i, s in zip(rows, samples):
+                    out[i] = s
     return out  # type: ignore[return-value]
+
+
+def _local_judge(judge: Judge, rows: list[int]) -> Judge:
+    """`judge` over a batch's own row numbers (row b of the batch is query rows[b] of the call)."""
+    return lambda b, text: judge(rows[b], text)
 
 
 def _check(stop: Callable[[], bool] | None) -> None:
@@ -117,8 +161,10 @@ def _decode_batch(
     sampling: Sampling,
     keys: list[int],
     stop: Callable[[], bool] | None,
-) -> list[list[str]]:
-    """Prefill one batch (after an optional prefix cache), then decode every row to EOS or the budget."""
+    judge: Judge | None = None,
+) -> list[list[Sample]]:
+    """Prefill one batch (after an optional prefix cache), decode every row to EOS or the budget, then read each
+    row's verdict from the batch's cache when a `judge` (over the batch's row numbers) is given."""
     _check(stop)
     model = scorer.vlm.model
     k = sampling.samples
@@ -137,7 +183,8 @@ def _decode_batch(
     n = logits.shape[0]
     generated: list[list[int]] = [[] for _ in range(n)]
     done = [False] * n
-    pad_id = scorer.tokenizer.pad_token_id if scorer.tokenizer.pad_token_id is not None else 0
+    fed = 0  # decode forwards: tokens of every row now in the cache after its prompt
+    pad_id = scorer.pad_id
     for step in range(max_new_tokens):
         tokens = chooser.choose(logits)
         for r, t in enumerate(tokens):
@@ -160,11 +207,72 @@ def _decode_batch(
             **{cache_keyword(model): cache},
         )
         scorer.stats["decode_forwards"] += 1
+        fed += 1
         positions = positions + 1
         logits = out.logits[:, -1].float()
     scorer.stats["generated_tokens"] += sum(len(g) for g in generated)
     texts = [scorer.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
-    return [texts[i * k : (i + 1) * k] for i in range(len(rows))]
+    if judge is None:
+        samples = [Sample(t) for t in texts]
+    else:
+        judged = [judge(r // k, t) for r, t in enumerate(texts)]
+        prompts = [rows[r // k] for r in range(n)]
+        cached = [r.input_ids.tolist() + g[:fed] for r, g in zip(prompts, generated)]  # a row's final token is not fed
+        _check(stop)
+        verdicts = _cached_verdicts(scorer, cache, mask, [len(p) for p in prompts], start, cached, judged)
+        samples = [Sample(t, j, v) for t, j, v in zip(texts, judged, verdicts)]
+    return [samples[i * k : (i + 1) * k] for i in range(len(rows))]
+
+
+def _cached_verdicts(
+    scorer: Scorer,
+    cache: Any,
+    mask: torch.Tensor,
+    lengths: list[int],
+    start: int,
+    cached: list[list[int]],
+    judged: list[PreparedQuery],
+) -> list[torch.Tensor | None]:
+    """Last-position logits [V] of each row's judged query, from one more forward over the decode cache.
+
+    Row r's cache holds its prompt of `lengths[r]` tokens (the shared `start` columns, then its left-padded suffix,
+    as `_prefill_mask` lays them out), then one column per decode step: `cached[r]` are the ids of those columns
+    (pad ids fed after the row was done follow them). The judged query runs on from its longest common prefix with
+    them, seeing only that prefix's columns; None for a row whose common prefix ends before a visual's last token."""
+    cuts = [_reusable_prefix(j, c, start) for j, c in zip(judged, cached)]
+    if all(cut is None for cut in cuts):
+        return [None] * len(judged)
+    visible = mask.clone()
+    pad_to = max(lengths) - start  # width of the prefill's left-padded suffixes
+    for r, cut in enumerate(cuts):
+        if cut is not None:  # its own columns from the cut on, and the pads fed after it was done
+            visible[r, cut + start + pad_to - lengths[r] :] = 0
+    tails = [j.input_ids[:0] if cut is None else j.input_ids[cut:] for j, cut in zip(judged, cuts)]
+    places = [j.positions[..., :0] if cut is None else j.positions[..., cut:] for j, cut in zip(judged, cuts)]
+    from .scorer import left_padded
+
+    ids, own, positions = left_padded(tails, places, scorer.pad_id, mask.device)
+    model = scorer.vlm.model
+    out = model(
+        input_ids=ids,
+        attention_mask=torch.cat([visible, own], dim=1),
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_keyword(model): cache},
+    )
+    scorer.stats["verdict_forwards"] += 1
+    logits = out.logits[:, -1].float()
+    return [None if cut is None else logits[r] for r, cut in enumerate(cuts)]
+
+
+def _reusable_prefix(judged: PreparedQuery, cached: list[int], start: int) -> int | None:
+    """How many leading ids of `judged` the cached ids share (it keeps one of its own), or None when that
+    prefix does not reach past the shared prefix and every visual (then the cache cannot serve it)."""
+    n = min(len(judged) - 1, len(cached))
+    differs = (judged.input_ids[:n].cpu() != torch.tensor(cached[:n], dtype=torch.long)).nonzero()
+    cut = int(differs[0]) if len(differs) else n
+    return cut if cut >= max([start, *(e for _, e in judged.spans)]) else None
 
 
 def _prefill_mask(rows: list[PreparedQuery], start: int, device: torch.device) -> torch.Tensor:
@@ -241,7 +349,8 @@ def row_seed(seed: int, key: int, sample: int) -> int:
 
 
 def verdict_logits(scorer: Scorer, judged: list[PreparedQuery], samples: int, max_tokens: int) -> torch.Tensor:
-    """Last-position logits [N * samples, V] of each query's `samples` judged continuations (rows i*k .. i*k+k-1).
+    """Last-position logits [N * samples, V] of each query's `samples` judged continuations (rows i*k .. i*k+k-1),
+    each run again in full (the reasoning-first path when the decode cache is not read: `verdicts_from_cache` off).
 
     The tokens a query's k rows share (its prompt with every visual) run once; its KV cache is repeated over the
     k continuations, so k judgements cost one prompt plus k reasonings rather than k prompts."""

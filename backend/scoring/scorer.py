@@ -13,7 +13,8 @@
   reference image, few-shot examples) run that prefix once; its KV cache is repeated for the suffixes.
   A `PrefixCache` (prefix_cache.py) keeps those KV caches across calls; never with gradients.
 - CUDA out-of-memory splits the batch in half and retries, down to one query.
-- Chain of thought generates for every query of a call together (generation.py), from the same forward paths.
+- Chain of thought generates for every query of a call together (generation.py), from the same forward paths;
+  reasoning-first verdicts are read from each decode batch's own KV cache (`generate_judged`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..media import Image, Video, Visual
 from ..vlm.base import EncodedVisual, VisualFeatures, cache_keyword, output_cache
 from ..vlm.loading import LoadedVLM
 from .config import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
-from .generation import GREEDY, Sampling, generate_batch
+from .generation import GREEDY, Judge, Sample, Sampling, generate_batch, generate_judged
 from .prefix_cache import PrefixCache, prefix_key
 from .prompts import Query
 
@@ -39,6 +40,22 @@ OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryErro
 # A suffix batch after a shared prefix repeats the prefix's KV cache once per row; those copies may hold up to this
 # many times the forward's token budget (the suffix tokens themselves are what the budget counts).
 PREFIX_COPIES = 8
+
+
+def left_padded(
+    ids: list[torch.Tensor], positions: list[torch.Tensor], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows of token ids [L] and their positions ([L] or [3, L]) left-padded to one width: ids [B, W], attention
+    mask [B, W] and positions [B, W] or [3, B, W] (padding positions are 1, masked out)."""
+    width = max(len(row) for row in ids)
+    out = torch.full((len(ids), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(ids), width), dtype=torch.long, device=device)
+    places = torch.ones((*positions[0].shape[:-1], len(ids), width), dtype=torch.long, device=device)
+    for b, (row, pos) in enumerate(zip(ids, positions)):
+        out[b, width - len(row) :] = row
+        mask[b, width - len(row) :] = 1
+        places[..., b, width - len(row) :] = pos
+    return out, mask, places
 
 
 class ScoringStopped(Exception):
@@ -124,8 +141,14 @@ class Scorer:
         pattern = "|".join(re.escape(p) for p in sorted(kinds, key=len, reverse=True))  # longest form first
         self._placeholder_re = re.compile(f"({pattern})")
         # forwards, prefix_forwards, oom_splits, tokens, vision_encodes (visuals through the tower),
-        # prefix_cache_hits / _misses / _evictions and prefix_cache_bytes (the cross-call cache's size now)
+        # prefix_cache_hits / _misses / _evictions and prefix_cache_bytes (the cross-call cache's size now);
+        # generation: decode_forwards, generated_tokens, verdict_forwards (reasoning-first verdicts off the cache)
         self.stats = Counter()
+
+    @property
+    def pad_id(self) -> int:
+        """The id left padding uses: the tokenizer's pad token, else 0 (masked out either way)."""
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     # --- preparation ----------------------------------------------------------------------------------
     def encode_visuals(self, visuals: list[Visual]) -> dict[int, EncodedVisual]:
@@ -159,9 +182,11 @@ class Scorer:
         cut = len(tail) - len(query.continuation)
         return len(self.tokenize(tail)) - len(self.tokenize(tail[:cut]))
 
-    def prepare(self, queries: list[Query]) -> list[PreparedQuery]:
-        """Render, expand visual placeholders and tokenize every query."""
-        encoded = self.encode_visuals([v for q in queries for v in q.visuals])
+    def prepare(self, queries: list[Query], encoded: dict[int, EncodedVisual] | None = None) -> list[PreparedQuery]:
+        """Render, expand visual placeholders and tokenize every query (visuals in `encoded`, by id of the source
+        object, are not preprocessed again)."""
+        encoded = dict(encoded or {})
+        encoded.update(self.encode_visuals([v for q in queries for v in q.visuals if id(v) not in encoded]))
         return [self._prepare_one(q, encoded) for q in queries]
 
     def _prepare_one(self, query: Query, encoded: dict[int, EncodedVisual]) -> PreparedQuery:
@@ -260,7 +285,7 @@ class Scorer:
                 raise ScoringStopped("scoring was stopped between forwards")
 
         out: list[torch.Tensor | None] = [None] * len(prepared)
-        grad = torch.is_grad_enabled() and any(v.pixel_values.requires_grad for p in prepared for v in p.visuals)
+        grad = self.needs_grad(prepared)
         with torch.set_grad_enabled(grad):
             if prefix_reuse and not grad:
                 groups, rest = self.prefix_groups(prepared, min_prefix_tokens, singles=self._cross_call)
@@ -283,6 +308,11 @@ class Scorer:
                     for i, logit in zip(rows, logits):
                         out[i] = logit
         return torch.stack(out)  # type: ignore[arg-type]
+
+    @staticmethod
+    def needs_grad(prepared: list[PreparedQuery]) -> bool:
+        """True when gradients are on and some visual's pixels require them (the forwards keep the graph)."""
+        return torch.is_grad_enabled() and any(v.pixel_values.requires_grad for p in prepared for v in p.visuals)
 
     @property
     def _cross_call(self) -> bool:
@@ -394,17 +424,8 @@ class Scorer:
         with `return_cache`, (logits, the KV cache extended by this forward) for generation to continue.
         """
         device = self.vlm.device
-        lengths = [len(r) - start for r in rows]
-        width = max(lengths)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
-        mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-        pos_shape = rows[0].positions.shape[:-1]
-        positions = torch.ones((*pos_shape, len(rows), width), dtype=torch.long, device=device)
-        for b, (r, n) in enumerate(zip(rows, lengths)):
-            ids[b, width - n :] = r.input_ids[start:]
-            mask[b, width - n :] = 1
-            positions[..., b, width - n :] = r.positions[..., start:]
+        tails = [r.input_ids[start:] for r in rows]
+        ids, mask, positions = left_padded(tails, [r.positions[..., start:] for r in rows], self.pad_id, device)
         visuals = [v for r in rows for v in r.visuals_from(start)]
         store = store if store is not None else FeatureStore(self, self._tower_tokens)
         kwargs: dict[str, Any] = self._visual_inputs(ids, visuals, store)
@@ -433,5 +454,18 @@ class Scorer:
     ) -> list[list[str]]:
         """`sampling.samples` continuations per prepared query, all queries decoded together.
 
-        `options`: prefix_reuse, min_prefix_tokens, keys, stop (see `generation.generate_batch`)."""
+        `options`: prefix_reuse, min_prefix_tokens, keys, stop (see `generation.generate_judged`)."""
         return generate_batch(self, prepared, max_new_tokens, max_tokens, sampling, **options)
+
+    def generate_judged(
+        self,
+        prepared: list[PreparedQuery],
+        judge: Judge,
+        max_new_tokens: int,
+        max_tokens: int,
+        sampling: Sampling = GREEDY,
+        **options: Any,
+    ) -> list[list[Sample]]:
+        """As `generate`, and each continuation's verdict logits read from its decode batch's KV cache:
+        `judge(i, text)` is the judged query of a continuation of query i (see `generation.generate_judged`)."""
+        return generate_judged(self, prepared, max_new_tokens, max_tokens, sampling, judge=judge, **options)

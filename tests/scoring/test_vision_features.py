@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import FAMILIES
+from helpers import TowerCounter
 from PIL import Image as PILImage
 
 from rewarddance.backend import FewShotExample, RewardModel, Video
@@ -50,28 +51,6 @@ def logits(rm: RewardModel, queries: list, reuse: bool, prefix_reuse: bool = Tru
     scorer.reuse_features = reuse
     with torch.no_grad():
         return scorer.last_logits(scorer.prepare(queries), 800, prefix_reuse, min_prefix_tokens=1)
-
-
-class TowerCounter:
-    """Counts the pixel rows (Qwen patches, InternVL tiles) the model's vision tower is run on."""
-
-    def __init__(self, rm: RewardModel):
-        inner = rm.vlm.model.model
-        tower = getattr(inner, "visual", None) or inner.vision_tower
-        self.rows = 0
-        self.calls = 0
-        self.handle = tower.register_forward_hook(self.hook, with_kwargs=True)
-
-    def hook(self, module, args, kwargs, output) -> None:
-        pixels = args[0] if args else kwargs["pixel_values"]
-        self.rows += int(pixels.shape[0])
-        self.calls += 1
-
-    def __enter__(self) -> TowerCounter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
