@@ -1,9 +1,12 @@
 """Batched text generation for chain of thought: every query of a call decodes together.
 
 Reasoning-first judgements and `reasons=True` explanations are generated here, all queries of a call at once:
-left-padded token-budget batches (`Scorer.token_batches`), queries that share a prefix start from its KV cache
-(`Scorer.prefix_groups` / `Scorer._prefix_cache`), each row stops at an end-of-sequence token or the budget, and
-`samples` continuations per query are drawn from one prefill (its cache repeated).
+left-padded token-budget batches (`Scorer.token_batches`) for the prefill, queries that share a prefix start from
+its KV cache (`Scorer.prefix_groups` / `Scorer._prefix_cache`), consecutive prefill batches then decode as one batch
+(their caches widened to one layout and joined, up to DECODE_CACHE_BUDGETS token budgets of cache: `decode_groups`),
+each row stops at an end-of-sequence token or the budget, and `samples` continuations per query are drawn from one
+prefill (its cache repeated). Decoding many rows together is what makes batched generation pay on a CPU: a decode
+step's matmuls (the output layer over the vocabulary above all) cost as much per row on 1-3 rows as on one.
 
 Why a small loop of our own over the model's forward rather than transformers' `generate`:
 - positions: the scorer computes each sequence's position ids itself (`family.position_ids`; multimodal RoPE for
