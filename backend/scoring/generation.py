@@ -1,9 +1,12 @@
 """Batched text generation for chain of thought: every query of a call decodes together.
 
 Reasoning-first judgements and `reasons=True` explanations are generated here, all queries of a call at once:
-left-padded token-budget batches (`Scorer.token_batches`), queries that share a prefix start from its KV cache
-(`Scorer.prefix_groups` / `Scorer._prefix_cache`), each row stops at an end-of-sequence token or the budget, and
-`samples` continuations per query are drawn from one prefill (its cache repeated).
+left-padded token-budget batches (`Scorer.token_batches`) for the prefill, queries that share a prefix start from
+its KV cache (`Scorer.prefix_groups` / `Scorer._prefix_cache`), consecutive prefill batches then decode as one batch
+(their caches widened to one layout and joined, up to DECODE_CACHE_BUDGETS token budgets of cache: `decode_groups`),
+each row stops at an end-of-sequence token or the budget, and `samples` continuations per query are drawn from one
+prefill (its cache repeated). Decoding many rows together is what makes batched generation pay on a CPU: a decode
+step's matmuls (the output layer over the vocabulary above all) cost as much per row on 1-3 rows as on one.
 
 Why a small loop of our own over the model's forward rather than transformers' `generate`:
 - positions: the scorer computes each sequence's position ids itself (`family.position_ids`; multimodal RoPE for
@@ -59,6 +62,7 @@ class Sampling:
 
 
 GREEDY = Sampling()
+DECODE_CACHE_BUDGETS = 8  # prefill batches decode together while their KV cache holds at most this many token budgets
 
 
 Judge = Callable[[int, str], "PreparedQuery"]  # (query index, generated text) -> the judged query to read
@@ -121,23 +125,39 @@ def generate_judged(
             _check(stop)
             cache = scorer._prefix_cache(prepared[members[0]], start) if start else None
             lengths = [len(prepared[i]) - start + max_new_tokens for i in members]
-            for batch in scorer.token_batches(lengths, max(1, (max_tokens - start) // k)):
-                rows = [members[j] for j in batch]
+            batches = list(scorer.token_batches(lengths, max(1, (max_tokens - start) // k)))
+            for group in decode_groups(batches, lengths, k, DECODE_CACHE_BUDGETS * max_tokens):
+                chunks = [[prepared[members[j]] for j in batch] for batch in group]
+                rows = [members[j] for batch in group for j in batch]
                 local = None if judge is None else _local_judge(judge, rows)
                 samples = _decode_batch(
-                    scorer,
-                    [prepared[i] for i in rows],
-                    start,
-                    cache,
-                    max_new_tokens,
-                    sampling,
-                    [keys[i] for i in rows],
-                    stop,
-                    local,
+                    scorer, chunks, start, cache, max_new_tokens, sampling, [keys[i] for i in rows], stop, local
                 )
                 for i, s in zip(rows, samples):
                     out[i] = s
     return out  # type: ignore[return-value]
+
+
+def decode_groups(
+    batches: list[list[int]], lengths: list[int], samples: int, cache_tokens: int
+) -> list[list[list[int]]]:
+    """Consecutive prefill batches decoded together: as many as keep the group's KV cache (rows x samples x the
+    widest row's tokens, prompt and continuation) within `cache_tokens`, at least one batch a group.
+
+    Each batch's prefill is bounded by the token budget; decoding them together makes the per-step matmuls (the
+    output layer above all) run on many rows, where CPU BLAS costs as much per row for 1-3 rows as for one."""
+    groups: list[list[list[int]]] = []
+    widest = 0
+    for batch in batches:
+        wider = max(widest, *(lengths[j] for j in batch))
+        rows = sum(len(b) for b in groups[-1]) + len(batch) if groups else 0
+        if groups and rows * samples * wider <= cache_tokens:
+            groups[-1].append(batch)
+            widest = wider
+        else:
+            groups.append([batch])
+            widest = max(lengths[j] for j in batch)
+    return groups
 
 
 def _local_judge(judge: Judge, rows: list[int]) -> Judge:
@@ -154,7 +174,7 @@ def _check(stop: Callable[[], bool] | None) -> None:
 
 def _decode_batch(
     scorer: Scorer,
-    rows: list[PreparedQuery],
+    chunks: list[list[PreparedQuery]],
     start: int,
     prefix: Any,
     max_new_tokens: int,
@@ -163,12 +183,72 @@ def _decode_batch(
     stop: Callable[[], bool] | None,
     judge: Judge | None = None,
 ) -> list[list[Sample]]:
-    """Prefill one batch (after an optional prefix cache), decode every row to EOS or the budget, then read each
-    row's verdict from the batch's cache when a `judge` (over the batch's row numbers) is given."""
-    _check(stop)
+    """Prefill each chunk (after an optional prefix cache), decode all their rows together to EOS or the budget,
+    then read each row's verdict from the cache when a `judge` (over the rows' numbers here) is given."""
+    prefilled = []
+    for chunk in chunks:
+        _check(stop)
+        prefilled.append(scorer._forward(chunk, start, prefix, return_cache=True))
+    rows = [r for chunk in chunks for r in chunk]
+    cache = merged_caches([c for _, c in prefilled], [_width(chunk, start) for chunk in chunks], start)
+    if cache is None:  # a cache this code cannot widen: each chunk decodes on its own
+        out, offset = [], 0
+        for chunk in chunks:
+            sub = None if judge is None else _local_judge(judge, list(range(offset, offset + len(chunk))))
+            own = keys[offset : offset + len(chunk)]
+            out += _decode_batch(scorer, [chunk], start, prefix, max_new_tokens, sampling, own, stop, sub)
+            offset += len(chunk)
+        return out
+    logits = torch.cat([logit for logit, _ in prefilled])
+    return _decode_rows(scorer, rows, start, logits, cache, max_new_tokens, sampling, keys, stop, judge)
+
+
+def _width(rows: list[PreparedQuery], start: int) -> int:
+    """The left-padded width of a batch's tokens after the shared prefix."""
+    return max(len(r) - start for r in rows)
+
+
+def merged_caches(caches: list[Any], widths: list[int], start: int) -> Any:
+    """The KV caches of several prefill batches as one batch: each batch's padding (after the `start` shared
+    columns) widened to the widest batch's, as `_prefill_mask` lays the rows out; None when a cache layer is not
+    a plain dynamic layer of keys and values."""
+    if len(caches) == 1:
+        return caches[0]
+    layers = [getattr(c, "layers", None) for c in caches]
+    if any(ls is None or any(type(layer).__name__ != "DynamicLayer" for layer in ls) for ls in layers):
+        return None
+    width = max(widths)
+    for i, layer in enumerate(layers[0]):
+        for name in ("keys", "values"):
+            parts = [_widened(getattr(ls[i], name), start, width - w) for ls, w in zip(layers, widths)]
+            setattr(layer, name, torch.cat(parts))
+    return caches[0]
+
+
+def _widened(states: torch.Tensor, start: int, extra: int) -> torch.Tensor:
+    """Cached states [B, H, L, D] with `extra` zero columns inserted after the first `start` (masked padding)."""
+    if extra == 0:
+        return states
+    pad = states.new_zeros((*states.shape[:2], extra, states.shape[3]))
+    return torch.cat([states[:, :, :start], pad, states[:, :, start:]], dim=2)
+
+
+def _decode_rows(
+    scorer: Scorer,
+    rows: list[PreparedQuery],
+    start: int,
+    logits: torch.Tensor,
+    cache: Any,
+    max_new_tokens: int,
+    sampling: Sampling,
+    keys: list[int],
+    stop: Callable[[], bool] | None,
+    judge: Judge | None,
+) -> list[list[Sample]]:
+    """Decode prefilled rows (their last logits and KV cache) to EOS or the budget; verdicts as `_decode_batch`."""
     model = scorer.vlm.model
     k = sampling.samples
-    logits, cache = scorer._forward(rows, start, prefix, return_cache=True)
+    scorer.stats["decode_batches"] += 1
     mask = _prefill_mask(rows, start, logits.device)
     positions = torch.stack([r.positions[..., -1] for r in rows], dim=-1) + 1  # [B] or [3, B]
     history = [r.input_ids.tolist() for r in rows]

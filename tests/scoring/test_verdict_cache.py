@@ -91,8 +91,9 @@ def assert_same_judgements(cached, full) -> None:
 
 
 def assert_one_verdict_forward_per_batch(stats) -> None:
-    """Each decode batch (one prefill `_forward`) added one verdict forward and nothing ran in full."""
-    assert stats["verdict_forwards"] == stats["forwards"] >= 1
+    """Each decode batch (one or more prefill `_forward`s) added one verdict forward and nothing ran in full."""
+    assert stats["verdict_forwards"] == stats["decode_batches"] >= 1
+    assert stats["decode_batches"] <= stats["forwards"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -137,6 +138,25 @@ def test_judged_ids_that_leave_the_fed_ids_early_read_from_the_cut(fresh, photos
     cached, stats = judge(rm, queries, config, monkeypatch)
     assert_same_judgements(cached, full_reforward(rm, queries, config)[0])
     assert_one_verdict_forward_per_batch(stats)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("sampling", [{}, {"samples": 3, "temperature": 1.0, "seed": 4}], ids=["greedy", "k3"])
+def test_prefill_batches_decode_together_as_they_would_alone(fresh, photos, family, sampling, monkeypatch):
+    """A token budget that fits one query per prefill: the batches' caches are widened and decoded as one batch
+    (fewer decode batches than prefills), with the same texts and scores as each batch decoded on its own."""
+    rm = fresh(family)
+    queries = mixed_queries(photos, ScoringConfig(**REASONING))
+    longest = max(len(p) for p in rm.scorer.prepare(queries)) + REASONING["reason_tokens"]
+    config = ScoringConfig(**REASONING, **sampling, max_batch_tokens=longest * sampling.get("samples", 1))
+    together, stats = judge(rm, queries, config, monkeypatch)
+    assert stats["decode_batches"] < stats["forwards"]  # several prefills decoded as one batch
+    assert_one_verdict_forward_per_batch(stats)
+    monkeypatch.setattr(generation, "DECODE_CACHE_BUDGETS", 0)  # every prefill batch decodes alone
+    alone, alone_stats = judge(rm, queries, config, monkeypatch)
+    assert alone_stats["decode_batches"] == alone_stats["forwards"]
+    assert_same_judgements(together, alone)
+    assert_same_judgements(together, full_reforward(rm, queries, config)[0])
 
 
 def test_rows_the_cache_cannot_serve_run_in_full(fresh, photos, monkeypatch):
