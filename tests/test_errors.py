@@ -32,8 +32,8 @@ def test_bad_scoring_options(overrides, message):
 
 
 def test_unknown_option_is_named():
-    with pytest.raises(TypeError, match="unknown scoring option.*temperature"):
-        ScoringConfig().with_overrides(temperature=0.5)
+    with pytest.raises(TypeError, match="unknown scoring option.*temprature"):
+        ScoringConfig().with_overrides(temprature=0.5)  # a typo (temperature is an option since samples=k)
 
 
 def test_bad_template_field_and_video_preset_on_image(reward_models, photo_paths):

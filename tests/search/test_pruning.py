@@ -82,7 +82,7 @@ def test_pruning_screens_more_candidates_and_finds_at_least_the_plain_best(gener
         pruned = search(generator, ColourReward(0), STEPS, BUDGET, seed=seed, prune_at=2, keep_fraction=0.25)
         assert pruned.denoiser_calls <= BUDGET and plain.denoiser_calls <= BUDGET
         assert len(pruned.early) > len(plain.history) and pruned.scorer_calls > plain.scorer_calls
-        assert pruned.score >= plain.score
+        assert pruned.score >= plain.score - 1e-6  # the same image may win both, scored in other batches
         gains.append(pruned.score - plain.score)
     assert sum(gains) / len(gains) > 0.02
 

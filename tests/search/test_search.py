@@ -35,7 +35,8 @@ def test_every_algorithm_beats_the_first_sample_within_budget(generator, name):
         assert result.score == max(c.score for c in result.history)
         assert result.latent.shape == (1, *generator.noise_shape) and result.noise.shape == result.latent.shape
         gains.append(result.score - first_sample_score(generator, reward, seed))
-    assert sum(gains) / len(gains) > 0.02 and min(gains) >= 0
+    # min: the first sample may be the best, sampled alone there and in a batch here (float noise of ~1e-7)
+    assert sum(gains) / len(gains) > 0.02 and min(gains) >= -1e-6
 
 
 @pytest.mark.parametrize("name", list(ALGORITHMS))
